@@ -1,0 +1,62 @@
+"""The sample dictionary shared by every corrnet dataset (HDF5 reader, synthetic, prepare).
+
+Keys (N matches; all float32 unless noted):
+    xs (N, 4) normalised [x1, y1, x2, y2]; ys (N,) symmetric epipolar distance under the GT
+    essential matrix; labels (N,) 1.0 where ys < 1e-4; R (3, 3) relative rotation R_j R_iᵀ;
+    t (3,) unit translation; ratios (N,) SIFT ratio d1/d2; mutuals (N,) 0/1 mutual-NN flag;
+    K1, K2 (3, 3) absolute intrinsics; index int64 scalar; features (N, 4) or (N, 6)
+    ([xs, ratio, mutual] when ``side_info``); optional image1, image2 (str paths).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..geometry import INLIER_THRESHOLD, essential_from_pose, symmetric_epipolar_distance
+
+MIN_MATCHES = 8
+"""Fewest matches a pair may have (the eight-point algorithm needs eight)."""
+
+PER_MATCH_KEYS = ("xs", "ys", "labels", "ratios", "mutuals", "features")
+"""Sample keys whose first dimension is the match dimension N."""
+
+
+def episym(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Symmetric epipolar distance of matches under E = [t]ₓ R, computed in float64.
+
+    xs (N, 4) normalised, R (3, 3), t (3,) -> (N,) float64 in squared normalised units.
+    """
+    E = essential_from_pose(torch.as_tensor(R, dtype=torch.float64),
+                            torch.as_tensor(t, dtype=torch.float64).reshape(3))
+    return symmetric_epipolar_distance(torch.as_tensor(xs, dtype=torch.float64), E).numpy()
+
+
+def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """Absolute pinhole intrinsics [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] as float64 (3, 3)."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def make_sample(xs: np.ndarray, ys: np.ndarray, R: np.ndarray, t: np.ndarray,
+                ratios: np.ndarray, mutuals: np.ndarray, K1: np.ndarray, K2: np.ndarray,
+                index: int, side_info: bool = False, image1: str | None = None,
+                image2: str | None = None) -> dict[str, torch.Tensor | str]:
+    """Build the sample dictionary (see module docstring) from numpy arrays.
+
+    xs (N, 4), ys (N,), R (3, 3), t (3,) (normalised here), ratios (N,), mutuals (N,),
+    K1, K2 (3, 3).  Labels are ``ys < INLIER_THRESHOLD``.
+    """
+    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    t = np.asarray(t, dtype=np.float64).reshape(3)
+    sample: dict[str, torch.Tensor | str] = {
+        "xs": as32(xs), "ys": as32(ys), "labels": as32(np.asarray(ys) < INLIER_THRESHOLD),
+        "R": as32(R), "t": as32(t / np.linalg.norm(t)),
+        "ratios": as32(ratios), "mutuals": as32(mutuals),
+        "K1": as32(K1), "K2": as32(K2), "index": torch.tensor(index, dtype=torch.int64),
+    }
+    xs_t = sample["xs"]
+    sample["features"] = (torch.cat([xs_t, sample["ratios"][:, None], sample["mutuals"][:, None]], 1)
+                          if side_info else xs_t)
+    if image1 is not None and image2 is not None:
+        sample["image1"], sample["image2"] = image1, image2
+    return sample

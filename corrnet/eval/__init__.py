@@ -1,0 +1,1 @@
+"""Relative-pose evaluation: metrics, estimators and reports."""

@@ -1,0 +1,89 @@
+"""Epipolar primitives: skew matrices, essential matrices and point-to-line distances.
+
+All coordinates are *normalised* camera coordinates, kp_n = (kp - c) / f, so that the
+essential matrix E satisfies x2ᵀ E x1 = 0 for homogeneous x = (x, y, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import as_tensor
+
+INLIER_THRESHOLD = 1e-4
+"""OANet's label threshold on the symmetric epipolar distance (``obj_geod_th``)."""
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrix [v]ₓ with [v]ₓ u = v × u.  (..., 3) -> (..., 3, 3)."""
+    v = as_tensor("v", v, (3,), "(..., 3)")
+    zero = torch.zeros_like(v[..., 0])
+    x, y, z = v.unbind(-1)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).unflatten(-1, (3, 3))
+
+
+def essential_from_pose(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E = [t]ₓ R for the motion X₂ = R X₁ + t.  R (..., 3, 3), t (..., 3) -> (..., 3, 3)."""
+    R = as_tensor("R", R, (3, 3), "(..., 3, 3)")
+    t = as_tensor("t", t, (3,), "(..., 3)")
+    return skew(t) @ R
+
+
+def normalize_keypoints(kp: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Pixel keypoints to normalised coordinates, (kp - [cx, cy]) / [fx, fy].
+
+    kp (..., N, 2) pixels, K (..., 3, 3) intrinsics without skew -> (..., N, 2).
+    """
+    kp = as_tensor("kp", kp, (None, 2), "(..., N, 2)")
+    K = as_tensor("K", K, (3, 3), "(..., 3, 3)")
+    f = torch.stack([K[..., 0, 0], K[..., 1, 1]], dim=-1).unsqueeze(-2)
+    c = torch.stack([K[..., 0, 2], K[..., 1, 2]], dim=-1).unsqueeze(-2)
+    return (kp - c) / f
+
+
+def _epipolar_terms(x: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Algebraic residual x2ᵀE x1 and the two epipolar lines, for x (..., N, 4)."""
+    ones = torch.ones_like(x[..., :1])
+    x1 = torch.cat([x[..., 0:2], ones], dim=-1)
+    x2 = torch.cat([x[..., 2:4], ones], dim=-1)
+    line2 = x1 @ E.transpose(-1, -2)  # E x1: epipolar line in image 2, (..., N, 3)
+    line1 = x2 @ E                    # Eᵀ x2: epipolar line in image 1
+    residual = (x2 * line2).sum(-1)
+    return residual, line1, line2
+
+
+def _check_pair(x: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = as_tensor("x", x, (None, 4), "(..., N, 4) as [x1, y1, x2, y2]")
+    E = as_tensor("E", E, (3, 3), "(..., 3, 3)")
+    return x, E.to(x.dtype)
+
+
+def symmetric_epipolar_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15,
+                                validate: bool = True) -> torch.Tensor:
+    """OANet's label: the sum of the squared distances of each point to its epipolar line.
+
+    d = (x2ᵀE x1)² · (1 / |(E x1)₁₂|² + 1 / |(Eᵀ x2)₁₂|²), in squared normalised units;
+    a match is an inlier when d < 1e-4 (:data:`INLIER_THRESHOLD`).
+
+    Args:
+        x: (..., N, 4) matches [x1, y1, x2, y2] in normalised coordinates.
+        E: (..., 3, 3) essential matrix (its scale cancels).
+        validate: check shapes and finiteness (off on the training hot path).
+    Returns:
+        (..., N) distances.
+    """
+    if validate:
+        x, E = _check_pair(x, E)
+    r, l1, l2 = _epipolar_terms(x, E)
+    return r.square() * (1.0 / (l2[..., :2].square().sum(-1) + eps)
+                         + 1.0 / (l1[..., :2].square().sum(-1) + eps))
+
+
+def sampson_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15) -> torch.Tensor:
+    """First-order geometric error (x2ᵀE x1)² / (|E x1|₁₂² + |Eᵀ x2|₁₂²).
+
+    x (..., N, 4), E (..., 3, 3) -> (..., N) in squared normalised units.
+    """
+    x, E = _check_pair(x, E)
+    r, l1, l2 = _epipolar_terms(x, E)
+    return r.square() / (l2[..., :2].square().sum(-1) + l1[..., :2].square().sum(-1) + eps)
