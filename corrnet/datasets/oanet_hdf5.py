@@ -1,0 +1,211 @@
+"""Read and write OANet's HDF5 layout of putative matches.
+
+Layout: one top-level group per key, and in each group one float32 dataset per pair named
+"0", "1", ...: ``xs`` (1, N, 4), ``ys`` (N, 1), ``Rs`` (3, 3), ``ts`` (3, 1), ``ratios`` (N,),
+``mutuals`` (N,), ``cx1s``, ``cy1s``, ``cx2s``, ``cy2s`` (1,), ``f1s``, ``f2s`` (1, 2) as
+[fx, fy].  corrnet may add the string groups ``image1s``/``image2s``, which OANet ignores.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from .sample import MIN_MATCHES, intrinsics, make_sample
+
+REQUIRED_KEYS = ("xs", "ys", "Rs", "ts")
+OPTIONAL_KEYS = ("ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s")
+IMAGE_KEYS = ("image1s", "image2s")
+
+
+class BadPairError(ValueError):
+    """A pair of an HDF5 file does not match the expected layout."""
+
+
+def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
+    """A sample dictionary as OANet's per-pair float32 arrays."""
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    K1, K2 = f32(sample["K1"]), f32(sample["K2"])
+    n = len(sample["xs"])
+    return {
+        "xs": f32(sample["xs"]).reshape(1, n, 4), "ys": f32(sample["ys"]).reshape(n, 1),
+        "Rs": f32(sample["R"]).reshape(3, 3), "ts": f32(sample["t"]).reshape(3, 1),
+        "ratios": f32(sample["ratios"]).reshape(n), "mutuals": f32(sample["mutuals"]).reshape(n),
+        "cx1s": K1[0, 2].reshape(1), "cy1s": K1[1, 2].reshape(1),
+        "cx2s": K2[0, 2].reshape(1), "cy2s": K2[1, 2].reshape(1),
+        "f1s": np.array([[K1[0, 0], K1[1, 1]]], np.float32),
+        "f2s": np.array([[K2[0, 0], K2[1, 1]]], np.float32),
+    }
+
+
+def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | None = None,
+                     desc: str = "writing") -> int:
+    """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
+
+    The file is written to a temporary file beside ``path`` and renamed into place, so an
+    interrupted run never leaves a partial file at ``path``.  Image paths are stored in the
+    ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    count, with_images = 0, True
+    try:
+        with h5py.File(tmp, "w") as f:
+            groups = {k: f.create_group(k) for k in REQUIRED_KEYS + OPTIONAL_KEYS}
+            images: dict[str, list[str]] = {k: [] for k in IMAGE_KEYS}
+            for sample in tqdm(samples, total=total, desc=desc, leave=False):
+                for key, value in _oanet_arrays(sample).items():
+                    groups[key].create_dataset(str(count), data=value)
+                with_images &= "image1" in sample and "image2" in sample
+                if with_images:
+                    images["image1s"].append(str(sample["image1"]))
+                    images["image2s"].append(str(sample["image2"]))
+                count += 1
+            if with_images and count:
+                for key, values in images.items():
+                    g = f.create_group(key)
+                    for i, v in enumerate(values):
+                        g.create_dataset(str(i), data=v, dtype=h5py.string_dtype())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return count
+
+
+class OANetPairs(Dataset):
+    """Pairs of an OANet-layout HDF5 file as corrnet sample dictionaries.
+
+    The file is opened lazily, once per process (re-opened after a fork), so the dataset
+    works in DataLoader workers.  Pairs whose data are malformed (wrong shapes, non-finite
+    coordinates, fewer than ``min_matches`` matches) raise :class:`BadPairError` naming the
+    file, pair and expectation when ``on_bad="raise"``; with ``on_bad="skip"`` every pair is
+    checked once at construction and the bad ones are left out with a warning.
+
+    Args:
+        path: HDF5 file.
+        side_info: ``features`` is [xs, ratio, mutual] (N, 6) instead of xs (N, 4).
+        on_bad: "raise" or "skip".
+        min_matches: fewest matches a valid pair has.
+    Missing ``ratios``/``mutuals`` read as zeros, missing intrinsics as the identity
+    (the coordinates are already normalised).
+    """
+
+    def __init__(self, path: str | Path, side_info: bool = False, on_bad: str = "raise",
+                 min_matches: int = MIN_MATCHES) -> None:
+        if on_bad not in ("raise", "skip"):
+            raise ValueError(f"on_bad: expected 'raise' or 'skip', got {on_bad!r}")
+        self.path, self.side_info, self.on_bad = Path(path), side_info, on_bad
+        self.min_matches = min_matches
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        with h5py.File(self.path, "r") as f:
+            missing = [k for k in REQUIRED_KEYS if k not in f]
+            if missing:
+                raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
+                                   f"{list(REQUIRED_KEYS)} (found {sorted(f.keys())})")
+            n = len(f["xs"])
+            for k in REQUIRED_KEYS:
+                if len(f[k]) != n:
+                    raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
+                                       f"expected {n} like 'xs'")
+            self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
+            self.indices = list(range(n))
+            if on_bad == "skip":
+                self.indices = [i for i in tqdm(range(n), desc=f"checking {self.path.name}",
+                                                leave=False) if self._check(f, i) is None]
+                if len(self.indices) < n:
+                    warnings.warn(f"{self.path}: skipped {n - len(self.indices)} of {n} bad "
+                                  f"pairs (wrong shapes, NaN or < {min_matches} matches)",
+                                  stacklevel=2)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, None
+        return state
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _read(self, f: h5py.File, i: int) -> dict[str, np.ndarray]:
+        """Raw arrays of pair i, missing keys absent."""
+        name = str(i)
+        out = {}
+        for key in REQUIRED_KEYS + self.optional:
+            if name not in f[key]:
+                if key in REQUIRED_KEYS:
+                    raise BadPairError(f"{self.path}: pair {i}: missing dataset {key}/{name}")
+                continue
+            out[key] = f[key][name][()]
+        return out
+
+    def _check(self, f: h5py.File, i: int) -> str | None:
+        """None when pair i is valid, else the reason (without file and pair)."""
+        try:
+            a = self._read(f, i)
+        except BadPairError as err:
+            return str(err).split(": ", 2)[-1]
+        xs = np.asarray(a["xs"])
+        if xs.ndim != 3 or xs.shape[0] != 1 or xs.shape[2] != 4:
+            return f"xs: expected shape (1, N, 4), got {xs.shape}"
+        n = xs.shape[1]
+        if n < self.min_matches:
+            return f"xs: expected at least {self.min_matches} matches, got {n}"
+        if not np.isfinite(xs).all():
+            return "xs: expected finite coordinates, got NaN or inf"
+        shapes = {"ys": [(n, 1), (n,)], "Rs": [(3, 3)], "ts": [(3, 1), (3,)],
+                  "ratios": [(n,), (n, 1)], "mutuals": [(n,), (n, 1)],
+                  "cx1s": [(1,), ()], "cy1s": [(1,), ()], "cx2s": [(1,), ()], "cy2s": [(1,), ()],
+                  "f1s": [(1, 2), (2,)], "f2s": [(1, 2), (2,)]}
+        for key, allowed in shapes.items():
+            if key in a and np.shape(a[key]) not in allowed:
+                return f"{key}: expected shape {' or '.join(map(str, allowed))}, got {np.shape(a[key])}"
+        for key in ("ys", "Rs", "ts"):
+            if not np.isfinite(a[key]).all():
+                return f"{key}: expected finite values, got NaN or inf"
+        if np.linalg.norm(a["ts"]) == 0:
+            return "ts: expected a non-zero translation"
+        return None
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor | str]:
+        i = self.indices[idx]
+        f = self._h5()
+        if self.on_bad == "raise":
+            reason = self._check(f, i)
+            if reason is not None:
+                raise BadPairError(f"{self.path}: pair {i}: {reason}")
+        a = self._read(f, i)
+        n = a["xs"].shape[1]
+        zeros = np.zeros(n, np.float32)
+
+        def K(c: str, fk: str) -> np.ndarray:
+            if f"cx{c}s" not in a or fk not in a:
+                return np.eye(3)
+            fx, fy = np.asarray(a[fk]).reshape(2)
+            return intrinsics(fx, fy, float(np.ravel(a[f"cx{c}s"])[0]), float(np.ravel(a[f"cy{c}s"])[0]))
+
+        image1 = image2 = None
+        if "image1s" in a and "image2s" in a:
+            image1, image2 = (v.decode() if isinstance(v, bytes) else str(v)
+                              for v in (a["image1s"], a["image2s"]))
+        return make_sample(a["xs"].reshape(n, 4), a["ys"].reshape(n), a["Rs"], a["ts"].reshape(3),
+                           a.get("ratios", zeros).reshape(n), a.get("mutuals", zeros).reshape(n),
+                           K("1", "f1s"), K("2", "f2s"), i, self.side_info, image1, image2)

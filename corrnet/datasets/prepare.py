@@ -1,0 +1,311 @@
+"""Putative SIFT matches with ground-truth labels from real images (OANet's protocol).
+
+Protocol (OANet ``dump_match``): ``cv2.SIFT_create(nfeatures=2000, contrastThreshold=1e-5)``
+on the colour image, OpenCV's keypoint order (strongest first, at most 2000); for every
+keypoint of image 1 its L2 nearest neighbour in image 2, recording the ratio d1/d2 and the
+mutual-NN flag without filtering; labels by symmetric epipolar distance < 1e-4 under the GT
+pose.  Pairs with |t| < 1e-5 are dropped.
+
+Inputs: OANet's raw layout ``<seq>/test/{images,calibration,visibility,pairs}.txt`` with
+``calibration/calibration_<name>.h5`` (K with principal point *offset from the image centre*,
+world-to-camera R, T, imsize), or a plain JSON pairs file (see :func:`read_pairs_file`).
+
+Work is cached per image (features) and per pair (matches) in ``<out>.partial/``, so an
+interrupted run resumes where it stopped; the output is written to a temporary file and
+renamed, and the cache is removed once the output is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from .oanet_hdf5 import write_oanet_hdf5
+from .sample import MIN_MATCHES, episym, intrinsics
+
+NUM_FEATURES = 2000
+CONTRAST_THRESHOLD = 1e-5
+MIN_TRANSLATION = 1e-5
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """One image pair with ground truth.
+
+    K1, K2: (3, 3) absolute intrinsics (pixel-centre convention, as ``cv2.KeyPoint.pt``).
+    R (3, 3), t (3,): motion X₂ = R X₁ + t from camera 1 to camera 2 (t in any scale).
+    """
+
+    key: str
+    image1: Path
+    image2: Path
+    K1: np.ndarray
+    K2: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: list file not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OANet calibration file -> absolute K (3, 3), world-to-camera R (3, 3), T (3,).
+
+    The stored K holds principal-point offsets from the image centre:
+    cx = (width - 1) / 2 + K[0, 2], cy = (height - 1) / 2 + K[1, 2].
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: calibration file not found")
+    with h5py.File(path, "r") as f:
+        missing = [k for k in ("K", "R", "T", "imsize") if k not in f]
+        if missing:
+            raise KeyError(f"{path}: missing key(s) {missing}; expected K, R, T, imsize")
+        K, R, T, size = (np.asarray(f[k][()], np.float64).reshape(-1) for k in ("K", "R", "T", "imsize"))
+    if K.size != 9 or R.size != 9 or T.size != 3 or size.size != 2:
+        raise ValueError(f"{path}: expected K (3,3), R (3,3), T (3,), imsize (2,), got sizes "
+                         f"{K.size}, {R.size}, {T.size}, {size.size}")
+    K = K.reshape(3, 3)
+    w, h = size
+    return intrinsics(K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2], (h - 1) / 2 + K[1, 2]), R.reshape(3, 3), T
+
+
+def relative_pose(R1: np.ndarray, T1: np.ndarray, R2: np.ndarray,
+                  T2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relative motion of world-to-camera poses: R = R2 R1ᵀ, t = T2 - R T1 (not normalised)."""
+    R = R2 @ R1.T
+    return R, T2 - R @ T1
+
+
+def find_sequences(raw: Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Sequence folders under ``raw`` (those with ``test/images.txt``), or the named ones."""
+    if names:
+        seqs = [raw / n for n in names]
+        for s in seqs:
+            if not (s / "test" / "images.txt").is_file():
+                raise FileNotFoundError(f"{s}: expected a sequence folder with test/images.txt")
+        return seqs
+    seqs = sorted(p.parent.parent for p in raw.glob("*/test/images.txt"))
+    if not seqs:
+        raise FileNotFoundError(f"{raw}: no sequence folders <seq>/test/images.txt found")
+    return seqs
+
+
+def read_sequence(seq: Path) -> list[PairSpec]:
+    """All pairs of ``<seq>/test/pairs.txt`` ("i j" per line, 0-based into images.txt)."""
+    root = seq / "test"
+    images = [root / p for p in _read_list(root / "images.txt")]
+    calibs = [root / p for p in _read_list(root / "calibration.txt")]
+    if len(images) != len(calibs):
+        raise ValueError(f"{root}: images.txt has {len(images)} lines, calibration.txt {len(calibs)}")
+    cams: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    pairs = []
+    for n, line in enumerate(_read_list(root / "pairs.txt")):
+        try:
+            i, j = (int(v) for v in line.split())
+        except ValueError:
+            raise ValueError(f"{root / 'pairs.txt'}: line {n + 1}: expected 'i j', got {line!r}") from None
+        for k in (i, j):
+            if not 0 <= k < len(images):
+                raise ValueError(f"{root / 'pairs.txt'}: line {n + 1}: index {k} outside 0..{len(images) - 1}")
+            if k not in cams:
+                cams[k] = load_calibration(calibs[k])
+        (K1, R1, T1), (K2, R2, T2) = cams[i], cams[j]
+        R, t = relative_pose(R1, T1, R2, T2)
+        pairs.append(PairSpec(f"{seq.name}/{i}-{j}", images[i], images[j], K1, K2, R, t))
+    return pairs
+
+
+def read_pairs_file(path: Path) -> list[PairSpec]:
+    """Pairs from a JSON file: a list of objects with keys
+
+    ``image1``, ``image2`` (paths, relative to the JSON file's folder or absolute),
+    ``K1``, ``K2`` (3x3 absolute intrinsics in pixels, pixel-centre convention),
+    ``R`` (3x3) and ``t`` (3) with X₂ = R X₁ + t, and an optional unique ``name``.
+    """
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read a JSON pairs file: {err}") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a JSON list of pair objects")
+    pairs = []
+    shapes = {"K1": (3, 3), "K2": (3, 3), "R": (3, 3), "t": (3,)}
+    for n, e in enumerate(entries):
+        missing = [k for k in ("image1", "image2", *shapes) if k not in e]
+        if missing:
+            raise ValueError(f"{path}: pair {n}: missing key(s) {missing}")
+        arrays = {k: np.asarray(e[k], np.float64) for k in shapes}
+        for k, shape in shapes.items():
+            if arrays[k].shape != shape or not np.isfinite(arrays[k]).all():
+                raise ValueError(f"{path}: pair {n}: {k}: expected finite {shape}, got {arrays[k].shape}")
+        images = [Path(path).parent / e[k] for k in ("image1", "image2")]
+        pairs.append(PairSpec(str(e.get("name", f"{Path(path).stem}/{n}")), *images, **arrays))
+    return pairs
+
+
+def select_pairs(pairs: Sequence[PairSpec], max_pairs: int | None, seed: int) -> list[PairSpec]:
+    """At most ``max_pairs`` pairs drawn without replacement with ``seed``, in input order."""
+    if max_pairs is None or max_pairs >= len(pairs):
+        return list(pairs)
+    keep = np.sort(np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False))
+    return [pairs[i] for i in keep]
+
+
+def extract_sift(image: Path) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32, n <= 2000."""
+    img = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"{image}: cannot read image")
+    sift = cv2.SIFT_create(nfeatures=NUM_FEATURES, contrastThreshold=CONTRAST_THRESHOLD)
+    kps, desc = sift.detectAndCompute(img, None)
+    kp = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)[:NUM_FEATURES]
+    desc = np.zeros((0, 128), np.float32) if desc is None else desc[:NUM_FEATURES]
+    return kp, desc
+
+
+def nearest_neighbours(d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """L2 nearest neighbour in d2 of every row of d1.  (n1, D), (n2, D) with n2 >= 2.
+
+    Returns the index (n1,), the ratio of the nearest to the second nearest distance (n1,)
+    and whether the match is a mutual nearest neighbour (n1,) bool.
+    """
+    a, b = d1.astype(np.float64), d2.astype(np.float64)
+    D = np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
+    two = np.argpartition(D, 1, axis=1)[:, :2]
+    d = np.take_along_axis(D, two, 1)
+    order = np.argsort(d, axis=1)
+    nn = np.take_along_axis(two, order[:, :1], 1)[:, 0]
+    d = np.sqrt(np.take_along_axis(d, order, 1))
+    ratio = d[:, 0] / np.maximum(d[:, 1], 1e-12)
+    mutual = D.argmin(0)[nn] == np.arange(len(a))
+    return nn, ratio, mutual
+
+
+def match_pair(spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray],
+               feats2: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray | str]:
+    """Putative matches of a pair as a numpy sample (keys as the corrnet sample, no labels)."""
+    (kp1, d1), (kp2, d2) = feats1, feats2
+    if len(kp1) < MIN_MATCHES or len(kp2) < 2:
+        raise ValueError(f"pair {spec.key}: expected at least {MIN_MATCHES} keypoints in image 1 "
+                         f"and 2 in image 2, got {len(kp1)} ({spec.image1}) and {len(kp2)} ({spec.image2})")
+    nn, ratio, mutual = nearest_neighbours(d1, d2)
+    norm = lambda kp, K: (kp - K[:2, 2]) / np.diag(K)[:2]  # noqa: E731
+    xs = np.concatenate([norm(kp1, spec.K1), norm(kp2[nn], spec.K2)], 1)
+    t = spec.t / np.linalg.norm(spec.t)
+    return {"xs": xs, "ys": episym(xs, spec.R, t), "R": spec.R, "t": t, "ratios": ratio,
+            "mutuals": mutual.astype(np.float64), "K1": spec.K1, "K2": spec.K2,
+            "image1": str(spec.image1), "image2": str(spec.image2)}
+
+
+def _cache_name(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:20] + ".npz"
+
+
+def _save_npz(path: Path, **arrays: np.ndarray | str) -> None:
+    """np.savez to a temporary file, then rename: a cache entry is complete or absent."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _features_job(args: tuple[Path, Path]) -> None:
+    image, dest = args
+    kp, desc = extract_sift(image)
+    _save_npz(dest, kp=kp, desc=desc)
+
+
+def _load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as z:
+        return z["kp"], z["desc"]
+
+
+def _pair_job(args: tuple[PairSpec, Path, Path, Path]) -> None:
+    spec, f1, f2, dest = args
+    sample = match_pair(spec, _load_features(f1), _load_features(f2))
+    _save_npz(dest, **sample)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def _run(job: Callable, tasks: list, workers: int, desc: str) -> None:
+    """Run ``job`` over ``tasks`` with a progress bar, in a process pool when workers > 1."""
+    if not tasks:
+        return
+    if workers <= 1:
+        for task in tqdm(tasks, desc=desc):
+            job(task)
+        return
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        for _ in tqdm(pool.imap_unordered(job, tasks), total=len(tasks), desc=desc):
+            pass
+
+
+def cache_dir_for(out: Path) -> Path:
+    """Folder of the resumable per-image and per-pair results of ``out``."""
+    return out.with_name(out.name + ".partial")
+
+
+def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
+            keep_cache: bool = False) -> int:
+    """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout).
+
+    Resumable: features and per-pair matches already in ``<out>.partial/`` are reused; if
+    ``out`` exists nothing is done.  Returns the number of pairs in ``out`` (pairs with
+    |t| < 1e-5 are dropped with a warning).
+    """
+    out = Path(out)
+    if out.exists():
+        with h5py.File(out, "r") as f:
+            return len(f["xs"])
+    pairs = list(pairs)
+    keys = [p.key for p in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("pairs: expected unique pair keys")
+    kept = [p for p in pairs if np.linalg.norm(p.t) >= MIN_TRANSLATION]
+    if len(kept) < len(pairs):
+        warnings.warn(f"dropped {len(pairs) - len(kept)} pair(s) with |t| < {MIN_TRANSLATION}", stacklevel=2)
+    cache = cache_dir_for(out)
+    (cache / "features").mkdir(parents=True, exist_ok=True)
+    (cache / "pairs").mkdir(parents=True, exist_ok=True)
+    feat = {img: cache / "features" / _cache_name(str(Path(img).resolve()))
+            for p in kept for img in (p.image1, p.image2)}
+    pair_file = {p.key: cache / "pairs" / _cache_name(p.key) for p in kept}
+    todo = [p for p in kept if not pair_file[p.key].exists()]
+    images = list(dict.fromkeys(img for p in todo for img in (p.image1, p.image2)))
+    _run(_features_job, [(img, feat[img]) for img in images if not feat[img].exists()],
+         workers, "SIFT")
+    _run(_pair_job, [(p, feat[p.image1], feat[p.image2], pair_file[p.key]) for p in todo],
+         workers, "matching")
+
+    def samples() -> Iterable[dict]:
+        for p in kept:
+            with np.load(pair_file[p.key]) as z:
+                yield {k: (str(z[k]) if k.startswith("image") else z[k]) for k in z.files}
+
+    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing")
+    if not keep_cache:
+        shutil.rmtree(cache)
+    return count

@@ -1,0 +1,196 @@
+"""Synthetic two-view problems that resemble SIFT matches on real image pairs.
+
+A pair is 3-D points in the frustum of camera 1 seen by camera 2 with realistic intrinsics
+(640x480 to 1024x768, f = 0.8-1.2 x width).  ``outdoor`` (YFCC-like): far scene, wide
+sideways baseline, two different cameras.  ``indoor`` (SUN3D-like): near scene, mostly
+forward motion, one camera.  Inliers are projections with 0.5-1.5 px Gaussian noise; the
+inlier ratio is log-uniform (2-35 % indoor, 5-60 % outdoor).  Outliers are uniform random
+pairs, near misses (true match displaced 10-60 px), matches consistent with a wrong motion,
+and repeated structure (true match shifted by one vector per pair).  Ratios and mutual flags
+are drawn per kind so that they correlate with correctness but overlap as in real SIFT.
+Labels come from the real symmetric epipolar distance, so a near miss may be an inlier.
+
+Every pair is determined by (seed, index) through ``np.random.default_rng([seed, index])``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .oanet_hdf5 import write_oanet_hdf5
+from .sample import MIN_MATCHES, episym, intrinsics, make_sample
+
+MODES = ("outdoor", "indoor", "mixed")
+IMAGE_SIZES = ((640, 480), (800, 600), (1024, 768), (1024, 683))
+INLIER_RATIO = {"outdoor": (0.05, 0.60), "indoor": (0.02, 0.35)}
+OUTLIER_KINDS = (0.45, 0.25, 0.15, 0.15)
+"""Shares of uniform, near-miss, wrong-motion and repeated-structure outliers."""
+# Side information per kind (inlier, uniform, near miss, wrong motion, repeated):
+RATIO_BETA = ((5.0, 3.0), (9.0, 1.2), (6.0, 1.8), (6.0, 1.8), (6.0, 1.8))
+MUTUAL_P = (0.8, 0.2, 0.45, 0.45, 0.45)
+
+
+def rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation matrix about ``axis`` (3,) by ``angle`` radians (Rodrigues)."""
+    k = axis / np.linalg.norm(axis)
+    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * Kx + (1 - np.cos(angle)) * Kx @ Kx
+
+
+def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    return rotation(rng.normal(size=3), np.deg2rad(rng.uniform(0, max_deg)))
+
+
+def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """World-to-camera rotation of a camera at ``centre`` looking at ``target`` (y down)."""
+    z = (target - centre) / np.linalg.norm(target - centre)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    return np.stack([x, np.cross(z, x), z])
+
+
+def _camera(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random intrinsics (3, 3) and image size [w, h] (landscape or portrait)."""
+    w, h = IMAGE_SIZES[rng.integers(len(IMAGE_SIZES))]
+    if rng.random() < 0.2:
+        w, h = h, w
+    f = rng.uniform(0.8, 1.2) * w
+    K = intrinsics(f, f * (1 + rng.normal(0, 2e-3)), (w - 1) / 2 + rng.normal(0, 5), (h - 1) / 2 + rng.normal(0, 5))
+    return K, np.array([w, h], np.float64)
+
+
+def _project(K: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Pixels (n, 2) of camera-frame points X (n, 3)."""
+    p = X @ K.T
+    return p[:, :2] / p[:, 2:]
+
+
+def _inside(uv: np.ndarray, size: np.ndarray) -> np.ndarray:
+    return (uv >= 0).all(1) & (uv <= size - 1).all(1)
+
+
+def _scene(rng: np.random.Generator, mode: str):
+    """Cameras, relative motion X₂ = R X₁ + t (t in scene units) and depth range."""
+    K1, size1 = _camera(rng)
+    if mode == "outdoor":
+        near, far = rng.uniform(5, 20), rng.uniform(40, 150)
+        K2, size2 = _camera(rng)
+        mid = np.sqrt(near * far)
+        direction = np.array([rng.choice([-1, 1]) * rng.uniform(0.5, 1), rng.normal(0, 0.2), rng.normal(0, 0.4)])
+        centre = direction / np.linalg.norm(direction) * mid * rng.uniform(0.05, 0.35)
+        target = np.array([rng.normal(0, 0.1), rng.normal(0, 0.1), 1.0]) * mid
+    else:
+        near, far = rng.uniform(0.4, 1.2), rng.uniform(2.5, 6)
+        K2, size2 = K1, size1
+        mid = np.sqrt(near * far)
+        direction = np.array([rng.normal(0, 0.3), rng.normal(0, 0.15), 1.0]) * rng.choice([-1, 1], p=[0.2, 0.8])
+        centre = direction / np.linalg.norm(direction) * rng.uniform(0.1, 0.5)
+        target = centre + np.array([rng.normal(0, 0.25), rng.normal(0, 0.1), 1.0]) * mid
+    R = rotation(np.array([0.0, 0.0, 1.0]), np.deg2rad(rng.normal(0, 3))) @ _look_at(centre, target)
+    return K1, size1, K2, size2, R, -R @ centre, near, far
+
+
+def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t, near, far):
+    """n points seen by both cameras: pixels uv1, uv2 (n, 2) and camera-1 coordinates (n, 3)."""
+    found: list[np.ndarray] = []
+    total = 0
+    for _ in range(50):
+        m = 4 * n + 256
+        uv = rng.uniform(0, 1, (m, 2)) * (size1 - 1)
+        depth = np.exp(rng.uniform(np.log(near), np.log(far), m))
+        X1 = np.concatenate([uv, np.ones((m, 1))], 1) @ np.linalg.inv(K1).T * depth[:, None]
+        X2 = X1 @ R.T + t
+        ok = X2[:, 2] > 1e-3 * near
+        ok[ok] = _inside(_project(K2, X2[ok]), size2)
+        found.append(X1[ok])
+        total += int(ok.sum())
+        if total >= n:
+            X1 = np.concatenate(found)[:n]
+            return _project(K1, X1), _project(K2, X1 @ R.T + t), X1
+    raise RuntimeError("synthetic scene: the two cameras hardly overlap; no pair generated")
+
+
+def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int = 2000,
+                  side_info: bool = False) -> dict[str, torch.Tensor]:
+    """One synthetic pair as a corrnet sample dictionary (N = ``num_matches``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if num_matches < MIN_MATCHES:
+        raise ValueError(f"num_matches: expected at least {MIN_MATCHES}, got {num_matches}")
+    rng = np.random.default_rng([seed, index])
+    if mode == "mixed":
+        mode = MODES[rng.integers(2)]
+    K1, size1, K2, size2, R, t, near, far = _scene(rng, mode)
+    lo, hi = INLIER_RATIO[mode]
+    n_in = max(MIN_MATCHES, int(round(np.exp(rng.uniform(np.log(lo), np.log(hi))) * num_matches)))
+    kind = np.concatenate([np.zeros(n_in, int),
+                           1 + rng.choice(4, num_matches - n_in, p=OUTLIER_KINDS)])
+    uv1, uv2, X1 = _visible_points(rng, num_matches, K1, size1, K2, size2, R, t, near, far)
+    sigma = rng.uniform(0.5, 1.5)
+    uv1 = uv1 + rng.normal(0, sigma, uv1.shape)
+    uv2 = uv2 + rng.normal(0, sigma, uv2.shape)
+    n = num_matches
+    # uniform random matches
+    uniform = kind == 1
+    uv1[uniform] = rng.uniform(0, 1, (uniform.sum(), 2)) * (size1 - 1)
+    uv2[uniform] = rng.uniform(0, 1, (uniform.sum(), 2)) * (size2 - 1)
+    # near misses
+    near_miss = kind == 2
+    angle = rng.uniform(0, 2 * np.pi, near_miss.sum())
+    uv2[near_miss] += rng.uniform(10, 60, near_miss.sum())[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+    # a wrong motion: the true points seen by a perturbed second camera
+    wrong = kind == 3
+    R_w = _random_rotation(rng, 15) @ R
+    t_w = rotation(rng.normal(size=3), np.deg2rad(rng.uniform(20, 60))) @ t
+    X2w = X1[wrong] @ R_w.T + t_w
+    uv2[wrong] = np.where(X2w[:, 2:] > 0, _project(K2, np.where(X2w[:, 2:] > 0, X2w, 1.0)), -1.0)
+    # repeated structure: the true match shifted by one vector
+    repeated = kind == 4
+    shift_angle = rng.uniform(0, 2 * np.pi)
+    uv2[repeated] += rng.uniform(40, 150) * np.array([np.cos(shift_angle), np.sin(shift_angle)])
+    # matches that left image 2 become uniform random ones
+    out = ~_inside(uv2, size2)
+    uv2[out] = rng.uniform(0, 1, (out.sum(), 2)) * (size2 - 1)
+    uv1 = np.clip(uv1, 0, size1 - 1)
+    uv2 = np.clip(uv2, 0, size2 - 1)
+
+    beta = np.array(RATIO_BETA)[kind]
+    ratios = rng.beta(beta[:, 0], beta[:, 1])
+    mutuals = (rng.random(n) < np.array(MUTUAL_P)[kind]).astype(np.float64)
+    order = rng.permutation(n)
+    xs = np.concatenate([(uv1 - K1[:2, 2]) / np.diag(K1)[:2], (uv2 - K2[:2, 2]) / np.diag(K2)[:2]], 1)[order]
+    t_unit = t / np.linalg.norm(t)
+    return make_sample(xs, episym(xs, R, t_unit), R, t_unit, ratios[order], mutuals[order],
+                       K1, K2, index, side_info)
+
+
+class SyntheticPairs(Dataset):
+    """``length`` synthetic pairs; item i is ``generate_pair(seed, i, mode, num_matches, side_info)``."""
+
+    def __init__(self, length: int, seed: int = 0, mode: str = "mixed", num_matches: int = 2000,
+                 side_info: bool = False) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if length < 0:
+            raise ValueError(f"length: expected a non-negative number, got {length}")
+        self.length, self.seed, self.mode = length, seed, mode
+        self.num_matches, self.side_info = num_matches, side_info
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} synthetic pairs")
+        return generate_pair(self.seed, index, self.mode, self.num_matches, self.side_info)
+
+
+def write_synthetic(out: str | Path, pairs: int, seed: int = 0, mode: str = "mixed",
+                    num_matches: int = 2000) -> int:
+    """Dump ``pairs`` synthetic pairs to ``out`` in OANet's HDF5 layout (atomic)."""
+    dataset = SyntheticPairs(pairs, seed, mode, num_matches)
+    return write_oanet_hdf5(out, (dataset[i] for i in range(pairs)), total=pairs, desc="synthetic")

@@ -1,0 +1,174 @@
+"""OANet HDF5 reader and writer, and batching."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from corrnet.datasets import (BadPairError, OANetPairs, PairCollator, collate_pairs, generate_pair,
+                              write_oanet_hdf5)
+from tests._data_reference import episym_np
+
+
+def _oanet_file(path, pairs: list[dict], extra: bool = True) -> None:
+    """Write a file the way OANet's dump code does (plain h5py, OANet's shapes)."""
+    with h5py.File(path, "w") as f:
+        keys = ["xs", "ys", "Rs", "ts"] + (["ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s"] if extra else [])
+        groups = {k: f.create_group(k) for k in keys}
+        for i, p in enumerate(pairs):
+            for k in keys:
+                groups[k].create_dataset(str(i), data=np.asarray(p[k], np.float32))
+
+
+def _raw_pair(rng: np.random.Generator, n: int = 50) -> dict:
+    R = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    R *= np.linalg.det(R)
+    t = rng.normal(size=(3, 1))
+    xs = rng.normal(size=(1, n, 4)) * 0.3
+    return {"xs": xs, "ys": episym_np(xs[0], R, t[:, 0] / np.linalg.norm(t))[:, None], "Rs": R, "ts": t,
+            "ratios": rng.uniform(size=n), "mutuals": (rng.uniform(size=n) < 0.5) * 1.0,
+            "cx1s": [320.5], "cy1s": [240.0], "cx2s": [500.0], "cy2s": [380.0],
+            "f1s": [[600.0, 601.0]], "f2s": [[900.0, 905.0]]}
+
+
+def test_reads_oanet_written_file(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = [_raw_pair(rng) for _ in range(3)]
+    _oanet_file(tmp_path / "a.hdf5", raw)
+    data = OANetPairs(tmp_path / "a.hdf5", side_info=True)
+    assert len(data) == 3
+    s = data[1]
+    np.testing.assert_allclose(s["xs"].numpy(), raw[1]["xs"][0].astype(np.float32))
+    np.testing.assert_allclose(s["t"].numpy(), raw[1]["ts"][:, 0] / np.linalg.norm(raw[1]["ts"]), rtol=1e-6)
+    np.testing.assert_array_equal(s["labels"].numpy(), (raw[1]["ys"][:, 0].astype(np.float32) < 1e-4) * 1.0)
+    np.testing.assert_allclose(s["K1"].numpy(), [[600, 0, 320.5], [0, 601, 240], [0, 0, 1]])
+    np.testing.assert_allclose(s["K2"].numpy(), [[900, 0, 500], [0, 905, 380], [0, 0, 1]])
+    assert s["features"].shape == (50, 6) and int(s["index"]) == 1 and "image1" not in s
+    # a minimal file (OANet's training dumps without side info or intrinsics)
+    _oanet_file(tmp_path / "b.hdf5", raw, extra=False)
+    s = OANetPairs(tmp_path / "b.hdf5")[0]
+    assert torch.equal(s["K1"], torch.eye(3)) and torch.equal(s["ratios"], torch.zeros(50))
+    assert torch.equal(s["features"], s["xs"])
+
+
+def test_written_file_has_oanet_layout_and_round_trips(tmp_path):
+    samples = [generate_pair(2, i, "mixed", 100 + 10 * i) for i in range(3)]
+    samples[0]["image1"], samples[0]["image2"] = "a.jpg", "b.jpg"
+    path = tmp_path / "w.hdf5"
+    assert write_oanet_hdf5(path, samples) == 3
+    with h5py.File(path, "r") as f:  # how OANet's loader sees it
+        assert "image1s" not in f  # only written when every pair has images
+        n = 110
+        shapes = {"xs": (1, n, 4), "ys": (n, 1), "Rs": (3, 3), "ts": (3, 1), "ratios": (n,), "mutuals": (n,),
+                  "cx1s": (1,), "cy1s": (1,), "cx2s": (1,), "cy2s": (1,), "f1s": (1, 2), "f2s": (1, 2)}
+        for key, shape in shapes.items():
+            assert f[key]["1"].shape == shape and f[key]["1"].dtype == np.float32, key
+        np.testing.assert_array_equal(f["f2s"]["1"][()][0], samples[1]["K2"].numpy()[[0, 1], [0, 1]])
+    data = OANetPairs(path)
+    for i, ref in enumerate(samples):
+        got = data[i]
+        for key in ("xs", "ys", "labels", "R", "t", "ratios", "mutuals", "K1", "K2", "index"):
+            assert torch.equal(got[key], ref[key]), key
+    samples[1]["image1"], samples[1]["image2"] = samples[2]["image1"], samples[2]["image2"] = "c", "d"
+    write_oanet_hdf5(path, samples)
+    assert OANetPairs(path)[2]["image2"] == "d" and OANetPairs(path)[0]["image1"] == "a.jpg"
+
+
+def test_write_is_atomic(tmp_path):
+    path = tmp_path / "atomic.hdf5"
+
+    def interrupted():
+        yield generate_pair(0, 0, "indoor", 50)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_oanet_hdf5(path, interrupted())
+    assert list(tmp_path.iterdir()) == []
+    write_oanet_hdf5(path, [generate_pair(0, 0, "indoor", 50)])
+    with pytest.raises(KeyboardInterrupt):
+        write_oanet_hdf5(path, interrupted())
+    assert len(OANetPairs(path)) == 1 and [p.name for p in tmp_path.iterdir()] == ["atomic.hdf5"]
+
+
+def _broken(tmp_path, name: str, edit) -> str:
+    rng = np.random.default_rng(1)
+    raw = [_raw_pair(rng) for _ in range(4)]
+    edit(raw)
+    path = tmp_path / f"{name}.hdf5"
+    _oanet_file(path, raw)
+    return path
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("shape", lambda r: r[2].update(xs=r[2]["xs"][0]), r"pair 2: xs: expected shape \(1, N, 4\), got \(50, 4\)"),
+    ("nan", lambda r: r[2]["xs"].__setitem__((0, 3, 1), np.nan), r"pair 2: xs: expected finite"),
+    ("few", lambda r: r[2].update(xs=r[2]["xs"][:, :5], ys=r[2]["ys"][:5], ratios=r[2]["ratios"][:5],
+                                  mutuals=r[2]["mutuals"][:5]), r"pair 2: xs: expected at least 8 matches, got 5"),
+    ("ys", lambda r: r[2].update(ys=r[2]["ys"][:7]), r"pair 2: ys: expected shape \(50, 1\) or \(50,\), got \(7, 1\)"),
+])
+def test_bad_pairs_raise_or_skip(tmp_path, name, edit, message):
+    path = _broken(tmp_path, name, edit)
+    data = OANetPairs(path)
+    data[1]
+    with pytest.raises(BadPairError, match=f"{name}.hdf5: {message}"):
+        data[2]
+    with pytest.warns(UserWarning, match="skipped 1 of 4 bad pairs"):
+        skipping = OANetPairs(path, on_bad="skip")
+    assert len(skipping) == 3 and [int(s["index"]) for s in skipping] == [0, 1, 3]
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.hdf5: HDF5 file not found"):
+        OANetPairs(tmp_path / "nope.hdf5")
+    with h5py.File(tmp_path / "k.hdf5", "w") as f:
+        f.create_group("xs")
+        f.create_group("ys")
+    with pytest.raises(BadPairError, match=r"k.hdf5: missing key\(s\) \['Rs', 'ts'\]"):
+        OANetPairs(tmp_path / "k.hdf5")
+    with pytest.raises(ValueError, match="on_bad"):
+        OANetPairs(tmp_path / "k.hdf5", on_bad="ignore")
+
+
+def test_dataloader_workers(tmp_path):
+    path = tmp_path / "w.hdf5"
+    write_oanet_hdf5(path, [generate_pair(4, i, "mixed", 60 + i) for i in range(8)])
+    data = OANetPairs(path, side_info=True)
+    data[0]  # opens a handle in the parent; workers must open their own
+    loader = DataLoader(data, batch_size=4, num_workers=2, collate_fn=PairCollator(seed=1))
+    batches = list(loader)
+    assert [b["xs"].shape for b in batches] == [(4, 60, 4), (4, 64, 4)]
+    assert batches[1]["features"].shape == (4, 64, 6)
+    assert torch.equal(torch.cat([b["index"] for b in batches]), torch.arange(8))
+
+
+def test_collate_subsample_draws_real_rows_without_replacement():
+    batch = [generate_pair(9, i, "outdoor", n, side_info=True) for i, n in enumerate((40, 30, 55))]
+    out = collate_pairs(batch, generator=torch.Generator().manual_seed(0))
+    assert out["xs"].shape == (3, 30, 4) and out["features"].shape == (3, 30, 6)
+    assert out["mask"].all() and out["R"].shape == (3, 3, 3) and out["index"].tolist() == [0, 1, 2]
+    for b, s in enumerate(batch):
+        rows = [int((s["xs"] == x).all(1).nonzero()) for x in out["xs"][b]]
+        assert len(set(rows)) == 30
+        for key in ("ys", "labels", "ratios", "mutuals"):
+            assert torch.equal(out[key][b], s[key][rows]), key
+    assert torch.equal(out["xs"][1].sort(0).values, batch[1]["xs"].sort(0).values)  # smallest: all kept
+    fixed = collate_pairs(batch, num_matches=35, generator=torch.Generator().manual_seed(0))
+    assert fixed["xs"].shape == (3, 35, 4) and fixed["mask"].sum(1).tolist() == [35, 30, 35]
+    assert not fixed["xs"][1, 30:].any()
+
+
+def test_collate_pad_and_collator_seed():
+    batch = [generate_pair(9, i, "indoor", n) for i, n in enumerate((40, 30))]
+    batch[0]["image1"], batch[1]["image1"] = "x.jpg", "y.jpg"
+    batch[0]["image2"], batch[1]["image2"] = "u.jpg", "v.jpg"
+    out = collate_pairs(batch, mode="pad")
+    assert out["xs"].shape == (2, 40, 4) and out["mask"].sum(1).tolist() == [40, 30]
+    assert torch.equal(out["xs"][1, :30], batch[1]["xs"]) and not out["xs"][1, 30:].any()
+    assert not out["labels"][1, 30:].any() and out["image1"] == ["x.jpg", "y.jpg"]
+    a, b, c = PairCollator(seed=3), PairCollator(seed=3), PairCollator(seed=4)
+    assert torch.equal(a(batch)["xs"], b(batch)["xs"]) and not torch.equal(a(batch)["xs"], c(batch)["xs"])
+    with pytest.raises(ValueError, match="mode"):
+        PairCollator(mode="crop")

@@ -1,0 +1,119 @@
+"""Synthetic pairs: determinism, labels, realism of the geometry and side information."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from corrnet.datasets import OANetPairs
+from corrnet.datasets.synthetic import SyntheticPairs, generate_pair, write_synthetic
+from corrnet.geometry import INLIER_THRESHOLD, recover_pose, weighted_eight_point
+from data.synthetic import main as synthetic_cli
+from tests._data_reference import episym_np, ransac_pose_error, rotation_angle_deg
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[dict]:
+    return [generate_pair(7, i, "mixed", N) for i in range(40)]
+
+
+def test_sample_contract(pairs):
+    s = generate_pair(0, 3, "indoor", 300, side_info=True)
+    shapes = {"xs": (300, 4), "ys": (300,), "labels": (300,), "R": (3, 3), "t": (3,),
+              "ratios": (300,), "mutuals": (300,), "K1": (3, 3), "K2": (3, 3), "features": (300, 6)}
+    for key, shape in shapes.items():
+        assert s[key].dtype == torch.float32 and tuple(s[key].shape) == shape, key
+    assert s["index"].dtype == torch.int64 and int(s["index"]) == 3
+    torch.testing.assert_close(s["features"], torch.cat([s["xs"], s["ratios"][:, None], s["mutuals"][:, None]], 1))
+    assert torch.equal(pairs[0]["features"], pairs[0]["xs"])
+    assert set(s["mutuals"].unique().tolist()) <= {0.0, 1.0}
+    R = s["R"].double()
+    torch.testing.assert_close(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert abs(float(s["t"].norm()) - 1) < 1e-6
+    assert "image1" not in s
+
+
+def test_deterministic_by_seed_and_index():
+    a, b = generate_pair(5, 11), generate_pair(5, 11)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(a["xs"], generate_pair(5, 12)["xs"])
+    assert not torch.equal(a["xs"], generate_pair(6, 11)["xs"])
+    data = SyntheticPairs(20, seed=5, mode="mixed", num_matches=2000)
+    assert len(data) == 20 and torch.equal(data[11]["xs"], a["xs"])
+    with pytest.raises(IndexError):
+        data[20]
+    with pytest.raises(ValueError, match="mode"):
+        SyntheticPairs(3, mode="underwater")
+
+
+def test_labels_match_float64_reference(pairs):
+    for s in pairs:
+        ref = episym_np(s["xs"].double().numpy(), s["R"].double().numpy(), s["t"].double().numpy())
+        np.testing.assert_allclose(s["ys"].numpy(), ref, rtol=1e-3, atol=1e-9)
+        # labels follow the stored distances, and agree with the reference off the threshold
+        assert torch.equal(s["labels"], (s["ys"] < INLIER_THRESHOLD).float())
+        clear = np.abs(ref - INLIER_THRESHOLD) > 1e-3 * INLIER_THRESHOLD
+        np.testing.assert_array_equal(s["labels"].numpy()[clear], (ref < INLIER_THRESHOLD)[clear])
+
+
+def test_inlier_ratio_covers_real_range(pairs):
+    ratios = np.array([float(s["labels"].mean()) for s in pairs])
+    assert ratios.min() >= 0.01 and ratios.max() <= 0.7
+    assert ratios.min() < 0.08 and ratios.max() > 0.35
+    assert 0.1 < np.median(ratios) < 0.4
+
+
+def test_modes_differ():
+    indoor = [generate_pair(1, i, "indoor", 200) for i in range(20)]
+    outdoor = [generate_pair(1, i, "outdoor", 200) for i in range(20)]
+    assert all(torch.equal(s["K1"], s["K2"]) for s in indoor)
+    assert not any(torch.equal(s["K1"], s["K2"]) for s in outdoor)
+    forward = lambda ss: np.median([abs(float(s["t"][2])) for s in ss])  # noqa: E731
+    assert forward(indoor) > 0.8 > 0.5 > forward(outdoor)
+    for s in indoor + outdoor:
+        w, h = 2 * s["K1"][0, 2] + 1, 2 * s["K1"][1, 2] + 1
+        assert 440 < min(w, h) and max(w, h) < 1070  # centre offset N(0, 5 px)
+        assert 0.75 * w < s["K1"][0, 0] < 1.25 * w
+
+
+def test_gt_inliers_recover_pose(pairs):
+    ransac, eight = [], []
+    for s in pairs:
+        inl = s["labels"].bool()
+        xs = s["xs"].double()[inl]
+        ransac.append(ransac_pose_error(xs.numpy(), s["R"].numpy(), s["t"].numpy()))
+        E = weighted_eight_point(s["xs"][None].double(), s["labels"][None].double())
+        R, t, _ = recover_pose(E, s["xs"][None].double(), inl[None])
+        cos_t = abs(float(t[0] @ s["t"].double()))
+        eight.append(max(rotation_angle_deg(R[0].numpy(), s["R"].numpy()), np.degrees(np.arccos(min(cos_t, 1.0)))))
+    assert np.median(ransac) < 2 and np.mean(np.array(ransac) < 5) >= 0.9
+    assert np.median(eight) < 2 and np.mean(np.array(eight) < 5) >= 0.9
+
+
+def test_side_info_correlates_but_overlaps(pairs):
+    inl = torch.cat([s["labels"] for s in pairs]).bool()
+    ratios = torch.cat([s["ratios"] for s in pairs])
+    mutuals = torch.cat([s["mutuals"] for s in pairs])
+    assert ratios.min() >= 0 and ratios.max() <= 1
+    assert ratios[inl].mean() + 0.1 < ratios[~inl].mean()
+    assert mutuals[inl].mean() > mutuals[~inl].mean() + 0.2
+    # overlapping: many inliers above 0.8 is unrealistic, but some are; many outliers below
+    assert 0.02 < float((ratios[inl] > 0.8).float().mean()) < 0.4
+    assert 0.05 < float((ratios[~inl] < 0.8).float().mean()) < 0.6
+
+
+def test_hdf5_round_trip_equals_generator(tmp_path):
+    out = tmp_path / "syn.hdf5"
+    synthetic_cli(["--out", str(out), "--pairs", "5", "--seed", "3", "--mode", "outdoor", "--num-matches", "500"])
+    data = OANetPairs(out)
+    assert len(data) == 5
+    for i in range(5):
+        got, ref = data[i], generate_pair(3, i, "outdoor", 500)
+        assert set(got) == set(ref)
+        for key in ref:
+            assert torch.equal(got[key], ref[key]), key
+    assert write_synthetic(tmp_path / "more.hdf5", 2, 3, "indoor", 100) == 2
