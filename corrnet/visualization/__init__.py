@@ -1,0 +1,12 @@
+"""Visualisation of correspondence pruning for one image pair (Open3D, rendered off-screen).
+
+:func:`render_pair` writes a PNG with the matches drawn between the two images (or their
+keypoint clouds), coloured by outcome (TP / FP / FN), the matches embedded in 3-D, and a
+caption with counts, precision, recall and pose error.  :func:`show_pair` opens the same
+scene in an interactive window.  Open3D runs in a subprocess, so a missing Vulkan driver
+raises a RuntimeError instead of aborting the caller.
+"""
+
+from .render import render_pair, show_pair
+
+__all__ = ["render_pair", "show_pair"]
