@@ -113,18 +113,18 @@ def read_sequence(seq: Path) -> list[PairSpec]:
     calibs = [root / p for p in _read_list(root / "calibration.txt")]
     if len(images) != len(calibs):
         raise ValueError(f"{root}: images.txt has {len(images)} lines, calibration.txt {len(calibs)}")
-    cams: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    pairs = []
+    index_pairs = []
     for n, line in enumerate(_read_list(root / "pairs.txt")):
         try:
             i, j = (int(v) for v in line.split())
         except ValueError:
             raise ValueError(f"{root / 'pairs.txt'}: line {n + 1}: expected 'i j', got {line!r}") from None
-        for k in (i, j):
-            if not 0 <= k < len(images):
-                raise ValueError(f"{root / 'pairs.txt'}: line {n + 1}: index {k} outside 0..{len(images) - 1}")
-            if k not in cams:
-                cams[k] = load_calibration(calibs[k])
+        if not (0 <= i < len(images) and 0 <= j < len(images)):
+            raise ValueError(f"{root / 'pairs.txt'}: line {n + 1}: index outside 0..{len(images) - 1}")
+        index_pairs.append((i, j))
+    cams = {k: load_calibration(calibs[k]) for k in sorted({k for p in index_pairs for k in p})}
+    pairs = []
+    for i, j in index_pairs:
         (K1, R1, T1), (K2, R2, T2) = cams[i], cams[j]
         R, t = relative_pose(R1, T1, R2, T2)
         pairs.append(PairSpec(f"{seq.name}/{i}-{j}", images[i], images[j], K1, K2, R, t))
