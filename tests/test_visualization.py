@@ -84,8 +84,12 @@ def test_embeddings_separate_inliers(pair) -> None:
     pca = embed(xs, inlier, "pca")
     assert pca.shape == (len(xs), 3) and np.all(np.isfinite(pca))
     assert np.mean(np.linalg.norm(pca, axis=1) <= 1.0) == pytest.approx(0.98, abs=0.01)
+    assert embed(xs[:2], inlier[:2], "pca").shape == (2, 3)
+    assert embed(xs[:0], inlier[:0], "pca").shape == (0, 3)
     with pytest.raises(ValueError, match="embedding"):
         embed(xs, inlier, "tsne")
+    with pytest.raises(ValueError, match=">= 8 ground-truth inliers"):
+        embed(xs, np.arange(len(xs)) < 5, "epipolar")
 
 
 def test_scene_places_keypoints_on_image_pixels(tmp_path: Path) -> None:

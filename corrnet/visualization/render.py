@@ -105,7 +105,8 @@ def compose(views: dict[str, np.ndarray], lay: Layout, stats: PairStats, *, titl
     _text(canvas, title or "correspondences", (pad, round(lay.header.h * 0.42)), 0.8 * font, thick)
     _text(canvas, caption(stats, pose_error_deg), (pad, round(lay.header.h * 0.84)), 0.6 * font,
           max(1, thick - 1))
-    for rect, label in ((lay.pair, "matches: kept + missed inliers"), (lay.embed, _EMBED_LABEL[embedding])):
+    shown = "kept + missed inliers" + (" + dropped outliers" if show_true_negatives else "")
+    for rect, label in ((lay.pair, f"matches: {shown}"), (lay.embed, _EMBED_LABEL[embedding])):
         _text(canvas, label, (rect.x + pad, rect.y + round(26 * font)), 0.5 * font, 1, box=True)
     cv2.line(canvas, (lay.embed.x, lay.embed.y), (lay.embed.x, lay.embed.y + lay.embed.h - 1), (200, 200, 200), 1)
     cv2.line(canvas, (0, lay.footer.y), (width - 1, lay.footer.y), (200, 200, 200), 1)

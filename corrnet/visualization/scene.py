@@ -198,6 +198,8 @@ def embed(xs: np.ndarray, is_inlier_gt: np.ndarray, method: str = "pca") -> np.n
     """
     if method not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {method!r}")
+    if len(xs) == 0:
+        return np.zeros((0, 3))
     if method == "pca":
         centred = xs - xs.mean(axis=0)
         components = np.linalg.svd(centred, full_matrices=False)[2][:3]  # fewer when N < 3
