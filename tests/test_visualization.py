@@ -164,6 +164,20 @@ def test_render_textured_planes(tmp_path: Path) -> None:
     assert colour_pixels(view, "tp") > 100 and colour_pixels(view, "fp") > 50
 
 
+def test_show_geometries_place_embedding_beside_pair(pair) -> None:
+    from corrnet.visualization._worker import show_geometries  # imports Open3D; creates no renderer
+
+    xs, inlier, kept = pair
+    scene = build_scene(xs, inlier, kept)
+    items = {item["name"]: item["geometry"] for item in show_geometries(scene)}
+    assert {"frame0", "frame1", "keypoints", "lines_tp", "lines_fp", "lines_fn", "axes", "points_tn"} <= set(items)
+    assert "lines_tn" not in items
+    assert len(items["lines_fp"].lines) == pair_stats(inlier, kept).fp
+    embedded = np.concatenate([np.asarray(items[f"points_{name}"].points) for name in OUTCOMES])
+    assert len(embedded) == len(xs)
+    assert embedded[:, 0].min() > scene.pair_bounds[1]
+
+
 def test_missing_vulkan_raises_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     xs, inlier = synthetic_pair(n=50)
     monkeypatch.setenv("VK_ICD_FILENAMES", "/nonexistent/icd.json")

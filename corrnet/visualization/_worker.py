@@ -146,14 +146,20 @@ def render_embed_view(scene: Scene, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(renderer.render_to_image())
 
 
+def show_geometries(scene: Scene) -> list[dict]:
+    """Both views in one world for :func:`open3d.visualization.draw`: the embedding, halved
+    to the pair's height, to the right of the pair view."""
+    zoom = 0.5
+    reach = max([1.0] + [float(np.abs(p[:, 0]).max()) for p in scene.points.values() if len(p)])
+    offset = np.array([float(scene.pair_bounds[1]) + 0.1 + zoom * reach, 0.5, 0.0])
+    geometries = pair_geometries(scene) + embed_geometries(scene, offset=offset, zoom=zoom)
+    return [{"name": name, "geometry": geometry, "material": material} for name, geometry, material in geometries]
+
+
 def show(scene: Scene, title: str) -> None:
-    """Interactive window: the pair view with the embedding to its right (needs a display)."""
-    xmax = float(scene.pair_bounds[1])
-    geometries = pair_geometries(scene) + embed_geometries(
-        scene, offset=np.array([xmax + 0.7, 0.5, 0.0]), zoom=0.5)
-    o3d.visualization.draw([{"name": name, "geometry": geometry, "material": material}
-                            for name, geometry, material in geometries],
-                           title=title, bg_color=(1.0, 1.0, 1.0, 1.0), show_skybox=False)
+    """Interactive window with both views (needs a display)."""
+    o3d.visualization.draw(show_geometries(scene), title=title, bg_color=(1.0, 1.0, 1.0, 1.0),
+                           show_skybox=False)
 
 
 def main(argv: list[str] | None = None) -> None:
