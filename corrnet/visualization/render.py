@@ -83,7 +83,12 @@ def caption(stats: PairStats, pose_error_deg: float | None) -> str:
 
 def _text(canvas: np.ndarray, text: str, origin: tuple[int, int], scale: float,
           thickness: int = 1, box: bool = False) -> None:
-    """Draw RGB text with its baseline-left at origin, optionally over a white box."""
+    """Draw text with its baseline-left at origin, shrunk to fit the canvas width, optionally
+    over a white box."""
+    room = canvas.shape[1] - origin[0] - 4
+    width = cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+    if width > room > 0:
+        scale *= room / width
     if box:
         (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
         pad = max(2, h // 4)
@@ -99,7 +104,7 @@ def compose(views: dict[str, np.ndarray], lay: Layout, stats: PairStats, *, titl
     canvas = np.full((height, width, 3), 255, np.uint8)
     lay.pair.crop(canvas)[:] = views["pair"]
     lay.embed.crop(canvas)[:] = views["embed"]
-    font = min(width / 1600, height / 700)
+    font = max(0.6, min(width / 1600, height / 700))
     thick = max(1, round(2 * font))
     pad = round(14 * font)
     _text(canvas, title or "correspondences", (pad, round(lay.header.h * 0.42)), 0.8 * font, thick)
@@ -110,14 +115,18 @@ def compose(views: dict[str, np.ndarray], lay: Layout, stats: PairStats, *, titl
         _text(canvas, label, (rect.x + pad, rect.y + round(26 * font)), 0.5 * font, 1, box=True)
     cv2.line(canvas, (lay.embed.x, lay.embed.y), (lay.embed.x, lay.embed.y + lay.embed.h - 1), (200, 200, 200), 1)
     cv2.line(canvas, (0, lay.footer.y), (width - 1, lay.footer.y), (200, 200, 200), 1)
-    swatch = round(14 * font)
+    labels = {name: _LEGEND[name] + ("" if name != "tn" or show_true_negatives else " (hidden in matches)")
+              for name in reversed(OUTCOMES)}
+    needed = sum(cv2.getTextSize(label, _FONT, 0.5 * font, 1)[0][0] + 2.5 * pad + 14 * font
+                 for label in labels.values())
+    legend = font * min(1.0, (width - pad) / needed)
+    swatch, gap = round(14 * legend), round(14 * legend)
     x, baseline = pad, lay.footer.y + (lay.footer.h + swatch) // 2
-    for name in reversed(OUTCOMES):
-        label = _LEGEND[name] + ("" if name != "tn" or show_true_negatives else " (hidden in matches)")
+    for name, label in labels.items():
         cv2.rectangle(canvas, (x, baseline - swatch), (x + swatch, baseline), PALETTE[name], cv2.FILLED)
-        x += swatch + pad // 2
-        _text(canvas, label, (x, baseline), 0.5 * font)
-        x += cv2.getTextSize(label, _FONT, 0.5 * font, 1)[0][0] + 2 * pad
+        x += swatch + gap // 2
+        _text(canvas, label, (x, baseline), 0.5 * legend)
+        x += cv2.getTextSize(label, _FONT, 0.5 * legend, 1)[0][0] + 2 * gap
     return canvas
 
 
