@@ -128,6 +128,11 @@ def test_bad_files(tmp_path):
         f.create_group("ys")
     with pytest.raises(BadPairError, match=r"k.hdf5: missing key\(s\) \['Rs', 'ts'\]"):
         OANetPairs(tmp_path / "k.hdf5")
+    _oanet_file(tmp_path / "m.hdf5", [_raw_pair(np.random.default_rng(2))])
+    with h5py.File(tmp_path / "m.hdf5", "a") as f:
+        del f["ts"]["0"]
+    with pytest.raises(BadPairError, match=r"m.hdf5: group 'ts' has 0 pairs, expected 1 like 'xs'"):
+        OANetPairs(tmp_path / "m.hdf5")
     with pytest.raises(ValueError, match="on_bad"):
         OANetPairs(tmp_path / "k.hdf5", on_bad="ignore")
 

@@ -126,7 +126,7 @@ class OANetPairs(Dataset):
             self.indices = list(range(n))
             if on_bad == "skip":
                 self.indices = [i for i in tqdm(range(n), desc=f"checking {self.path.name}",
-                                                leave=False) if self._check(f, i) is None]
+                                                leave=False) if self._valid(f, i)]
                 if len(self.indices) < n:
                     warnings.warn(f"{self.path}: skipped {n - len(self.indices)} of {n} bad "
                                   f"pairs (wrong shapes, NaN or < {min_matches} matches)",
@@ -146,23 +146,19 @@ class OANetPairs(Dataset):
         return len(self.indices)
 
     def _read(self, f: h5py.File, i: int) -> dict[str, np.ndarray]:
-        """Raw arrays of pair i, missing keys absent."""
+        """Arrays of pair i (absent optional keys left out), checked; raises BadPairError."""
         name = str(i)
-        out = {}
-        for key in REQUIRED_KEYS + self.optional:
-            if name not in f[key]:
-                if key in REQUIRED_KEYS:
-                    raise BadPairError(f"{self.path}: pair {i}: missing dataset {key}/{name}")
-                continue
-            out[key] = f[key][name][()]
-        return out
+        missing = [k for k in REQUIRED_KEYS if name not in f[k]]
+        if missing:
+            raise BadPairError(f"{self.path}: pair {i}: missing dataset(s) {[f'{k}/{name}' for k in missing]}")
+        a = {k: f[k][name][()] for k in REQUIRED_KEYS + self.optional if name in f[k]}
+        reason = self._problem(a)
+        if reason is not None:
+            raise BadPairError(f"{self.path}: pair {i}: {reason}")
+        return a
 
-    def _check(self, f: h5py.File, i: int) -> str | None:
-        """None when pair i is valid, else the reason (without file and pair)."""
-        try:
-            a = self._read(f, i)
-        except BadPairError as err:
-            return str(err).split(": ", 2)[-1]
+    def _problem(self, a: dict[str, np.ndarray]) -> str | None:
+        """None when the arrays of a pair are valid, else what was expected."""
         xs = np.asarray(a["xs"])
         if xs.ndim != 3 or xs.shape[0] != 1 or xs.shape[2] != 4:
             return f"xs: expected shape (1, N, 4), got {xs.shape}"
@@ -185,13 +181,16 @@ class OANetPairs(Dataset):
             return "ts: expected a non-zero translation"
         return None
 
+    def _valid(self, f: h5py.File, i: int) -> bool:
+        try:
+            self._read(f, i)
+        except BadPairError:
+            return False
+        return True
+
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor | str]:
         i = self.indices[idx]
         f = self._h5()
-        if self.on_bad == "raise":
-            reason = self._check(f, i)
-            if reason is not None:
-                raise BadPairError(f"{self.path}: pair {i}: {reason}")
         a = self._read(f, i)
         n = a["xs"].shape[1]
         zeros = np.zeros(n, np.float32)

@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .oanet_hdf5 import write_oanet_hdf5
@@ -247,7 +248,9 @@ def _pair_job(args: tuple[PairSpec, Path, Path, Path]) -> None:
 
 
 def _init_worker() -> None:
+    """One thread per worker process: the pool already uses the cores."""
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _run(job: Callable, tasks: list, workers: int, desc: str) -> None:
