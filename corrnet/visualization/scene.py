@@ -45,7 +45,8 @@ PANEL_GAP = 0.06
 MAX_TEXTURE_SIDE = 1024
 """Longest texture side in pixels; larger images are downscaled before rendering."""
 
-_Z = {"panel": 0.0, "keypoints": 0.001, "tn": 0.002, "fn": 0.003, "fp": 0.004, "tp": 0.005}
+_Z = {  # depth of each layer above the image panels (z = 0), later ones on top
+    "keypoints": 0.001, "tn": 0.002, "fn": 0.003, "fp": 0.004, "tp": 0.005}
 
 
 @dataclass(frozen=True)
