@@ -1,0 +1,235 @@
+"""Building blocks of CorrNet.
+
+Features follow PointCN / OANet: a set of N correspondences with C channels is a tensor
+(B, C, N, 1), so 1×1 ``Conv2d`` acts on every match independently.  Attention blocks
+reshape to tokens (B, N, C) with :func:`to_3d` and back with :func:`to_4d`.
+
+Every block is permutation-equivariant over the N matches: no block looks at the index of
+a match (norms are per match or over the whole set, attention has no index encoding).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+QK_NORM_TEMPERATURE = 10.0
+"""Softmax scale for attention with qk-RMSNorm.
+
+With unit-norm queries and keys, q·k lies in [-1, 1]; the usual 1/√d scale would leave the
+softmax almost uniform, so the normalised logits are multiplied by this fixed temperature
+(and by the learned per-channel scales, initialised to one)."""
+
+
+def to_3d(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, N, 1) features -> (B, N, C) tokens."""
+    return rearrange(x, "b c n 1 -> b n c")
+
+
+def to_4d(x: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) tokens -> (B, C, N, 1) features."""
+    return rearrange(x, "b n c -> b c n 1")
+
+
+def l2norm(x: torch.Tensor) -> torch.Tensor:
+    """Unit vectors along the last dimension (zero vectors stay zero)."""
+    return F.normalize(x, dim=-1)
+
+
+def graph_weights(w: torch.Tensor) -> torch.Tensor:
+    """Node weights a = relu(tanh(w)) in [0, 1).  (B, N) logits -> (B, N)."""
+    return torch.relu(torch.tanh(w))
+
+
+def laplacian_aggregate(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """L x with L = D^-1/2 (a aᵀ + I) D^-1/2, a = relu(tanh(w)), D = diag((a aᵀ + I) 1).
+
+    The graph is rank one plus identity, so L x is computed in O(N·C) without the N×N
+    matrix: the degrees are dᵢ = aᵢ Σⱼ aⱼ + 1 and
+    L x = D^-1/2 (a (aᵀ D^-1/2 x) + D^-1/2 x).
+
+    Args:
+        x: (B, C, N, 1) features.
+        w: (B, N) logits of the current inlier estimate.
+    Returns:
+        (B, C, N, 1) aggregated features.
+    """
+    a = graph_weights(w).to(x.dtype)                                    # (B, N)
+    d_inv_sqrt = torch.rsqrt(a * a.sum(-1, keepdim=True) + 1.0)         # (B, N), degrees >= 1
+    y = x.squeeze(-1) * d_inv_sqrt.unsqueeze(1)                         # D^-1/2 x, (B, C, N)
+    pooled = torch.einsum("bcn,bn->bc", y, a)                           # aᵀ D^-1/2 x, (B, C)
+    out = (pooled.unsqueeze(-1) * a.unsqueeze(1) + y) * d_inv_sqrt.unsqueeze(1)
+    return out.unsqueeze(-1)
+
+
+class GraphLaplacian(nn.Module):
+    """Spectral graph layer of CLNet: out = conv(L x) (+ x when ``residual``).
+
+    ``residual=True`` is the notes' GS layer, ``residual=False`` their GCN layer; conv is a
+    1×1 Conv2d, BatchNorm and ReLU.  Unlike the notes (``torch.no_grad``), gradients flow
+    through the weights w: with the O(N·C) form the backward pass costs no N×N memory, and it
+    trains the logit head that drives the graph end to end instead of only through the
+    classification loss (relu(tanh(.)) still blocks gradients for matches with w <= 0).
+
+    x (B, C, N, 1), w (B, N) -> (B, C, N, 1).
+    """
+
+    def __init__(self, channels: int, residual: bool = True) -> None:
+        super().__init__()
+        self.residual = residual
+        self.conv = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels),
+                                  nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out = self.conv(laplacian_aggregate(x, w))
+        return x + out if self.residual else out
+
+
+class PointCN(nn.Module):
+    """OANet's residual context-normalisation block on (B, C, N, 1).
+
+    Twice (InstanceNorm over the matches, BatchNorm, ReLU, 1×1 conv), plus a 1×1 shortcut
+    when the width changes.  (B, C_in, N, 1) -> (B, C_out, N, 1).
+    """
+
+    def __init__(self, channels: int, out_channels: int | None = None) -> None:
+        super().__init__()
+        out_channels = out_channels or channels
+        self.shortcut = (nn.Identity() if out_channels == channels
+                         else nn.Conv2d(channels, out_channels, 1))
+        self.body = nn.Sequential(
+            nn.InstanceNorm2d(channels, eps=1e-3), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, out_channels, 1),
+            nn.InstanceNorm2d(out_channels, eps=1e-3), nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True), nn.Conv2d(out_channels, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.body(x)
+
+
+class GeometricRotary(nn.Module):
+    """Rotary embedding of the 4-D match coordinates (LightGlue's idea for keypoints).
+
+    Each head channel pair (2i, 2i+1) is rotated by the angle θᵢ = fᵢ · [x1, y1, x2, y2]
+    with learned frequencies fᵢ, so q·k depends on the coordinates of both matches, never
+    on their index.  coords (B, N, 4) -> angles (B, 1, N, dim_head/2).
+    """
+
+    def __init__(self, dim_head: int, in_dim: int = 4, gamma: float = 1.0) -> None:
+        super().__init__()
+        if dim_head % 2:
+            raise ValueError(f"dim_head: expected an even number for rotary, got {dim_head}")
+        self.freqs = nn.Linear(in_dim, dim_head // 2, bias=False)
+        nn.init.normal_(self.freqs.weight, std=gamma ** -2)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.freqs(coords).unsqueeze(1)
+
+    @staticmethod
+    def rotate(t: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """Rotate channel pairs of t (B, H, N, D) by angles (B, 1, N, D/2)."""
+        t = rearrange(t, "... (d r) -> ... d r", r=2)
+        cos, sin = angles.cos().to(t.dtype), angles.sin().to(t.dtype)
+        x, y = t.unbind(-1)
+        return rearrange(torch.stack([x * cos - y * sin, x * sin + y * cos], -1),
+                         "... d r -> ... (d r)")
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries x over a context, via ``scaled_dot_product_attention``.
+
+    With ``qk_rmsnorm`` queries and keys are l2-normalised per head, multiplied by learned
+    per-channel scales (as the notes) and the softmax uses :data:`QK_NORM_TEMPERATURE`.
+
+    x (B, N, C), context (B, M, C) -> (B, N, C); optional rotary angles (B, 1, N|M, D/2).
+    """
+
+    def __init__(self, dim: int, heads: int, qk_rmsnorm: bool = True) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim: expected a multiple of heads={heads}, got {dim}")
+        self.heads, dim_head = heads, dim // heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+        self.qk_rmsnorm = qk_rmsnorm
+        if qk_rmsnorm:
+            self.q_scale = nn.Parameter(torch.ones(dim_head))
+            self.k_scale = nn.Parameter(torch.ones(dim_head))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                q_angles: torch.Tensor | None = None,
+                k_angles: torch.Tensor | None = None) -> torch.Tensor:
+        split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)  # noqa: E731
+        q = split(self.to_q(x))
+        k, v = map(split, self.to_kv(context).chunk(2, dim=-1))
+        scale = None
+        if self.qk_rmsnorm:
+            q, k = l2norm(q) * self.q_scale, l2norm(k) * self.k_scale
+            scale = QK_NORM_TEMPERATURE
+        if q_angles is not None:
+            q = GeometricRotary.rotate(q, q_angles)
+        if k_angles is not None:
+            k = GeometricRotary.rotate(k, k_angles)
+        out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), scale=scale)
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class FeedForward(nn.Sequential):
+    """Pre-LayerNorm MLP, (B, N, C) -> (B, N, C)."""
+
+    def __init__(self, dim: int, mult: int = 2) -> None:
+        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.GELU(),
+                         nn.Linear(dim * mult, dim))
+
+
+class StateCrossAttention(nn.Module):
+    """M state vectors read from the matches, then the matches read from the states.
+
+    As the notes' CrossAttention, but sequential: the states first attend to all matches
+    (summarising the set), then every match attends to the updated states, so global
+    context reaches each match at O(N·M) cost.  The states carry no positional encoding (the
+    M slots are distinguished by their learned initial values) and are passed from stage to
+    stage by the caller.
+
+    x (B, C, N, 1), states (B, M, C) -> x (B, C, N, 1), states (B, M, C).
+    """
+
+    def __init__(self, dim: int, heads: int, qk_rmsnorm: bool = True) -> None:
+        super().__init__()
+        self.norm_x = nn.LayerNorm(dim)
+        self.norm_state = nn.LayerNorm(dim)
+        self.read = Attention(dim, heads, qk_rmsnorm)
+        self.state_ff = FeedForward(dim)
+        self.write = Attention(dim, heads, qk_rmsnorm)
+
+    def forward(self, x: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = to_3d(x)
+        normed = self.norm_x(tokens)
+        states = states + self.read(self.norm_state(states), normed)
+        states = states + self.state_ff(states)
+        tokens = tokens + self.write(normed, self.norm_state(states))
+        return to_4d(tokens), states
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm transformer (self-attention over all matches, then MLP) on (B, C, N, 1).
+
+    Full self-attention: O(N²) time; memory is O(N) with the fused SDPA kernels, O(N²) with
+    the fallback.  Optional rotary angles (B, 1, N, D/2) from :class:`GeometricRotary`.
+    """
+
+    def __init__(self, dim: int, heads: int, qk_rmsnorm: bool = True) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, qk_rmsnorm)
+        self.ff = FeedForward(dim)
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = to_3d(x)
+        normed = self.norm(tokens)
+        tokens = tokens + self.attn(normed, normed, angles, angles)
+        tokens = tokens + self.ff(tokens)
+        return to_4d(tokens)

@@ -1,0 +1,116 @@
+"""CorrNet's training loss: class-balanced BCE on every stage plus OANet's essential loss.
+
+Weights follow OANet (Zhang et al., "Learning Two-View Correspondences and Geometry Using
+Order-Aware Network", ICCV 2019; defaults of its ``core/config.py``): classification weight
+1, essential-matrix weight 0.5, switched on after 20k steps (``loss_essential_init_iter``),
+geometric distances clamped at 0.1 (``geo_loss_margin``).  As OANet sums the losses of its
+iterations, the classification terms of all stages are summed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from corrnet.geometry import symmetric_epipolar_distance
+
+
+def balanced_bce(logits: torch.Tensor, labels: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Class-balanced binary cross-entropy, OANet style.
+
+    Per pair: ½ · mean BCE over the inliers + ½ · mean BCE over the outliers (a class with no
+    member contributes 0); averaged over the batch.
+    logits (B, N), labels (B, N) bool, mask (B, N) bool of real matches -> scalar.
+    """
+    logits = logits.float()
+    pos, neg = labels, ~labels
+    if mask is not None:
+        pos, neg = pos & mask, neg & mask
+    bce = F.binary_cross_entropy_with_logits(logits, pos.float(), reduction="none")
+    per_class = lambda m: (bce * m).sum(-1) / m.sum(-1).clamp_min(1)  # noqa: E731
+    return (0.5 * per_class(pos) + 0.5 * per_class(neg)).mean()
+
+
+def virtual_correspondences(R: torch.Tensor, t: torch.Tensor, grid: int = 10,
+                            extent: float = 0.5, depths: tuple[float, float] = (2.0, 10.0),
+                            min_depth: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact matches of the GT motion X₂ = R X₁ + t, for the essential-matrix loss.
+
+    OANet's "virtual points" are matches consistent with the ground truth, independent of
+    the (mostly wrong) putative matches.  Here: a ``grid`` × ``grid`` lattice over
+    [-extent, extent]² in image 1 (normalised coordinates), lifted to depths alternating
+    over ``depths`` (a checkerboard, so the points are not coplanar), moved by (R, t) and
+    projected into image 2.  Points that land within ``min_depth`` of camera 2's plane are
+    masked out.
+
+    R (B, 3, 3), t (B, 3) -> matches (B, grid², 4), valid (B, grid²) bool.
+    """
+    lin = torch.linspace(-extent, extent, grid, dtype=R.dtype, device=R.device)
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    checker = (torch.arange(grid, device=R.device)[:, None]
+               + torch.arange(grid, device=R.device)[None]) % 2
+    z = torch.where(checker.bool(), depths[1], depths[0]).to(R.dtype)
+    X1 = torch.stack([xx * z, yy * z, z], -1).reshape(-1, 3)                  # (G, 3)
+    X2 = X1 @ R.transpose(-1, -2) + t.unsqueeze(-2)                          # (B, G, 3)
+    valid = X2[..., 2].abs() > min_depth
+    z2 = torch.where(valid, X2[..., 2], torch.ones_like(X2[..., 2]))
+    x1 = (X1[:, :2] / X1[:, 2:]).expand(R.shape[0], -1, -1)
+    return torch.cat([x1, X2[..., :2] / z2.unsqueeze(-1)], -1), valid
+
+
+class CorrNetLoss(nn.Module):
+    """Total loss = cls_weight · Σ_stages balanced BCE + [step >= essential_warmup] ·
+    essential_weight · mean(min(d_sym(virtual matches, Ê), essential_clamp)).
+
+    Args:
+        cls_weight: weight of the classification terms (OANet: 1).
+        essential_weight: weight of the essential-matrix term (OANet: 0.5).
+        essential_warmup: training step from which the essential term counts (OANet: 20000).
+        essential_clamp: clamp on the symmetric epipolar distance (OANet: 0.1).
+        grid: virtual matches per side, see :func:`virtual_correspondences`.
+    """
+
+    def __init__(self, cls_weight: float = 1.0, essential_weight: float = 0.5,
+                 essential_warmup: int = 20000, essential_clamp: float = 0.1,
+                 grid: int = 10) -> None:
+        super().__init__()
+        self.cls_weight = cls_weight
+        self.essential_weight = essential_weight
+        self.essential_warmup = essential_warmup
+        self.essential_clamp = essential_clamp
+        self.grid = grid
+
+    def essential_loss(self, E: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Clamped symmetric epipolar distance of GT-consistent virtual matches under Ê.
+
+        E (B, 3, 3) estimate, R (B, 3, 3), t (B, 3) ground truth -> scalar.
+        """
+        pts, valid = virtual_correspondences(R.to(E.dtype), t.to(E.dtype), self.grid)
+        d = symmetric_epipolar_distance(pts, E, validate=False).clamp(max=self.essential_clamp)
+        return ((d * valid).sum(-1) / valid.sum(-1).clamp_min(1)).mean()
+
+    def forward(self, out: dict, batch: dict[str, torch.Tensor],
+                step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of the network output ``out`` (see :meth:`CorrNet.forward`) on ``batch``.
+
+        ``batch``: ``labels`` (B, N) float (inlier when > 0.5), ``R`` (B, 3, 3), ``t`` (B, 3),
+        optional ``mask`` (B, N) bool of real (not padded) matches.
+        Returns the total and its parts (``cls_s`` per stage, ``essential``), detached.
+        """
+        labels = batch["labels"] > 0.5
+        mask = batch.get("mask")
+        parts: dict[str, torch.Tensor] = {}
+        total = out["logits"].new_zeros((), dtype=torch.float32)
+        for s, (lg, idx) in enumerate(zip(out["stage_logits"], out["stage_indices"])):
+            m = None if mask is None else mask.bool().gather(1, idx)
+            cls = balanced_bce(lg, labels.gather(1, idx), m)
+            parts[f"cls_{s}"] = cls.detach()
+            total = total + self.cls_weight * cls
+        ess = self.essential_loss(out["E"], batch["R"], batch["t"])
+        parts["essential"] = ess.detach()
+        if step >= self.essential_warmup and self.essential_weight > 0:
+            total = total + self.essential_weight * ess
+        return total, parts
+

@@ -1,0 +1,187 @@
+"""CorrNet and its loss: shapes, equivariance, gradients, robustness, overfitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from corrnet.geometry import essential_from_pose, symmetric_epipolar_distance, weighted_eight_point
+from corrnet.models import CorrNet, CorrNetLoss, balanced_bce, virtual_correspondences
+from tests.conftest import make_problem, rotation
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+
+
+def model_config(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+
+
+def tiny(**overrides) -> CorrNet:
+    return CorrNet(**{**model_config("tiny"), **overrides})
+
+
+def synthetic_batch(batch: int, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random 3-D points seen by two cameras, half the matches uniform outliers (float32)."""
+    p = make_problem(batch, n, seed=seed, outliers=n // 2)
+    xs = p["x"].float()
+    return {"xs": xs, "features": xs, "labels": p["labels"].float(), "R": p["R"].float(),
+            "t": p["t"].float(), "ys": symmetric_epipolar_distance(p["x"], essential_from_pose(p["R"], p["t"])).float()}
+
+
+@pytest.mark.parametrize("n", [8, 9, 100, 2000])
+@pytest.mark.parametrize("b", [1, 3])
+def test_output_shapes_and_consistency(n, b):
+    torch.manual_seed(0)
+    net = (CorrNet(**model_config("default")) if n == 2000 else tiny()).eval()
+    x = torch.randn(b, 1, n, 4)
+    with torch.no_grad():
+        out = net(x)
+    assert out["logits"].shape == (b, n) and out["weights"].shape == (b, n)
+    assert out["E"].shape == (b, 3, 3) and out["E"].dtype == torch.float32
+    sizes = [lg.shape[-1] for lg in out["stage_logits"]]
+    assert sizes[0] == n and all(s >= min(n, 8) for s in sizes)
+    assert torch.equal(out["stage_indices"][0], torch.arange(n).expand(b, n))
+    for prev, idx, lg in zip(out["stage_indices"], out["stage_indices"][1:], out["stage_logits"][1:]):
+        assert idx.shape == lg.shape and idx.dtype == torch.long
+        assert all(set(i.tolist()) <= set(p.tolist()) and len(set(i.tolist())) == i.numel()
+                   for i, p in zip(idx, prev))
+    # The last stage's logits are the output logits of its matches.
+    last = out["stage_indices"][-1]
+    assert torch.equal(out["logits"].gather(1, last), out["stage_logits"][-1])
+    w = torch.relu(torch.tanh(out["stage_logits"][-1]))
+    assert torch.equal(out["weights"].gather(1, last), w)
+    E = weighted_eight_point(x[:, 0].gather(1, last.unsqueeze(-1).expand(-1, -1, 4)), w)
+    assert torch.allclose(out["E"], E, atol=1e-6)
+
+
+def test_pruning_sizes_and_six_channels():
+    net = tiny(in_channels=6, num_stages=3, prune_ratio=0.25).eval()
+    out = net(torch.randn(2, 1, 101, 6))
+    assert [lg.shape[-1] for lg in out["stage_logits"]] == [101, 26, 8]
+    with pytest.raises(ValueError, match="at least 8"):
+        net(torch.randn(1, 1, 7, 6))
+    with pytest.raises(ValueError, match="expected shape"):
+        net(torch.randn(1, 1, 50, 4))
+
+
+def test_eval_is_deterministic_and_permutation_equivariant():
+    torch.manual_seed(1)
+    net = CorrNet(**model_config("default")).eval()
+    x = synthetic_batch(2, 300, seed=4)["xs"].unsqueeze(1)
+    perm = torch.randperm(300)
+    with torch.no_grad():
+        out, again, outp = net(x), net(x), net(x[:, :, perm])
+    assert torch.equal(out["logits"], again["logits"])
+    assert torch.allclose(outp["logits"], out["logits"][:, perm], atol=1e-5)
+    for idx, idxp in zip(out["stage_indices"], outp["stage_indices"]):
+        assert all(set(i.tolist()) == set(perm[j].tolist()) for i, j in zip(idx, idxp))
+    sign = torch.sign((outp["E"] * out["E"]).sum((-1, -2)))[:, None, None]
+    assert torch.allclose(outp["E"] * sign, out["E"], atol=1e-5)
+
+
+def test_every_parameter_gets_a_finite_gradient():
+    torch.manual_seed(2)
+    net = tiny(num_stages=3, attention_stages=[0, -1]).train()
+    batch = synthetic_batch(2, 64)
+    out = net(batch["xs"].unsqueeze(1))
+    total, parts = CorrNetLoss(essential_warmup=0)(out, batch, step=0)
+    total.backward()
+    missing = [k for k, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    assert {"cls_0", "cls_1", "cls_2", "essential"} == set(parts)
+
+
+@pytest.mark.parametrize("case", ["duplicated", "identical", "equal_logits"])
+def test_degenerate_inputs_stay_finite(case):
+    torch.manual_seed(3)
+    net = tiny().train()
+    batch = synthetic_batch(2, 40)
+    x = batch["xs"].clone()
+    if case == "duplicated":
+        x[:, 20:] = x[:, :20]
+    elif case == "identical":
+        x[:] = x[:, :1]
+    else:
+        for stage in net.stages:
+            for head in (stage.head, stage.graph_head):
+                torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+    out = net(x.unsqueeze(1))
+    if case == "equal_logits":
+        assert torch.equal(out["logits"], torch.zeros_like(out["logits"]))
+    total, _ = CorrNetLoss(essential_warmup=0)(out, batch, step=0)
+    total.backward()
+    assert torch.isfinite(total) and torch.isfinite(out["E"]).all()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_bfloat16_autocast_on_cpu():
+    torch.manual_seed(4)
+    net = tiny().eval()
+    x = synthetic_batch(2, 120)["xs"].unsqueeze(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out = net(x)
+    assert out["E"].dtype == torch.float32
+    assert torch.isfinite(out["logits"].float()).all() and torch.isfinite(out["E"]).all()
+    assert torch.allclose(out["E"].norm(dim=(-1, -2)), torch.ones(2), atol=1e-5)
+
+
+def test_balanced_bce_matches_closed_form():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0], [0.0, 1.0, -2.0, 4.0]], dtype=torch.float64)
+    labels = torch.tensor([[True, False, False, False], [True, True, True, False]])
+    sp = lambda z: torch.log1p(torch.exp(torch.as_tensor(z, dtype=torch.float64)))  # noqa: E731
+    first = 0.5 * sp(-2.0) + 0.5 * (sp(-1.0) + sp(0.5) + sp(3.0)) / 3
+    second = 0.5 * (sp(0.0) + sp(-1.0) + sp(2.0)) / 3 + 0.5 * sp(4.0)
+    assert torch.allclose(balanced_bce(logits, labels).double(), (first + second) / 2, atol=1e-6)
+    # Padded matches (mask False) do not count.
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    first_masked = 0.5 * sp(-2.0) + 0.5 * (sp(-1.0) + sp(0.5)) / 2
+    assert torch.allclose(balanced_bce(logits, labels, mask).double(), (first_masked + second) / 2, atol=1e-6)
+
+
+def test_essential_loss_uses_exact_virtual_matches():
+    p = make_problem(3, 10, seed=5)
+    R, t = p["R"], p["t"]
+    pts, valid = virtual_correspondences(R, t)
+    assert pts.shape == (3, 100, 4) and valid.all()
+    E = essential_from_pose(R, t)
+    ones = torch.ones_like(pts[..., :1])
+    x1, x2 = torch.cat([pts[..., :2], ones], -1), torch.cat([pts[..., 2:], ones], -1)
+    assert torch.einsum("bni,bij,bnj->bn", x2, E, x1).abs().max() < 1e-12
+    loss = CorrNetLoss()
+    assert loss.essential_loss(-3.0 * E, R, t) < 1e-20  # scale and sign do not matter
+    E_bad = essential_from_pose(R @ rotation(torch.tensor([0.0, 0.1, 0.0], dtype=torch.float64)), t)
+    d = symmetric_epipolar_distance(pts, E_bad).clamp(max=0.1).mean()
+    assert torch.allclose(loss.essential_loss(E_bad, R, t), d) and d > 1e-4
+
+
+def test_essential_term_starts_after_warm_up():
+    torch.manual_seed(6)
+    net, batch = tiny().eval(), synthetic_batch(1, 50)
+    out = net(batch["xs"].unsqueeze(1))
+    loss = CorrNetLoss(essential_weight=0.5, essential_warmup=100)
+    before, parts = loss(out, batch, step=99)
+    after, _ = loss(out, batch, step=100)
+    cls = sum(v for k, v in parts.items() if k.startswith("cls_"))
+    assert torch.allclose(before, cls) and torch.allclose(after, cls + 0.5 * parts["essential"])
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(7)
+    net = tiny().train()
+    batch = synthetic_batch(4, 128, seed=8)
+    x, labels = batch["xs"].unsqueeze(1), batch["labels"] > 0.5
+    loss = CorrNetLoss(essential_warmup=0)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for step in range(120):
+        opt.zero_grad()
+        total, _ = loss(net(x), batch, step)
+        total.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    accuracy = ((out["logits"] > 0) == labels).float().mean()
+    assert accuracy > 0.95
