@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from corrnet.datasets import (BadPairError, OANetPairs, PairCollator, collate_pairs, generate_pair,
-                              write_oanet_hdf5)
+                              make_sample, write_oanet_hdf5)
 from tests._data_reference import episym_np
 
 
@@ -177,3 +177,13 @@ def test_collate_pad_and_collator_seed():
     assert torch.equal(a(batch)["xs"], b(batch)["xs"]) and not torch.equal(a(batch)["xs"], c(batch)["xs"])
     with pytest.raises(ValueError, match="mode"):
         PairCollator(mode="crop")
+
+
+def test_labels_at_threshold_survive_round_trip(tmp_path):
+    s = generate_pair(0, 1, "indoor", 12)
+    ys = np.full(12, 1e-4) * (1 + np.linspace(-1e-9, 1e-9, 12))  # straddles 1e-4, one float32 value
+    sample = make_sample(s["xs"].numpy(), ys, s["R"].numpy(), s["t"].numpy(), s["ratios"].numpy(),
+                         s["mutuals"].numpy(), s["K1"].numpy(), s["K2"].numpy(), 1)
+    assert sample["labels"].unique().numel() == 1
+    write_oanet_hdf5(tmp_path / "t.hdf5", [sample])
+    assert torch.equal(OANetPairs(tmp_path / "t.hdf5")[0]["labels"], sample["labels"])

@@ -44,12 +44,13 @@ def make_sample(xs: np.ndarray, ys: np.ndarray, R: np.ndarray, t: np.ndarray,
     """Build the sample dictionary (see module docstring) from numpy arrays.
 
     xs (N, 4), ys (N,), R (3, 3), t (3,) (normalised here), ratios (N,), mutuals (N,),
-    K1, K2 (3, 3).  Labels are ``ys < INLIER_THRESHOLD``.
+    K1, K2 (3, 3).  Labels are ``ys < INLIER_THRESHOLD`` with ys rounded to float32 first.
     """
     as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     t = np.asarray(t, dtype=np.float64).reshape(3)
+    ys32 = np.asarray(ys, dtype=np.float32)  # labels from the stored precision: same after a round trip
     sample: dict[str, torch.Tensor | str] = {
-        "xs": as32(xs), "ys": as32(ys), "labels": as32(np.asarray(ys) < INLIER_THRESHOLD),
+        "xs": as32(xs), "ys": as32(ys32), "labels": as32(ys32.astype(np.float64) < INLIER_THRESHOLD),
         "R": as32(R), "t": as32(t / np.linalg.norm(t)),
         "ratios": as32(ratios), "mutuals": as32(mutuals),
         "K1": as32(K1), "K2": as32(K2), "index": torch.tensor(index, dtype=torch.int64),
