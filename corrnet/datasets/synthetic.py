@@ -147,13 +147,16 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     R_w = _random_rotation(rng, 15) @ R
     t_w = rotation(rng.normal(size=3), np.deg2rad(rng.uniform(20, 60))) @ t
     X2w = X1[wrong] @ R_w.T + t_w
-    uv2[wrong] = np.where(X2w[:, 2:] > 0, _project(K2, np.where(X2w[:, 2:] > 0, X2w, 1.0)), -1.0)
+    front = X2w[:, 2] > 0
+    uv_wrong = np.full((len(X2w), 2), -1.0)  # behind camera 2: outside, replaced below
+    uv_wrong[front] = _project(K2, X2w[front])
+    uv2[wrong] = uv_wrong
     # repeated structure: the true match shifted by one vector
     repeated = kind == 4
     shift_angle = rng.uniform(0, 2 * np.pi)
     uv2[repeated] += rng.uniform(40, 150) * np.array([np.cos(shift_angle), np.sin(shift_angle)])
-    # matches that left image 2 become uniform random ones
-    out = ~_inside(uv2, size2)
+    # outliers that left image 2 become uniform random ones (noisy inliers are only clipped)
+    out = (kind > 0) & ~_inside(uv2, size2)
     uv2[out] = rng.uniform(0, 1, (out.sum(), 2)) * (size2 - 1)
     uv1 = np.clip(uv1, 0, size1 - 1)
     uv2 = np.clip(uv2, 0, size2 - 1)
