@@ -37,8 +37,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     # Pin torch first so that nothing pulls a multi-GB CUDA build onto a CPU machine: where a
     # local CPU wheel of torch 2.13.0 exists pip takes it; elsewhere set TORCH_SPEC, or
     # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu, before running this script.
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     {
+        .venv/bin/python -m pip install -q --upgrade pip
         .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
         .venv/bin/python -m pip install -q -e ".[dev]"
     } 2> >(grep -v -e "is ignored: it is neither a file nor a directory" >&2)

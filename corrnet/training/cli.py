@@ -1,0 +1,61 @@
+"""``python train.py --config configs/synthetic.yaml [--trainer.max_steps 100] [--ckpt_path last]``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from .datamodule import CorrNetDataModule
+from .module import CorrNetModule
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Keeps the best checkpoints by ``monitor`` and refreshes ``last.ckpt`` at every validation.
+
+    Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint is written in the same
+    step, so a run whose score stops improving would resume from an old step.
+    """
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class CorrNetCLI(LightningCLI):
+    """LightningCLI with the best-by-validation-mAP20 checkpoint and ``--ckpt_path`` to resume."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/mAP20",   # OANet's mAP20 without RANSAC, validation split
+            "checkpoint.mode": "max",
+            "checkpoint.save_last": True,
+            "checkpoint.filename": "best-{step}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt")
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config.trainer
+        if trainer.precision is None and torch.cuda.is_available():
+            trainer.precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train; bad input (missing data, bad config values) ends with one clear line, exit 2."""
+    try:
+        cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False, args=argv,
+                         seed_everything_default=0, save_config_kwargs={"overwrite": True})
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    except (FileNotFoundError, ValueError) as err:
+        if os.environ.get("CORRNET_DEBUG"):
+            raise
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,64 @@
+"""LightningDataModule over the synthetic generator or OANet-format HDF5 files."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from corrnet.datasets import PairCollator
+from corrnet.datasets.factory import check_data_spec, open_dataset
+
+
+class CorrNetDataModule(L.LightningDataModule):
+    """Train / val / test splits of matched image pairs.
+
+    Args:
+        train, val, test: ``"synthetic"`` or a path to an OANet-format HDF5 file
+            (``$VARS`` expanded, e.g. ``$CORRNET_DATA/yfcc-sift-2000-train.hdf5``).
+        batch_size: pairs per batch.
+        num_matches: matches per pair in a training batch (pairs are subsampled without
+            replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
+        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with a mask).
+        side_info: add the ratio and mutual-NN channels to the network input (C = 6).
+        synthetic_mode: ``outdoor``, ``indoor`` or ``mixed`` scenes for synthetic splits.
+        synthetic_train_pairs, synthetic_val_pairs, synthetic_test_pairs: split sizes.
+        seed: seeds the synthetic splits and the subsampling.
+    """
+
+    def __init__(self, train: str = "synthetic", val: str = "synthetic", test: str = "synthetic",
+                 batch_size: int = 16, num_matches: int | None = 2000, batching: str = "subsample",
+                 num_workers: int = 2, side_info: bool = False, synthetic_mode: str = "mixed",
+                 synthetic_train_pairs: int = 20000, synthetic_val_pairs: int = 200,
+                 synthetic_test_pairs: int = 500, seed: int = 0) -> None:
+        super().__init__()
+        if batching not in ("subsample", "pad"):
+            raise ValueError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
+        self.save_hyperparameters()
+        for split in ("train", "val", "test"):  # fail before training starts, not an hour in
+            check_data_spec(getattr(self.hparams, split))
+
+    def _dataset(self, split: str):
+        h = self.hparams
+        return open_dataset(getattr(h, split), split, side_info=h.side_info, seed=h.seed,
+                            synthetic_pairs=getattr(h, f"synthetic_{split}_pairs"),
+                            synthetic_mode=h.synthetic_mode,
+                            num_matches=h.num_matches or 2000)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        h = self.hparams
+        collate = PairCollator(mode=h.batching, num_matches=h.num_matches if split == "train" else None,
+                               seed=h.seed)
+        # Evaluation splits keep every match of every pair: one pair per batch.
+        batch_size = h.batch_size if split == "train" else 1
+        return DataLoader(self._dataset(split), batch_size=batch_size, shuffle=shuffle,
+                          num_workers=h.num_workers, collate_fn=collate,
+                          persistent_workers=h.num_workers > 0, drop_last=split == "train")
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

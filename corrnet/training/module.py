@@ -1,0 +1,70 @@
+"""LightningModule: CorrNet, its loss, and pose validation without RANSAC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from corrnet.eval.metrics import oanet_map, pose_auc
+from corrnet.geometry import pose_errors, recover_pose
+from corrnet.models import CorrNet, CorrNetLoss
+
+
+class CorrNetModule(L.LightningModule):
+    """Trains :class:`~corrnet.models.CorrNet` on batches of matched pairs.
+
+    Args:
+        net: keyword arguments of :class:`~corrnet.models.CorrNet` (widths, depths, heads,
+            number of states, pruning ratio, ...), as in ``configs/model/*.yaml``.
+        loss: keyword arguments of :class:`~corrnet.models.CorrNetLoss`.
+        lr: Adam learning rate (OANet uses 1e-3).
+        weight_decay: Adam weight decay.
+    """
+
+    def __init__(self, net: dict[str, Any] | None = None, loss: dict[str, Any] | None = None,
+                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = CorrNet(**(net or {}))
+        self.loss_fn = CorrNetLoss(**(loss or {}))
+        self._val: list[torch.Tensor] = []
+
+    def forward(self, features: torch.Tensor) -> dict[str, Any]:
+        """features (B, N, C) -> the network's output dict."""
+        return self.net(features.unsqueeze(1))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self(batch["features"])
+        total, parts = self.loss_fn(out, batch, self.global_step)
+        bs = batch["features"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=bs)
+        return total
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self(batch["features"])
+        kept = out["logits"] > 0
+        R, t, _ = recover_pose(out["E"], batch["xs"], kept)
+        err_r, err_t = pose_errors(R, t, batch["R"], batch["t"])
+        labels = batch["labels"] > 0.5
+        tp = (kept & labels).sum(-1)
+        self._val.append(torch.stack([torch.maximum(err_r, err_t).float(), tp.float(),
+                                      kept.sum(-1).float(), labels.sum(-1).float()], -1).cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        v = torch.cat(self._val)
+        self._val.clear()
+        err, tp, kept, pos = v.unbind(-1)
+        metrics = {**oanet_map(err.numpy()), **pose_auc(err.numpy())}
+        metrics["precision"] = float(tp.sum() / kept.sum().clamp_min(1))
+        metrics["recall"] = float(tp.sum() / pos.sum().clamp_min(1))
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "mAP20"})
+        self.log("val/mAP20", metrics["mAP20"], prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
