@@ -1,0 +1,238 @@
+"""Relative-pose evaluation of several methods on the same pairs.
+
+Methods (:data:`METHODS`):
+
+* ``corrnet``: the network's essential matrix, decomposed by :func:`recover_pose` with the
+  cheirality test on the matches the network keeps; no RANSAC.
+* ``corrnet+ransac`` / ``corrnet+magsac``: OpenCV RANSAC / MAGSAC++ (see
+  :mod:`corrnet.eval.estimators`) on the matches the network keeps.
+* ``ransac``: RANSAC on all matches; ``ratio+ransac``: on the matches with Lowe ratio < 0.8.
+
+The network keeps the matches with logit > 0; when it keeps fewer than
+:data:`FALLBACK_TOP_K`, the :data:`FALLBACK_TOP_K` matches with the largest logits stand in
+(so that the five-point solver and the cheirality test have something to work on).
+
+Inlier precision / recall of a pair are measured on the matches a method calls inliers:
+the kept set for ``corrnet``, the estimator's inlier mask for every robust method.  0/0
+counts as 0 (OANet's convention).  Timing: the network alone for ``corrnet``, network plus
+estimator for ``corrnet+*``, the estimator alone for the baselines; the network runs with
+batch size 1 in this process, the estimators in a pool of worker processes (one OpenCV
+thread each), every estimate timed inside its worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..geometry import pose_errors, recover_pose
+from .estimators import PoseJob, PoseTask, init_worker, run_job
+
+NETWORK_METHODS = ("corrnet", "corrnet+ransac", "corrnet+magsac")
+BASELINES = ("ransac", "ratio+ransac")
+METHODS = NETWORK_METHODS + BASELINES
+ROBUST = {"corrnet+ransac": "ransac", "corrnet+magsac": "magsac", "ransac": "ransac",
+          "ratio+ransac": "ransac"}
+"""Estimator of every robust method."""
+RATIO_THRESHOLD = 0.8
+FALLBACK_TOP_K = 8
+
+Predictor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+"""features (1, N, C) -> {"logits": (1, N), "E": (1, 3, 3)}."""
+
+
+@dataclass
+class PairResult:
+    """One method on one pair: pose errors (degrees), inlier scores, time (ms).
+
+    ``selected`` (N,) bool: the matches the method calls inliers (kept or RANSAC inliers).
+    """
+
+    position: int
+    index: int
+    method: str
+    err_R: float
+    err_t: float
+    precision: float
+    recall: float
+    ms: float
+    selected: np.ndarray
+
+    @property
+    def err(self) -> float:
+        """OANet's pair error max(err_R, err_t) in degrees."""
+        return max(self.err_R, self.err_t)
+
+
+@dataclass
+class EvalResult:
+    """Per-pair results of every method; ``pairs`` is the number of pairs evaluated."""
+
+    dataset: str
+    methods: tuple[str, ...]
+    pairs: int
+    results: list[PairResult]
+
+    def of(self, method: str) -> list[PairResult]:
+        """The results of ``method`` in pair order."""
+        if method not in self.methods:
+            raise KeyError(f"method {method!r} was not evaluated; evaluated: {list(self.methods)}")
+        return sorted((r for r in self.results if r.method == method), key=lambda r: r.position)
+
+    def errors(self, method: str) -> np.ndarray:
+        """Pair errors (P,) in degrees of ``method`` in pair order."""
+        return np.array([r.err for r in self.of(method)])
+
+
+@dataclass
+class _Pair:
+    """What the evaluation keeps of a sample (all numpy, float64 geometry)."""
+
+    index: int
+    xs: np.ndarray
+    labels: np.ndarray
+    ratios: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    logits: np.ndarray | None = None
+    E: np.ndarray | None = None
+    network_ms: float = 0.0
+
+
+def default_workers() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def kept_matches(logits: np.ndarray) -> np.ndarray:
+    """Matches the network keeps: logit > 0, or the FALLBACK_TOP_K best.  (N,) -> (N,) bool."""
+    kept = logits > 0
+    if kept.sum() < FALLBACK_TOP_K:
+        kept = np.zeros_like(kept)
+        kept[np.argsort(-logits, kind="stable")[:FALLBACK_TOP_K]] = True
+    return kept
+
+
+def inlier_scores(selected: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Precision TP/|selected| and recall TP/|GT inliers| of one pair (0/0 -> 0)."""
+    tp = float(np.sum(selected & labels))
+    return tp / max(int(selected.sum()), 1), tp / max(int(labels.sum()), 1)
+
+
+def _run_network(sample: Mapping, predictor: Predictor) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits (N,), E (3, 3) float64 and the wall time in ms of one pair, batch size 1."""
+    features = torch.as_tensor(sample["features"]).float().unsqueeze(0)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = predictor(features)
+    ms = (time.perf_counter() - start) * 1e3
+    n = features.shape[1]
+    logits, E = out.get("logits"), out.get("E")
+    if logits is None or E is None or tuple(logits.shape) != (1, n) or tuple(E.shape) != (1, 3, 3):
+        got = {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
+        raise ValueError(f"predictor: expected 'logits' (1, {n}) and 'E' (1, 3, 3), got {got}")
+    return logits[0].double().cpu().numpy(), E[0].double().cpu().numpy(), ms
+
+
+def _pose_from_network(pair: _Pair, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R, t from the network's E by the cheirality test on the kept matches (NaN if E is)."""
+    if not np.isfinite(pair.E).all():
+        return np.full((3, 3), np.nan), np.full(3, np.nan)
+    R, t, _ = recover_pose(torch.from_numpy(pair.E)[None], torch.from_numpy(pair.xs)[None],
+                           torch.from_numpy(kept)[None])
+    return R[0].numpy(), t[0].numpy()
+
+
+def _result(pair: _Pair, position: int, method: str, R: np.ndarray, t: np.ndarray,
+            selected: np.ndarray, ms: float) -> PairResult:
+    err_R, err_t = pose_errors(torch.from_numpy(np.asarray(R, np.float64)),
+                               torch.from_numpy(np.asarray(t, np.float64)),
+                               torch.from_numpy(pair.R), torch.from_numpy(pair.t))
+    precision, recall = inlier_scores(selected, pair.labels)
+    return PairResult(position, pair.index, method, float(err_R), float(err_t), precision, recall,
+                      ms, selected)
+
+
+def _tasks(pair: _Pair, methods: Sequence[str]) -> list[PoseTask]:
+    """The robust estimates of a pair: (method, estimator, indices of the matches it sees)."""
+    subsets = {"ransac": np.ones(len(pair.xs), bool), "ratio+ransac": pair.ratios < RATIO_THRESHOLD}
+    if pair.logits is not None:
+        subsets["corrnet+ransac"] = subsets["corrnet+magsac"] = kept_matches(pair.logits)
+    return [(m, ROBUST[m], np.flatnonzero(subsets[m])) for m in methods if m in ROBUST]
+
+
+def _robust(jobs: list[PoseJob], workers: int, progress: bool):
+    """run_job over jobs, in a pool of ``workers`` processes (in this process when 1)."""
+    bar = dict(total=len(jobs), desc="robust estimation", disable=not progress, unit="pair")
+    if workers <= 1:
+        threads = cv2.getNumThreads()
+        init_worker()
+        try:
+            yield from tqdm(map(run_job, jobs), **bar)
+        finally:
+            cv2.setNumThreads(threads)
+        return
+    # fork where available: workers need nothing but numpy and OpenCV, and the caller's
+    # script is not re-imported (spawn would re-run an unguarded ``__main__``).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers, initializer=init_worker) as pool:
+        yield from tqdm(pool.imap_unordered(run_job, jobs), **bar)
+
+
+def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
+             methods: Sequence[str] | None = None, workers: int | None = None,
+             progress: bool = True, dataset: str = "") -> EvalResult:
+    """Evaluate ``methods`` on every sample (see the module docstring).
+
+    Args:
+        samples: a Dataset or any iterable of corrnet sample dictionaries (``xs``, ``labels``,
+            ``R``, ``t``, ``ratios``, ``features``, ``index``).
+        predictor: features (1, N, C) -> {"logits": (1, N), "E": (1, 3, 3)}, for example
+            ``lambda f: model(f.unsqueeze(1))``; None evaluates the baselines only.
+        methods: subset of :data:`METHODS` (default: all, or the baselines without predictor).
+        workers: processes for the robust estimators (default: the cores available).
+        dataset: name stored in the result.
+    """
+    if methods is None:
+        methods = METHODS if predictor is not None else BASELINES
+    methods = tuple(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods: expected some of {list(METHODS)}, got {list(methods)}")
+    needs_net = [m for m in methods if m in NETWORK_METHODS]
+    if needs_net and predictor is None:
+        raise ValueError(f"methods {needs_net} need a predictor (a network); none was given")
+    workers = default_workers() if workers is None else workers
+    pairs: list[_Pair] = []
+    results: list[PairResult] = []
+    total = len(samples) if hasattr(samples, "__len__") else None
+    for sample in tqdm(samples, total=total, desc="network" if needs_net else "reading",
+                       disable=not progress, unit="pair"):
+        f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
+        pair = _Pair(int(sample["index"]), f64("xs").reshape(-1, 4), f64("labels").reshape(-1) > 0.5,
+                     f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3))
+        if needs_net:
+            pair.logits, pair.E, pair.network_ms = _run_network(sample, predictor)
+        if "corrnet" in methods:
+            kept = kept_matches(pair.logits)
+            R, t = _pose_from_network(pair, kept)
+            results.append(_result(pair, len(pairs), "corrnet", R, t, kept, pair.network_ms))
+        pairs.append(pair)
+    if not pairs:
+        raise ValueError("samples: no pairs to evaluate")
+    jobs = [(i, p.xs, _tasks(p, methods)) for i, p in enumerate(pairs)]
+    jobs = [job for job in jobs if job[2]]
+    for position, outcomes in _robust(jobs, min(workers, len(jobs)), progress):
+        pair = pairs[position]
+        for method, R, t, mask, ms in outcomes:
+            ms += pair.network_ms if method in NETWORK_METHODS else 0.0
+            results.append(_result(pair, position, method, R, t, mask, ms))
+    return EvalResult(dataset, methods, len(pairs), results)

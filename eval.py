@@ -1,0 +1,133 @@
+"""Relative-pose evaluation of corrnet and classical baselines on the same pairs.
+
+    python eval.py --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
+                   [--viz K] [--methods corrnet corrnet+ransac ...] [--overwrite]
+
+PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
+raw sequences in OANet's YFCC layout (prepared once into ``--cache``).  Without ``--out`` the
+report goes to a fresh folder runs/eval/<data name>[-k]; an explicit ``--out`` that already
+holds a report is refused unless ``--overwrite``.  See corrnet.eval.evaluate for the methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from torch.utils.data import Dataset, Subset
+
+from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, evaluate
+from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
+
+ROOT = Path(__file__).resolve().parent
+VIZ_METHOD = "corrnet+ransac"
+"""Pairs for --viz are ranked by this method's error (else by the first method evaluated)."""
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="OANet HDF5 file, 'synthetic', or a raw folder")
+    parser.add_argument("--checkpoint", help="corrnet checkpoint (default: the shipped weights)")
+    parser.add_argument("--out", type=Path, help="report folder (default: a fresh runs/eval/<data>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report in --out")
+    parser.add_argument("--workers", type=int, help="robust-estimation processes (default: all cores)")
+    parser.add_argument("--max-pairs", type=int, help="evaluate the first K pairs only")
+    parser.add_argument("--viz", type=int, default=0, metavar="K", help="render the K worst and K best pairs")
+    parser.add_argument("--methods", nargs="+", choices=METHODS,
+                        help=f"default: all; {' '.join(BASELINES)} need no network")
+    parser.add_argument("--synthetic-pairs", type=int, default=1000, help="size of the synthetic split")
+    parser.add_argument("--cache", type=Path, default=ROOT / "data" / "generated",
+                        help="where a raw folder is prepared into HDF5")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    for name in ("workers", "max_pairs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: expected a positive number")
+    if args.viz < 0:
+        parser.error("--viz: expected K >= 0")
+    return args
+
+
+def _hdf5_of_raw_folder(folder: Path, cache: Path, workers: int | None) -> Path:
+    """Prepare (once) the putative matches of a raw folder; returns the cached HDF5 path."""
+    from corrnet.datasets.prepare import find_sequences, prepare, read_sequence
+
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    out = cache / f"{folder.resolve().name}-{digest}.hdf5"
+    pairs = [p for seq in find_sequences(folder) for p in read_sequence(seq)]
+    prepare(pairs, out, workers or 2)
+    return out
+
+
+def _dataset(args: argparse.Namespace, side_info: bool) -> tuple[Dataset, str]:
+    """The dataset named by --data and its name for the report."""
+    from corrnet.datasets.factory import open_dataset
+
+    data = Path(args.data).expanduser()
+    if args.data != "synthetic" and data.is_dir():
+        data = _hdf5_of_raw_folder(data, args.cache, args.workers)
+        name = Path(args.data).resolve().name
+    else:
+        name = "synthetic-test" if args.data == "synthetic" else data.stem
+    dataset = open_dataset(str(data) if args.data != "synthetic" else "synthetic", "test",
+                           side_info=side_info, synthetic_pairs=args.synthetic_pairs)
+    if args.max_pairs is not None and args.max_pairs < len(dataset):
+        dataset = Subset(dataset, range(args.max_pairs))
+    return dataset, name
+
+
+def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalResult) -> None:
+    """PNGs of the K worst and K best pairs under out/viz/."""
+    from corrnet.visualization import render_pair
+
+    method = VIZ_METHOD if VIZ_METHOD in result.methods else result.methods[0]
+    rows = sorted(result.of(method), key=lambda r: r.err)
+    k = min(args.viz, len(rows))
+    chosen = [("worst", r) for r in rows[::-1][:k]] + [("best", r) for r in rows[:k]]
+    for rank, (kind, r) in enumerate(chosen):
+        sample = dataset[r.position]
+        image = {key: sample.get(key) for key in ("image1", "image2")}
+        path = out / "viz" / f"{kind}-{rank % k + 1:02d}-pair{r.index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        render_pair(path, sample["xs"].numpy(), sample["labels"].numpy() > 0.5, r.selected,
+                    title=f"{method}, pair {r.index} ({kind} {rank % k + 1})", pose_error_deg=r.err,
+                    K1=sample["K1"].numpy(), K2=sample["K2"].numpy(), **image)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    methods = args.methods or METHODS
+    try:
+        out = check_out_dir(args.out, args.overwrite) if args.out else None
+        predictor, side_info = None, False
+        if any(m in NETWORK_METHODS for m in methods):
+            from corrnet.checkpoint import load_model
+
+            model = load_model(args.checkpoint)
+            side_info = model.in_channels == 6
+            predictor = lambda f: model(f.unsqueeze(1))  # noqa: E731
+        dataset, name = _dataset(args, side_info)
+        out = out or fresh_dir(ROOT / "runs" / "eval" / name)
+        result = evaluate(dataset, predictor, methods, workers=args.workers,
+                          progress=not args.quiet, dataset=name)
+        summary = write_report(result, out, args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
+        print(f"eval.py: error: {err}", file=sys.stderr)
+        return 1
+    print(f"{name}: {summary['pairs']} pairs; mAP/auc/precision/recall/F1 in %\n")
+    print(format_table(summary))
+    print(f"\nreport: {out}")
+    if args.viz:
+        try:
+            _render(args, out, dataset, result)
+        except (ImportError, RuntimeError) as err:
+            print(f"eval.py: --viz skipped: {err}", file=sys.stderr)
+            return 1
+        print(f"pictures: {out / 'viz'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
