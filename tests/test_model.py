@@ -171,11 +171,11 @@ def test_essential_term_starts_after_warm_up():
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(7)
     net = tiny().train()
-    batch = synthetic_batch(4, 128, seed=8)
+    batch = synthetic_batch(2, 128, seed=8)
     x, labels = batch["xs"].unsqueeze(1), batch["labels"] > 0.5
     loss = CorrNetLoss(essential_warmup=0)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for step in range(120):
+    for step in range(80):
         opt.zero_grad()
         total, _ = loss(net(x), batch, step)
         total.backward()

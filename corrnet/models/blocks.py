@@ -125,7 +125,8 @@ class GeometricRotary(nn.Module):
         nn.init.normal_(self.freqs.weight, std=gamma ** -2)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        return self.freqs(coords).unsqueeze(1)
+        with torch.autocast(coords.device.type, enabled=False):  # angles in float32
+            return self.freqs(coords.to(self.freqs.weight.dtype)).unsqueeze(1)
 
     @staticmethod
     def rotate(t: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -162,18 +163,18 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 q_angles: torch.Tensor | None = None,
                 k_angles: torch.Tensor | None = None) -> torch.Tensor:
-        split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)  # noqa: E731
-        q = split(self.to_q(x))
-        k, v = map(split, self.to_kv(context).chunk(2, dim=-1))
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.to_kv(context), "b m (kv h d) -> kv b h m d", kv=2, h=self.heads)
         scale = None
         if self.qk_rmsnorm:
-            q, k = l2norm(q) * self.q_scale, l2norm(k) * self.k_scale
+            q = (l2norm(q) * self.q_scale).type_as(v)
+            k = (l2norm(k) * self.k_scale).type_as(v)
             scale = QK_NORM_TEMPERATURE
         if q_angles is not None:
             q = GeometricRotary.rotate(q, q_angles)
         if k_angles is not None:
             k = GeometricRotary.rotate(k, k_angles)
-        out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 

@@ -60,7 +60,7 @@ class Stage(nn.Module):
         x = self.graph(x, rearrange(self.graph_head(x), "b 1 n 1 -> b n"))
         x, states = self.state(x, states)
         if self.transformer is not None:
-            angles = self.rotary(coords.to(x.dtype)) if self.rotary is not None else None
+            angles = self.rotary(coords) if self.rotary is not None else None
             x = self.transformer(x, angles)
         x = self.post(x)
         return x, rearrange(self.head(x), "b 1 n 1 -> b n"), states

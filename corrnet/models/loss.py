@@ -29,8 +29,9 @@ def balanced_bce(logits: torch.Tensor, labels: torch.Tensor,
     if mask is not None:
         pos, neg = pos & mask, neg & mask
     bce = F.binary_cross_entropy_with_logits(logits, pos.float(), reduction="none")
-    per_class = lambda m: (bce * m).sum(-1) / m.sum(-1).clamp_min(1)  # noqa: E731
-    return (0.5 * per_class(pos) + 0.5 * per_class(neg)).mean()
+    pos_mean = (bce * pos).sum(-1) / pos.sum(-1).clamp_min(1)
+    neg_mean = (bce * neg).sum(-1) / neg.sum(-1).clamp_min(1)
+    return (0.5 * pos_mean + 0.5 * neg_mean).mean()
 
 
 def virtual_correspondences(R: torch.Tensor, t: torch.Tensor, grid: int = 10,
