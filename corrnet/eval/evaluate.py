@@ -25,7 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 
 import cv2
@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from ..geometry import pose_errors, recover_pose
-from .estimators import PoseJob, PoseTask, init_worker, run_job
+from .estimators import PoseJob, PoseOutcome, PoseTask, init_worker, run_job
 
 NETWORK_METHODS = ("corrnet", "corrnet+ransac", "corrnet+magsac")
 BASELINES = ("ransac", "ratio+ransac")
@@ -169,7 +169,8 @@ def _tasks(pair: _Pair, methods: Sequence[str]) -> list[PoseTask]:
     return [(m, ROBUST[m], np.flatnonzero(subsets[m])) for m in methods if m in ROBUST]
 
 
-def _robust(jobs: list[PoseJob], workers: int, progress: bool):
+def _robust(jobs: list[PoseJob], workers: int,
+            progress: bool) -> Iterator[tuple[int, list[PoseOutcome]]]:
     """run_job over jobs, in a pool of ``workers`` processes (in this process when 1)."""
     bar = dict(total=len(jobs), desc="robust estimation", disable=not progress, unit="pair")
     if workers <= 1:
@@ -213,7 +214,9 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
     workers = default_workers() if workers is None else workers
     pairs: list[_Pair] = []
     results: list[PairResult] = []
-    total = len(samples) if hasattr(samples, "__len__") else None
+    total = len(samples) if isinstance(samples, Sized) else None
+    if total is not None and hasattr(samples, "__getitem__"):   # a Dataset: iterate by index
+        samples = map(samples.__getitem__, range(total))
     for sample in tqdm(samples, total=total, desc="network" if needs_net else "reading",
                        disable=not progress, unit="pair"):
         f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
