@@ -161,3 +161,25 @@ def test_benchmark_cpu_memory_probe_sees_a_large_tensor():
     dense = bench.probe_job({"kind": "dense", "device": "cpu", "n": n, "width": 32})
     fast = bench.probe_job({"kind": "fast", "device": "cpu", "n": n, "width": 32})
     assert dense > 2.5 * n ** 2 * 4 / 2 ** 20 > 10 * fast   # A, a aᵀ and I alive at once
+
+
+def test_evaluation_times_the_network_on_one_thread():
+    """corrnet.eval times the network like each estimator, on one core, and restores threads."""
+    from corrnet.eval.evaluate import evaluate
+
+    samples = [generate_pair(0, i, num_matches=200) for i in range(2)]
+    net, seen = model("tiny"), []
+
+    def predictor(features: torch.Tensor) -> dict:
+        seen.append(torch.get_num_threads())
+        return net(features.unsqueeze(1))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = evaluate(samples, predictor, methods=["corrnet"], workers=1, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 1]
+    assert all(r.ms > 0 for r in result.of("corrnet"))

@@ -16,8 +16,9 @@ Inlier precision / recall of a pair are measured on the matches a method calls i
 the kept set for ``corrnet``, the estimator's inlier mask for every robust method.  0/0
 counts as 0 (OANet's convention).  Timing: the network alone for ``corrnet``, network plus
 estimator for ``corrnet+*``, the estimator alone for the baselines; the network runs with
-batch size 1 in this process, the estimators in a pool of worker processes (one OpenCV
-thread each), every estimate timed inside its worker.
+batch size 1 in this process on :data:`NETWORK_THREADS` torch thread(s), the estimators in
+a pool of worker processes (one OpenCV thread each), every estimate timed inside its worker:
+every time is the cost on one core.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ ROBUST = {"corrnet+ransac": "ransac", "corrnet+magsac": "magsac", "ransac": "ran
 """Estimator of every robust method."""
 RATIO_THRESHOLD = 0.8
 FALLBACK_TOP_K = 8
+NETWORK_THREADS = 1
+"""Torch threads for the network: one core, as each estimator gets.  With more threads than
+idle cores (another job running) every op's OpenMP barrier waits for a descheduled thread:
+a 2-thread forward pass of the shipped model (N = 2000) took ~2.3 s instead of ~25 ms on
+one thread while other jobs kept both cores of a 2-core machine busy (the likely cause of
+~300 ms per pair reported for ``corrnet`` during a training run)."""
 
 Predictor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 """features (1, N, C) -> {"logits": (1, N), "E": (1, 3, 3)}."""
@@ -190,7 +197,8 @@ def _robust(jobs: list[PoseJob], workers: int,
 
 def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
              methods: Sequence[str] | None = None, workers: int | None = None,
-             progress: bool = True, dataset: str = "") -> EvalResult:
+             progress: bool = True, dataset: str = "",
+             network_threads: int | None = NETWORK_THREADS) -> EvalResult:
     """Evaluate ``methods`` on every sample (see the module docstring).
 
     Args:
@@ -201,6 +209,8 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
         methods: subset of :data:`METHODS` (default: all, or the baselines without predictor).
         workers: processes for the robust estimators (default: the cores available).
         dataset: name stored in the result.
+        network_threads: torch threads while the network runs (restored afterwards); None
+            keeps the current setting.
     """
     if methods is None:
         methods = METHODS if predictor is not None else BASELINES
@@ -217,18 +227,23 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
     total = len(samples) if isinstance(samples, Sized) else None
     if total is not None and hasattr(samples, "__getitem__"):   # a Dataset: iterate by index
         samples = map(samples.__getitem__, range(total))
-    for sample in tqdm(samples, total=total, desc="network" if needs_net else "reading",
-                       disable=not progress, unit="pair"):
-        f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
-        pair = _Pair(int(sample["index"]), f64("xs").reshape(-1, 4), f64("labels").reshape(-1) > 0.5,
-                     f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3))
-        if needs_net:
-            pair.logits, pair.E, pair.network_ms = _run_network(sample, predictor)
-        if "corrnet" in methods:
-            kept = kept_matches(pair.logits)
-            R, t = _pose_from_network(pair, kept)
-            results.append(_result(pair, len(pairs), "corrnet", R, t, kept, pair.network_ms))
-        pairs.append(pair)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(network_threads or threads)
+    try:
+        for sample in tqdm(samples, total=total, desc="network" if needs_net else "reading",
+                           disable=not progress, unit="pair"):
+            f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
+            pair = _Pair(int(sample["index"]), f64("xs").reshape(-1, 4), f64("labels").reshape(-1) > 0.5,
+                         f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3))
+            if needs_net:
+                pair.logits, pair.E, pair.network_ms = _run_network(sample, predictor)
+            if "corrnet" in methods:
+                kept = kept_matches(pair.logits)
+                R, t = _pose_from_network(pair, kept)
+                results.append(_result(pair, len(pairs), "corrnet", R, t, kept, pair.network_ms))
+            pairs.append(pair)
+    finally:
+        torch.set_num_threads(threads)
     if not pairs:
         raise ValueError("samples: no pairs to evaluate")
     jobs = [(i, p.xs, _tasks(p, methods)) for i, p in enumerate(pairs)]
