@@ -82,3 +82,11 @@ def test_missing_data_file_is_one_clear_error(tmp_path, capsys):
     code = main(_args(tmp_path, 1) + ["--data.train", str(tmp_path / "nope.hdf5")])
     assert code == 2
     assert "nope.hdf5" in capsys.readouterr().err
+
+
+def test_shipped_weights_load_without_executing_code():
+    model = load_model()            # corrnet/pretrained/corrnet-synthetic.pt, weights_only=True
+    x = torch.randn(1, 1, 100, model.in_channels, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        out = model(x)
+    assert out["logits"].shape == (1, 100) and torch.isfinite(out["logits"]).all()
