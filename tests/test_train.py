@@ -48,12 +48,17 @@ def test_training_writes_best_and_last_checkpoints(trained):
     assert "val/mAP20" in str(ckpt["callbacks"])
 
 
-def test_resume_continues_from_last_checkpoint(trained):
+def test_resume_continues_exactly_where_it_stopped(trained, tmp_path):
     assert main(_args(trained, 6) + ["--ckpt_path", "last"]) == 0
-    ckpt = torch.load(trained / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 6
+    resumed = torch.load(trained / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 6
     first, second = _logged_steps(trained)
     assert max(first) < 4 and min(second) >= 4      # the second run did only steps 4 and 5
+    # Same data, same order, same subsamples: 4 + 2 steps equal 6 steps in one go.
+    assert main(_args(tmp_path, 6)) == 0
+    straight = torch.load(tmp_path / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
+    for name, value in straight["state_dict"].items():
+        assert torch.allclose(resumed["state_dict"][name], value, atol=1e-6), name
 
 
 def test_load_and_export_give_the_same_network(trained, tmp_path):

@@ -13,7 +13,8 @@ MODES = ("subsample", "pad")
 
 
 def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: int | None = None,
-                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor | list[str]]:
+                  generator: torch.Generator | Sequence[torch.Generator] | None = None
+                  ) -> dict[str, torch.Tensor | list[str]]:
     """Stack sample dictionaries into a batch.
 
     ``"subsample"`` (OANet's way): every pair keeps a common number n of matches drawn
@@ -21,7 +22,8 @@ def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: i
     fewer than ``num_matches`` keeps all its matches and is padded.  ``"pad"``: every pair is
     padded with zeros to the largest N (or ``num_matches`` if larger).  Both modes add
     ``"mask"`` (B, n) bool, True on real matches.  Per-match keys become (B, n, ...), the
-    others (B, ...); string keys (image paths) become lists.
+    others (B, ...); string keys (image paths) become lists.  ``generator`` is one generator
+    for the whole batch or one per pair.
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -36,9 +38,10 @@ def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: i
         raise ValueError(f"num_matches: expected a positive number, got {n}")
     keys = [k for k in PER_MATCH_KEYS if k in batch[0]]
     out: dict[str, list] = {k: [] for k in keys + ["mask"]}
-    for s, size in zip(batch, sizes):
+    generators = generator if isinstance(generator, Sequence) else [generator] * len(batch)
+    for s, size, gen in zip(batch, sizes, generators):
         keep = min(size, n)
-        idx = (torch.randperm(size, generator=generator)[:keep] if mode == "subsample" and size > n
+        idx = (torch.randperm(size, generator=gen)[:keep] if mode == "subsample" and size > n
                else torch.arange(keep))
         for k in keys:
             v = s[k][idx]
@@ -56,7 +59,9 @@ class PairCollator:
     """``collate_pairs`` as a picklable DataLoader ``collate_fn`` with its own seed.
 
     Each process (main or DataLoader worker) gets its own generator seeded from ``seed`` and
-    the worker id, so subsampling is reproducible and differs between workers.
+    the worker id, so subsampling is reproducible and differs between workers.  Samples that
+    carry a ``"draw"`` number (the training sampler's) are subsampled with a generator seeded
+    by (seed, draw) instead, so a batch is the same whatever came before it.
     """
 
     def __init__(self, mode: str = "subsample", num_matches: int | None = None, seed: int = 0) -> None:
@@ -77,4 +82,7 @@ class PairCollator:
             worker = 0 if info is None else info.id + 1
             self._generator = torch.Generator().manual_seed(self.seed * 1009 + worker)
             self._pid = os.getpid()
+        if all("draw" in s for s in batch):
+            generators = [torch.Generator().manual_seed(self.seed * 1_000_003 + int(s["draw"])) for s in batch]
+            return collate_pairs(batch, self.mode, self.num_matches, generators)
         return collate_pairs(batch, self.mode, self.num_matches, self._generator)

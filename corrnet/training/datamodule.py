@@ -8,6 +8,8 @@ from torch.utils.data import DataLoader
 from corrnet.datasets import PairCollator
 from corrnet.datasets.factory import check_data_spec, open_dataset
 
+from .sampling import Draws, ResumableSampler
+
 
 class CorrNetDataModule(L.LightningDataModule):
     """Train / val / test splits of matched image pairs.
@@ -44,21 +46,28 @@ class CorrNetDataModule(L.LightningDataModule):
                             synthetic_mode=h.synthetic_mode,
                             num_matches=h.num_matches or 2000)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Evaluation splits keep every match of every pair: one pair per batch, in order."""
         h = self.hparams
-        collate = PairCollator(mode=h.batching, num_matches=h.num_matches if split == "train" else None,
-                               seed=h.seed)
-        # Evaluation splits keep every match of every pair: one pair per batch.
-        batch_size = h.batch_size if split == "train" else 1
-        return DataLoader(self._dataset(split), batch_size=batch_size, shuffle=shuffle,
-                          num_workers=h.num_workers, collate_fn=collate,
-                          persistent_workers=h.num_workers > 0, drop_last=split == "train")
+        return DataLoader(self._dataset(split), batch_size=1, num_workers=h.num_workers,
+                          collate_fn=PairCollator(mode=h.batching, seed=h.seed),
+                          persistent_workers=h.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled by (seed, epoch); a resumed run skips the batches its checkpoint had seen."""
+        h = self.hparams
+        dataset = Draws(self._dataset("train"))
+        sampler = ResumableSampler(len(dataset), seed=h.seed)
+        if self.trainer is not None:
+            sampler.set_epoch(self.trainer.current_epoch)
+            sampler.skip = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * h.batch_size
+        return DataLoader(dataset, batch_size=h.batch_size, sampler=sampler,
+                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0,
+                          collate_fn=PairCollator(mode=h.batching, num_matches=h.num_matches, seed=h.seed),
+                          drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
