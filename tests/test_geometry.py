@@ -203,3 +203,15 @@ def test_pose_errors_closed_form():
 def test_bad_input_raises_value_error_naming_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}"):
         call()
+
+
+def test_weighted_eight_point_agrees_with_opencv_five_point():
+    """On exact matches OpenCV's five-point RANSAC and the weighted eight-point find the same E."""
+    p = make_problem(2, 60, seed=19, outliers=20)
+    E = weighted_eight_point(p["x"], p["labels"].double())
+    for b in range(2):
+        pts1, pts2 = p["x"][b, :, :2].numpy(), p["x"][b, :, 2:].numpy()
+        cv2.setRNGSeed(0)
+        E_cv, mask = cv2.findEssentialMat(pts1, pts2, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=1e-4)
+        assert _same_up_to_sign(E[b], torch.from_numpy(E_cv[:3])) > 1 - 1e-8
+        assert np.array_equal(mask.ravel().astype(bool), p["labels"][b].numpy())
