@@ -2,7 +2,8 @@
 
 Tolerances (CorrNet with random weights, synthetic pairs, eval mode):
 
-* batched: a batch of 4 pairs equals 4 single-pair calls, logits within 1e-5 absolute.
+* batched: a batch of 4 pairs equals 4 single-pair calls, logits within 1e-5 + 1e-5·|logit|
+  (float32 rounding: the batched matrix products sum in another order).
 * bf16 autocast (CPU): the first stage's logits (before any pruning) within 0.25 absolute
   and 0.02 in the mean; the inlier decision (logit > 0) of the full output agrees on >= 99 %
   of the matches whose float32 |logit| > 0.1 (pruning may keep other matches under bf16,
@@ -46,8 +47,8 @@ def test_batch_equals_single_pairs():
     batched = predict(x)
     for i in range(len(x)):
         single = predict(x[i:i + 1])
-        torch.testing.assert_close(batched["logits"][i], single["logits"][0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(batched["weights"][i], single["weights"][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(batched["logits"][i], single["logits"][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched["weights"][i], single["weights"][0], atol=1e-5, rtol=1e-5)
         assert torch.equal(batched["stage_indices"][-1][i], single["stage_indices"][-1][0])
 
 

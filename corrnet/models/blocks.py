@@ -38,6 +38,23 @@ def l2norm(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
+class PointwiseConv(nn.Conv2d):
+    """1×1 ``Conv2d`` on (B, C_in, N, 1) -> (B, C_out, N, 1), computed as one batched matrix
+    product with the bias fused (``baddbmm``).
+
+    Same parameters and state-dict keys as ``nn.Conv2d(C_in, C_out, 1)``; the CPU convolution
+    kernel measured ~3x slower at batch 32 (N = 2000, one thread).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        out = torch.baddbmm(self.bias.view(-1, 1), weight.expand(x.shape[0], -1, -1), x.squeeze(-1))
+        return out.unsqueeze(-1)
+
+
 def graph_weights(w: torch.Tensor) -> torch.Tensor:
     """Node weights a = relu(tanh(w)) in [0, 1).  (B, N) logits -> (B, N)."""
     return torch.relu(torch.tanh(w))
@@ -79,12 +96,30 @@ class GraphLaplacian(nn.Module):
     def __init__(self, channels: int, residual: bool = True) -> None:
         super().__init__()
         self.residual = residual
-        self.conv = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels),
+        self.conv = nn.Sequential(PointwiseConv(channels, channels), nn.BatchNorm2d(channels),
                                   nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out = self.conv(laplacian_aggregate(x, w))
         return x + out if self.residual else out
+
+
+class MatchNorm(nn.Module):
+    """Instance normalisation over the matches, no parameters: ``InstanceNorm2d``'s output.
+
+    Computed as ``group_norm`` with one group per channel of x - x[:, :, :1] (the norm is
+    shift-invariant): ~5x faster than ``InstanceNorm2d`` on the CPU, and the shift by one match
+    keeps the float32 statistics accurate when a channel's mean is large against its spread.
+    (B, C, N, 1) -> (B, C, N, 1).
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        return F.group_norm(x - x[:, :, :1], x.shape[1], eps=self.eps)
 
 
 class PointCN(nn.Module):
@@ -98,12 +133,12 @@ class PointCN(nn.Module):
         super().__init__()
         out_channels = out_channels or channels
         self.shortcut = (nn.Identity() if out_channels == channels
-                         else nn.Conv2d(channels, out_channels, 1))
+                         else PointwiseConv(channels, out_channels))
         self.body = nn.Sequential(
-            nn.InstanceNorm2d(channels, eps=1e-3), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, out_channels, 1),
-            nn.InstanceNorm2d(out_channels, eps=1e-3), nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True), nn.Conv2d(out_channels, out_channels, 1))
+            MatchNorm(eps=1e-3), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            PointwiseConv(channels, out_channels),
+            MatchNorm(eps=1e-3), nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True), PointwiseConv(out_channels, out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.body(x)

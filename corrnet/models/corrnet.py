@@ -19,8 +19,8 @@ from torch import nn
 
 from corrnet.geometry import weighted_eight_point
 
-from .blocks import (GeometricRotary, GraphLaplacian, PointCN, StateCrossAttention,
-                     TransformerBlock, graph_weights)
+from .blocks import (GeometricRotary, GraphLaplacian, PointCN, PointwiseConv,
+                     StateCrossAttention, TransformerBlock, graph_weights)
 
 MIN_MATCHES = 8
 """Fewest matches a stage keeps: the eight-point estimate needs eight."""
@@ -44,15 +44,15 @@ class Stage(nn.Module):
     def __init__(self, in_channels: int, width: int, blocks: int, heads: int,
                  qk_rmsnorm: bool, attention: bool, rotary: bool) -> None:
         super().__init__()
-        self.embed = nn.Conv2d(in_channels, width, 1)
+        self.embed = PointwiseConv(in_channels, width)
         self.pre = nn.Sequential(*(PointCN(width) for _ in range(blocks // 2)))
-        self.graph_head = nn.Conv2d(width, 1, 1)
+        self.graph_head = PointwiseConv(width, 1)
         self.graph = GraphLaplacian(width, residual=True)
         self.state = StateCrossAttention(width, heads, qk_rmsnorm)
         self.transformer = TransformerBlock(width, heads, qk_rmsnorm) if attention else None
         self.rotary = GeometricRotary(width // heads) if attention and rotary else None
         self.post = nn.Sequential(*(PointCN(width) for _ in range(blocks - blocks // 2)))
-        self.head = nn.Conv2d(width, 1, 1)
+        self.head = PointwiseConv(width, 1)
 
     def forward(self, x: torch.Tensor, coords: torch.Tensor,
                 states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
