@@ -122,3 +122,19 @@ def test_blocks_are_permutation_equivariant():
     cn = PointCN(16, 24).eval()
     assert torch.allclose(cn(x[:, :, perm]), cn(x)[:, :, perm], atol=1e-5)
     assert cn(x).shape == (2, 24, 40, 1)
+
+
+def test_transformer_with_key_subset_attends_only_to_those_keys():
+    torch.manual_seed(4)
+    block, rope = TransformerBlock(16, heads=2).double().eval(), GeometricRotary(8).double()
+    x, coords = torch.randn(2, 16, 30, 1, dtype=torch.float64), torch.randn(2, 30, 4, dtype=torch.float64)
+    angles = rope(coords)
+    full = block(x, angles)
+    assert torch.allclose(block(x, angles, torch.arange(30).expand(2, 30)), full, atol=1e-12)
+    keys = torch.stack([torch.randperm(30)[:7] for _ in range(2)])
+    out = block(x, angles, keys)
+    assert not torch.allclose(out, full, atol=1e-3)
+    # The key matches attend to exactly the key set: the same as self-attention on it alone.
+    for b in range(2):
+        alone = block(x[b:b + 1, :, keys[b]], angles[b:b + 1, :, keys[b]])
+        assert torch.allclose(out[b:b + 1, :, keys[b]], alone, atol=1e-12)

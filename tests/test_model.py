@@ -67,9 +67,10 @@ def test_pruning_sizes_and_six_channels():
         net(torch.randn(1, 1, 50, 4))
 
 
-def test_eval_is_deterministic_and_permutation_equivariant():
+@pytest.mark.parametrize("attention_keys", [1024, 40])
+def test_eval_is_deterministic_and_permutation_equivariant(attention_keys):
     torch.manual_seed(1)
-    net = CorrNet(**model_config("default")).eval()
+    net = CorrNet(**{**model_config("default"), "attention_keys": attention_keys}).eval()
     x = synthetic_batch(2, 300, seed=4)["xs"].unsqueeze(1)
     perm = torch.randperm(300)
     with torch.no_grad():
@@ -82,9 +83,23 @@ def test_eval_is_deterministic_and_permutation_equivariant():
     assert torch.allclose(outp["E"] * sign, out["E"], atol=1e-5)
 
 
+def test_bounded_attention_keys():
+    torch.manual_seed(5)
+    x = torch.randn(2, 1, 200, 4)
+    with torch.no_grad():
+        net = tiny(attention_keys=None).eval()
+        full = net(x)["logits"]
+        net.stages[-1].attention_keys = 100  # the last stage sees exactly 100 matches
+        assert torch.equal(net(x)["logits"], full)
+        net.stages[-1].attention_keys = 10
+        assert not torch.allclose(net(x)["logits"], full, atol=1e-4)
+    with pytest.raises(ValueError, match="attention_keys"):
+        tiny(attention_keys=0)
+
+
 def test_every_parameter_gets_a_finite_gradient():
     torch.manual_seed(2)
-    net = tiny(num_stages=3, attention_stages=[0, -1]).train()
+    net = tiny(num_stages=3, attention_stages=[0, -1], attention_keys=16).train()
     batch = synthetic_batch(2, 64)
     out = net(batch["xs"].unsqueeze(1))
     total, parts = CorrNetLoss(essential_warmup=0)(out, batch, step=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 QK_NORM_TEMPERATURE = 10.0
@@ -251,10 +251,11 @@ class StateCrossAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm transformer (self-attention over all matches, then MLP) on (B, C, N, 1).
+    """Pre-LayerNorm transformer (self-attention, then MLP) on (B, C, N, 1).
 
-    Full self-attention: O(N²) time; memory is O(N) with the fused SDPA kernels, O(N²) with
-    the fallback.  Optional rotary angles (B, 1, N, D/2) from :class:`GeometricRotary`.
+    Every match is a query.  The keys/values are all N matches (O(N²) time; memory O(N) with
+    the fused SDPA kernels) or, given ``keys`` (B, K) match indices, only those K (O(N·K)).
+    Optional rotary angles (B, 1, N, D/2) from :class:`GeometricRotary`.
     """
 
     def __init__(self, dim: int, heads: int, qk_rmsnorm: bool = True) -> None:
@@ -263,9 +264,15 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(dim, heads, qk_rmsnorm)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
         tokens = to_3d(x)
         normed = self.norm(tokens)
-        tokens = tokens + self.attn(normed, normed, angles, angles)
+        context, key_angles = normed, angles
+        if keys is not None:
+            context = normed.gather(1, repeat(keys, "b k -> b k c", c=normed.shape[-1]))
+            if angles is not None:
+                key_angles = angles.gather(2, repeat(keys, "b k -> b 1 k d", d=angles.shape[-1]))
+        tokens = tokens + self.attn(normed, context, angles, key_angles)
         tokens = tokens + self.ff(tokens)
         return to_4d(tokens)

@@ -36,14 +36,18 @@ class Stage(nn.Module):
 
     embed (1×1 conv) -> PointCN blocks -> graph Laplacian layer driven by an intermediate
     logit head -> state cross-attention -> [transformer] -> PointCN blocks -> logit head.
+    The transformer's keys are the ``attention_keys`` matches with the highest graph logits
+    (all matches when there are no more than that, or when it is None).
 
     forward: features (B, C_in, N, 1), coords (B, N, 4), states (B, M, W)
     -> features (B, W, N, 1), logits (B, N), states (B, M, W).
     """
 
     def __init__(self, in_channels: int, width: int, blocks: int, heads: int,
-                 qk_rmsnorm: bool, attention: bool, rotary: bool) -> None:
+                 qk_rmsnorm: bool, attention: bool, rotary: bool,
+                 attention_keys: int | None) -> None:
         super().__init__()
+        self.attention_keys = attention_keys
         self.embed = PointwiseConv(in_channels, width)
         self.pre = nn.Sequential(*(PointCN(width) for _ in range(blocks // 2)))
         self.graph_head = PointwiseConv(width, 1)
@@ -57,11 +61,15 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor, coords: torch.Tensor,
                 states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.pre(self.embed(x))
-        x = self.graph(x, rearrange(self.graph_head(x), "b 1 n 1 -> b n"))
+        w = rearrange(self.graph_head(x), "b 1 n 1 -> b n")
+        x = self.graph(x, w)
         x, states = self.state(x, states)
         if self.transformer is not None:
             angles = self.rotary(coords) if self.rotary is not None else None
-            x = self.transformer(x, angles)
+            keys = None
+            if self.attention_keys is not None and w.shape[-1] > self.attention_keys:
+                keys = torch.topk(w.detach(), self.attention_keys, dim=-1, sorted=False).indices
+            x = self.transformer(x, angles, keys)
         x = self.post(x)
         return x, rearrange(self.head(x), "b 1 n 1 -> b n"), states
 
@@ -79,14 +87,18 @@ class CorrNet(nn.Module):
         prune_ratio: fraction of matches kept between stages (at least eight are kept).
         qk_rmsnorm: l2-normalise queries and keys with learned scales in all attention.
         rotary: rotary embedding of the 4-D coordinates in the transformer blocks.
-        attention_stages: stages (negative indices count from the end) with a full O(N²)
+        attention_stages: stages (negative indices count from the end) with a
             self-attention transformer block; default the last, smallest one.
+        attention_keys: most matches a transformer block attends to (its keys/values: the
+            stage's matches with the highest graph logits; every match stays a query), so its
+            cost is O(N·attention_keys) instead of O(N²); None attends to all.
     """
 
     def __init__(self, in_channels: int = 4, width: int = 128, num_stages: int = 2,
                  blocks_per_stage: int = 4, heads: int = 4, num_states: int = 16,
                  prune_ratio: float = 0.5, qk_rmsnorm: bool = True, rotary: bool = True,
-                 attention_stages: Sequence[int] = (-1,)) -> None:
+                 attention_stages: Sequence[int] = (-1,),
+                 attention_keys: int | None = 1024) -> None:
         super().__init__()
         if in_channels < 4:
             raise ValueError(f"in_channels: expected >= 4 ([x1, y1, x2, y2] first), got {in_channels}")
@@ -94,6 +106,8 @@ class CorrNet(nn.Module):
             raise ValueError(f"num_stages: expected >= 1, got {num_stages}")
         if not 0.0 < prune_ratio <= 1.0:
             raise ValueError(f"prune_ratio: expected a value in (0, 1], got {prune_ratio}")
+        if attention_keys is not None and attention_keys < 1:
+            raise ValueError(f"attention_keys: expected None or a positive count, got {attention_keys}")
         attend = {s % num_stages for s in attention_stages}
         self.in_channels = in_channels
         self.prune_ratio = prune_ratio
@@ -101,7 +115,8 @@ class CorrNet(nn.Module):
         # Stage s >= 1 sees the previous stage's features, the raw input and its logit.
         self.stages = nn.ModuleList(
             Stage(in_channels if s == 0 else width + in_channels + 1, width, blocks_per_stage,
-                  heads, qk_rmsnorm, s in attend, rotary) for s in range(num_stages))
+                  heads, qk_rmsnorm, s in attend, rotary, attention_keys)
+            for s in range(num_stages))
 
     def num_kept(self, n: int) -> int:
         """Matches kept out of n when pruning: ceil(ratio · n), at least eight (or all n)."""
