@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from corrnet.atomic import atomic_path
 from corrnet.models import CorrNet
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-synthetic.pt"
@@ -75,13 +75,6 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     config, state = _net_config_and_state(_read(checkpoint), checkpoint)
     payload = {"format": FORMAT, "net": config, "meta": meta or {},
                "state_dict": {k: v.float() if v.is_floating_point() else v for k, v in state.items()}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out

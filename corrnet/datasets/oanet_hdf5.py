@@ -9,7 +9,6 @@ Layout: one top-level group per key, and in each group one float32 dataset per p
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
+
+from corrnet.atomic import atomic_path
 
 from .sample import MIN_MATCHES, intrinsics, make_sample
 
@@ -55,12 +56,8 @@ def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | Non
     interrupted run never leaves a partial file at ``path``.  Image paths are stored in the
     ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     count, with_images = 0, True
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             groups = {k: f.create_group(k) for k in REQUIRED_KEYS + OPTIONAL_KEYS}
             images: dict[str, list[str]] = {k: [] for k in IMAGE_KEYS}
@@ -77,10 +74,6 @@ def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | Non
                     g = f.create_group(key)
                     for i, v in enumerate(values):
                         g.create_dataset(str(i), data=v, dtype=h5py.string_dtype())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return count
 
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,8 @@ import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from corrnet.atomic import atomic_path
 
 from .oanet_hdf5 import write_oanet_hdf5
 from .sample import MIN_MATCHES, episym, intrinsics
@@ -220,14 +220,8 @@ def _cache_name(text: str) -> str:
 
 def _save_npz(path: Path, **arrays: np.ndarray | str) -> None:
     """np.savez to a temporary file, then rename: a cache entry is complete or absent."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _features_job(args: tuple[Path, Path]) -> None:

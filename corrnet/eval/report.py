@@ -19,10 +19,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from corrnet.atomic import atomic_path
 
 from .evaluate import EvalResult
 from .metrics import oanet_map, pose_auc
@@ -85,18 +86,6 @@ def _csv(result: EvalResult) -> str:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def check_out_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """``out`` as a Path; FileExistsError if it already holds a report and not ``overwrite``."""
     out = Path(out)
@@ -127,7 +116,8 @@ def write_report(result: EvalResult, out: str | os.PathLike, overwrite: bool = F
     out = check_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
-    _write_atomic(out / "per_pair.csv", _csv(result))
-    _write_atomic(out / "report.md", _markdown(summary))
-    _write_atomic(out / "report.json", json.dumps(summary, indent=2) + "\n")
+    for name, text in (("per_pair.csv", _csv(result)), ("report.md", _markdown(summary)),
+                       ("report.json", json.dumps(summary, indent=2) + "\n")):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     return summary

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from corrnet.atomic import atomic_path
+
 from .scene import OUTCOMES, PALETTE, PairStats, Scene, build_scene, check_inputs, pair_stats
 
 APT_HINT = "apt-get install libvulkan1 mesa-vulkan-drivers libegl1 libgl1 libusb-1.0-0"
@@ -164,15 +166,8 @@ def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
         raise RuntimeError(f"OpenCV could not encode {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
 
 
 def render_pair(out_png: str | Path, xs: np.ndarray, is_inlier_gt: np.ndarray, is_kept: np.ndarray, *,
