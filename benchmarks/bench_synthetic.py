@@ -36,6 +36,7 @@ def main() -> None:
                 data[i]
             seconds.append(time.perf_counter() - start)
         print(f"{mode:8s} single process: {args.pairs / min(seconds):8.1f} pairs/s (N={args.num_matches})")
+    data = SyntheticPairs(args.pairs, seed=0, mode="mixed", num_matches=args.num_matches)
     loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers,
                         collate_fn=PairCollator(seed=0))
     start = time.perf_counter()

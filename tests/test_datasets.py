@@ -135,6 +135,20 @@ def test_bad_files(tmp_path):
         OANetPairs(tmp_path / "m.hdf5")
     with pytest.raises(ValueError, match="on_bad"):
         OANetPairs(tmp_path / "k.hdf5", on_bad="ignore")
+    (tmp_path / "text.hdf5").write_text("not HDF5")
+    with pytest.raises(OSError, match="text.hdf5: cannot open as an HDF5 file"):
+        OANetPairs(tmp_path / "text.hdf5")
+
+
+def test_write_rejects_bad_samples_naming_pair_and_key(tmp_path):
+    good = generate_pair(0, 0, "indoor", 20)
+    short = dict(good, ratios=good["ratios"][:5])
+    with pytest.raises(ValueError, match=r"bad.hdf5: pair 1: ratios: expected shape \(20,\) .*got \(5,\)"):
+        write_oanet_hdf5(tmp_path / "bad.hdf5", [good, short])
+    partial = {k: v for k, v in good.items() if k != "K2"}
+    with pytest.raises(ValueError, match=r"bad.hdf5: pair 0: missing key\(s\) \['K2'\]"):
+        write_oanet_hdf5(tmp_path / "bad.hdf5", [partial])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_dataloader_workers(tmp_path):

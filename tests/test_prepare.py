@@ -5,6 +5,7 @@ real-dev is looked up beside the repository (``../shared/real-dev``), as in CI.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -161,6 +162,9 @@ def test_pair_selection_and_small_translation(tmp_path):
     assert prep.select_pairs(specs, None, 0) == specs
     still = prep.PairSpec("still", specs[0].image1, specs[0].image2, specs[0].K1, specs[0].K2,
                           specs[0].R, np.zeros(3))
+    # the cached matches of a pair follow its inputs, not only its name
+    assert prep._pair_cache_name(specs[0]) == prep._pair_cache_name(dataclasses.replace(specs[0]))
+    assert prep._pair_cache_name(specs[0]) != prep._pair_cache_name(dataclasses.replace(specs[0], t=2 * specs[0].t))
     with pytest.warns(UserWarning, match=r"dropped 1 pair\(s\) with \|t\| < 1e-05"):
         assert prep.prepare([still], tmp_path / "still.hdf5", workers=1) == 0
 
@@ -185,4 +189,15 @@ def test_bad_raw_input(tmp_path):
     assert prep.find_sequences(tmp_path) == [seq.parent]
     (tmp_path / "p.json").write_text(json.dumps([{"image1": "a.jpg", "image2": "b.jpg", "K1": np.eye(3).tolist()}]))
     with pytest.raises(ValueError, match=r"p.json: pair 0: missing key\(s\) \['K2', 'R', 't'\]"):
+        prep.read_pairs_file(tmp_path / "p.json")
+    entry = {"image1": "a.jpg", "image2": "b.jpg", "K1": np.eye(3).tolist(), "K2": np.eye(3).tolist(),
+             "R": np.eye(3).tolist(), "t": [1, 0, "x"]}
+    (tmp_path / "p.json").write_text(json.dumps([entry]))
+    with pytest.raises(ValueError, match=r"p.json: pair 0: t: expected finite numbers of shape \(3,\)"):
+        prep.read_pairs_file(tmp_path / "p.json")
+    (tmp_path / "p.json").write_text(json.dumps([entry | {"t": [1, 0]}]))
+    with pytest.raises(ValueError, match=r"p.json: pair 0: t: .* got shape \(2,\)"):
+        prep.read_pairs_file(tmp_path / "p.json")
+    (tmp_path / "p.json").write_text(json.dumps([["a.jpg", "b.jpg"]]))
+    with pytest.raises(ValueError, match=r"p.json: pair 0: expected an object, got list"):
         prep.read_pairs_file(tmp_path / "p.json")

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from .oanet_hdf5 import OANetPairs
+from .synthetic import SyntheticPairs
+
 SPLITS = ("train", "val", "test")
 
 
@@ -24,8 +27,6 @@ def open_dataset(spec: str, split: str, *, side_info: bool = False, seed: int = 
 
     Environment variables in the path are expanded (``$CORRNET_DATA/yfcc-sift-2000-train.hdf5``).
     """
-    from corrnet.datasets import OANetPairs, SyntheticPairs
-
     path = check_data_spec(spec)
     if path is None:
         return SyntheticPairs(length=synthetic_pairs, seed=synthetic_seed(seed, split),

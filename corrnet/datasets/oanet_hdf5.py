@@ -26,6 +26,8 @@ from .sample import MIN_MATCHES, intrinsics, make_sample
 REQUIRED_KEYS = ("xs", "ys", "Rs", "ts")
 OPTIONAL_KEYS = ("ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s")
 IMAGE_KEYS = ("image1s", "image2s")
+SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
+"""Keys a sample needs to be written."""
 
 
 class BadPairError(ValueError):
@@ -33,14 +35,25 @@ class BadPairError(ValueError):
 
 
 def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
-    """A sample dictionary as OANet's per-pair float32 arrays."""
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    K1, K2 = f32(sample["K1"]), f32(sample["K2"])
+    """A sample dictionary as OANet's per-pair float32 arrays.
+
+    Raises ValueError naming a missing key, or a key whose size does not fit its shape.
+    """
+    missing = [k for k in SAMPLE_KEYS if k not in sample]
+    if missing:
+        raise ValueError(f"missing key(s) {missing}; expected {list(SAMPLE_KEYS)}")
     n = len(sample["xs"])
+
+    def f32(key: str, *shape: int) -> np.ndarray:
+        a = np.asarray(sample[key], dtype=np.float32)
+        if a.size != int(np.prod(shape)):
+            raise ValueError(f"{key}: expected shape {shape} (N = {n} from xs), got {a.shape}")
+        return a.reshape(shape)
+
+    K1, K2 = f32("K1", 3, 3), f32("K2", 3, 3)
     return {
-        "xs": f32(sample["xs"]).reshape(1, n, 4), "ys": f32(sample["ys"]).reshape(n, 1),
-        "Rs": f32(sample["R"]).reshape(3, 3), "ts": f32(sample["t"]).reshape(3, 1),
-        "ratios": f32(sample["ratios"]).reshape(n), "mutuals": f32(sample["mutuals"]).reshape(n),
+        "xs": f32("xs", 1, n, 4), "ys": f32("ys", n, 1), "Rs": f32("R", 3, 3), "ts": f32("t", 3, 1),
+        "ratios": f32("ratios", n), "mutuals": f32("mutuals", n),
         "cx1s": K1[0, 2].reshape(1), "cy1s": K1[1, 2].reshape(1),
         "cx2s": K2[0, 2].reshape(1), "cy2s": K2[1, 2].reshape(1),
         "f1s": np.array([[K1[0, 0], K1[1, 1]]], np.float32),
@@ -55,6 +68,8 @@ def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | Non
     The file is written to a temporary file beside ``path`` and renamed into place, so an
     interrupted run never leaves a partial file at ``path``.  Image paths are stored in the
     ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
+    A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
+    and the key.
     """
     count, with_images = 0, True
     with atomic_path(path) as tmp:
@@ -62,7 +77,11 @@ def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | Non
             groups = {k: f.create_group(k) for k in REQUIRED_KEYS + OPTIONAL_KEYS}
             images: dict[str, list[str]] = {k: [] for k in IMAGE_KEYS}
             for sample in tqdm(samples, total=total, desc=desc, leave=False):
-                for key, value in _oanet_arrays(sample).items():
+                try:
+                    arrays = _oanet_arrays(sample)
+                except ValueError as err:
+                    raise ValueError(f"{path}: pair {count}: {err}") from None
+                for key, value in arrays.items():
                     groups[key].create_dataset(str(count), data=value)
                 with_images &= "image1" in sample and "image2" in sample
                 if with_images:
@@ -105,7 +124,11 @@ class OANetPairs(Dataset):
             raise FileNotFoundError(f"{self.path}: HDF5 file not found")
         self._file: h5py.File | None = None
         self._pid: int | None = None
-        with h5py.File(self.path, "r") as f:
+        try:
+            file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise OSError(f"{self.path}: cannot open as an HDF5 file ({err})") from None
+        with file as f:
             missing = [k for k in REQUIRED_KEYS if k not in f]
             if missing:
                 raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "

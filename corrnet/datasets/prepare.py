@@ -35,7 +35,7 @@ from tqdm import tqdm
 from corrnet.atomic import atomic_path
 
 from .oanet_hdf5 import write_oanet_hdf5
-from .sample import MIN_MATCHES, episym, intrinsics
+from .sample import MIN_MATCHES, episym, intrinsics, normalized_matches
 
 NUM_FEATURES = 2000
 CONTRAST_THRESHOLD = 1e-5
@@ -132,6 +132,19 @@ def read_sequence(seq: Path) -> list[PairSpec]:
     return pairs
 
 
+def _finite_array(value: object, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """``value`` as a float64 array of ``shape`` with finite entries; ValueError naming ``where``."""
+    try:
+        a = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected finite numbers of shape {shape}, got {value!r}") from None
+    if a.shape != shape:
+        raise ValueError(f"{where}: expected finite numbers of shape {shape}, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{where}: expected finite numbers of shape {shape}, got NaN or inf")
+    return a
+
+
 def read_pairs_file(path: Path) -> list[PairSpec]:
     """Pairs from a JSON file: a list of objects with keys
 
@@ -148,13 +161,12 @@ def read_pairs_file(path: Path) -> list[PairSpec]:
     pairs = []
     shapes = {"K1": (3, 3), "K2": (3, 3), "R": (3, 3), "t": (3,)}
     for n, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ValueError(f"{path}: pair {n}: expected an object, got {type(e).__name__}")
         missing = [k for k in ("image1", "image2", *shapes) if k not in e]
         if missing:
             raise ValueError(f"{path}: pair {n}: missing key(s) {missing}")
-        arrays = {k: np.asarray(e[k], np.float64) for k in shapes}
-        for k, shape in shapes.items():
-            if arrays[k].shape != shape or not np.isfinite(arrays[k]).all():
-                raise ValueError(f"{path}: pair {n}: {k}: expected finite {shape}, got {arrays[k].shape}")
+        arrays = {k: _finite_array(e[k], shape, f"{path}: pair {n}: {k}") for k, shape in shapes.items()}
         images = [Path(path).parent / e[k] for k in ("image1", "image2")]
         pairs.append(PairSpec(str(e.get("name", f"{Path(path).stem}/{n}")), *images, **arrays))
     return pairs
@@ -206,8 +218,7 @@ def match_pair(spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray],
         raise ValueError(f"pair {spec.key}: expected at least {MIN_MATCHES} keypoints in image 1 "
                          f"and 2 in image 2, got {len(kp1)} ({spec.image1}) and {len(kp2)} ({spec.image2})")
     nn, ratio, mutual = nearest_neighbours(d1, d2)
-    norm = lambda kp, K: (kp - K[:2, 2]) / np.diag(K)[:2]  # noqa: E731
-    xs = np.concatenate([norm(kp1, spec.K1), norm(kp2[nn], spec.K2)], 1)
+    xs = normalized_matches(kp1, kp2[nn], spec.K1, spec.K2)
     t = spec.t / np.linalg.norm(spec.t)
     return {"xs": xs, "ys": episym(xs, spec.R, t), "R": spec.R, "t": t, "ratios": ratio,
             "mutuals": mutual.astype(np.float64), "K1": spec.K1, "K2": spec.K2,
@@ -216,6 +227,13 @@ def match_pair(spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray],
 
 def _cache_name(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:20] + ".npz"
+
+
+def _pair_cache_name(spec: PairSpec) -> str:
+    """Cache file name of a pair's matches: changes with its key, images and geometry."""
+    geometry = np.concatenate([np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)])
+    return _cache_name("\n".join([spec.key, str(Path(spec.image1).resolve()),
+                                   str(Path(spec.image2).resolve()), geometry.tobytes().hex()]))
 
 
 def _save_npz(path: Path, **arrays: np.ndarray | str) -> None:
@@ -289,7 +307,7 @@ def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
     (cache / "pairs").mkdir(parents=True, exist_ok=True)
     feat = {img: cache / "features" / _cache_name(str(Path(img).resolve()))
             for p in kept for img in (p.image1, p.image2)}
-    pair_file = {p.key: cache / "pairs" / _cache_name(p.key) for p in kept}
+    pair_file = {p.key: cache / "pairs" / _pair_cache_name(p) for p in kept}
     todo = [p for p in kept if not pair_file[p.key].exists()]
     images = list(dict.fromkeys(img for p in todo for img in (p.image1, p.image2)))
     _run(_features_job, [(img, feat[img]) for img in images if not feat[img].exists()],

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..geometry import INLIER_THRESHOLD, essential_from_pose, symmetric_epipolar_distance
+from ..geometry import (INLIER_THRESHOLD, essential_from_pose, normalize_keypoints,
+                        symmetric_epipolar_distance)
 
 MIN_MATCHES = 8
 """Fewest matches a pair may have (the eight-point algorithm needs eight)."""
@@ -30,6 +31,15 @@ def episym(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     E = essential_from_pose(torch.as_tensor(R, dtype=torch.float64),
                             torch.as_tensor(t, dtype=torch.float64).reshape(3))
     return symmetric_epipolar_distance(torch.as_tensor(xs, dtype=torch.float64), E).numpy()
+
+
+def normalized_matches(uv1: np.ndarray, uv2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
+    """Pixel matches to normalised [x1, y1, x2, y2], in float64.
+
+    uv1, uv2 (N, 2) pixels, K1, K2 (3, 3) intrinsics without skew -> xs (N, 4) float64.
+    """
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    return torch.cat([normalize_keypoints(t(uv1), t(K1)), normalize_keypoints(t(uv2), t(K2))], 1).numpy()
 
 
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:

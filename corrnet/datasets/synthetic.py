@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .oanet_hdf5 import write_oanet_hdf5
-from .sample import MIN_MATCHES, episym, intrinsics, make_sample
+from .sample import MIN_MATCHES, episym, intrinsics, make_sample, normalized_matches
 
 MODES = ("outdoor", "indoor", "mixed")
 IMAGE_SIZES = ((640, 480), (800, 600), (1024, 768), (1024, 683))
@@ -41,8 +41,16 @@ def rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * Kx + (1 - np.cos(angle)) * Kx @ Kx
 
 
-def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
-    return rotation(rng.normal(size=3), np.deg2rad(rng.uniform(0, max_deg)))
+def _random_rotation(rng: np.random.Generator, min_deg: float, max_deg: float) -> np.ndarray:
+    """Rotation (3, 3) about a random axis by an angle uniform in [min_deg, max_deg] degrees."""
+    return rotation(rng.normal(size=3), np.deg2rad(rng.uniform(min_deg, max_deg)))
+
+
+def _check_args(mode: str, num_matches: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if num_matches < MIN_MATCHES:
+        raise ValueError(f"num_matches: expected at least {MIN_MATCHES}, got {num_matches}")
 
 
 def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -117,10 +125,7 @@ def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t
 def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int = 2000,
                   side_info: bool = False) -> dict[str, torch.Tensor]:
     """One synthetic pair as a corrnet sample dictionary (N = ``num_matches``)."""
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-    if num_matches < MIN_MATCHES:
-        raise ValueError(f"num_matches: expected at least {MIN_MATCHES}, got {num_matches}")
+    _check_args(mode, num_matches)
     rng = np.random.default_rng([seed, index])
     if mode == "mixed":
         mode = MODES[rng.integers(2)]
@@ -133,7 +138,6 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     sigma = rng.uniform(0.5, 1.5)
     uv1 = uv1 + rng.normal(0, sigma, uv1.shape)
     uv2 = uv2 + rng.normal(0, sigma, uv2.shape)
-    n = num_matches
     # uniform random matches
     uniform = kind == 1
     uv1[uniform] = rng.uniform(0, 1, (uniform.sum(), 2)) * (size1 - 1)
@@ -144,8 +148,8 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     uv2[near_miss] += rng.uniform(10, 60, near_miss.sum())[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
     # a wrong motion: the true points seen by a perturbed second camera
     wrong = kind == 3
-    R_w = _random_rotation(rng, 15) @ R
-    t_w = rotation(rng.normal(size=3), np.deg2rad(rng.uniform(20, 60))) @ t
+    R_w = _random_rotation(rng, 0, 15) @ R
+    t_w = _random_rotation(rng, 20, 60) @ t
     X2w = X1[wrong] @ R_w.T + t_w
     front = X2w[:, 2] > 0
     uv_wrong = np.full((len(X2w), 2), -1.0)  # behind camera 2: outside, replaced below
@@ -163,9 +167,9 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
 
     beta = np.array(RATIO_BETA)[kind]
     ratios = rng.beta(beta[:, 0], beta[:, 1])
-    mutuals = (rng.random(n) < np.array(MUTUAL_P)[kind]).astype(np.float64)
-    order = rng.permutation(n)
-    xs = np.concatenate([(uv1 - K1[:2, 2]) / np.diag(K1)[:2], (uv2 - K2[:2, 2]) / np.diag(K2)[:2]], 1)[order]
+    mutuals = (rng.random(num_matches) < np.array(MUTUAL_P)[kind]).astype(np.float64)
+    order = rng.permutation(num_matches)
+    xs = normalized_matches(uv1, uv2, K1, K2)[order]
     t_unit = t / np.linalg.norm(t)
     return make_sample(xs, episym(xs, R, t_unit), R, t_unit, ratios[order], mutuals[order],
                        K1, K2, index, side_info)
@@ -176,8 +180,7 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, length: int, seed: int = 0, mode: str = "mixed", num_matches: int = 2000,
                  side_info: bool = False) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        _check_args(mode, num_matches)
         if length < 0:
             raise ValueError(f"length: expected a non-negative number, got {length}")
         self.length, self.seed, self.mode = length, seed, mode
