@@ -71,8 +71,8 @@ def _dataset(args: argparse.Namespace, side_info: bool) -> tuple[Dataset, str]:
         name = Path(args.data).resolve().name
     else:
         name = "synthetic-test" if args.data == "synthetic" else data.stem
-    dataset = open_dataset(str(data) if args.data != "synthetic" else "synthetic", "test",
-                           side_info=side_info, synthetic_pairs=args.synthetic_pairs)
+    dataset = open_dataset(str(data), "test", side_info=side_info,   # str(data) == "synthetic" too
+                           synthetic_pairs=args.synthetic_pairs)
     if args.max_pairs is not None and args.max_pairs < len(dataset):
         dataset = Subset(dataset, range(args.max_pairs))
     return dataset, name
@@ -84,19 +84,18 @@ def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalR
 
     method = VIZ_METHOD if VIZ_METHOD in result.methods else result.methods[0]
     rows = sorted(result.of(method), key=lambda r: r.err)
-    k = min(args.viz, len(rows))
-    chosen = [("worst", r) for r in rows[::-1][:k]] + [("best", r) for r in rows[:k]]
-    for rank, (kind, r) in enumerate(chosen):
-        sample = dataset[r.position]
-        image = {key: sample.get(key) for key in ("image1", "image2")}
-        path = out / "viz" / f"{kind}-{rank % k + 1:02d}-pair{r.index}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        render_pair(path, sample["xs"].numpy(), sample["labels"].numpy() > 0.5, r.selected,
-                    title=f"{method}, pair {r.index} ({kind} {rank % k + 1})", pose_error_deg=r.err,
-                    K1=sample["K1"].numpy(), K2=sample["K2"].numpy(), **image)
+    for kind, chosen in (("worst", rows[::-1][:args.viz]), ("best", rows[:args.viz])):
+        for rank, r in enumerate(chosen, 1):
+            sample = dataset[r.position]
+            image = {key: sample.get(key) for key in ("image1", "image2")}
+            render_pair(out / "viz" / f"{kind}-{rank:02d}-pair{r.index}.png",   # creates viz/
+                        sample["xs"].numpy(), sample["labels"].numpy() > 0.5, r.selected,
+                        title=f"{method}, pair {r.index} ({kind} {rank})", pose_error_deg=r.err,
+                        K1=sample["K1"].numpy(), K2=sample["K2"].numpy(), **image)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate, print the table and write the report; bad input ends with one line, exit 1."""
     args = _parse(argv)
     methods = args.methods or METHODS
     try:
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(dataset, predictor, methods, workers=args.workers,
                           progress=not args.quiet, dataset=name)
         summary = write_report(result, out, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
+    except (ValueError, OSError) as err:   # OSError covers FileNotFoundError, FileExistsError
         print(f"eval.py: error: {err}", file=sys.stderr)
         return 1
     print(f"{name}: {summary['pairs']} pairs; mAP/auc/precision/recall/F1 in %\n")

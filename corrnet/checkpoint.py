@@ -17,11 +17,18 @@ PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-synthetic.pt"
 FORMAT = "corrnet-weights-v1"
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors.
+
+    ``mmap``: map the tensors instead of reading them (a cheap validity check of a file).
+    Raises FileNotFoundError (no such file) or ValueError (unreadable, or refused by the
+    weights-only unpickler), both naming the file.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling refused or a corrupt file: name the file, keep the reason
         raise ValueError(f"{path}: not a readable corrnet checkpoint ({type(err).__name__}: "
                          f"{str(err).splitlines()[0]})") from None
@@ -29,6 +36,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _net_config_and_state(ckpt: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Accept an exported file or a Lightning checkpoint of :class:`CorrNetModule`."""
+    if not isinstance(ckpt, dict):
+        ckpt = {}   # a bare tensor or list: refused below with the same message
     if ckpt.get("format") == FORMAT:
         return ckpt["net"], ckpt["state_dict"]
     hp = ckpt.get("hyper_parameters")
@@ -48,7 +57,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
             architecture (the message lists the mismatching keys).
     """
     path = Path(path) if path is not None else PRETRAINED
-    config, state = _net_config_and_state(_read(path), path)
+    config, state = _net_config_and_state(read_checkpoint(path), path)
     try:
         model = CorrNet(**config)
     except TypeError as err:
@@ -72,7 +81,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
     Weights are stored in float32.  ``meta`` holds plain data (the training command, scores).
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    config, state = _net_config_and_state(_read(checkpoint), checkpoint)
+    config, state = _net_config_and_state(read_checkpoint(checkpoint), checkpoint)
     payload = {"format": FORMAT, "net": config, "meta": meta or {},
                "state_dict": {k: v.float() if v.is_floating_point() else v for k, v in state.items()}}
     with atomic_path(out) as tmp:

@@ -109,7 +109,8 @@ class _Pair:
     ratios: np.ndarray
     R: np.ndarray
     t: np.ndarray
-    logits: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    """(N,) bool: the matches the network keeps (:func:`kept_matches`); None without network."""
     E: np.ndarray | None = None
     network_ms: float = 0.0
 
@@ -149,17 +150,19 @@ def _run_network(sample: Mapping, predictor: Predictor) -> tuple[np.ndarray, np.
     return logits[0].double().cpu().numpy(), E[0].double().cpu().numpy(), ms
 
 
-def _pose_from_network(pair: _Pair, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """R, t from the network's E by the cheirality test on the kept matches (NaN if E is)."""
+def _pose_from_network(pair: _Pair) -> tuple[np.ndarray, np.ndarray]:
+    """R (3, 3), t (3,) from the network's E by the cheirality test on the kept matches
+    (NaN if E is not finite)."""
     if not np.isfinite(pair.E).all():
         return np.full((3, 3), np.nan), np.full(3, np.nan)
     R, t, _ = recover_pose(torch.from_numpy(pair.E)[None], torch.from_numpy(pair.xs)[None],
-                           torch.from_numpy(kept)[None])
+                           torch.from_numpy(pair.kept)[None])
     return R[0].numpy(), t[0].numpy()
 
 
 def _result(pair: _Pair, position: int, method: str, R: np.ndarray, t: np.ndarray,
             selected: np.ndarray, ms: float) -> PairResult:
+    """Pose errors and inlier scores of ``method``'s R (3, 3), t (3,) and selection (N,) bool."""
     err_R, err_t = pose_errors(torch.from_numpy(np.asarray(R, np.float64)),
                                torch.from_numpy(np.asarray(t, np.float64)),
                                torch.from_numpy(pair.R), torch.from_numpy(pair.t))
@@ -171,8 +174,8 @@ def _result(pair: _Pair, position: int, method: str, R: np.ndarray, t: np.ndarra
 def _tasks(pair: _Pair, methods: Sequence[str]) -> list[PoseTask]:
     """The robust estimates of a pair: (method, estimator, indices of the matches it sees)."""
     subsets = {"ransac": np.ones(len(pair.xs), bool), "ratio+ransac": pair.ratios < RATIO_THRESHOLD}
-    if pair.logits is not None:
-        subsets["corrnet+ransac"] = subsets["corrnet+magsac"] = kept_matches(pair.logits)
+    if pair.kept is not None:
+        subsets["corrnet+ransac"] = subsets["corrnet+magsac"] = pair.kept
     return [(m, ROBUST[m], np.flatnonzero(subsets[m])) for m in methods if m in ROBUST]
 
 
@@ -236,11 +239,11 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
             pair = _Pair(int(sample["index"]), f64("xs").reshape(-1, 4), f64("labels").reshape(-1) > 0.5,
                          f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3))
             if needs_net:
-                pair.logits, pair.E, pair.network_ms = _run_network(sample, predictor)
+                logits, pair.E, pair.network_ms = _run_network(sample, predictor)
+                pair.kept = kept_matches(logits)
             if "corrnet" in methods:
-                kept = kept_matches(pair.logits)
-                R, t = _pose_from_network(pair, kept)
-                results.append(_result(pair, len(pairs), "corrnet", R, t, kept, pair.network_ms))
+                R, t = _pose_from_network(pair)
+                results.append(_result(pair, len(pairs), "corrnet", R, t, pair.kept, pair.network_ms))
             pairs.append(pair)
     finally:
         torch.set_num_threads(threads)

@@ -29,7 +29,7 @@ def _errors(errors: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def accuracy_below(errors: Sequence[float] | np.ndarray, threshold_deg: float) -> float:
-    """Fraction of pairs whose error is strictly below ``threshold_deg``."""
+    """Fraction of pairs whose error (P,) in degrees is strictly below ``threshold_deg``."""
     return float((_errors(errors) < threshold_deg).mean())
 
 
@@ -42,8 +42,8 @@ def oanet_map(errors: Sequence[float] | np.ndarray,
     e = _errors(errors)
     out = {}
     for T in thresholds:
-        if T % 5:
-            raise ValueError(f"thresholds: OANet's mAP is defined on 5° steps, got {T}")
+        if T <= 0 or T % 5:
+            raise ValueError(f"thresholds: OANet's mAP is defined on 5° steps (5, 10, ...), got {T}")
         out[f"mAP{T}"] = float(np.mean([(e < s).mean() for s in range(5, T + 1, 5)]))
     return out
 
@@ -62,6 +62,8 @@ def pose_auc(errors: Sequence[float] | np.ndarray,
     recall = np.concatenate([[0.0], recall])
     out = {}
     for T in thresholds:
+        if not T > 0:
+            raise ValueError(f"thresholds: expected positive angles in degrees, got {T}")
         k = int(np.searchsorted(e, T))
         xs = np.concatenate([e[:k], [T]])
         ys = np.concatenate([recall[:k], [recall[k - 1]]])

@@ -86,12 +86,17 @@ def _csv(result: EvalResult) -> str:
     return buffer.getvalue()
 
 
+def _report_files_in(folder: Path) -> list[str]:
+    """The names of :data:`REPORT_FILES` that already exist in ``folder``."""
+    return [name for name in REPORT_FILES if (folder / name).exists()]
+
+
 def check_out_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """``out`` as a Path; FileExistsError if it already holds a report and not ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
-    existing = [name for name in REPORT_FILES if (out / name).exists()]
+    existing = _report_files_in(out)
     if existing and not overwrite:
         raise FileExistsError(f"{out}: already holds a report ({', '.join(existing)}); choose "
                               f"another folder or pass --overwrite")
@@ -102,7 +107,7 @@ def fresh_dir(base: str | os.PathLike) -> Path:
     """``base`` if it holds no report, else the first free ``base-2``, ``base-3``, ..."""
     base = Path(base)
     candidate, k = base, 1
-    while any((candidate / name).exists() for name in REPORT_FILES):
+    while _report_files_in(candidate):
         k += 1
         candidate = base.with_name(f"{base.name}-{k}")
     return candidate
@@ -114,10 +119,9 @@ def write_report(result: EvalResult, out: str | os.PathLike, overwrite: bool = F
     Raises FileExistsError when ``out`` already holds a report and ``overwrite`` is False.
     """
     out = check_out_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
     for name, text in (("per_pair.csv", _csv(result)), ("report.md", _markdown(summary)),
                        ("report.json", json.dumps(summary, indent=2) + "\n")):
-        with atomic_path(out / name) as tmp:
+        with atomic_path(out / name) as tmp:   # creates out if needed
             tmp.write_text(text, encoding="utf-8")
     return summary

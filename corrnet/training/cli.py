@@ -9,8 +9,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from corrnet.checkpoint import read_checkpoint
+
 from .datamodule import CorrNetDataModule
 from .module import CorrNetModule
+
+
+RESUME_KEYWORDS = ("last", "best", "hpc", "registry")
+"""``--ckpt_path`` values (``registry:...`` too) that Lightning resolves itself."""
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -52,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False, args=argv,
                          seed_everything_default=0, save_config_kwargs={"overwrite": True})
-        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=cli.config.ckpt_path)
+        ckpt_path = cli.config.ckpt_path
+        if ckpt_path is not None and ckpt_path.split(":")[0] not in RESUME_KEYWORDS:
+            read_checkpoint(ckpt_path, mmap=True)   # a missing or corrupt file: one line, not deep in fit
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (FileNotFoundError, ValueError) as err:
         if os.environ.get("CORRNET_DEBUG"):
             raise

@@ -44,6 +44,8 @@ class CorrNetModule(L.LightningModule):
         return total
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Records per pair (B, 4): pose error (degrees) of the network's E without RANSAC on
+        the matches with logit > 0, true positives, kept matches and GT inliers."""
         out = self(batch["features"])
         kept = out["logits"] > 0
         R, t, _ = recover_pose(out["E"], batch["xs"], kept)
@@ -51,12 +53,13 @@ class CorrNetModule(L.LightningModule):
         labels = batch["labels"] > 0.5
         tp = (kept & labels).sum(-1)
         self._val.append(torch.stack([torch.maximum(err_r, err_t).float(), tp.float(),
-                                      kept.sum(-1).float(), labels.sum(-1).float()], -1).cpu())
+                                      kept.sum(-1).float(), labels.sum(-1).float()], -1))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        v = torch.cat(self._val)
+        # every rank's pairs (DDP splits the validation set); (P, 4) on a single device
+        v = self.all_gather(torch.cat(self._val)).reshape(-1, 4).cpu()
         self._val.clear()
         err, tp, kept, pos = v.unbind(-1)
         metrics = {**oanet_map(err.numpy()), **pose_auc(err.numpy())}
