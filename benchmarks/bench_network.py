@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import yaml
 
+from corrnet.atomic import atomic_path
 from corrnet.datasets import generate_pair
 from corrnet.eval.estimators import ESTIMATORS, MAX_ITERS, PROB, SEED, THRESHOLD
 from corrnet.models import CorrNet, laplacian_aggregate
@@ -62,6 +63,11 @@ def load_net_config(path: Path) -> dict:
     """CorrNet keyword arguments from a model YAML or from a training config's ``model.net``."""
     config = yaml.safe_load(path.read_text())
     return config["model"]["net"] if "model" in config else config
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def dense_laplacian(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -219,8 +225,7 @@ def machine() -> dict:
     if Path("/proc/cpuinfo").exists():
         found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
         cpu = found[1] if found else cpu
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "cores_available": cores,
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "cores_available": available_cores(),
             "torch": torch.__version__, "opencv": cv2.__version__, "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads(),
             "load_average_start": os.getloadavg()}
@@ -284,7 +289,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.n = args.n or ([1000, 2000, 4000] if args.quick else [1000, 2000, 4000, 8000, 16000])
     args.device = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if args.threads is None:
-        args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        args.threads = available_cores()
+    elif args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 
@@ -299,7 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(args.threads)
     results: dict = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "probe"},
                      "models": {}, "baselines": [], "network": [], "laplacian": {}}
-    configs = {f"{p.stem}/w{load_net_config(p).get('width', 128)}": load_net_config(p) for p in args.config}
+    configs = {}
+    for path in args.config:
+        config = load_net_config(path)
+        configs[f"{path.stem}/w{config.get('width', 128)}"] = config
     nets = {name: CorrNet(**config) for name, config in configs.items()}
     for name, net in nets.items():
         results["models"][name] = {"config": configs[name],
@@ -339,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{m['load_average_end'][0]:.2f} at the end")
     if args.out:
         results["laplacian"] = list(results["laplacian"].values())
-        args.out.write_text(json.dumps(results, indent=2, default=str))
+        with atomic_path(args.out) as tmp:   # minutes of timing: never a half-written file
+            tmp.write_text(json.dumps(results, indent=2, default=str))
         print(f"wrote {args.out}")
 
 

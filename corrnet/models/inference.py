@@ -36,16 +36,17 @@ class Predictor:
 
     @property
     def compiled(self) -> bool:
+        """Whether calls go through the compiled module (False without compile or after a fallback)."""
         return self._compiled is not None
 
-    def _autocast(self) -> torch.autocast | nullcontext:
+    def _autocast(self, device: torch.device) -> torch.autocast | nullcontext:
         if self.dtype not in AUTOCAST_DTYPES:
             return nullcontext()
-        device = next(self.model.parameters()).device.type
-        return torch.autocast(device, dtype=self.dtype)
+        return torch.autocast(device.type, dtype=self.dtype)
 
     def __call__(self, x: torch.Tensor) -> Any:
-        with torch.inference_mode(), self._autocast():
+        """Run the model on x (B, 1, N, C), on the model's device; returns its output dictionary."""
+        with torch.inference_mode(), self._autocast(x.device):
             if self._compiled is None:
                 return self.model(x)
             try:
@@ -65,7 +66,7 @@ def make_predictor(model: nn.Module, dtype: torch.dtype = torch.float32, compile
 
     Args:
         model: the network, on its target device.
-        dtype: float32 (plain path) or bfloat16 / float16 (autocast on the model's device).
+        dtype: float32 (plain path) or bfloat16 / float16 (autocast on the input's device).
         compile: wrap the model with ``torch.compile(model, **compile_kwargs)`` (e.g.
             ``backend="inductor"``, ``mode="max-autotune"``, ``dynamic=True``); falls back
             to eager with a ``RuntimeWarning`` where compiling is unsupported or fails.

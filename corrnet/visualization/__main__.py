@@ -13,14 +13,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+from corrnet.datasets import OANetPairs
 
 from .render import render_pair, show_pair
 from .scene import EMBEDDINGS
-
-INLIER_THRESHOLD = 1e-4
-"""OANet's label threshold on ys, the symmetric epipolar distance (as in corrnet.geometry)."""
 
 
 @dataclass(frozen=True)
@@ -33,26 +31,19 @@ class Pair:
     K2: np.ndarray
 
 
-def _intrinsics(f: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-    fx, fy = np.asarray(f, dtype=np.float64).reshape(-1)[[0, -1]]
-    return np.array([[fx, 0.0, float(np.ravel(cx)[0])], [0.0, fy, float(np.ravel(cy)[0])], [0.0, 0.0, 1.0]])
-
-
 def read_pair(path: Path, index: int) -> Pair:
-    """Read pair `index` from an OANet-layout HDF5 file (group per key, dataset per pair).
+    """Read pair `index` of an OANet-layout HDF5 file through :class:`corrnet.datasets.OANetPairs`.
 
-    xs (1, N, 4) normalised matches; ys (N, 1) symmetric epipolar distance, inlier if < 1e-4;
-    f1s/f2s (1, 2) focal lengths and cx1s, cy1s, cx2s, cy2s (1,) principal points in pixels.
+    xs (N, 4) normalised matches; inliers are ys < :data:`corrnet.geometry.INLIER_THRESHOLD`;
+    K1, K2 (3, 3) from f1s/f2s and the principal points (identity when the file has none).
+    Raises KeyError for an index outside the file, BadPairError (a ValueError) for bad data.
     """
-    key = str(index)
-    with h5py.File(path, "r") as f:
-        if key not in f["xs"]:
-            raise KeyError(f"{path} has no pair {index} (it holds {len(f['xs'])} pairs)")
-        xs = np.asarray(f["xs"][key], dtype=np.float64).reshape(-1, 4)
-        ys = np.asarray(f["ys"][key], dtype=np.float64).reshape(len(xs), -1)[:, 0]
-        K1 = _intrinsics(f["f1s"][key][()], f["cx1s"][key][()], f["cy1s"][key][()])
-        K2 = _intrinsics(f["f2s"][key][()], f["cx2s"][key][()], f["cy2s"][key][()])
-    return Pair(xs=xs, is_inlier_gt=ys < INLIER_THRESHOLD, K1=K1, K2=K2)
+    pairs = OANetPairs(path)
+    if not 0 <= index < len(pairs):
+        raise KeyError(f"{path} has no pair {index} (it holds {len(pairs)} pairs)")
+    sample = pairs[index]
+    return Pair(xs=sample["xs"].double().numpy(), is_inlier_gt=sample["labels"].numpy().astype(bool),
+                K1=sample["K1"].double().numpy(), K2=sample["K2"].double().numpy())
 
 
 def kept_mask(args: argparse.Namespace, pair: Pair) -> tuple[np.ndarray, float | None]:
