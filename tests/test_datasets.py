@@ -176,7 +176,15 @@ def test_collate_subsample_draws_real_rows_without_replacement():
     assert torch.equal(out["xs"][1].sort(0).values, batch[1]["xs"].sort(0).values)  # smallest: all kept
     fixed = collate_pairs(batch, num_matches=35, generator=torch.Generator().manual_seed(0))
     assert fixed["xs"].shape == (3, 35, 4) and fixed["mask"].sum(1).tolist() == [35, 30, 35]
-    assert not fixed["xs"][1, 30:].any()
+    assert_padding_repeats_real_matches(fixed, 1, batch[1], 30)
+
+
+def assert_padding_repeats_real_matches(out: dict, b: int, sample: dict, size: int) -> None:
+    """Padded rows of pair b are whole copies of the pair's real rows, masked out."""
+    assert not out["mask"][b, size:].any() and out["mask"][b, :size].all()
+    for x, label in zip(out["xs"][b, size:], out["labels"][b, size:]):
+        row = (sample["xs"] == x).all(1).nonzero()
+        assert len(row) == 1 and label == sample["labels"][int(row)]
 
 
 def test_collate_pad_and_collator_seed():
@@ -185,8 +193,8 @@ def test_collate_pad_and_collator_seed():
     batch[0]["image2"], batch[1]["image2"] = "u.jpg", "v.jpg"
     out = collate_pairs(batch, mode="pad")
     assert out["xs"].shape == (2, 40, 4) and out["mask"].sum(1).tolist() == [40, 30]
-    assert torch.equal(out["xs"][1, :30], batch[1]["xs"]) and not out["xs"][1, 30:].any()
-    assert not out["labels"][1, 30:].any() and out["image1"] == ["x.jpg", "y.jpg"]
+    assert torch.equal(out["xs"][1, :30], batch[1]["xs"]) and out["image1"] == ["x.jpg", "y.jpg"]
+    assert_padding_repeats_real_matches(out, 1, batch[1], 30)
     a, b, c = PairCollator(seed=3), PairCollator(seed=3), PairCollator(seed=4)
     assert torch.equal(a(batch)["xs"], b(batch)["xs"]) and not torch.equal(a(batch)["xs"], c(batch)["xs"])
     with pytest.raises(ValueError, match="mode"):

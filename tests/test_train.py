@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from corrnet.checkpoint import export_model, load_model
+from corrnet.datasets import collate_pairs, generate_pair
 from corrnet.training.cli import main
+from corrnet.training.module import CorrNetModule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,3 +97,16 @@ def test_shipped_weights_load_without_executing_code():
     with torch.no_grad():
         out = model(x)
     assert out["logits"].shape == (1, 100) and torch.isfinite(out["logits"]).all()
+
+
+def test_validation_ignores_padded_copies():
+    module = CorrNetModule(net={"width": 16, "heads": 2, "num_states": 4, "blocks_per_stage": 2}).eval()
+    batch = [generate_pair(5, i, "outdoor", n) for i, n in enumerate((300, 120))]
+    padded = collate_pairs(batch, mode="pad", generator=torch.Generator().manual_seed(0))
+    # Make every copy look like a confident inlier: counted, it would inflate all three numbers.
+    padded["labels"][~padded["mask"]] = 1.0
+    with torch.no_grad():
+        module.validation_step(padded, 0)
+    _, tp, kept, pos = module._val[0].unbind(-1)
+    assert pos.tolist() == [float(s["labels"].sum()) for s in batch]
+    assert (kept <= torch.tensor([300.0, 120.0])).all() and (tp <= pos).all()

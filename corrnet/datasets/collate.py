@@ -20,8 +20,11 @@ def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: i
     ``"subsample"`` (OANet's way): every pair keeps a common number n of matches drawn
     without replacement, n = ``num_matches`` or else the smallest N of the batch; a pair with
     fewer than ``num_matches`` keeps all its matches and is padded.  ``"pad"``: every pair is
-    padded with zeros to the largest N (or ``num_matches`` if larger).  Both modes add
-    ``"mask"`` (B, n) bool, True on real matches.  Per-match keys become (B, n, ...), the
+    padded to the largest N (or ``num_matches`` if larger).  Padding repeats matches of the
+    same pair drawn at random (with every per-match key), so the network only ever sees real
+    geometry (zeros would be a fake match at the principal points, consistent with any E
+    whose last entry is 0); both modes add ``"mask"`` (B, n) bool, True on the original
+    matches, which the loss and validation use to ignore the copies.  Per-match keys become (B, n, ...), the
     others (B, ...); string keys (image paths) become lists.  ``generator`` is one generator
     for the whole batch or one per pair.
     """
@@ -43,9 +46,9 @@ def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: i
         keep = min(size, n)
         idx = (torch.randperm(size, generator=gen)[:keep] if mode == "subsample" and size > n
                else torch.arange(keep))
+        idx = torch.cat([idx, torch.randint(size, (n - keep,), generator=gen)])
         for k in keys:
-            v = s[k][idx]
-            out[k].append(torch.cat([v, v.new_zeros((n - keep,) + v.shape[1:])]))
+            out[k].append(s[k][idx])
         out["mask"].append(torch.arange(n) < keep)
     result: dict[str, torch.Tensor | list[str]] = {k: torch.stack(v) for k, v in out.items()}
     for k, v in batch[0].items():

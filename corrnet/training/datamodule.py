@@ -20,7 +20,7 @@ class CorrNetDataModule(L.LightningDataModule):
         batch_size: pairs per batch.
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
-        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with a mask).
+        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
         side_info: add the ratio and mutual-NN channels to the network input (C = 6).
         synthetic_mode: ``outdoor``, ``indoor`` or ``mixed`` scenes for synthetic splits.
         synthetic_train_pairs, synthetic_val_pairs, synthetic_test_pairs: split sizes.

@@ -47,10 +47,11 @@ class CorrNetModule(L.LightningModule):
         """Records per pair (B, 4): pose error (degrees) of the network's E without RANSAC on
         the matches with logit > 0, true positives, kept matches and GT inliers."""
         out = self(batch["features"])
-        kept = out["logits"] > 0
+        real = batch.get("mask", torch.ones_like(out["logits"], dtype=torch.bool))
+        kept = (out["logits"] > 0) & real
         R, t, _ = recover_pose(out["E"], batch["xs"], kept)
         err_r, err_t = pose_errors(R, t, batch["R"], batch["t"])
-        labels = batch["labels"] > 0.5
+        labels = (batch["labels"] > 0.5) & real
         tp = (kept & labels).sum(-1)
         self._val.append(torch.stack([torch.maximum(err_r, err_t).float(), tp.float(),
                                       kept.sum(-1).float(), labels.sum(-1).float()], -1))
