@@ -23,9 +23,9 @@ def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: i
     padded to the largest N (or ``num_matches`` if larger).  Padding repeats matches of the
     same pair drawn at random (with every per-match key), so the network only ever sees real
     geometry (zeros would be a fake match at the principal points, consistent with any E
-    whose last entry is 0); both modes add ``"mask"`` (B, n) bool, True on the original
-    matches, which the loss and validation use to ignore the copies.  Per-match keys become (B, n, ...), the
-    others (B, ...); string keys (image paths) become lists.  ``generator`` is one generator
+    whose last entry is 0).  Both modes add ``"mask"`` (B, n) bool, True on the original
+    matches, which the loss and validation use to ignore the copies.  Per-match keys become
+    (B, n, ...), the others (B, ...); string keys (image paths) become lists.  ``generator`` is one generator
     for the whole batch or one per pair.
     """
     if mode not in MODES:
