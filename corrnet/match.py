@@ -79,8 +79,9 @@ class Estimate:
 def _estimate(x: np.ndarray, K1: np.ndarray, K2: np.ndarray, threshold_px: float | None = None) -> Estimate:
     """The pose of the kept matches x (M, 4) normalised; K1, K2 (3, 3) pixels.
 
-    OpenCV RANSAC as the evaluation runs it (threshold 1e-3 in normalised coordinates), until
-    ``estimate_pose(x, "poselib", K1=K1, K2=K2)`` lands; a pixel threshold needs that one.
+    The one place that picks the estimator: OpenCV RANSAC as the evaluation runs it (threshold
+    1e-3 in normalised coordinates) until ``estimators.estimate_pose(x, "poselib", K1=K1, K2=K2)``
+    lands; then this calls that, and returns its name and pixel threshold.
     """
     if threshold_px is not None:
         focal = float(np.mean([K1[0, 0], K1[1, 1], K2[0, 0], K2[1, 1]]))
