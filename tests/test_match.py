@@ -178,7 +178,7 @@ def test_exif_focal_length(tmp_path, order):
     assert cm.exif_focal_35mm(tmp_path / "cut.jpg") is None
 
 
-def test_bad_input(synthetic_pair, tmp_path, capsys):
+def test_bad_input(synthetic_pair, tmp_path, capsys, monkeypatch):
     img1, img2 = map(str, synthetic_pair["images"])
     out = ["--out", str(tmp_path / "out")]
     _error([str(tmp_path / "missing.jpg"), img2, *out], capsys, "missing.jpg: no such image file")
@@ -205,6 +205,11 @@ def test_bad_input(synthetic_pair, tmp_path, capsys):
         cm.match_images(img1, img2, K2=np.ones((3, 3)))
     with pytest.raises(cm.MatchError, match="too few matches"):
         cm.match_images(tmp_path / "flat1.png", tmp_path / "flat2.png", K, K)
+    nan = np.full((3, 3), np.nan)
+    monkeypatch.setattr(cm, "_estimate", lambda x, K1, K2, threshold: cm.Estimate(
+        nan, nan[0], np.zeros(len(x), bool), "ransac", 1e-3, "normalised"))
+    _error([img1, img2, *out], capsys, "no pose found: the estimator 'ransac' found 0 inliers among the")
+    assert not (tmp_path / "out").exists()
 
 
 def test_console_command(tmp_path, capsys):
