@@ -42,7 +42,9 @@ def run_command(prog: str, body: Callable[[], int | None],
         return USAGE_ERROR
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (also through links; by resolved path if absent)."""
+    a, b = Path(a), Path(b)
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
@@ -56,7 +58,7 @@ def check_output(out: Path, inputs: Mapping[str, Path | None], overwrite: bool |
     Raises ValueError (output is an input) or FileExistsError, naming the path and the option.
     """
     for option, path in inputs.items():
-        if path is not None and _same_file(out, Path(path)):
+        if path is not None and same_file(out, path):
             raise ValueError(f"{out}: is also the input {option}; choose another output path")
     if overwrite is False and (out.exists() or out.is_symlink()):
         raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")

@@ -30,6 +30,7 @@ import json
 import multiprocessing as mp
 import shutil
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.errors import one_line
+from corrnet.errors import one_line, same_file
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 
 from .oanet_hdf5 import write_oanet_hdf5
@@ -379,10 +380,10 @@ def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
     out = Path(out)
     pairs = list(pairs)
     keys = [p.key for p in pairs]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    duplicates = sorted(k for k, count in Counter(keys).items() if count > 1)
     if duplicates:
         raise ValueError(f"pairs: expected unique pair keys, got {duplicates[:3]} more than once")
-    if any(_same_path(out, image) for p in pairs for image in (p.image1, p.image2)):
+    if any(same_file(out, image) for image in {img for p in pairs for img in (p.image1, p.image2)}):
         raise ValueError(f"{out}: is also one of the input images; choose another output path")
     kept = [p for p in pairs if np.linalg.norm(p.t) >= MIN_TRANSLATION]
     if len(kept) < len(pairs):
@@ -417,7 +418,3 @@ def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
     if not keep_cache:
         shutil.rmtree(cache)
     return count
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
