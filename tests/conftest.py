@@ -1,11 +1,32 @@
-"""Shared fixtures: small noise-free two-view problems with known geometry (float64)."""
+"""Shared fixtures: small noise-free two-view problems with known geometry (float64), and the
+development data beside the repository (``../shared``), skipped where a clone has none."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
 from corrnet.geometry import skew
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+"""The development data: beside the repository in CI and in the project's own checkout."""
+
+
+def need_shared(*parts: str) -> Path:
+    """``SHARED/parts``; skips the calling test, naming the missing folder, where it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the development data beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_dev() -> Path:
+    """The real-dev pairs in OANet's raw layout (``../shared/real-dev``); skips without them."""
+    return need_shared("real-dev")
 
 
 def rotation(axis_angle: torch.Tensor) -> torch.Tensor:

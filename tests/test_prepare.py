@@ -1,6 +1,7 @@
 """Preparation from real images (real-dev): labels, poses, resuming and atomic output.
 
-real-dev is looked up beside the repository (``../shared/real-dev``), as in CI.
+real-dev is looked up beside the repository (``../shared/real-dev``), as in CI; the tests skip
+where it is absent (a user's clone).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import corrnet.datasets.prepare as prep
 from corrnet.datasets import OANetPairs
 from data.prepare import main as prepare_cli
 from tests._data_reference import episym_np, ransac_pose_error
+from tests.conftest import SHARED
 
-REAL_DEV = Path(__file__).parents[2] / "shared" / "real-dev"
+REAL_DEV = SHARED / "real-dev"
 CHOSEN = {"lund_door": [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)], "entry_P10": [(0, 1), (1, 2)]}
 
 
@@ -42,10 +44,10 @@ def _gt(seq: str, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> dict:
+def prepared(tmp_path_factory, real_dev) -> dict:
     """The chosen pairs through the CLI, via a JSON pairs file, with two workers."""
     tmp = tmp_path_factory.mktemp("prepare")
-    specs = [s for seq, pairs in CHOSEN.items() for s in prep.read_sequence(REAL_DEV / seq)
+    specs = [s for seq, pairs in CHOSEN.items() for s in prep.read_sequence(real_dev / seq)
              if tuple(map(int, s.key.split("/")[1].split("-"))) in pairs]
     entries = [{"name": s.key, "image1": str(s.image1), "image2": str(s.image2), "K1": s.K1.tolist(),
                 "K2": s.K2.tolist(), "R": s.R.tolist(), "t": s.t.tolist()} for s in specs]
@@ -154,8 +156,8 @@ def test_interrupted_run_resumes_and_rerun_skips(prepared, tmp_path, monkeypatch
             assert (data[k][key] == prepared["data"][k][key]).all(), key
 
 
-def test_pair_selection_and_small_translation(tmp_path):
-    specs = prep.read_sequence(REAL_DEV / "entry_P10")
+def test_pair_selection_and_small_translation(tmp_path, real_dev):
+    specs = prep.read_sequence(real_dev / "entry_P10")
     a, b = prep.select_pairs(specs, 5, seed=3), prep.select_pairs(specs, 5, seed=3)
     assert [s.key for s in a] == [s.key for s in b] and len(a) == 5
     assert [s.key for s in a] == [s.key for s in specs if s in a]
@@ -169,10 +171,10 @@ def test_pair_selection_and_small_translation(tmp_path):
         assert prep.prepare([still], tmp_path / "still.hdf5", workers=1) == 0
 
 
-def test_bad_raw_input(tmp_path):
+def test_bad_raw_input(tmp_path, real_dev):
     seq = tmp_path / "broken" / "test"
     seq.mkdir(parents=True)
-    src = REAL_DEV / "entry_P10" / "test"
+    src = real_dev / "entry_P10" / "test"
     for name in ("images.txt", "calibration.txt"):
         shutil.copy(src / name, seq / name)
     (seq / "pairs.txt").write_text("0 1\n0 x\n")

@@ -215,16 +215,27 @@ def select_pairs(pairs: Sequence[PairSpec], max_pairs: int | None, seed: int) ->
     return [pairs[i] for i in keep]
 
 
-def extract_sift(image: Path) -> tuple[np.ndarray, np.ndarray]:
-    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32, n <= 2000."""
+def read_image(image: str | Path) -> np.ndarray:
+    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; ValueError naming the file if unreadable."""
     img = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"{image}: cannot read as an image (expected a file OpenCV decodes: JPEG, PNG, ...)")
+    return img
+
+
+def sift_features(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32, n <= 2000, of a
+    (h, w, 3) uint8 BGR image."""
     sift = cv2.SIFT_create(nfeatures=NUM_FEATURES, contrastThreshold=CONTRAST_THRESHOLD)
     kps, desc = sift.detectAndCompute(img, None)
     kp = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)[:NUM_FEATURES]
     desc = np.zeros((0, 128), np.float32) if desc is None else desc[:NUM_FEATURES]
     return kp, desc
+
+
+def extract_sift(image: Path) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32 of an image file."""
+    return sift_features(read_image(image))
 
 
 def nearest_neighbours(d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -245,18 +256,46 @@ def nearest_neighbours(d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.n
     return nn, ratio, mutual
 
 
+@dataclass(frozen=True)
+class PutativeMatches:
+    """Nearest-neighbour matches of every keypoint of image 1 (N = its keypoint count).
+
+    uv1, uv2 (N, 2) float64 pixels; xs (N, 4) float64 normalised [x1, y1, x2, y2]; nn (N,) int
+    index of the match among image 2's keypoints; ratios (N,) d1/d2; mutuals (N,) bool.
+    """
+
+    uv1: np.ndarray
+    uv2: np.ndarray
+    xs: np.ndarray
+    nn: np.ndarray
+    ratios: np.ndarray
+    mutuals: np.ndarray
+
+
+def putative_matches(feats1: tuple[np.ndarray, np.ndarray], feats2: tuple[np.ndarray, np.ndarray],
+                     K1: np.ndarray, K2: np.ndarray, what: str = "pair",
+                     names: tuple[object, object] = ("image 1", "image 2")) -> PutativeMatches:
+    """The nearest neighbour in image 2 of every keypoint of image 1, with ratio and mutual flag.
+
+    feats: (keypoints (n, 2) pixels, descriptors (n, 128)); K1, K2 (3, 3) absolute intrinsics.
+    Raises ValueError starting with ``what`` and naming ``names`` when image 1 has fewer than
+    MIN_MATCHES keypoints or image 2 fewer than 2.
+    """
+    (kp1, d1), (kp2, d2) = feats1, feats2
+    if len(kp1) < MIN_MATCHES or len(kp2) < 2:
+        raise ValueError(f"{what}: expected at least {MIN_MATCHES} keypoints in image 1 "
+                         f"and 2 in image 2, got {len(kp1)} ({names[0]}) and {len(kp2)} ({names[1]})")
+    nn, ratio, mutual = nearest_neighbours(d1, d2)
+    return PutativeMatches(kp1, kp2[nn], normalized_matches(kp1, kp2[nn], K1, K2), nn, ratio, mutual)
+
+
 def match_pair(spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray],
                feats2: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray | str]:
     """Putative matches of a pair as a numpy sample (keys as the corrnet sample, no labels)."""
-    (kp1, d1), (kp2, d2) = feats1, feats2
-    if len(kp1) < MIN_MATCHES or len(kp2) < 2:
-        raise ValueError(f"pair {spec.key}: expected at least {MIN_MATCHES} keypoints in image 1 "
-                         f"and 2 in image 2, got {len(kp1)} ({spec.image1}) and {len(kp2)} ({spec.image2})")
-    nn, ratio, mutual = nearest_neighbours(d1, d2)
-    xs = normalized_matches(kp1, kp2[nn], spec.K1, spec.K2)
+    m = putative_matches(feats1, feats2, spec.K1, spec.K2, f"pair {spec.key}", (spec.image1, spec.image2))
     t = spec.t / np.linalg.norm(spec.t)
-    return {"xs": xs, "ys": episym(xs, spec.R, t), "R": spec.R, "t": t, "ratios": ratio,
-            "mutuals": mutual.astype(np.float64), "K1": spec.K1, "K2": spec.K2,
+    return {"xs": m.xs, "ys": episym(m.xs, spec.R, t), "R": spec.R, "t": t, "ratios": m.ratios,
+            "mutuals": m.mutuals.astype(np.float64), "K1": spec.K1, "K2": spec.K2,
             "image1": str(spec.image1), "image2": str(spec.image2)}
 
 
