@@ -4,7 +4,8 @@
                    [--viz K] [--methods corrnet corrnet+ransac ...] [--overwrite]
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
-raw sequences in OANet's YFCC layout (prepared once into ``--cache``).  Without ``--out`` the
+raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
+the content of its pairs, images and calibration).  Without ``--out`` the
 report goes to a fresh folder runs/eval/<data name>[-k]; an explicit ``--out`` that already
 holds a report is refused unless ``--overwrite``.  See corrnet.eval.evaluate for the methods.
 """
@@ -12,13 +13,13 @@ holds a report is refused unless ``--overwrite``.  See corrnet.eval.evaluate for
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
 from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, evaluate
+from corrnet.errors import USAGE_ERROR, USER_ERRORS, one_line
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
 
 ROOT = Path(__file__).resolve().parent
@@ -47,16 +48,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number")
     if args.viz < 0:
         parser.error("--viz: expected K >= 0")
+    if args.synthetic_pairs < 1:
+        parser.error("--synthetic-pairs: expected a positive number")
     return args
 
 
 def _hdf5_of_raw_folder(folder: Path, cache: Path, workers: int | None) -> Path:
-    """Prepare (once) the putative matches of a raw folder; returns the cached HDF5 path."""
-    from corrnet.datasets.prepare import find_sequences, prepare, read_sequence
+    """Prepare (once) the putative matches of a raw folder; returns the cached HDF5 path,
+    named by the digest of the pairs' content (pairs.txt, images.txt, images, calibration)."""
+    from corrnet.datasets.prepare import find_sequences, inputs_digest, prepare, read_sequence
 
-    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
-    out = cache / f"{folder.resolve().name}-{digest}.hdf5"
     pairs = [p for seq in find_sequences(folder) for p in read_sequence(seq)]
+    out = cache / f"{folder.resolve().name}-{inputs_digest(pairs)[:12]}.hdf5"
     prepare(pairs, out, workers or 2)
     return out
 
@@ -95,7 +98,7 @@ def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalR
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Evaluate, print the table and write the report; bad input ends with one line, exit 1."""
+    """Evaluate, print the table and write the report; bad input ends with one line, exit 2."""
     args = _parse(argv)
     methods = args.methods or METHODS
     try:
@@ -112,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(dataset, predictor, methods, workers=args.workers,
                           progress=not args.quiet, dataset=name)
         summary = write_report(result, out, args.overwrite)
-    except (ValueError, OSError) as err:   # OSError covers FileNotFoundError, FileExistsError
-        print(f"eval.py: error: {err}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as err:   # ValueError, OSError (FileNotFoundError, FileExistsError), KeyError
+        print(f"eval.py: error: {one_line(err)}", file=sys.stderr)
+        return USAGE_ERROR
     print(f"{name}: {summary['pairs']} pairs; mAP/auc/precision/recall/F1 in %\n")
     print(format_table(summary))
     print(f"\nreport: {out}")

@@ -228,11 +228,9 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             f.read(1)
-        return read_image(path)
     except PermissionError as err:
         raise ValueError(f"{path}: cannot read the image ({err.strerror})") from None
-    except FileNotFoundError:  # read_image: OpenCV cannot decode it
-        raise ValueError(f"{path}: not an image file OpenCV can read") from None
+    return read_image(path)  # ValueError naming the file when OpenCV cannot decode it
 
 
 def _network_input(matches: PutativeMatches, in_channels: int) -> torch.Tensor:

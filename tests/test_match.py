@@ -183,7 +183,7 @@ def test_bad_input(synthetic_pair, tmp_path, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "out")]
     _error([str(tmp_path / "missing.jpg"), img2, *out], capsys, "missing.jpg: no such image file")
     (tmp_path / "notes.jpg").write_text("not a picture\n")
-    _error([img1, str(tmp_path / "notes.jpg"), *out], capsys, "notes.jpg: not an image file OpenCV can read")
+    _error([img1, str(tmp_path / "notes.jpg"), *out], capsys, "notes.jpg: cannot read as an image")
     _error([img1, img2, "--K1", "0", "500", "320", "240", *out], capsys,
            "--K1: expected positive focal lengths FX FY in pixels, got 0 500")
     _error([img1, img2, "--K2", "500", "-1", "320", "240", *out], capsys, "--K2: expected positive focal")

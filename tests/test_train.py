@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,7 +53,11 @@ def test_training_writes_best_and_last_checkpoints(trained):
 
 
 def test_resume_continues_exactly_where_it_stopped(trained, tmp_path):
-    assert main(_args(trained, 6) + ["--ckpt_path", "last"]) == 0
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(_args(trained, 6) + ["--ckpt_path", "last"]) == 0
+    # Lightning warns that a mid-epoch resume is inexact; here it is exact, so the warning is off
+    assert not [w for w in seen if "not resumable" in str(w.message)]
     resumed = torch.load(trained / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 6
     first, second = _logged_steps(trained)
@@ -89,6 +95,38 @@ def test_missing_data_file_is_one_clear_error(tmp_path, capsys):
     code = main(_args(tmp_path, 1) + ["--data.train", str(tmp_path / "nope.hdf5")])
     assert code == 2
     assert "nope.hdf5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("corrupt-data", "bad.hdf5: cannot open as an HDF5 file"),
+    ("unknown-net-key", "model.net: unknown key(s) ['widthh']"),
+    ("exported-weights", "w.pt: exported weights (corrnet.checkpoint.export_model), not a training checkpoint"),
+    ("other-width", "last.ckpt: weights of another architecture"),
+    ("no-last", "--ckpt_path last: no "),
+    ("pickled", "pickled.ckpt: not a corrnet checkpoint"),
+])
+def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsys, case, message):
+    run = tmp_path / "run"
+    args = _args(run, 1)
+    if case == "corrupt-data":
+        (tmp_path / "bad.hdf5").write_text("not HDF5")
+        args += ["--data.train", str(tmp_path / "bad.hdf5")]
+    elif case == "unknown-net-key":
+        args += ["--model.net.widthh", "3"]
+    elif case == "exported-weights":
+        args += ["--ckpt_path", str(export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt"))]
+    elif case == "other-width":
+        args += ["--model.net.width", "16", "--ckpt_path", str(trained / "ckpt/last.ckpt")]
+    elif case == "no-last":
+        args += ["--ckpt_path", "last"]
+    else:
+        torch.save({"state_dict": {}, "loops": np.zeros(1)}, tmp_path / "pickled.ckpt")
+        args += ["--ckpt_path", str(tmp_path / "pickled.ckpt")]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("train.py: error: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err) and "weights_only" not in err[-1]
+    assert not (run / "ckpt").exists()   # refused before training: nothing started from scratch
 
 
 def test_shipped_weights_load_without_executing_code():

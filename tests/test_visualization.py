@@ -211,7 +211,7 @@ def test_cli_renders_hdf5_pair_with_predictions(tmp_path: Path, capsys: pytest.C
     assert rgb.shape == (320, 640, 3)
     view = layout((640, 320)).pair.crop(rgb)
     assert colour_pixels(view, "fp") > 50 and colour_pixels(view, "tp") > 50
-    assert cli_main(["--data", str(tmp_path / "pairs.hdf5"), "--pair", "7", "--out", str(out)]) == 1
+    assert cli_main(["--data", str(tmp_path / "pairs.hdf5"), "--pair", "7", "--out", str(out), "--overwrite"]) == 2
     assert "no pair 7" in capsys.readouterr().err
 
 
@@ -222,5 +222,5 @@ def test_cli_show_without_display(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr("sys.platform", "linux")
-    assert cli_main(["--data", str(tmp_path / "pairs.hdf5"), "--pair", "0", "--show"]) == 1
+    assert cli_main(["--data", str(tmp_path / "pairs.hdf5"), "--pair", "0", "--show"]) == 2
     assert "needs a display" in capsys.readouterr().err

@@ -35,7 +35,11 @@ def open_dataset(spec: str, split: str, *, side_info: bool = False, seed: int = 
 
 
 def check_data_spec(spec: str) -> Path | None:
-    """None for ``"synthetic"``; otherwise the expanded path of an existing file."""
+    """None for ``"synthetic"``; otherwise the expanded path of an OANet-format HDF5 file.
+
+    Raises FileNotFoundError (no such file, unset variable), OSError (not HDF5 or damaged)
+    or BadPairError (groups missing), each naming the file.
+    """
     if spec == "synthetic":
         return None
     path = Path(os.path.expandvars(os.path.expanduser(spec)))
@@ -44,4 +48,5 @@ def check_data_spec(spec: str) -> Path | None:
                                 f"(for example: export CORRNET_DATA=/path/to/oanet/dumps)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such OANet-format HDF5 file")
+    OANetPairs(path)   # opens it and checks its groups: fails now, not in a DataLoader worker
     return path

@@ -19,13 +19,18 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path
+from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.errors import one_line
+from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
 
 from .sample import MIN_MATCHES, intrinsics, make_sample
 
 REQUIRED_KEYS = ("xs", "ys", "Rs", "ts")
 OPTIONAL_KEYS = ("ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s")
 IMAGE_KEYS = ("image1s", "image2s")
+MAX_COORDINATE = 100.0
+"""Largest |x| a normalised coordinate may have: |x| = (u - cx) / f is below ~2 for ordinary
+lenses and 100 is 89.4° off-axis; pixel coordinates (hundreds to thousands) exceed it."""
 SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
 """Keys a sample needs to be written."""
 
@@ -62,18 +67,21 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
 
 
 def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | None = None,
-                     desc: str = "writing") -> int:
+                     desc: str = "writing", attrs: dict[str, str] | None = None) -> int:
     """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
 
     The file is written to a temporary file beside ``path`` and renamed into place, so an
     interrupted run never leaves a partial file at ``path``.  Image paths are stored in the
     ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
     A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
-    and the key.
+    and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs).
+    Temporary files that killed writers left beside ``path`` are removed first.
     """
     count, with_images = 0, True
+    remove_stale_temporaries(Path(path).parent)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
+            f.attrs.update(attrs or {})
             groups = {k: f.create_group(k) for k in REQUIRED_KEYS + OPTIONAL_KEYS}
             images: dict[str, list[str]] = {k: [] for k in IMAGE_KEYS}
             for sample in tqdm(samples, total=total, desc=desc, leave=False):
@@ -128,25 +136,32 @@ class OANetPairs(Dataset):
             file = h5py.File(self.path, "r")
         except OSError as err:
             raise OSError(f"{self.path}: cannot open as an HDF5 file ({err})") from None
-        with file as f:
-            missing = [k for k in REQUIRED_KEYS if k not in f]
-            if missing:
-                raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
-                                   f"{list(REQUIRED_KEYS)} (found {sorted(f.keys())})")
-            n = len(f["xs"])
-            for k in REQUIRED_KEYS:
-                if len(f[k]) != n:
-                    raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
-                                       f"expected {n} like 'xs'")
-            self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
-            self.indices = list(range(n))
-            if on_bad == "skip":
-                self.indices = [i for i in tqdm(range(n), desc=f"checking {self.path.name}",
-                                                leave=False) if self._valid(f, i)]
-                if len(self.indices) < n:
-                    warnings.warn(f"{self.path}: skipped {n - len(self.indices)} of {n} bad "
-                                  f"pairs (wrong shapes, NaN or < {min_matches} matches)",
-                                  stacklevel=2)
+        try:
+            with file as f:
+                self._check_file(f)
+        except (KeyError, RuntimeError) as err:   # h5py's errors of a damaged file
+            raise OSError(f"{self.path}: damaged HDF5 file ({one_line(err)})") from None
+
+    def _check_file(self, f: h5py.File) -> None:
+        """Check the groups of an open file and find the pairs (all, or the valid ones)."""
+        missing = [k for k in REQUIRED_KEYS if k not in f]
+        if missing:
+            raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
+                               f"{list(REQUIRED_KEYS)} (found {sorted(f.keys())})")
+        n = len(f["xs"])
+        for k in REQUIRED_KEYS:
+            if len(f[k]) != n:
+                raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
+                                   f"expected {n} like 'xs'")
+        self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
+        self.indices = list(range(n))
+        if self.on_bad == "skip":
+            self.indices = [i for i in tqdm(range(n), desc=f"checking {self.path.name}",
+                                            leave=False) if self._valid(f, i)]
+            if len(self.indices) < n:
+                warnings.warn(f"{self.path}: skipped {n - len(self.indices)} of {n} bad pairs "
+                              f"(wrong shapes, NaN, bad ground truth or < {self.min_matches} matches)",
+                              stacklevel=3)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -167,22 +182,23 @@ class OANetPairs(Dataset):
         missing = [k for k in REQUIRED_KEYS if name not in f[k]]
         if missing:
             raise BadPairError(f"{self.path}: pair {i}: missing dataset(s) {[f'{k}/{name}' for k in missing]}")
-        a = {k: f[k][name][()] for k in REQUIRED_KEYS + self.optional if name in f[k]}
+        try:
+            a = {k: f[k][name][()] for k in REQUIRED_KEYS + self.optional if name in f[k]}
+        except (KeyError, OSError, RuntimeError) as err:   # a damaged dataset
+            raise BadPairError(f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})") from None
         reason = self._problem(a)
         if reason is not None:
             raise BadPairError(f"{self.path}: pair {i}: {reason}")
         return a
 
     def _problem(self, a: dict[str, np.ndarray]) -> str | None:
-        """None when the arrays of a pair are valid, else what was expected."""
+        """None when the arrays of a pair are valid, else the key and what was expected."""
         xs = np.asarray(a["xs"])
         if xs.ndim != 3 or xs.shape[0] != 1 or xs.shape[2] != 4:
             return f"xs: expected shape (1, N, 4), got {xs.shape}"
         n = xs.shape[1]
         if n < self.min_matches:
             return f"xs: expected at least {self.min_matches} matches, got {n}"
-        if not np.isfinite(xs).all():
-            return "xs: expected finite coordinates, got NaN or inf"
         shapes = {"ys": [(n, 1), (n,)], "Rs": [(3, 3)], "ts": [(3, 1), (3,)],
                   "ratios": [(n,), (n, 1)], "mutuals": [(n,), (n, 1)],
                   "cx1s": [(1,), ()], "cy1s": [(1,), ()], "cx2s": [(1,), ()], "cy2s": [(1,), ()],
@@ -190,12 +206,19 @@ class OANetPairs(Dataset):
         for key, allowed in shapes.items():
             if key in a and np.shape(a[key]) not in allowed:
                 return f"{key}: expected shape {' or '.join(map(str, allowed))}, got {np.shape(a[key])}"
-        for key in ("ys", "Rs", "ts"):
-            if not np.isfinite(a[key]).all():
+        for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s"):
+            if key in a and not np.isfinite(a[key]).all():
                 return f"{key}: expected finite values, got NaN or inf"
-        if np.linalg.norm(a["ts"]) == 0:
-            return "ts: expected a non-zero translation"
-        return None
+        largest = float(np.abs(xs).max())
+        if largest > MAX_COORDINATE:
+            return (f"xs: expected normalised coordinates (|x| <= {MAX_COORDINATE:g}), got "
+                    f"|x| up to {largest:.3g} (pixels? divide by the focal length)")
+        problems = {"Rs": rotation_problem(a["Rs"]), "ts": translation_problem(a["ts"])}
+        for key in ("f1s", "f2s"):
+            if key in a:
+                fx, fy = np.asarray(a[key], np.float64).reshape(2)
+                problems[key] = intrinsics_problem(intrinsics(fx, fy, 0.0, 0.0))
+        return next((f"{key}: {p}" for key, p in problems.items() if p is not None), None)
 
     def _valid(self, f: h5py.File, i: int) -> bool:
         try:

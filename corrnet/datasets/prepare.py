@@ -10,18 +10,27 @@ Inputs: OANet's raw layout ``<seq>/test/{images,calibration,visibility,pairs}.tx
 ``calibration/calibration_<name>.h5`` (K with principal point *offset from the image centre*,
 world-to-camera R, T, imsize), or a plain JSON pairs file (see :func:`read_pairs_file`).
 
-Work is cached per image (features) and per pair (matches) in ``<out>.partial/``, so an
-interrupted run resumes where it stopped; the output is written to a temporary file and
-renamed, and the cache is removed once the output is complete.
+Work is cached per image (features) and per pair (matches) in ``<out>.partial/``, keyed by
+the content of the images and the pair's ground truth, so an interrupted run resumes where it
+stopped; the output is written to a temporary file and renamed, and the cache is removed once
+the output is complete.  Temporary files of a killed run are removed by the next one.  The
+output records a digest of its inputs (:func:`inputs_digest`, attribute ``corrnet_inputs``):
+an existing output made from the same inputs is kept, one made from others is refused unless
+``overwrite``.
+
+Ground truth is validated where it enters: K with finite, positive focal lengths, R a
+rotation (R Rᵀ = I within 1e-3, det +1), finite T / t; errors name the file (and pair).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing as mp
 import shutil
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +41,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path
+from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.errors import one_line, same_file
+from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 
 from .oanet_hdf5 import write_oanet_hdf5
 from .sample import MIN_MATCHES, episym, intrinsics, normalized_matches
@@ -40,6 +51,10 @@ from .sample import MIN_MATCHES, episym, intrinsics, normalized_matches
 NUM_FEATURES = 2000
 CONTRAST_THRESHOLD = 1e-5
 MIN_TRANSLATION = 1e-5
+INPUTS_ATTR = "corrnet_inputs"
+"""HDF5 file attribute holding :func:`inputs_digest` of the pairs an output was made from."""
+PROTOCOL = f"corrnet-prepare-1 sift={NUM_FEATURES} contrast={CONTRAST_THRESHOLD} nn"
+"""Changes whenever the extraction or matching would give other results for the same inputs."""
 
 
 @dataclass(frozen=True)
@@ -73,17 +88,26 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: calibration file not found")
-    with h5py.File(path, "r") as f:
-        missing = [k for k in ("K", "R", "T", "imsize") if k not in f]
-        if missing:
-            raise KeyError(f"{path}: missing key(s) {missing}; expected K, R, T, imsize")
-        K, R, T, size = (np.asarray(f[k][()], np.float64).reshape(-1) for k in ("K", "R", "T", "imsize"))
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("K", "R", "T", "imsize") if k not in f]
+            if missing:
+                raise ValueError(f"{path}: missing key(s) {missing}; expected K, R, T, imsize")
+            K, R, T, size = (np.asarray(f[k][()], np.float64).reshape(-1) for k in ("K", "R", "T", "imsize"))
+    except (OSError, KeyError, RuntimeError, TypeError) as err:   # not HDF5, damaged, or not numbers
+        raise ValueError(f"{path}: not a readable calibration file ({one_line(err)})") from None
     if K.size != 9 or R.size != 9 or T.size != 3 or size.size != 2:
         raise ValueError(f"{path}: expected K (3,3), R (3,3), T (3,), imsize (2,), got sizes "
                          f"{K.size}, {R.size}, {T.size}, {size.size}")
-    K = K.reshape(3, 3)
+    K, R = K.reshape(3, 3), R.reshape(3, 3)
+    problems = {"K": intrinsics_problem(K), "R": rotation_problem(R),
+                "T": None if np.isfinite(T).all() else "expected finite values, got NaN or inf",
+                "imsize": None if (size > 0).all() else f"expected a positive size, got {size.tolist()}"}
+    for key, problem in problems.items():
+        if problem is not None:
+            raise ValueError(f"{path}: {key}: {problem}")
     w, h = size
-    return intrinsics(K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2], (h - 1) / 2 + K[1, 2]), R.reshape(3, 3), T
+    return intrinsics(K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2], (h - 1) / 2 + K[1, 2]), R, T
 
 
 def relative_pose(R1: np.ndarray, T1: np.ndarray, R2: np.ndarray,
@@ -95,6 +119,8 @@ def relative_pose(R1: np.ndarray, T1: np.ndarray, R2: np.ndarray,
 
 def find_sequences(raw: Path, names: Sequence[str] | None = None) -> list[Path]:
     """Sequence folders under ``raw`` (those with ``test/images.txt``), or the named ones."""
+    if not raw.is_dir():
+        raise FileNotFoundError(f"{raw}: no such folder (expected OANet's raw layout <seq>/test/)")
     if names:
         seqs = [raw / n for n in names]
         for s in seqs:
@@ -150,7 +176,8 @@ def read_pairs_file(path: Path) -> list[PairSpec]:
 
     ``image1``, ``image2`` (paths, relative to the JSON file's folder or absolute),
     ``K1``, ``K2`` (3x3 absolute intrinsics in pixels, pixel-centre convention),
-    ``R`` (3x3) and ``t`` (3) with X₂ = R X₁ + t, and an optional unique ``name``.
+    ``R`` (3x3 rotation) and ``t`` (3) with X₂ = R X₁ + t, and an optional unique ``name``.
+    Raises ValueError naming the file, the pair and the key for anything else.
     """
     try:
         entries = json.loads(Path(path).read_text())
@@ -167,6 +194,14 @@ def read_pairs_file(path: Path) -> list[PairSpec]:
         if missing:
             raise ValueError(f"{path}: pair {n}: missing key(s) {missing}")
         arrays = {k: _finite_array(e[k], shape, f"{path}: pair {n}: {k}") for k, shape in shapes.items()}
+        problems = {"K1": intrinsics_problem(arrays["K1"]), "K2": intrinsics_problem(arrays["K2"]),
+                    "R": rotation_problem(arrays["R"])}
+        for key, problem in problems.items():
+            if problem is not None:
+                raise ValueError(f"{path}: pair {n}: {key}: {problem}")
+        for key in ("image1", "image2"):
+            if not isinstance(e[key], str):
+                raise ValueError(f"{path}: pair {n}: {key}: expected a path string, got {e[key]!r}")
         images = [Path(path).parent / e[k] for k in ("image1", "image2")]
         pairs.append(PairSpec(str(e.get("name", f"{Path(path).stem}/{n}")), *images, **arrays))
     return pairs
@@ -181,10 +216,10 @@ def select_pairs(pairs: Sequence[PairSpec], max_pairs: int | None, seed: int) ->
 
 
 def read_image(image: str | Path) -> np.ndarray:
-    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; FileNotFoundError if unreadable."""
+    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; ValueError naming the file if unreadable."""
     img = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if img is None:
-        raise FileNotFoundError(f"{image}: cannot read image")
+        raise ValueError(f"{image}: cannot read as an image (expected a file OpenCV decodes: JPEG, PNG, ...)")
     return img
 
 
@@ -268,11 +303,60 @@ def _cache_name(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:20] + ".npz"
 
 
+@functools.lru_cache(maxsize=None)
+def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """SHA-1 of a file's bytes (the size and mtime key the memo: an edited file is read again)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
+
+
+def image_digest(image: Path) -> str:
+    """Content digest of an image file; FileNotFoundError naming it when it is missing."""
+    try:
+        st = Path(image).stat()
+    except OSError:
+        raise FileNotFoundError(f"{image}: image not found") from None
+    return _content_digest(Path(image).resolve(), st.st_size, st.st_mtime_ns)
+
+
+def _feature_cache_name(image: Path) -> str:
+    """Cache file name of an image's SIFT features: changes with the image's content."""
+    return _cache_name(f"{PROTOCOL}\n{image_digest(image)}")
+
+
 def _pair_cache_name(spec: PairSpec) -> str:
-    """Cache file name of a pair's matches: changes with its key, images and geometry."""
+    """Cache file name of a pair's matches: changes with its key, images' content and geometry."""
     geometry = np.concatenate([np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)])
-    return _cache_name("\n".join([spec.key, str(Path(spec.image1).resolve()),
-                                   str(Path(spec.image2).resolve()), geometry.tobytes().hex()]))
+    return _cache_name("\n".join([PROTOCOL, spec.key, str(Path(spec.image1).resolve()),
+                                   str(Path(spec.image2).resolve()), image_digest(spec.image1),
+                                   image_digest(spec.image2), geometry.tobytes().hex()]))
+
+
+def inputs_digest(pairs: Sequence[PairSpec]) -> str:
+    """Digest of what an output is made from: the protocol and, in order, every pair's key,
+    image paths and content, K1, K2, R and t.  Raises FileNotFoundError naming a missing
+    image and its pair."""
+    names = []
+    for p in pairs:
+        try:
+            names.append(_pair_cache_name(p))
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err} (pair {p.key})") from None
+    return hashlib.sha1("\n".join([PROTOCOL, *names]).encode()).hexdigest()
+
+
+def recorded_inputs(out: Path) -> str | None:
+    """The :func:`inputs_digest` an existing output records (None: not made by prepare).
+
+    Raises FileExistsError naming ``out`` when it is not an HDF5 file.
+    """
+    try:
+        with h5py.File(out, "r") as f:
+            value = f.attrs.get(INPUTS_ATTR)
+    except OSError:
+        raise FileExistsError(f"{out}: exists and is not an HDF5 file; pass --overwrite to replace "
+                              f"it or choose another --out") from None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _save_npz(path: Path, **arrays: np.ndarray | str) -> None:
@@ -323,29 +407,39 @@ def cache_dir_for(out: Path) -> Path:
 
 
 def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
-            keep_cache: bool = False) -> int:
+            keep_cache: bool = False, overwrite: bool = False) -> int:
     """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout).
 
-    Resumable: features and per-pair matches already in ``<out>.partial/`` are reused; if
-    ``out`` exists nothing is done.  Returns the number of pairs in ``out`` (pairs with
-    |t| < 1e-5 are dropped with a warning).
+    Resumable: features and per-pair matches already in ``<out>.partial/`` are reused.  If
+    ``out`` exists and records the same :func:`inputs_digest`, nothing is done; if it was
+    made from other inputs (or not by prepare) it is refused with FileExistsError unless
+    ``overwrite``.  Returns the number of pairs in ``out`` (pairs with |t| < 1e-5 are dropped
+    with a warning).
     """
     out = Path(out)
-    if out.exists():
-        with h5py.File(out, "r") as f:
-            return len(f["xs"])
     pairs = list(pairs)
     keys = [p.key for p in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("pairs: expected unique pair keys")
+    duplicates = sorted(k for k, count in Counter(keys).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"pairs: expected unique pair keys, got {duplicates[:3]} more than once")
+    if any(same_file(out, image) for image in {img for p in pairs for img in (p.image1, p.image2)}):
+        raise ValueError(f"{out}: is also one of the input images; choose another output path")
     kept = [p for p in pairs if np.linalg.norm(p.t) >= MIN_TRANSLATION]
     if len(kept) < len(pairs):
         warnings.warn(f"dropped {len(pairs) - len(kept)} pair(s) with |t| < {MIN_TRANSLATION}", stacklevel=2)
+    digest = inputs_digest(kept)
+    if out.exists():
+        if recorded_inputs(out) == digest:
+            with h5py.File(out, "r") as f:
+                return len(f["xs"])
+        if not overwrite:
+            raise FileExistsError(f"{out}: exists and was made from other inputs (other pairs, sequences, "
+                                  f"--max-pairs or images); pass --overwrite to replace it or choose another --out")
     cache = cache_dir_for(out)
-    (cache / "features").mkdir(parents=True, exist_ok=True)
-    (cache / "pairs").mkdir(parents=True, exist_ok=True)
-    feat = {img: cache / "features" / _cache_name(str(Path(img).resolve()))
-            for p in kept for img in (p.image1, p.image2)}
+    for sub in ("features", "pairs"):
+        (cache / sub).mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(cache / sub)
+    feat = {img: cache / "features" / _feature_cache_name(img) for p in kept for img in (p.image1, p.image2)}
     pair_file = {p.key: cache / "pairs" / _pair_cache_name(p) for p in kept}
     todo = [p for p in kept if not pair_file[p.key].exists()]
     images = list(dict.fromkeys(img for p in todo for img in (p.image1, p.image2)))
@@ -359,7 +453,7 @@ def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
             with np.load(pair_file[p.key]) as z:
                 yield {k: (str(z[k]) if k.startswith("image") else z[k]) for k in z.files}
 
-    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing")
+    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing", attrs={INPUTS_ATTR: digest})
     if not keep_cache:
         shutil.rmtree(cache)
     return count

@@ -197,6 +197,8 @@ class SyntheticPairs(Dataset):
 
 def write_synthetic(out: str | Path, pairs: int, seed: int = 0, mode: str = "mixed",
                     num_matches: int = 2000) -> int:
-    """Dump ``pairs`` synthetic pairs to ``out`` in OANet's HDF5 layout (atomic)."""
+    """Dump ``pairs`` (at least 1) synthetic pairs to ``out`` in OANet's HDF5 layout (atomic)."""
+    if pairs < 1:
+        raise ValueError(f"pairs: expected at least 1 pair, got {pairs}")
     dataset = SyntheticPairs(pairs, seed, mode, num_matches)
     return write_oanet_hdf5(out, (dataset[i] for i in range(pairs)), total=pairs, desc="synthetic")

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import sys
+import inspect
+import warnings
+from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from corrnet.checkpoint import read_checkpoint
+from corrnet.checkpoint import check_resumable
+from corrnet.errors import run_command
+from corrnet.models import CorrNet
 
 from .datamodule import CorrNetDataModule
 from .module import CorrNetModule
 
 
-RESUME_KEYWORDS = ("last", "best", "hpc", "registry")
-"""``--ckpt_path`` values (``registry:...`` too) that Lightning resolves itself."""
+RESUME_KEYWORDS = ("best", "hpc", "registry")
+"""``--ckpt_path`` values (``registry:...`` too) that Lightning resolves itself; ``last`` is
+resolved here, so that a missing ``last.ckpt`` is an error rather than a fresh start."""
+
+NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
+"""Start of Lightning's warning that a mid-epoch resume may repeat or skip batches.  Silenced:
+CorrNetDataModule's sampler skips exactly the batches the checkpoint had seen."""
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -48,23 +57,45 @@ class CorrNetCLI(LightningCLI):
                             help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt")
 
     def before_instantiate_classes(self) -> None:
+        net = self.config.model.net or {}
+        known = set(inspect.signature(CorrNet).parameters)
+        unknown = sorted(set(net) - known)
+        if unknown:
+            raise ValueError(f"model.net: unknown key(s) {unknown}; expected some of {sorted(known)}")
         trainer = self.config.trainer
         if trainer.precision is None and torch.cuda.is_available():
             trainer.precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+def resume_path(cli: LightningCLI, ckpt_path: str | None) -> str | None:
+    """The checkpoint ``--ckpt_path`` names, checked; ``last`` is checkpoint.dirpath/last.ckpt.
+
+    Raises FileNotFoundError or ValueError (one line naming the file) for a missing
+    ``last.ckpt``, a file that is not a training checkpoint, or weights of another architecture.
+    """
+    if ckpt_path is None or ckpt_path.split(":")[0] in RESUME_KEYWORDS:
+        return ckpt_path
+    if ckpt_path == "last":
+        dirpath = cli.trainer.checkpoint_callback.dirpath
+        if dirpath is None:
+            raise ValueError("--ckpt_path last: checkpoint.dirpath is not set; give the checkpoint file")
+        last = Path(dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        if not last.is_file():
+            raise FileNotFoundError(f"--ckpt_path last: no {last} to resume from (leave out --ckpt_path "
+                                    f"to start a new run)")
+        ckpt_path = str(last)
+    return str(check_resumable(ckpt_path, cli.model))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Train; bad input (missing data, bad config values) ends with one clear line, exit 2."""
-    try:
+    """Train; bad input (data, config values, ``--ckpt_path``) ends with one line, exit 2."""
+
+    def run() -> None:
         cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False, args=argv,
                          seed_everything_default=0, save_config_kwargs={"overwrite": True})
-        ckpt_path = cli.config.ckpt_path
-        if ckpt_path is not None and ckpt_path.split(":")[0] not in RESUME_KEYWORDS:
-            read_checkpoint(ckpt_path, mmap=True)   # a missing or corrupt file: one line, not deep in fit
-        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except (FileNotFoundError, ValueError) as err:
-        if os.environ.get("CORRNET_DEBUG"):
-            raise
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        ckpt_path = resume_path(cli, cli.config.ckpt_path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=NOT_RESUMABLE, category=PossibleUserWarning)
+            cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+    return run_command("train.py", run)

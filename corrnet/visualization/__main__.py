@@ -3,7 +3,9 @@
     python -m corrnet.visualization --data FILE.hdf5 --pair I --out pic.png [--predictions preds.npz] [--show]
 
 Without --predictions the kept set is the ground-truth inlier set.  A predictions .npz holds
-``logits`` (N,) (kept = logits > 0) and optionally a scalar ``pose_error_deg``.
+``logits`` (N,) (kept = logits > 0) and optionally a scalar ``pose_error_deg``.  An existing
+--out is replaced only with --overwrite, and never when it is one of the inputs; bad input
+ends with one ``python -m corrnet.visualization: error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from corrnet.datasets import OANetPairs
+from corrnet.errors import USER_ERRORS, check_output, run_command
 
 from .render import render_pair, show_pair
 from .scene import EMBEDDINGS
@@ -54,13 +57,36 @@ def kept_mask(args: argparse.Namespace, pair: Pair) -> tuple[np.ndarray, float |
     """
     if args.predictions is None:
         return pair.is_inlier_gt.copy(), None
-    with np.load(args.predictions) as preds:
-        logits = np.asarray(preds["logits"], dtype=np.float64).reshape(-1)
-        pose_error = float(preds["pose_error_deg"]) if "pose_error_deg" in preds else None
+    logits, pose_error = read_predictions(args.predictions)
     if logits.shape != pair.is_inlier_gt.shape:
         raise ValueError(f"{args.predictions}: logits has {logits.size} entries, the pair has "
                          f"{pair.is_inlier_gt.size} matches")
     return logits > 0, pose_error
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, float | None]:
+    """``logits`` (N,) float64 and the scalar ``pose_error_deg`` (or None) of a predictions .npz.
+
+    Raises ValueError naming the file and the key for anything else.
+    """
+    expected = "expected an .npz with logits (N,) and optionally a scalar pose_error_deg"
+    try:
+        preds = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: predictions file not found") from None
+    except (OSError, ValueError, EOFError):
+        raise ValueError(f"{path}: not an .npz file; {expected}") from None
+    if not isinstance(preds, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not an .npz; {expected}")
+    with preds:
+        if "logits" not in preds:
+            raise ValueError(f"{path}: missing key 'logits' (found {sorted(preds.files)}); {expected}")
+        logits, error = preds["logits"], preds["pose_error_deg"] if "pose_error_deg" in preds else None
+    if logits.ndim != 1 or not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
+        raise ValueError(f"{path}: logits: expected finite numbers of shape (N,), got {logits.dtype} {logits.shape}")
+    if error is not None and (error.size != 1 or not np.issubdtype(error.dtype, np.number)):
+        raise ValueError(f"{path}: pose_error_deg: expected one number, got {error.dtype} {error.shape}")
+    return logits.astype(np.float64), None if error is None else float(error.reshape(()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="pca")
     parser.add_argument("--show-true-negatives", action="store_true", help="draw dropped outliers faintly")
     parser.add_argument("--title", help="caption title (default: file name and pair)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     if args.out is None and not args.show:
         parser.error("give --out PNG, --show, or both")
@@ -87,9 +114,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
+    """Entry point; returns the process exit status (2 for bad input)."""
     args = parse_args(argv)
-    try:
+
+    def run() -> None:
+        if args.out is not None:
+            check_output(args.out, {"--data": args.data, "--predictions": args.predictions,
+                                    "--image1": args.image1, "--image2": args.image2}, args.overwrite)
         pair = read_pair(args.data, args.pair)
         kept, pose_error = kept_mask(args, pair)
         title = args.title or f"{args.data.name}  pair {args.pair}"
@@ -103,10 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             print(out)
         if args.show:
             show_pair(pair.xs, pair.is_inlier_gt, kept, **common)
-    except (RuntimeError, ValueError, KeyError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command("python -m corrnet.visualization", run, USER_ERRORS + (RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""One way every command reports bad input: ``prog: error: <one line>`` and exit status 2.
+
+Commands validate at the boundary (files, pairs, keys, ground truth, predictions, configs)
+and raise ValueError, OSError or KeyError whose message names the file, pair or key and
+what was expected; :func:`run_command` turns those into one line.  ``CORRNET_DEBUG=1``
+re-raises them with the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
+"""Exceptions that mean bad input (FileNotFoundError and FileExistsError are OSErrors)."""
+
+USAGE_ERROR = 2
+"""Exit status of a command refused for bad input (argparse's)."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (a KeyError's without its quotes)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def run_command(prog: str, body: Callable[[], int | None],
+                errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:
+    """Run ``body()``; one of ``errors`` prints ``prog: error: ...`` and returns 2.
+
+    Returns body's exit status (None counts as 0).
+    """
+    try:
+        return body() or 0
+    except errors as err:
+        if os.environ.get("CORRNET_DEBUG"):
+            raise
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (also through links; by resolved path if absent)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_output(out: Path, inputs: Mapping[str, Path | None], overwrite: bool | None) -> Path:
+    """Refuse an output path that is one of the inputs, or that exists (unless ``overwrite``).
+
+    inputs: option name -> path (None entries are ignored).  ``overwrite=None`` skips the
+    existence check (for writers that verify an existing file themselves).
+    Raises ValueError (output is an input) or FileExistsError, naming the path and the option.
+    """
+    for option, path in inputs.items():
+        if path is not None and same_file(out, path):
+            raise ValueError(f"{out}: is also the input {option}; choose another output path")
+    if overwrite is False and (out.exists() or out.is_symlink()):
+        raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    return out
