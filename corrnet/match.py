@@ -40,7 +40,8 @@ import torch
 from corrnet.atomic import atomic_path
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.datasets.prepare import PutativeMatches, putative_matches, read_image, sift_features
-from corrnet.datasets.sample import MIN_MATCHES, intrinsics
+from corrnet.datasets.sample import intrinsics
+from corrnet.errors import run_command
 from corrnet.eval import estimators
 from corrnet.eval.evaluate import NETWORK_THREADS, kept_matches
 from corrnet.geometry import essential_from_pose
@@ -409,9 +410,10 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match") -> int:
-    """Entry point; returns the exit status (0, 2 for bad input, 1 if the picture failed)."""
+    """Entry point; returns the exit status (0, 2 for bad input, 1 if only the picture failed)."""
     args = parse_args(argv, prog)
-    try:
+
+    def run() -> int:
         check_out_dir(args.out, args.overwrite)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ApproximateIntrinsicsWarning)
@@ -419,15 +421,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match
                                   args.device, args.threshold)
         for w in caught:
             print(f"{prog}: warning: {w.message}", file=sys.stderr)
-        write_result(result, args.out, args.overwrite)
-    except (ValueError, OSError) as err:  # OSError covers FileNotFoundError, FileExistsError
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:  # the renderer: environment, not input
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
-    print(summary(result, args.out))
-    return 0
+        try:
+            write_result(result, args.out, args.overwrite)
+        except RuntimeError as err:  # the renderer: the environment, not the input; pose.json is written
+            print(f"{prog}: error: {args.out / 'pose.json'} written, but no picture: {err}", file=sys.stderr)
+            return 1
+        print(summary(result, args.out))
+        return 0
+
+    return run_command(prog, run)
 
 
 if __name__ == "__main__":

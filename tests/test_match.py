@@ -142,6 +142,17 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
     pose = json.loads((out / "pose.json").read_text())
     assert pose["intrinsics"] == "approximate" and pose["intrinsics_source"] == {"K1": "default", "K2": "default"}
     np.testing.assert_allclose(pose["K1"], [[768, 0, 319.5], [0, 768, 239.5], [0, 0, 1]])
+    # only the picture fails (no Vulkan driver): pose.json is still written, exit status 1
+    (out / "pose.json").unlink()
+
+    def no_driver(result, png):
+        raise RuntimeError("Open3D rendering failed: worker exited with status 1\n    apt-get install ...")
+
+    monkeypatch.setattr(cm, "render_matches", no_driver)
+    code, stdout, err = _cli([*map(str, synthetic_pair["images"]), "--out", str(out), "--overwrite",
+                              "--K1", *_kargs(K), "--K2", *_kargs(K)], capsys)
+    assert code == 1 and stdout == "" and "pose.json written, but no picture: Open3D rendering failed" in err
+    assert json.loads((out / "pose.json").read_text())["intrinsics"] == "given"
     with pytest.warns(cm.ApproximateIntrinsicsWarning, match="no K2 given"):
         result = cm.match_images(*synthetic_pair["images"], K1=(500, 500, 319.5, 239.5))
     assert result.intrinsics == {"K1": "given", "K2": "default"} and result.approximate
