@@ -142,8 +142,8 @@ def probe_job(job: dict) -> float | None:
     if job["kind"] == "network":
         net = CorrNet(**job["net"]).to(device)
         predict = make_predictor(net, DTYPES[job["dtype"]])
-        x = torch.randn(job["batch"], 1, job["n"], net.in_channels, device=device)
-        predict(torch.randn(1, 1, PROBE_WARMUP_N, net.in_channels, device=device))
+        x = torch.randn(job["batch"], job["n"], net.in_channels, device=device)
+        predict(torch.randn(1, PROBE_WARMUP_N, net.in_channels, device=device))
         fn: Callable[[], object] = lambda: predict(x)  # noqa: E731
     else:
         x = torch.randn(1, job["width"], job["n"], 1, device=device)
@@ -205,7 +205,7 @@ def network_row(net: CorrNet, config: dict, features: torch.Tensor, batch: int, 
     if estimate_ms is not None and estimate_ms * (1 + args.min_repeats) > 1e3 * args.budget_s:
         return {**row, "skipped": True, "estimated_ms_per_batch": estimate_ms}
     predict = make_predictor(net, DTYPES[dtype], compile=args.compile)
-    batches = [features[(torch.arange(batch) + i * batch) % pairs].unsqueeze(1).to(device)
+    batches = [features[(torch.arange(batch) + i * batch) % pairs].to(device)
                for i in range(pairs)]
     timing = adaptive_timing(lambda i: predict(batches[i % pairs]), device, args)
     row.update(skipped=False, compiled=predict.compiled, repeats=timing["repeats"],

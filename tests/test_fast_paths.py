@@ -37,8 +37,8 @@ def model(name: str, seed: int = 0) -> CorrNet:
 
 
 def pairs(count: int, n: int) -> torch.Tensor:
-    """Synthetic pairs (count, 1, n, 4)."""
-    return torch.stack([generate_pair(0, i, num_matches=n)["features"] for i in range(count)]).unsqueeze(1)
+    """Synthetic pairs (count, n, 4)."""
+    return torch.stack([generate_pair(0, i, num_matches=n)["features"] for i in range(count)])
 
 
 def test_batch_equals_single_pairs():
@@ -173,7 +173,7 @@ def test_evaluation_times_the_network_on_one_thread():
 
     def predictor(features: torch.Tensor) -> dict:
         seen.append(torch.get_num_threads())
-        return net(features.unsqueeze(1))
+        return net(features)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -36,7 +36,7 @@ def synthetic_batch(batch: int, n: int, seed: int = 0) -> dict[str, torch.Tensor
 def test_output_shapes_and_consistency(n, b):
     torch.manual_seed(0)
     net = (CorrNet(**model_config("default")) if n == 2000 else tiny()).eval()
-    x = torch.randn(b, 1, n, 4)
+    x = torch.randn(b, n, 4)
     with torch.no_grad():
         out = net(x)
     assert out["logits"].shape == (b, n) and out["weights"].shape == (b, n)
@@ -53,28 +53,28 @@ def test_output_shapes_and_consistency(n, b):
     assert torch.equal(out["logits"].gather(1, last), out["stage_logits"][-1])
     w = torch.relu(torch.tanh(out["stage_logits"][-1]))
     assert torch.equal(out["weights"].gather(1, last), w)
-    E = weighted_eight_point(x[:, 0].gather(1, last.unsqueeze(-1).expand(-1, -1, 4)), w)
+    E = weighted_eight_point(x.gather(1, last.unsqueeze(-1).expand(-1, -1, 4)), w)
     assert torch.allclose(out["E"], E, atol=1e-6)
 
 
 def test_pruning_sizes_and_six_channels():
     net = tiny(in_channels=6, num_stages=3, prune_ratio=0.25).eval()
-    out = net(torch.randn(2, 1, 101, 6))
+    out = net(torch.randn(2, 101, 6))
     assert [lg.shape[-1] for lg in out["stage_logits"]] == [101, 26, 8]
     with pytest.raises(ValueError, match="at least 8"):
-        net(torch.randn(1, 1, 7, 6))
+        net(torch.randn(1, 7, 6))
     with pytest.raises(ValueError, match="expected shape"):
-        net(torch.randn(1, 1, 50, 4))
+        net(torch.randn(1, 50, 4))
 
 
 @pytest.mark.parametrize("attention_keys", [1024, 40])
 def test_eval_is_deterministic_and_permutation_equivariant(attention_keys):
     torch.manual_seed(1)
     net = CorrNet(**{**model_config("default"), "attention_keys": attention_keys}).eval()
-    x = synthetic_batch(2, 300, seed=4)["xs"].unsqueeze(1)
+    x = synthetic_batch(2, 300, seed=4)["xs"]
     perm = torch.randperm(300)
     with torch.no_grad():
-        out, again, outp = net(x), net(x), net(x[:, :, perm])
+        out, again, outp = net(x), net(x), net(x[:, perm])
     assert torch.equal(out["logits"], again["logits"])
     assert torch.allclose(outp["logits"], out["logits"][:, perm], atol=1e-5)
     for idx, idxp in zip(out["stage_indices"], outp["stage_indices"]):
@@ -85,7 +85,7 @@ def test_eval_is_deterministic_and_permutation_equivariant(attention_keys):
 
 def test_bounded_attention_keys():
     torch.manual_seed(5)
-    x = torch.randn(2, 1, 200, 4)
+    x = torch.randn(2, 200, 4)
     with torch.no_grad():
         net = tiny(attention_keys=None).eval()
         full = net(x)["logits"]
@@ -101,7 +101,7 @@ def test_every_parameter_gets_a_finite_gradient():
     torch.manual_seed(2)
     net = tiny(num_stages=3, attention_stages=[0, -1], attention_keys=16).train()
     batch = synthetic_batch(2, 64)
-    out = net(batch["xs"].unsqueeze(1))
+    out = net(batch["xs"])
     total, parts = CorrNetLoss(essential_warmup=0)(out, batch, step=0)
     total.backward()
     missing = [k for k, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -123,7 +123,7 @@ def test_degenerate_inputs_stay_finite(case):
         for stage in net.stages:
             for head in (stage.head, stage.graph_head):
                 torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
-    out = net(x.unsqueeze(1))
+    out = net(x)
     if case == "equal_logits":
         assert torch.equal(out["logits"], torch.zeros_like(out["logits"]))
     total, _ = CorrNetLoss(essential_warmup=0)(out, batch, step=0)
@@ -135,7 +135,7 @@ def test_degenerate_inputs_stay_finite(case):
 def test_bfloat16_autocast_on_cpu():
     torch.manual_seed(4)
     net = tiny().eval()
-    x = synthetic_batch(2, 120)["xs"].unsqueeze(1)
+    x = synthetic_batch(2, 120)["xs"]
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         out = net(x)
     assert out["E"].dtype == torch.float32
@@ -175,7 +175,7 @@ def test_essential_loss_uses_exact_virtual_matches():
 def test_essential_term_starts_after_warm_up():
     torch.manual_seed(6)
     net, batch = tiny().eval(), synthetic_batch(1, 50)
-    out = net(batch["xs"].unsqueeze(1))
+    out = net(batch["xs"])
     loss = CorrNetLoss(essential_weight=0.5, essential_warmup=100)
     before, parts = loss(out, batch, step=99)
     after, _ = loss(out, batch, step=100)
@@ -187,7 +187,7 @@ def test_tiny_model_overfits_one_batch():
     torch.manual_seed(7)
     net = tiny().train()
     batch = synthetic_batch(2, 128, seed=8)
-    x, labels = batch["xs"].unsqueeze(1), batch["labels"] > 0.5
+    x, labels = batch["xs"], batch["labels"] > 0.5
     loss = CorrNetLoss(essential_warmup=0)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for step in range(80):
@@ -201,3 +201,36 @@ def test_tiny_model_overfits_one_batch():
         out = net(x)
     accuracy = ((out["logits"] > 0) == labels).float().mean()
     assert accuracy > 0.95
+
+
+def test_padding_does_not_change_the_real_matches():
+    """A padded batch (masked copies) gives each pair's unpadded logits, graph logits, E and
+    stage sizes (eval mode; exact up to float32 rounding)."""
+    torch.manual_seed(9)
+    net = tiny(num_stages=3, attention_keys=40).eval()
+    pairs = [synthetic_batch(1, n, seed=n)["xs"][0] for n in (200, 90)]
+    copies = pairs[1][torch.randint(90, (110,), generator=torch.Generator().manual_seed(0))]
+    x = torch.stack([pairs[0], torch.cat([pairs[1], copies])])  # padded as PairCollator does
+    mask = torch.arange(200) < torch.tensor([[200], [90]])
+    with torch.no_grad():
+        padded = net(x, mask)
+        for b, p in enumerate(pairs):
+            single = net(p[None])
+            n = len(p)
+            assert torch.allclose(padded["logits"][b, :n], single["logits"][0], atol=1e-5, rtol=1e-4)
+            assert torch.allclose(padded["E"][b], single["E"][0], atol=1e-5)
+            assert torch.equal(padded["weights"][b, n:], torch.zeros(200 - n))
+            for s, (idx, m) in enumerate(zip(padded["stage_indices"], padded["stage_masks"])):
+                kept = int(m[b].sum())
+                assert kept == single["stage_indices"][s].shape[-1]
+                assert torch.equal(idx[b, :kept], single["stage_indices"][s][0])
+                assert torch.allclose(padded["graph_logits"][s][b, :kept],
+                                      single["graph_logits"][s][0], atol=1e-5, rtol=1e-4)
+    # Without the mask the copies do change the short pair's logits.
+    with torch.no_grad():
+        unmasked = net(x)["logits"][1, :90]
+    assert not torch.allclose(unmasked, net(pairs[1][None])["logits"][0], atol=1e-3)
+    with pytest.raises(ValueError, match="at least 8 real"):
+        net(x, torch.arange(200) < torch.tensor([[200], [5]]))
+    with pytest.raises(ValueError, match="mask"):
+        net(x, mask.float())

@@ -66,7 +66,7 @@ def test_resume_continues_exactly_where_it_stopped(trained, tmp_path):
 def test_load_and_export_give_the_same_network(trained, tmp_path):
     model = load_model(trained / "ckpt/last.ckpt")
     exported = load_model(export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt", {"cmd": "test"}))
-    x = torch.randn(1, 1, 64, 4, generator=torch.Generator().manual_seed(0)) * 0.3
+    x = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         assert torch.allclose(model(x)["logits"], exported(x)["logits"], atol=1e-6)
 
@@ -93,7 +93,7 @@ def test_missing_data_file_is_one_clear_error(tmp_path, capsys):
 
 def test_shipped_weights_load_without_executing_code():
     model = load_model()            # corrnet/pretrained/corrnet-synthetic.pt, weights_only=True
-    x = torch.randn(1, 1, 100, model.in_channels, generator=torch.Generator().manual_seed(0)) * 0.3
+    x = torch.randn(1, 100, model.in_channels, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         out = model(x)
     assert out["logits"].shape == (1, 100) and torch.isfinite(out["logits"]).all()

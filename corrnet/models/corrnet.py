@@ -1,11 +1,13 @@
 """CorrNet: staged correspondence pruning with graph, state and transformer blocks.
 
-Input: N putative matches of one image pair, (B, 1, N, C) with C = 4 ([x1, y1, x2, y2] in
+Input: N putative matches per image pair, (B, N, C) with C = 4 ([x1, y1, x2, y2] in
 normalised camera coordinates) or more channels whose first four are the coordinates
-(e.g. ratio test, mutual check).  Each stage scores its matches with a logit (inlier when
-> 0); between stages the matches with the highest logits are kept (CLNet / NCMNet pruning),
-so later, costlier blocks see fewer matches.  The essential matrix is the weighted
-eight-point estimate on the last stage's matches.
+(e.g. ratio test, mutual check), and an optional mask (B, N) of real (not padded) matches.
+Per-match outputs are (B, N) in the input's order.  Each stage scores its matches with a
+logit (inlier when > 0); between stages the matches with the highest logits are kept
+(CLNet / NCMNet pruning), so later, costlier blocks see fewer matches.  The essential matrix
+is the weighted eight-point estimate on the last stage's matches.  Internally features are
+(B, W, N, 1) as in PointCN / OANet.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ class Stage(nn.Module):
 
     embed (1×1 conv) -> PointCN blocks -> graph Laplacian layer driven by an intermediate
     logit head -> state cross-attention -> [transformer] -> PointCN blocks -> logit head.
-    The transformer's keys are the ``attention_keys`` matches with the highest graph logits
-    (all matches when there are no more than that, or when it is None).
+    The transformer's keys are the ``attention_keys`` real matches with the highest graph
+    logits (all matches when there are no more than that, or when it is None).
 
-    forward: features (B, C_in, N, 1), coords (B, N, 4), states (B, M, W)
-    -> features (B, W, N, 1), logits (B, N), states (B, M, W).
+    forward: features (B, C_in, N, 1), coords (B, N, 4), states (B, M, W), optional mask
+    (B, N) bool of real matches -> features (B, W, N, 1), logits (B, N), graph logits w (B, N),
+    states (B, M, W).
     """
 
     def __init__(self, in_channels: int, width: int, blocks: int, heads: int,
@@ -58,20 +61,25 @@ class Stage(nn.Module):
         self.post = nn.Sequential(*(PointCN(width) for _ in range(blocks - blocks // 2)))
         self.head = PointwiseConv(width, 1)
 
-    def forward(self, x: torch.Tensor, coords: torch.Tensor,
-                states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pre(self.embed(x))
+    def forward(self, x: torch.Tensor, coords: torch.Tensor, states: torch.Tensor,
+                mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.embed(x)
+        for block in self.pre:
+            x = block(x, mask)
         w = rearrange(self.graph_head(x), "b 1 n 1 -> b n")
-        x = self.graph(x, w)
-        x, states = self.state(x, states)
+        x = self.graph(x, w, mask)
+        x, states = self.state(x, states, mask)
         if self.transformer is not None:
             angles = self.rotary(coords) if self.rotary is not None else None
             keys = None
             if self.attention_keys is not None and w.shape[-1] > self.attention_keys:
-                keys = torch.topk(w.detach(), self.attention_keys, dim=-1, sorted=False).indices
-            x = self.transformer(x, angles, keys)
-        x = self.post(x)
-        return x, rearrange(self.head(x), "b 1 n 1 -> b n"), states
+                score = w.detach() if mask is None else w.detach().masked_fill(~mask, -torch.inf)
+                keys = torch.topk(score, self.attention_keys, dim=-1, sorted=False).indices
+            x = self.transformer(x, angles, keys, mask)
+        for block in self.post:
+            x = block(x, mask)
+        return x, rearrange(self.head(x), "b 1 n 1 -> b n"), w, states
 
 
 class CorrNet(nn.Module):
@@ -122,47 +130,83 @@ class CorrNet(nn.Module):
         """Matches kept out of n when pruning: ceil(ratio · n), at least eight (or all n)."""
         return min(n, max(MIN_MATCHES, math.ceil(self.prune_ratio * n)))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    def _kept_per_pair(self, mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`num_kept` of each pair's real matches: mask (B, N) -> (B,) long."""
+        real = mask.sum(-1)
+        kept = torch.ceil(real.double() * self.prune_ratio).long().clamp_min(MIN_MATCHES)
+        return torch.minimum(kept, real)
+
+    def forward(self, x: torch.Tensor,
+                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Score every match and estimate the essential matrix.
 
         Args:
-            x: (B, 1, N, C) matches, N >= 8.
+            x: (B, N, C) matches, N >= 8.
+            mask: optional (B, N) bool, True on real matches (at least eight per pair).
+                Padded matches do not change the outputs on the real ones: they are left out
+                of the instance norms, the graph, every attention's keys, the pruning (each
+                pair keeps :meth:`num_kept` of its own real matches) and E.  In eval mode the
+                real matches' outputs equal those of the unpadded pair up to float rounding;
+                in training mode BatchNorm's batch statistics still include the padded rows.
         Returns:
             ``logits`` (B, N): inlier logits of every input match (a pruned match keeps the
-            logits of the last stage that saw it); ``stage_logits``: list of (B, N_s);
-            ``stage_indices``: list of (B, N_s) long indices into the N input matches;
-            ``weights`` (B, N): relu(tanh(logits)) on the last stage's matches, 0 on pruned
-            ones; ``E`` (B, 3, 3): weighted eight-point estimate from those weights (float32).
+            logits of the last stage that saw it; meaningless on padded matches);
+            ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
+            elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
+            (float32).  Per stage s, lists of (B, N_s) over that stage's matches:
+            ``stage_logits``, ``graph_logits`` (the w that builds the stage's graph
+            Laplacian, a = relu(tanh(w))), ``stage_indices`` (long indices into the N input
+            matches) and ``stage_masks`` (bool, True on the real matches the stage kept).
         """
-        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != self.in_channels:
-            raise ValueError(f"x: expected shape (B, 1, N, {self.in_channels}), got {tuple(x.shape)}")
-        b, _, n, _ = x.shape
+        if x.ndim != 3 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"x: expected shape (B, N, {self.in_channels}), got {tuple(x.shape)}")
+        b, n, _ = x.shape
         if n < MIN_MATCHES:
             raise ValueError(f"x: expected at least {MIN_MATCHES} matches, got {n}")
-        raw = rearrange(x, "b 1 n c -> b c n 1")
-        coords = x[:, 0, :, :4]
+        if mask is not None:
+            if mask.shape != (b, n) or mask.dtype != torch.bool:
+                raise ValueError(f"mask: expected a bool tensor of shape {(b, n)}, got "
+                                 f"{mask.dtype} {tuple(mask.shape)}")
+            if bool(mask.all()):
+                mask = None   # the unmasked (faster) kernels compute the same
+            elif bool((mask.sum(-1) < MIN_MATCHES).any()):
+                raise ValueError(f"mask: expected at least {MIN_MATCHES} real matches per pair, "
+                                 f"got {mask.sum(-1).tolist()}")
+        raw = rearrange(x, "b n c -> b c n 1")
+        coords = x[..., :4]
         index = torch.arange(n, device=x.device).expand(b, n)
         states = repeat(self.states, "m w -> b m w", b=b)
-        feats = raw
-        stage_logits, stage_indices = [], []
+        feats, smask = raw, mask
+        out: dict[str, list[torch.Tensor]] = {
+            "stage_logits": [], "graph_logits": [], "stage_indices": [], "stage_masks": []}
         for s, stage in enumerate(self.stages):
             if s > 0:
+                if smask is None:
+                    k, score = self.num_kept(logits.shape[-1]), logits.detach()
+                else:
+                    kept = self._kept_per_pair(smask)
+                    k, score = int(kept.max()), logits.detach().masked_fill(~smask, -torch.inf)
                 # Stable sort: deterministic, ties broken by the current order.
-                order = torch.sort(logits.detach(), dim=-1, descending=True,
-                                   stable=True).indices[:, :self.num_kept(logits.shape[-1])]
+                order = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :k]
+                if smask is not None:
+                    smask = torch.arange(k, device=x.device) < kept.unsqueeze(-1)
                 index = index.gather(1, order)
                 feats = torch.cat([gather_matches(feats, order), gather_matches(raw, index),
                                    rearrange(logits.gather(1, order), "b k -> b 1 k 1").to(feats.dtype)], 1)
-            feats, logits, states = stage(feats, coords.gather(1, repeat(index, "b k -> b k 4")), states)
-            stage_logits.append(logits)
-            stage_indices.append(index)
+            feats, logits, w, states = stage(
+                feats, coords.gather(1, repeat(index, "b k -> b k 4")), states, smask)
+            out["stage_logits"].append(logits)
+            out["graph_logits"].append(w)
+            out["stage_indices"].append(index)
+            out["stage_masks"].append(torch.ones_like(index, dtype=torch.bool) if smask is None else smask)
 
-        full = stage_logits[0]
-        for idx, lg in zip(stage_indices[1:], stage_logits[1:]):
-            full = full.scatter(1, idx, lg.to(full.dtype))
+        full = out["stage_logits"][0]
+        for idx, lg, m in zip(*(out[k][1:] for k in ("stage_indices", "stage_logits", "stage_masks"))):
+            full = full.scatter(1, idx, torch.where(m, lg.to(full.dtype), full.gather(1, idx)))
         weights = graph_weights(logits.float())
+        if smask is not None:
+            weights = weights * smask
         final_coords = coords.float().gather(1, repeat(index, "b k -> b k 4"))
         E = weighted_eight_point(final_coords, weights, validate=False)
-        return {"logits": full, "stage_logits": stage_logits, "stage_indices": stage_indices,
-                "weights": torch.zeros_like(full, dtype=torch.float32).scatter(1, index, weights),
-                "E": E}
+        return {"logits": full, **out, "E": E,
+                "weights": torch.zeros_like(full, dtype=torch.float32).scatter(1, index, weights)}

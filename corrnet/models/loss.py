@@ -97,15 +97,19 @@ class CorrNetLoss(nn.Module):
         """Loss of the network output ``out`` (see :meth:`CorrNet.forward`) on ``batch``.
 
         ``batch``: ``labels`` (B, N) float (inlier when > 0.5), ``R`` (B, 3, 3), ``t`` (B, 3),
-        optional ``mask`` (B, N) bool of real (not padded) matches.
+        optional ``mask`` (B, N) bool of real (not padded) matches.  A stage's terms count
+        the matches its ``stage_masks`` entry marks (and ``mask`` too, when the network was
+        called without it).
         Returns the total and its parts (``cls_s`` per stage, ``essential``), detached.
         """
         labels = batch["labels"] > 0.5
         mask = batch.get("mask")
         parts: dict[str, torch.Tensor] = {}
         total = out["logits"].new_zeros((), dtype=torch.float32)
-        for s, (lg, idx) in enumerate(zip(out["stage_logits"], out["stage_indices"])):
-            m = None if mask is None else mask.bool().gather(1, idx)
+        for s, (lg, idx, m) in enumerate(zip(out["stage_logits"], out["stage_indices"],
+                                             out["stage_masks"])):
+            if mask is not None:
+                m = m & mask.bool().gather(1, idx)
             cls = balanced_bce(lg, labels.gather(1, idx), m)
             parts[f"cls_{s}"] = cls.detach()
             total = total + self.cls_weight * cls

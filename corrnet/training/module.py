@@ -31,12 +31,12 @@ class CorrNetModule(L.LightningModule):
         self.loss_fn = CorrNetLoss(**(loss or {}))
         self._val: list[torch.Tensor] = []
 
-    def forward(self, features: torch.Tensor) -> dict[str, Any]:
-        """features (B, N, C) -> the network's output dict."""
-        return self.net(features.unsqueeze(1))
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any]:
+        """features (B, N, C), optional mask (B, N) bool -> the network's output dict."""
+        return self.net(features, mask)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self(batch["features"])
+        out = self(batch["features"], batch.get("mask"))
         total, parts = self.loss_fn(out, batch, self.global_step)
         bs = batch["features"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
@@ -46,7 +46,7 @@ class CorrNetModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Records per pair (B, 4): pose error (degrees) of the network's E without RANSAC on
         the matches with logit > 0, true positives, kept matches and GT inliers."""
-        out = self(batch["features"])
+        out = self(batch["features"], batch.get("mask"))
         real = batch.get("mask", torch.ones_like(out["logits"], dtype=torch.bool))
         kept = (out["logits"] > 0) & real
         R, t, _ = recover_pose(out["E"], batch["xs"], kept)
