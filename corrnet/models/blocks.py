@@ -96,9 +96,10 @@ class GraphLaplacian(nn.Module):
 
     ``residual=True`` is the notes' GS layer, ``residual=False`` their GCN layer; conv is a
     1×1 Conv2d, BatchNorm and ReLU.  Unlike the notes (``torch.no_grad``), gradients flow
-    through the weights w: with the O(N·C) form the backward pass costs no N×N memory, and it
-    trains the logit head that drives the graph end to end instead of only through the
-    classification loss (relu(tanh(.)) still blocks gradients for matches with w <= 0).
+    through the weights w (with the O(N·C) form the backward pass costs no N×N memory), but
+    relu(tanh(.)) blocks them for matches with w <= 0, so this path alone cannot reopen a
+    closed gate: CorrNet also supervises w directly as an inlier logit (CLNet supervises its
+    consensus scores the same way) and initialises it open.
 
     x (B, C, N, 1), w (B, N), optional mask (B, N) bool -> (B, C, N, 1).
     """
