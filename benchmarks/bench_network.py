@@ -50,7 +50,7 @@ import yaml
 from corrnet.atomic import atomic_path
 from corrnet.datasets import generate_pair
 from corrnet.eval.estimators import ESTIMATORS, MAX_ITERS, PROB, SEED, THRESHOLD
-from corrnet.models import CorrNet, laplacian_aggregate
+from corrnet.models import CorrNet, CorrNetConfig, laplacian_aggregate
 from corrnet.models.inference import make_predictor
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,9 +60,11 @@ PROBE_WARMUP_N = 64
 
 
 def load_net_config(path: Path) -> dict:
-    """CorrNet keyword arguments from a model YAML or from a training config's ``model.net``."""
+    """CorrNetConfig fields from a model YAML or from a training config's ``model.net``,
+    checked (an unknown key or bad value names the file)."""
     config = yaml.safe_load(path.read_text())
-    return config["model"]["net"] if "model" in config else config
+    config = config["model"]["net"] if "model" in config else config
+    return CorrNetConfig.from_dict(config, str(path)).to_dict()
 
 
 def available_cores() -> int:
@@ -140,7 +142,7 @@ def probe_job(job: dict) -> float | None:
     device = torch.device(job["device"])
     torch.manual_seed(0)
     if job["kind"] == "network":
-        net = CorrNet(**job["net"]).to(device)
+        net = CorrNet(CorrNetConfig.from_dict(job["net"])).to(device)
         predict = make_predictor(net, DTYPES[job["dtype"]])
         x = torch.randn(job["batch"], job["n"], net.in_channels, device=device)
         predict(torch.randn(1, PROBE_WARMUP_N, net.in_channels, device=device))
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.config:
         config = load_net_config(path)
         configs[f"{path.stem}/w{config.get('width', 128)}"] = config
-    nets = {name: CorrNet(**config) for name, config in configs.items()}
+    nets = {name: CorrNet(CorrNetConfig.from_dict(config)) for name, config in configs.items()}
     for name, net in nets.items():
         results["models"][name] = {"config": configs[name],
                                    "parameters": sum(p.numel() for p in net.parameters())}

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from corrnet.geometry import essential_from_pose, symmetric_epipolar_distance, weighted_eight_point
-from corrnet.models import (CorrNet, CorrNetLoss, balanced_bce, laplacian_aggregate,
+from corrnet.models import (CorrNet, CorrNetConfig, CorrNetLoss, balanced_bce, laplacian_aggregate,
                             virtual_correspondences)
 from corrnet.models.graph_stats import graph_liveness, roc_auc
 from tests.conftest import make_problem, rotation
@@ -22,7 +22,7 @@ def model_config(name: str) -> dict:
 
 
 def tiny(**overrides) -> CorrNet:
-    return CorrNet(**{**model_config("tiny"), **overrides})
+    return CorrNet(CorrNetConfig(**{**model_config("tiny"), **overrides}))
 
 
 def synthetic_batch(batch: int, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -37,7 +37,7 @@ def synthetic_batch(batch: int, n: int, seed: int = 0) -> dict[str, torch.Tensor
 @pytest.mark.parametrize("b", [1, 3])
 def test_output_shapes_and_consistency(n, b):
     torch.manual_seed(0)
-    net = (CorrNet(**model_config("default")) if n == 2000 else tiny()).eval()
+    net = (CorrNet(CorrNetConfig(**model_config("default"))) if n == 2000 else tiny()).eval()
     x = torch.randn(b, n, 4)
     with torch.no_grad():
         out = net(x)
@@ -60,7 +60,7 @@ def test_output_shapes_and_consistency(n, b):
 
 
 def test_pruning_sizes_and_six_channels():
-    net = tiny(in_channels=6, num_stages=3, prune_ratio=0.25).eval()
+    net = tiny(side_info=True, num_stages=3, prune_ratio=0.25).eval()
     out = net(torch.randn(2, 101, 6))
     assert [lg.shape[-1] for lg in out["stage_logits"]] == [101, 26, 8]
     with pytest.raises(ValueError, match="at least 8"):
@@ -72,7 +72,7 @@ def test_pruning_sizes_and_six_channels():
 @pytest.mark.parametrize("attention_keys", [1024, 40])
 def test_eval_is_deterministic_and_permutation_equivariant(attention_keys):
     torch.manual_seed(1)
-    net = CorrNet(**{**model_config("default"), "attention_keys": attention_keys}).eval()
+    net = CorrNet(CorrNetConfig(**{**model_config("default"), "attention_keys": attention_keys})).eval()
     x = synthetic_batch(2, 300, seed=4)["xs"]
     perm = torch.randperm(300)
     with torch.no_grad():

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from corrnet.checkpoint import export_model, load_model
+from corrnet.checkpoint import FORMAT_VERSION, PRETRAINED, export_model, load_model
 from corrnet.datasets import collate_pairs, generate_pair
-from corrnet.training.cli import main
+from corrnet.models import CorrNetConfig
+from corrnet.training.cli import CorrNetCLI, main
+from corrnet.training.datamodule import CorrNetDataModule
 from corrnet.training.module import CorrNetModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +102,7 @@ def test_shipped_weights_load_without_executing_code():
 
 
 def test_validation_ignores_padded_copies():
-    module = CorrNetModule(net={"width": 16, "heads": 2, "num_states": 4, "blocks_per_stage": 2}).eval()
+    module = CorrNetModule(net=CorrNetConfig(width=16, heads=2, num_states=4, blocks_per_stage=2)).eval()
     batch = [generate_pair(5, i, "outdoor", n) for i, n in enumerate((300, 120))]
     padded = collate_pairs(batch, mode="pad", generator=torch.Generator().manual_seed(0))
     # Make every copy look like a confident inlier: counted, it would inflate all three numbers.
@@ -110,3 +112,78 @@ def test_validation_ignores_padded_copies():
     _, tp, kept, pos = module._val[0].unbind(-1)
     assert pos.tolist() == [float(s["labels"].sum()) for s in batch]
     assert (kept <= torch.tensor([300.0, 120.0])).all() and (tp <= pos).all()
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train.py: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize("where", ["argument", "config file"])
+def test_unknown_network_key_is_one_line_error(tmp_path, capsys, where):
+    if where == "argument":
+        extra = ["--model.net.bogus", "1"]
+    else:
+        (tmp_path / "bad.yaml").write_text("model:\n  net:\n    bogus: 1\n")
+        extra = ["--config", str(tmp_path / "bad.yaml")]
+    assert main(_args(tmp_path, 1) + extra) == 2
+    assert "bogus" in _one_error_line(capsys)
+    assert main(_args(tmp_path, 1) + ["--model.net.width", "0"]) == 2
+    assert "model.net.width" in _one_error_line(capsys)
+
+
+def test_print_config_shows_the_network_defaults(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--config", str(ROOT / "configs/synthetic.yaml"), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    net = printed[printed.index("  net:"):printed.index("  loss:")]
+    for field in ("side_info: false", "width: 128", "attention_keys: 1024", "prune_ratio: 0.5"):
+        assert f"    {field}" in net
+
+
+def test_data_side_info_follows_the_network(tmp_path, capsys):
+    cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False,
+                     args=_args(tmp_path, 1) + ["--model.net.side_info", "true"])
+    assert cli.model.net.in_channels == 6 and cli.datamodule.hparams.side_info is True
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    assert batch["features"].shape[-1] == 6
+    assert main(_args(tmp_path, 1) + ["--data.side_info", "true"]) == 2   # set in one place only
+    assert "model.net.side_info" in _one_error_line(capsys)
+
+
+def test_old_checkpoint_formats_load_or_name_their_version(trained, tmp_path):
+    x = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.no_grad():
+        expected = load_model(trained / "ckpt/last.ckpt")(x)["logits"]
+    ckpt = torch.load(trained / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
+    net = dict(ckpt["hyper_parameters"]["net"])
+    assert net.pop("side_info") is False
+    ckpt["hyper_parameters"]["net"] = {"in_channels": 4, **net}         # corrnet 0.1 hparams
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    exported = torch.load(export_model(trained / "ckpt/last.ckpt", tmp_path / "new.pt"), weights_only=True)
+    assert exported["format_version"] == FORMAT_VERSION and "side_info" in exported["net"]
+    old_pt = {**exported, "format": "corrnet-weights-v1", "net": {"in_channels": 4, **net}}
+    del old_pt["format_version"]
+    torch.save(old_pt, tmp_path / "old.pt")
+    with torch.no_grad():
+        for path in ("old.ckpt", "old.pt"):
+            assert torch.allclose(load_model(tmp_path / path)(x)["logits"], expected, atol=1e-6)
+        module = CorrNetModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+        assert torch.allclose(module.net.eval()(x)["logits"], expected, atol=1e-6)
+    torch.save({**exported, "format_version": 3}, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="format_version 3"):
+        load_model(tmp_path / "future.pt")
+    torch.save({**old_pt, "net": {"in_channels": 5, **net}}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="format_version 1 .*in_channels=5"):
+        load_model(tmp_path / "odd.pt")
+    torch.save({**exported, "net": {**exported["net"], "depth": 3}}, tmp_path / "unknown.pt")
+    with pytest.raises(ValueError, match="unknown.pt.*depth"):
+        load_model(tmp_path / "unknown.pt")
+
+
+def test_shipped_weights_are_format_version_1_with_side_info():
+    raw = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
+    assert raw["format"] == "corrnet-weights-v1" and raw["net"]["in_channels"] == 6
+    assert load_model().config.side_info is True

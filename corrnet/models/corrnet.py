@@ -12,8 +12,11 @@ is the weighted eight-point estimate on the last stage's matches.  Internally fe
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import rearrange, repeat
@@ -91,11 +94,14 @@ class Stage(nn.Module):
         return x, rearrange(self.head(x), "b 1 n 1 -> b n"), w, states
 
 
-class CorrNet(nn.Module):
-    """Correspondence pruning network.
+@dataclass(frozen=True)
+class CorrNetConfig:
+    """CorrNet's architecture, as ``model.net`` in the training configs (``configs/model/*.yaml``).
 
     Args:
-        in_channels: channels per match, C >= 4; the first four are [x1, y1, x2, y2].
+        side_info: the input has the Lowe ratio and mutual-nearest-neighbour channels after
+            the four coordinates (C = 6, ``[x1, y1, x2, y2, ratio, mutual]``); else C = 4.
+            The data's ``side_info`` follows from this setting.
         width: feature channels W.
         num_stages: pruning stages; stage s sees about N · prune_ratio^s matches.
         blocks_per_stage: PointCN blocks per stage (split around the graph/state blocks).
@@ -111,29 +117,85 @@ class CorrNet(nn.Module):
             cost is O(N·attention_keys) instead of O(N²); None attends to all.
     """
 
-    def __init__(self, in_channels: int = 4, width: int = 128, num_stages: int = 2,
-                 blocks_per_stage: int = 4, heads: int = 4, num_states: int = 16,
-                 prune_ratio: float = 0.5, qk_rmsnorm: bool = True, rotary: bool = True,
-                 attention_stages: Sequence[int] = (-1,),
-                 attention_keys: int | None = 1024) -> None:
+    side_info: bool = False
+    width: int = 128
+    num_stages: int = 2
+    blocks_per_stage: int = 4
+    heads: int = 4
+    num_states: int = 16
+    prune_ratio: float = 0.5
+    qk_rmsnorm: bool = True
+    rotary: bool = True
+    attention_stages: tuple[int, ...] = (-1,)
+    attention_keys: int | None = 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attention_stages", tuple(self.attention_stages))
+        checks = {"width": (self.width >= 1, "a positive count"),
+                  "num_stages": (self.num_stages >= 1, "a positive count"),
+                  "blocks_per_stage": (self.blocks_per_stage >= 0, "a count >= 0"),
+                  "heads": (self.heads >= 1 and self.width % self.heads == 0,
+                            f"a positive divisor of width={self.width}"),
+                  "num_states": (self.num_states >= 1, "a positive count"),
+                  "prune_ratio": (0.0 < self.prune_ratio <= 1.0, "a value in (0, 1]"),
+                  "attention_stages": (all(-self.num_stages <= i < self.num_stages
+                                           for i in self.attention_stages),
+                                       f"stage indices in [-{self.num_stages}, {self.num_stages})"),
+                  "attention_keys": (self.attention_keys is None or self.attention_keys >= 1,
+                                     "None or a positive count")}
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+    @property
+    def in_channels(self) -> int:
+        """Channels per input match: 6 with side information, else 4."""
+        return 6 if self.side_info else 4
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, no tuples) for checkpoints and YAML."""
+        d = dataclasses.asdict(self)
+        d["attention_stages"] = list(self.attention_stages)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "model.net") -> CorrNetConfig:
+        """A config from plain data; ``source`` names where it came from in errors.
+
+        Also reads the first format (corrnet 0.1, ``format_version`` 1): ``in_channels`` 4
+        or 6 instead of ``side_info``.  An unknown key is a ValueError naming it.
+        """
+        d = dict(d)
+        if "in_channels" in d:
+            if "side_info" in d or d["in_channels"] not in (4, 6):
+                raise ValueError(f"{source}: format_version 1 configuration with in_channels="
+                                 f"{d['in_channels']!r}: only 4 or 6 (without side_info) convert")
+            d["side_info"] = d.pop("in_channels") == 6
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+        return cls(**d)
+
+
+class CorrNet(nn.Module):
+    """Correspondence pruning network of a :class:`CorrNetConfig` (default: its defaults)."""
+
+    def __init__(self, config: CorrNetConfig | None = None) -> None:
         super().__init__()
-        if in_channels < 4:
-            raise ValueError(f"in_channels: expected >= 4 ([x1, y1, x2, y2] first), got {in_channels}")
-        if num_stages < 1:
-            raise ValueError(f"num_stages: expected >= 1, got {num_stages}")
-        if not 0.0 < prune_ratio <= 1.0:
-            raise ValueError(f"prune_ratio: expected a value in (0, 1], got {prune_ratio}")
-        if attention_keys is not None and attention_keys < 1:
-            raise ValueError(f"attention_keys: expected None or a positive count, got {attention_keys}")
-        attend = {s % num_stages for s in attention_stages}
-        self.in_channels = in_channels
-        self.prune_ratio = prune_ratio
-        self.states = nn.Parameter(torch.randn(num_states, width) * width ** -0.5)
+        config = config or CorrNetConfig()
+        self.config = config
+        self.in_channels = config.in_channels
+        self.prune_ratio = config.prune_ratio
+        width, c_in = config.width, config.in_channels
+        attend = {s % config.num_stages for s in config.attention_stages}
+        self.states = nn.Parameter(torch.randn(config.num_states, width) * width ** -0.5)
         # Stage s >= 1 sees the previous stage's features, the raw input and its logit.
         self.stages = nn.ModuleList(
-            Stage(in_channels if s == 0 else width + in_channels + 1, width, blocks_per_stage,
-                  heads, qk_rmsnorm, s in attend, rotary, attention_keys)
-            for s in range(num_stages))
+            Stage(c_in if s == 0 else width + c_in + 1, width, config.blocks_per_stage,
+                  config.heads, config.qk_rmsnorm, s in attend, config.rotary,
+                  config.attention_keys)
+            for s in range(config.num_stages))
 
     def num_kept(self, n: int) -> int:
         """Matches kept out of n when pruning: ceil(ratio · n), at least eight (or all n)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -44,6 +45,8 @@ class CorrNetCLI(LightningCLI):
             "checkpoint.filename": "best-{step}",
             "checkpoint.auto_insert_metric_name": False,
         })
+        # The data's side channels follow from the network's input: set only in model.net.
+        parser.link_arguments("model.net.side_info", "data.side_info", apply_on="parse")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt")
 
@@ -54,17 +57,19 @@ class CorrNetCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train; bad input (missing data, bad config values) ends with one clear line, exit 2."""
+    """Train; bad input (an unknown or ill-typed config key, missing data, bad values) ends
+    with one clear line, exit 2."""
     try:
         cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False, args=argv,
-                         seed_everything_default=0, save_config_kwargs={"overwrite": True})
+                         seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                         parser_kwargs={"exit_on_error": False})
         ckpt_path = cli.config.ckpt_path
         if ckpt_path is not None and ckpt_path.split(":")[0] not in RESUME_KEYWORDS:
             read_checkpoint(ckpt_path, mmap=True)   # a missing or corrupt file: one line, not deep in fit
         cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, argparse.ArgumentError) as err:
         if os.environ.get("CORRNET_DEBUG"):
             raise
-        print(f"train.py: error: {err}", file=sys.stderr)
+        print(f"train.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     return 0

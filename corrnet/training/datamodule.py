@@ -21,7 +21,8 @@ class CorrNetDataModule(L.LightningDataModule):
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
         batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
-        side_info: add the ratio and mutual-NN channels to the network input (C = 6).
+        side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
+            ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
         synthetic_mode: ``outdoor``, ``indoor`` or ``mixed`` scenes for synthetic splits.
         synthetic_train_pairs, synthetic_val_pairs, synthetic_test_pairs: split sizes.
         seed: seeds the synthetic splits and the subsampling.

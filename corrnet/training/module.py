@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -9,25 +10,30 @@ import torch
 
 from corrnet.eval.metrics import oanet_map, pose_auc
 from corrnet.geometry import pose_errors, recover_pose
-from corrnet.models import CorrNet, CorrNetLoss
+from corrnet.models import CorrNet, CorrNetConfig, CorrNetLoss
 
 
 class CorrNetModule(L.LightningModule):
     """Trains :class:`~corrnet.models.CorrNet` on batches of matched pairs.
 
     Args:
-        net: keyword arguments of :class:`~corrnet.models.CorrNet` (widths, depths, heads,
-            number of states, pruning ratio, ...), as in ``configs/model/*.yaml``.
+        net: the architecture (``configs/model/*.yaml``); its ``side_info`` also sets the
+            data module's (``train.py`` links them).  A plain dict, as stored in checkpoints
+            (both formats, see :meth:`CorrNetConfig.from_dict`), is converted.
         loss: keyword arguments of :class:`~corrnet.models.CorrNetLoss`.
         lr: Adam learning rate (OANet uses 1e-3).
         weight_decay: Adam weight decay.
     """
 
-    def __init__(self, net: dict[str, Any] | None = None, loss: dict[str, Any] | None = None,
+    def __init__(self, net: CorrNetConfig = CorrNetConfig(), loss: dict[str, Any] | None = None,
                  lr: float = 1e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.net = CorrNet(**(net or {}))
+        if isinstance(net, Mapping):   # Lightning's load_from_checkpoint passes the saved dict
+            net = CorrNetConfig.from_dict(net)
+        # Plain data only, so that checkpoints load with weights_only=True.
+        self.save_hyperparameters({"net": net.to_dict(), "loss": loss, "lr": lr,
+                                   "weight_decay": weight_decay})
+        self.net = CorrNet(net)
         self.loss_fn = CorrNetLoss(**(loss or {}))
         self._val: list[torch.Tensor] = []
 
