@@ -22,8 +22,11 @@ AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 """Dtypes run under ``torch.autocast``; float32 runs the plain path."""
 
 
-class Predictor:
-    """Callable ``model(x)`` under ``torch.inference_mode``, optional autocast and compile.
+class InferenceModel:
+    """Callable ``model(x, mask)`` under ``torch.inference_mode``, optional autocast and compile.
+
+    It is a predictor in the sense of :func:`corrnet.eval.evaluate` (features -> the output
+    dictionary).
 
     Use :func:`make_predictor` to build one.  Attributes: ``model`` (eval mode), ``dtype``
     (float32, or the autocast dtype), ``compiled`` (True while calls go through the compiled
@@ -62,8 +65,8 @@ class Predictor:
 
 
 def make_predictor(model: nn.Module, dtype: torch.dtype = torch.float32, compile: bool = False,
-                   **compile_kwargs: Any) -> Predictor:
-    """A :class:`Predictor` of ``model`` (put in eval mode).
+                   **compile_kwargs: Any) -> InferenceModel:
+    """An :class:`InferenceModel` of ``model`` (put in eval mode).
 
     Args:
         model: the network, on its target device.
@@ -82,4 +85,4 @@ def make_predictor(model: nn.Module, dtype: torch.dtype = torch.float32, compile
         except RuntimeError as err:  # e.g. dynamo unsupported on this Python
             warnings.warn(f"torch.compile unavailable ({err}); running eagerly", RuntimeWarning,
                           stacklevel=2)
-    return Predictor(model, dtype, compiled)
+    return InferenceModel(model, dtype, compiled)
