@@ -187,3 +187,49 @@ def test_shipped_weights_are_format_version_1_with_side_info():
     raw = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
     assert raw["format"] == "corrnet-weights-v1" and raw["net"]["in_channels"] == 6
     assert load_model().config.side_info is True
+
+
+def test_mixture_draws_each_source_at_its_rate():
+    from corrnet.training.sampling import Mixture
+
+    real = [{"xs": torch.zeros(3), "image1": "a.jpg"}] * 5
+    fake = [{"xs": torch.ones(3)}] * 50
+    mix = Mixture([real, fake], [0.3, 0.7], seed=4)
+    assert len(mix) == 55
+    picks = [mix.source(i) for i in range(4000)]
+    share = sum(k == 0 for k, _ in picks) / 4000
+    assert abs(share - 0.3) < 4 * (0.3 * 0.7 / 4000) ** 0.5          # 4 sigma
+    assert {i for k, i in picks if k == 0} == set(range(5))           # every real pair used
+    assert picks == [Mixture([real, fake], [3, 7], seed=4).source(i) for i in range(4000)]
+    assert set(mix[next(i for i, (k, _) in enumerate(picks) if k == 0)]) == {"xs"}
+    with pytest.raises(ValueError, match="train_weights"):
+        Mixture([real, fake], [1.0])
+    with pytest.raises(ValueError, match="train_weights"):
+        Mixture([real, fake], [0.0, -1.0])
+
+
+def test_training_on_a_mix_of_files(tmp_path):
+    from corrnet.datasets import write_synthetic
+
+    write_synthetic(tmp_path / "extra.hdf5", pairs=6, seed=3, num_matches=150)
+    args = _args(tmp_path, 2) + ["--data.train", f"[synthetic, {tmp_path / 'extra.hdf5'}]",
+                                 "--data.train_weights", "[0.5, 0.5]"]
+    assert main(args) == 0
+    assert main(_args(tmp_path, 1) + ["--data.train", "[synthetic]",
+                                      "--data.train_weights", "[1, 2]"]) == 2
+
+
+def test_init_weights_loads_a_file_and_reopens_the_graph_heads(trained, tmp_path):
+    from corrnet.models.corrnet import GRAPH_GATE_BIAS
+
+    path = export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt")
+    source = load_model(path).state_dict()
+    config = load_model(path).config
+    kept = CorrNetModule(net=config, init_weights=str(path), reset_graph_heads=False).net.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in source.items())
+    fresh = CorrNetModule(net=config, init_weights=str(path)).net.state_dict()
+    heads = [k for k in source if ".graph_head." in k]
+    assert heads and all(torch.equal(fresh[k], v) for k, v in source.items() if k not in heads)
+    assert all(torch.all(fresh[k] == GRAPH_GATE_BIAS) for k in heads if k.endswith("bias"))
+    with pytest.raises(ValueError, match="another architecture"):
+        CorrNetModule(net=CorrNetConfig(width=16, heads=2), init_weights=str(path))

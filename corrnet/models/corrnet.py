@@ -65,13 +65,18 @@ class Stage(nn.Module):
         self.embed = PointwiseConv(in_channels, width)
         self.pre = nn.Sequential(*(PointCN(width) for _ in range(blocks // 2)))
         self.graph_head = PointwiseConv(width, 1)
-        nn.init.constant_(self.graph_head.bias, GRAPH_GATE_BIAS)
+        self.reset_graph_head()
         self.graph = GraphLaplacian(width, residual=True)
         self.state = StateCrossAttention(width, heads, qk_rmsnorm)
         self.transformer = TransformerBlock(width, heads, qk_rmsnorm) if attention else None
         self.rotary = GeometricRotary(width // heads) if attention and rotary else None
         self.post = nn.Sequential(*(PointCN(width) for _ in range(blocks - blocks // 2)))
         self.head = PointwiseConv(width, 1)
+
+    def reset_graph_head(self) -> None:
+        """Fresh weights for the graph head, gate open (bias :data:`GRAPH_GATE_BIAS`)."""
+        self.graph_head.reset_parameters()
+        nn.init.constant_(self.graph_head.bias, GRAPH_GATE_BIAS)
 
     def forward(self, x: torch.Tensor, coords: torch.Tensor, states: torch.Tensor,
                 mask: torch.Tensor | None = None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from corrnet.checkpoint import load_state, read_weights
 from corrnet.eval.metrics import oanet_map, pose_auc
 from corrnet.geometry import pose_errors, recover_pose
 from corrnet.models import CorrNet, CorrNetConfig, CorrNetLoss
@@ -23,17 +26,32 @@ class CorrNetModule(L.LightningModule):
         loss: keyword arguments of :class:`~corrnet.models.CorrNetLoss`.
         lr: Adam learning rate (OANet uses 1e-3).
         weight_decay: Adam weight decay.
+        init_weights: start from these weights (an exported ``.pt`` such as
+            ``corrnet/pretrained/corrnet-synthetic.pt``, or a Lightning ``.ckpt``) instead of
+            a random initialisation; ``net`` must describe the same architecture.  The step
+            counter and optimiser start afresh (``--ckpt_path`` resumes a run instead).
+        reset_graph_heads: with ``init_weights``, re-initialise every stage's graph head with
+            its gate open (weights trained without the graph-logit loss have closed gates,
+            which no gradient reopens).
     """
 
     def __init__(self, net: CorrNetConfig = CorrNetConfig(), loss: dict[str, Any] | None = None,
-                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+                 lr: float = 1e-3, weight_decay: float = 0.0, init_weights: str | None = None,
+                 reset_graph_heads: bool = True) -> None:
         super().__init__()
         if isinstance(net, Mapping):   # Lightning's load_from_checkpoint passes the saved dict
             net = CorrNetConfig.from_dict(net)
         # Plain data only, so that checkpoints load with weights_only=True.
         self.save_hyperparameters({"net": net.to_dict(), "loss": loss, "lr": lr,
-                                   "weight_decay": weight_decay})
+                                   "weight_decay": weight_decay, "init_weights": init_weights,
+                                   "reset_graph_heads": reset_graph_heads})
         self.net = CorrNet(net)
+        if init_weights is not None:
+            path = Path(os.path.expandvars(os.path.expanduser(init_weights)))
+            load_state(self.net, read_weights(path)[1], path)
+            if reset_graph_heads:
+                for stage in self.net.stages:
+                    stage.reset_graph_head()
         self.loss_fn = CorrNetLoss(**(loss or {}))
         self._val: list[torch.Tensor] = []
 
