@@ -115,9 +115,11 @@ def test_validation_ignores_padded_copies():
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("train.py: error: ")
-    return err[0]
+    """The one ``train.py: error:`` line on stderr (warnings may precede it), no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("train.py: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err and err.rstrip().endswith(lines[0])
+    return lines[0]
 
 
 @pytest.mark.parametrize("where", ["argument", "config file"])
