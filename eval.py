@@ -106,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         predictor, side_info = None, False
         if any(m in NETWORK_METHODS for m in methods):
             from corrnet.checkpoint import load_model
+            from corrnet.models import make_predictor
 
             model = load_model(args.checkpoint)
-            side_info = model.in_channels == 6
-            predictor = lambda f: model(f.unsqueeze(1))  # noqa: E731
+            side_info = model.config.side_info
+            predictor = make_predictor(model)
         dataset, name = _dataset(args, side_info)
         out = out or fresh_dir(ROOT / "runs" / "eval" / name)
         result = evaluate(dataset, predictor, methods, workers=args.workers,

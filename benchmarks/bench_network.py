@@ -50,7 +50,7 @@ import yaml
 from corrnet.atomic import atomic_path
 from corrnet.datasets import generate_pair
 from corrnet.eval.estimators import ESTIMATORS, MAX_ITERS, PROB, SEED, THRESHOLD
-from corrnet.models import CorrNet, laplacian_aggregate
+from corrnet.models import CorrNet, CorrNetConfig, laplacian_aggregate
 from corrnet.models.inference import make_predictor
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,9 +60,11 @@ PROBE_WARMUP_N = 64
 
 
 def load_net_config(path: Path) -> dict:
-    """CorrNet keyword arguments from a model YAML or from a training config's ``model.net``."""
+    """CorrNetConfig fields from a model YAML or from a training config's ``model.net``,
+    checked (an unknown key or bad value names the file)."""
     config = yaml.safe_load(path.read_text())
-    return config["model"]["net"] if "model" in config else config
+    config = config["model"]["net"] if "model" in config else config
+    return CorrNetConfig.from_dict(config, str(path)).to_dict()
 
 
 def available_cores() -> int:
@@ -140,10 +142,10 @@ def probe_job(job: dict) -> float | None:
     device = torch.device(job["device"])
     torch.manual_seed(0)
     if job["kind"] == "network":
-        net = CorrNet(**job["net"]).to(device)
+        net = CorrNet(CorrNetConfig.from_dict(job["net"])).to(device)
         predict = make_predictor(net, DTYPES[job["dtype"]])
-        x = torch.randn(job["batch"], 1, job["n"], net.in_channels, device=device)
-        predict(torch.randn(1, 1, PROBE_WARMUP_N, net.in_channels, device=device))
+        x = torch.randn(job["batch"], job["n"], net.in_channels, device=device)
+        predict(torch.randn(1, PROBE_WARMUP_N, net.in_channels, device=device))
         fn: Callable[[], object] = lambda: predict(x)  # noqa: E731
     else:
         x = torch.randn(1, job["width"], job["n"], 1, device=device)
@@ -205,7 +207,7 @@ def network_row(net: CorrNet, config: dict, features: torch.Tensor, batch: int, 
     if estimate_ms is not None and estimate_ms * (1 + args.min_repeats) > 1e3 * args.budget_s:
         return {**row, "skipped": True, "estimated_ms_per_batch": estimate_ms}
     predict = make_predictor(net, DTYPES[dtype], compile=args.compile)
-    batches = [features[(torch.arange(batch) + i * batch) % pairs].unsqueeze(1).to(device)
+    batches = [features[(torch.arange(batch) + i * batch) % pairs].to(device)
                for i in range(pairs)]
     timing = adaptive_timing(lambda i: predict(batches[i % pairs]), device, args)
     row.update(skipped=False, compiled=predict.compiled, repeats=timing["repeats"],
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.config:
         config = load_net_config(path)
         configs[f"{path.stem}/w{config.get('width', 128)}"] = config
-    nets = {name: CorrNet(**config) for name, config in configs.items()}
+    nets = {name: CorrNet(CorrNetConfig.from_dict(config)) for name, config in configs.items()}
     for name, net in nets.items():
         results["models"][name] = {"config": configs[name],
                                    "parameters": sum(p.numel() for p in net.parameters())}

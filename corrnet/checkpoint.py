@@ -11,12 +11,17 @@ from typing import Any
 import torch
 
 from corrnet.atomic import atomic_path
-from corrnet.models import CorrNet
+from corrnet.models import CorrNet, CorrNetConfig
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-synthetic.pt"
 """Weights shipped with the package, trained on the synthetic generator (see README)."""
 
-FORMAT = "corrnet-weights-v1"
+FORMAT = "corrnet-weights"
+FORMAT_VERSION = 2
+"""Exported files: ``{"format": FORMAT, "format_version": 2, "net": CorrNetConfig as a dict,
+"meta": {...}, "state_dict": {...}}``.  Version 1 (corrnet 0.1: ``"format":
+"corrnet-weights-v1"``, no ``format_version``, ``net`` with ``in_channels``) still loads."""
+LEGACY_FORMAT = "corrnet-weights-v1"
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
@@ -41,38 +46,34 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
         raise ValueError(f"{path}: not a corrnet checkpoint (not a readable torch file)") from None
 
 
-def _net_config_and_state(ckpt: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Accept an exported file or a Lightning checkpoint of :class:`CorrNetModule`."""
+def _net_config_and_state(ckpt: dict[str, Any], path: Path) -> tuple[CorrNetConfig, dict[str, torch.Tensor]]:
+    """Accept an exported file (format version 1 or 2) or a Lightning checkpoint of
+    :class:`CorrNetModule` (old ``in_channels`` or new ``side_info`` hyperparameters)."""
     if not isinstance(ckpt, dict):
         ckpt = {}   # a bare tensor or list: refused below with the same message
-    if ckpt.get("format") == FORMAT:
-        return ckpt["net"], ckpt["state_dict"]
-    hp = ckpt.get("hyper_parameters")
-    if isinstance(hp, dict) and "state_dict" in ckpt:
+    if ckpt.get("format") == LEGACY_FORMAT or ckpt.get("format") == FORMAT:
+        version = ckpt.get("format_version", 1)
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"{path}: corrnet weights of format_version {version!r}; this "
+                             f"corrnet reads format_version 1 and {FORMAT_VERSION}")
+        config, state = ckpt["net"], ckpt["state_dict"]
+    elif isinstance(ckpt.get("hyper_parameters"), dict) and "state_dict" in ckpt:
+        config = ckpt["hyper_parameters"].get("net") or {}
         state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-        return hp.get("net") or {}, state
-    raise ValueError(f"{path}: not a corrnet checkpoint (expected a Lightning checkpoint of "
-                     f"CorrNetModule or a file written by corrnet.checkpoint.export_model)")
-
-
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> CorrNet:
-    """CorrNet in eval mode from ``path`` (default: the shipped pretrained weights).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not a corrnet checkpoint, or its weights belong to another
-            architecture (the message lists the mismatching keys).
-    """
-    path = Path(path) if path is not None else PRETRAINED
-    config, state = _net_config_and_state(read_checkpoint(path), path)
+    else:
+        raise ValueError(f"{path}: not a corrnet checkpoint (expected a Lightning checkpoint of "
+                         f"CorrNetModule or a file written by corrnet.checkpoint.export_model)")
     try:
-        model = CorrNet(**config)
-    except TypeError as err:
-        raise ValueError(f"{path}: network configuration {config} does not fit this version "
-                         f"of CorrNet ({err})") from None
+        return CorrNetConfig.from_dict(config, f"{path}: network configuration"), state
+    except (TypeError, ValueError) as err:
+        raise ValueError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
+
+
+def load_state(model: CorrNet, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``model.load_state_dict(state)``; weights of another architecture: one ValueError
+    listing the mismatching keys."""
     check_same_architecture(model.state_dict(), state, path)
     model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def check_same_architecture(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
@@ -95,7 +96,7 @@ def check_resumable(path: str | os.PathLike, module: torch.nn.Module) -> Path:
     """
     path = Path(path)
     ckpt = read_checkpoint(path, mmap=True)
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+    if isinstance(ckpt, dict) and ckpt.get("format") in (FORMAT, LEGACY_FORMAT):
         raise ValueError(f"{path}: exported weights (corrnet.checkpoint.export_model), not a training "
                          f"checkpoint; resume from a .ckpt in checkpoint.dirpath")
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and "loops" in ckpt):
@@ -105,15 +106,39 @@ def check_resumable(path: str | os.PathLike, module: torch.nn.Module) -> Path:
     return path
 
 
+def read_weights(path: str | os.PathLike | None = None
+                 ) -> tuple[CorrNetConfig, dict[str, torch.Tensor]]:
+    """The network config and state dict of an exported file or a Lightning checkpoint
+    (default: the shipped weights), with the errors of :func:`load_model`."""
+    path = Path(path) if path is not None else PRETRAINED
+    return _net_config_and_state(read_checkpoint(path), path)
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> CorrNet:
+    """CorrNet in eval mode from ``path`` (default: the shipped pretrained weights).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a corrnet checkpoint, is of an unknown format version,
+            its network configuration has unknown keys, or its weights belong to another
+            architecture (the message lists the mismatching keys).
+    """
+    config, state = read_weights(path)
+    model = CorrNet(config)
+    load_state(model, state, Path(path) if path is not None else PRETRAINED)
+    return model.to(device).eval()
+
+
 def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
                  meta: dict[str, Any] | None = None) -> Path:
     """Write the network config and weights of a checkpoint to a small file, atomically.
 
     Weights are stored in float32.  ``meta`` holds plain data (the training command, scores).
     """
-    checkpoint, out = Path(checkpoint), Path(out)
-    config, state = _net_config_and_state(read_checkpoint(checkpoint), checkpoint)
-    payload = {"format": FORMAT, "net": config, "meta": meta or {},
+    out = Path(out)
+    config, state = read_weights(checkpoint)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "net": config.to_dict(),
+               "meta": meta or {},
                "state_dict": {k: v.float() if v.is_floating_point() else v for k, v in state.items()}}
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)

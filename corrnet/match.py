@@ -235,12 +235,12 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def _network_input(matches: PutativeMatches, in_channels: int) -> torch.Tensor:
-    """Features (1, 1, N, C) float32: [xs] (C = 4) or [xs, ratio, mutual] (C = 6)."""
+    """Features (1, N, C) float32: [xs] (C = 4) or [xs, ratio, mutual] (C = 6)."""
     columns = {4: [matches.xs], 6: [matches.xs, matches.ratios[:, None], matches.mutuals[:, None]]}
     if in_channels not in columns:
         raise ValueError(f"checkpoint: the network takes {in_channels} channels per match; "
                          f"corrnet.match provides 4 (coordinates) or 6 (with ratio and mutual flag)")
-    return torch.as_tensor(np.concatenate(columns[in_channels], 1), dtype=torch.float32)[None, None]
+    return torch.as_tensor(np.concatenate(columns[in_channels], 1), dtype=torch.float32)[None]
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -299,7 +299,7 @@ def match_images(img1: str | Path, img2: str | Path, K1: Sequence[float] | np.nd
     start = time.perf_counter()
     model = load_model(weights, dev)
     times["load"] = (time.perf_counter() - start) * 1e3
-    features = _network_input(matches, model.in_channels).to(dev)
+    features = _network_input(matches, model.config.in_channels).to(dev)
     threads = torch.get_num_threads()
     torch.set_num_threads(NETWORK_THREADS)  # see NETWORK_THREADS: faster than all cores under load
     try:

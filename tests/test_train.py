@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from corrnet.checkpoint import export_model, load_model
+from corrnet.checkpoint import FORMAT_VERSION, PRETRAINED, export_model, load_model
 from corrnet.datasets import collate_pairs, generate_pair
-from corrnet.training.cli import main
+from corrnet.models import CorrNetConfig
+from corrnet.training.cli import CorrNetCLI, main
+from corrnet.training.datamodule import CorrNetDataModule
 from corrnet.training.module import CorrNetModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +74,7 @@ def test_resume_continues_exactly_where_it_stopped(trained, tmp_path):
 def test_load_and_export_give_the_same_network(trained, tmp_path):
     model = load_model(trained / "ckpt/last.ckpt")
     exported = load_model(export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt", {"cmd": "test"}))
-    x = torch.randn(1, 1, 64, 4, generator=torch.Generator().manual_seed(0)) * 0.3
+    x = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         assert torch.allclose(model(x)["logits"], exported(x)["logits"], atol=1e-6)
 
@@ -99,7 +101,7 @@ def test_missing_data_file_is_one_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("case, message", [
     ("corrupt-data", "bad.hdf5: cannot open as an HDF5 file"),
-    ("unknown-net-key", "model.net: unknown key(s) ['widthh']"),
+    ("unknown-net-key", "unrecognized arguments: --model.net.widthh"),
     ("exported-weights", "w.pt: exported weights (corrnet.checkpoint.export_model), not a training checkpoint"),
     ("other-width", "last.ckpt: weights of another architecture"),
     ("no-last", "--ckpt_path last: no "),
@@ -131,14 +133,14 @@ def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsy
 
 def test_shipped_weights_load_without_executing_code():
     model = load_model()            # corrnet/pretrained/corrnet-synthetic.pt, weights_only=True
-    x = torch.randn(1, 1, 100, model.in_channels, generator=torch.Generator().manual_seed(0)) * 0.3
+    x = torch.randn(1, 100, model.in_channels, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         out = model(x)
     assert out["logits"].shape == (1, 100) and torch.isfinite(out["logits"]).all()
 
 
 def test_validation_ignores_padded_copies():
-    module = CorrNetModule(net={"width": 16, "heads": 2, "num_states": 4, "blocks_per_stage": 2}).eval()
+    module = CorrNetModule(net=CorrNetConfig(width=16, heads=2, num_states=4, blocks_per_stage=2)).eval()
     batch = [generate_pair(5, i, "outdoor", n) for i, n in enumerate((300, 120))]
     padded = collate_pairs(batch, mode="pad", generator=torch.Generator().manual_seed(0))
     # Make every copy look like a confident inlier: counted, it would inflate all three numbers.
@@ -148,3 +150,126 @@ def test_validation_ignores_padded_copies():
     _, tp, kept, pos = module._val[0].unbind(-1)
     assert pos.tolist() == [float(s["labels"].sum()) for s in batch]
     assert (kept <= torch.tensor([300.0, 120.0])).all() and (tp <= pos).all()
+
+
+def _one_error_line(capsys) -> str:
+    """The one ``train.py: error:`` line on stderr (warnings may precede it), no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("train.py: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err and err.rstrip().endswith(lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["argument", "config file"])
+def test_unknown_network_key_is_one_line_error(tmp_path, capsys, where):
+    if where == "argument":
+        extra = ["--model.net.bogus", "1"]
+    else:
+        (tmp_path / "bad.yaml").write_text("model:\n  net:\n    bogus: 1\n")
+        extra = ["--config", str(tmp_path / "bad.yaml")]
+    assert main(_args(tmp_path, 1) + extra) == 2
+    assert "bogus" in _one_error_line(capsys)
+    assert main(_args(tmp_path, 1) + ["--model.net.width", "0"]) == 2
+    assert "model.net.width" in _one_error_line(capsys)
+
+
+def test_print_config_shows_the_network_defaults(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--config", str(ROOT / "configs/synthetic.yaml"), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    net = printed[printed.index("  net:"):printed.index("  loss:")]
+    for field in ("side_info: false", "width: 128", "attention_keys: 1024", "prune_ratio: 0.5"):
+        assert f"    {field}" in net
+
+
+def test_data_side_info_follows_the_network(tmp_path, capsys):
+    cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False,
+                     args=_args(tmp_path, 1) + ["--model.net.side_info", "true"])
+    assert cli.model.net.in_channels == 6 and cli.datamodule.hparams.side_info is True
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    assert batch["features"].shape[-1] == 6
+    assert main(_args(tmp_path, 1) + ["--data.side_info", "true"]) == 2   # set in one place only
+    assert "model.net.side_info" in _one_error_line(capsys)
+
+
+def test_old_checkpoint_formats_load_or_name_their_version(trained, tmp_path):
+    x = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.no_grad():
+        expected = load_model(trained / "ckpt/last.ckpt")(x)["logits"]
+    ckpt = torch.load(trained / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
+    net = dict(ckpt["hyper_parameters"]["net"])
+    assert net.pop("side_info") is False
+    ckpt["hyper_parameters"]["net"] = {"in_channels": 4, **net}         # corrnet 0.1 hparams
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    exported = torch.load(export_model(trained / "ckpt/last.ckpt", tmp_path / "new.pt"), weights_only=True)
+    assert exported["format_version"] == FORMAT_VERSION and "side_info" in exported["net"]
+    old_pt = {**exported, "format": "corrnet-weights-v1", "net": {"in_channels": 4, **net}}
+    del old_pt["format_version"]
+    torch.save(old_pt, tmp_path / "old.pt")
+    with torch.no_grad():
+        for path in ("old.ckpt", "old.pt"):
+            assert torch.allclose(load_model(tmp_path / path)(x)["logits"], expected, atol=1e-6)
+        module = CorrNetModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+        assert torch.allclose(module.net.eval()(x)["logits"], expected, atol=1e-6)
+    torch.save({**exported, "format_version": 3}, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="format_version 3"):
+        load_model(tmp_path / "future.pt")
+    torch.save({**old_pt, "net": {"in_channels": 5, **net}}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="format_version 1 .*in_channels=5"):
+        load_model(tmp_path / "odd.pt")
+    torch.save({**exported, "net": {**exported["net"], "depth": 3}}, tmp_path / "unknown.pt")
+    with pytest.raises(ValueError, match="unknown.pt.*depth"):
+        load_model(tmp_path / "unknown.pt")
+
+
+def test_shipped_weights_are_format_version_1_with_side_info():
+    raw = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
+    assert raw["format"] == "corrnet-weights-v1" and raw["net"]["in_channels"] == 6
+    assert load_model().config.side_info is True
+
+
+def test_mixture_draws_each_source_at_its_rate():
+    from corrnet.training.sampling import Mixture
+
+    real = [{"xs": torch.zeros(3), "image1": "a.jpg"}] * 5
+    fake = [{"xs": torch.ones(3)}] * 50
+    mix = Mixture([real, fake], [0.3, 0.7], seed=4)
+    assert len(mix) == 55
+    picks = [mix.source(i) for i in range(4000)]
+    share = sum(k == 0 for k, _ in picks) / 4000
+    assert abs(share - 0.3) < 4 * (0.3 * 0.7 / 4000) ** 0.5          # 4 sigma
+    assert {i for k, i in picks if k == 0} == set(range(5))           # every real pair used
+    assert picks == [Mixture([real, fake], [3, 7], seed=4).source(i) for i in range(4000)]
+    assert set(mix[next(i for i, (k, _) in enumerate(picks) if k == 0)]) == {"xs"}
+    with pytest.raises(ValueError, match="train_weights"):
+        Mixture([real, fake], [1.0])
+    with pytest.raises(ValueError, match="train_weights"):
+        Mixture([real, fake], [0.0, -1.0])
+
+
+def test_training_on_a_mix_of_files(tmp_path):
+    from corrnet.datasets import write_synthetic
+
+    write_synthetic(tmp_path / "extra.hdf5", pairs=6, seed=3, num_matches=150)
+    args = _args(tmp_path, 2) + ["--data.train", f"[synthetic, {tmp_path / 'extra.hdf5'}]",
+                                 "--data.train_weights", "[0.5, 0.5]"]
+    assert main(args) == 0
+    assert main(_args(tmp_path, 1) + ["--data.train", "[synthetic]",
+                                      "--data.train_weights", "[1, 2]"]) == 2
+
+
+def test_init_weights_loads_a_file_and_reopens_the_graph_heads(trained, tmp_path):
+    from corrnet.models.corrnet import GRAPH_GATE_BIAS
+
+    path = export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt")
+    source = load_model(path).state_dict()
+    config = load_model(path).config
+    kept = CorrNetModule(net=config, init_weights=str(path), reset_graph_heads=False).net.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in source.items())
+    fresh = CorrNetModule(net=config, init_weights=str(path)).net.state_dict()
+    heads = [k for k in source if ".graph_head." in k]
+    assert heads and all(torch.equal(fresh[k], v) for k, v in source.items() if k not in heads)
+    assert all(torch.all(fresh[k] == GRAPH_GATE_BIAS) for k in heads if k.endswith("bias"))
+    with pytest.raises(ValueError, match="another architecture"):
+        CorrNetModule(net=CorrNetConfig(width=16, heads=2), init_weights=str(path))

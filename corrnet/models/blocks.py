@@ -6,6 +6,11 @@ reshape to tokens (B, N, C) with :func:`to_3d` and back with :func:`to_4d`.
 
 Every block is permutation-equivariant over the N matches: no block looks at the index of
 a match (norms are per match or over the whole set, attention has no index encoding).
+
+Blocks that combine matches take an optional ``mask`` (B, N) bool, True on real matches:
+padded matches are left out of the instance-norm statistics, the graph (their node weight is
+0) and every attention's keys, so they do not change the real matches' outputs (BatchNorm in
+training mode still sees them in its batch statistics).
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ def graph_weights(w: torch.Tensor) -> torch.Tensor:
     return torch.relu(torch.tanh(w))
 
 
-def laplacian_aggregate(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def laplacian_aggregate(x: torch.Tensor, w: torch.Tensor,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """L x with L = D^-1/2 (a aᵀ + I) D^-1/2, a = relu(tanh(w)), D = diag((a aᵀ + I) 1).
 
     The graph is rank one plus identity, so L x is computed in O(N·C) without the N×N
@@ -70,10 +76,14 @@ def laplacian_aggregate(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     Args:
         x: (B, C, N, 1) features.
         w: (B, N) logits of the current inlier estimate.
+        mask: (B, N) bool, True on real matches; a padded match gets a = 0 (no edges, so it
+            changes no degree and no real match's output).
     Returns:
         (B, C, N, 1) aggregated features.
     """
     a = graph_weights(w).to(x.dtype)                                    # (B, N)
+    if mask is not None:
+        a = a * mask.to(a.dtype)
     d_inv_sqrt = torch.rsqrt(a * a.sum(-1, keepdim=True) + 1.0)         # (B, N), degrees >= 1
     y = x.squeeze(-1) * d_inv_sqrt.unsqueeze(1)                         # D^-1/2 x, (B, C, N)
     pooled = torch.einsum("bcn,bn->bc", y, a)                           # aᵀ D^-1/2 x, (B, C)
@@ -86,11 +96,12 @@ class GraphLaplacian(nn.Module):
 
     ``residual=True`` is the notes' GS layer, ``residual=False`` their GCN layer; conv is a
     1×1 Conv2d, BatchNorm and ReLU.  Unlike the notes (``torch.no_grad``), gradients flow
-    through the weights w: with the O(N·C) form the backward pass costs no N×N memory, and it
-    trains the logit head that drives the graph end to end instead of only through the
-    classification loss (relu(tanh(.)) still blocks gradients for matches with w <= 0).
+    through the weights w (with the O(N·C) form the backward pass costs no N×N memory), but
+    relu(tanh(.)) blocks them for matches with w <= 0, so this path alone cannot reopen a
+    closed gate: CorrNet also supervises w directly as an inlier logit (CLNet supervises its
+    consensus scores the same way) and initialises it open.
 
-    x (B, C, N, 1), w (B, N) -> (B, C, N, 1).
+    x (B, C, N, 1), w (B, N), optional mask (B, N) bool -> (B, C, N, 1).
     """
 
     def __init__(self, channels: int, residual: bool = True) -> None:
@@ -99,8 +110,9 @@ class GraphLaplacian(nn.Module):
         self.conv = nn.Sequential(PointwiseConv(channels, channels), nn.BatchNorm2d(channels),
                                   nn.ReLU(inplace=True))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        out = self.conv(laplacian_aggregate(x, w))
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(laplacian_aggregate(x, w, mask))
         return x + out if self.residual else out
 
 
@@ -110,23 +122,30 @@ class MatchNorm(nn.Module):
     Computed as ``group_norm`` with one group per channel of x - x[:, :, :1] (the norm is
     shift-invariant): ~5x faster than ``InstanceNorm2d`` on the CPU, and the shift by one match
     keeps the float32 statistics accurate when a channel's mean is large against its spread.
-    (B, C, N, 1) -> (B, C, N, 1).
+    With a mask, mean and (biased) variance are taken over the real matches only (two passes).
+    (B, C, N, 1), optional mask (B, N) bool -> (B, C, N, 1).
     """
 
     def __init__(self, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous()
-        return F.group_norm(x - x[:, :, :1], x.shape[1], eps=self.eps)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            x = x.contiguous()
+            return F.group_norm(x - x[:, :, :1], x.shape[1], eps=self.eps)
+        m = rearrange(mask, "b n -> b 1 n 1").to(x.dtype)
+        count = m.sum(2, keepdim=True)
+        centred = x - (x * m).sum(2, keepdim=True) / count
+        var = (centred.square() * m).sum(2, keepdim=True) / count
+        return centred * torch.rsqrt(var + self.eps)
 
 
 class PointCN(nn.Module):
     """OANet's residual context-normalisation block on (B, C, N, 1).
 
     Twice (InstanceNorm over the matches, BatchNorm, ReLU, 1×1 conv), plus a 1×1 shortcut
-    when the width changes.  (B, C_in, N, 1) -> (B, C_out, N, 1).
+    when the width changes.  (B, C_in, N, 1), optional mask (B, N) bool -> (B, C_out, N, 1).
     """
 
     def __init__(self, channels: int, out_channels: int | None = None) -> None:
@@ -140,8 +159,11 @@ class PointCN(nn.Module):
             MatchNorm(eps=1e-3), nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True), PointwiseConv(out_channels, out_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.body(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = x
+        for layer in self.body:
+            out = layer(out, mask) if isinstance(layer, MatchNorm) else layer(out)
+        return self.shortcut(x) + out
 
 
 class GeometricRotary(nn.Module):
@@ -179,7 +201,8 @@ class Attention(nn.Module):
     With ``qk_rmsnorm`` queries and keys are l2-normalised per head, multiplied by learned
     per-channel scales (as the notes) and the softmax uses :data:`QK_NORM_TEMPERATURE`.
 
-    x (B, N, C), context (B, M, C) -> (B, N, C); optional rotary angles (B, 1, N|M, D/2).
+    x (B, N, C), context (B, M, C) -> (B, N, C); optional rotary angles (B, 1, N|M, D/2) and
+    ``context_mask`` (B, M) bool (False: a key no query attends to; each row needs one True).
     """
 
     def __init__(self, dim: int, heads: int, qk_rmsnorm: bool = True) -> None:
@@ -197,7 +220,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 q_angles: torch.Tensor | None = None,
-                k_angles: torch.Tensor | None = None) -> torch.Tensor:
+                k_angles: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "b m (kv h d) -> kv b h m d", kv=2, h=self.heads)
         scale = None
@@ -209,7 +233,8 @@ class Attention(nn.Module):
             q = GeometricRotary.rotate(q, q_angles)
         if k_angles is not None:
             k = GeometricRotary.rotate(k, k_angles)
-        out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+        attn_mask = None if context_mask is None else rearrange(context_mask, "b m -> b 1 1 m")
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -230,7 +255,8 @@ class StateCrossAttention(nn.Module):
     M slots are distinguished by their learned initial values) and are passed from stage to
     stage by the caller.
 
-    x (B, C, N, 1), states (B, M, C) -> x (B, C, N, 1), states (B, M, C).
+    x (B, C, N, 1), states (B, M, C), optional mask (B, N) bool (the states read only the real
+    matches) -> x (B, C, N, 1), states (B, M, C).
     """
 
     def __init__(self, dim: int, heads: int, qk_rmsnorm: bool = True) -> None:
@@ -241,10 +267,11 @@ class StateCrossAttention(nn.Module):
         self.state_ff = FeedForward(dim)
         self.write = Attention(dim, heads, qk_rmsnorm)
 
-    def forward(self, x: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, states: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = to_3d(x)
         normed = self.norm_x(tokens)
-        states = states + self.read(self.norm_state(states), normed)
+        states = states + self.read(self.norm_state(states), normed, context_mask=mask)
         states = states + self.state_ff(states)
         tokens = tokens + self.write(normed, self.norm_state(states))
         return to_4d(tokens), states
@@ -255,7 +282,8 @@ class TransformerBlock(nn.Module):
 
     Every match is a query.  The keys/values are all N matches (O(N²) time; memory O(N) with
     the fused SDPA kernels) or, given ``keys`` (B, K) match indices, only those K (O(N·K)).
-    Optional rotary angles (B, 1, N, D/2) from :class:`GeometricRotary`.
+    Optional rotary angles (B, 1, N, D/2) from :class:`GeometricRotary`; optional ``mask``
+    (B, N) bool: padded matches are never keys.
     """
 
     def __init__(self, dim: int, heads: int, qk_rmsnorm: bool = True) -> None:
@@ -265,14 +293,17 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
 
     def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None,
-                keys: torch.Tensor | None = None) -> torch.Tensor:
+                keys: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         tokens = to_3d(x)
         normed = self.norm(tokens)
-        context, key_angles = normed, angles
+        context, key_angles, key_mask = normed, angles, mask
         if keys is not None:
             context = normed.gather(1, repeat(keys, "b k -> b k c", c=normed.shape[-1]))
             if angles is not None:
                 key_angles = angles.gather(2, repeat(keys, "b k -> b 1 k d", d=angles.shape[-1]))
-        tokens = tokens + self.attn(normed, context, angles, key_angles)
+            if mask is not None:
+                key_mask = mask.gather(1, keys)
+        tokens = tokens + self.attn(normed, context, angles, key_angles, key_mask)
         tokens = tokens + self.ff(tokens)
         return to_4d(tokens)

@@ -1,17 +1,22 @@
 """CorrNet: staged correspondence pruning with graph, state and transformer blocks.
 
-Input: N putative matches of one image pair, (B, 1, N, C) with C = 4 ([x1, y1, x2, y2] in
+Input: N putative matches per image pair, (B, N, C) with C = 4 ([x1, y1, x2, y2] in
 normalised camera coordinates) or more channels whose first four are the coordinates
-(e.g. ratio test, mutual check).  Each stage scores its matches with a logit (inlier when
-> 0); between stages the matches with the highest logits are kept (CLNet / NCMNet pruning),
-so later, costlier blocks see fewer matches.  The essential matrix is the weighted
-eight-point estimate on the last stage's matches.
+(e.g. ratio test, mutual check), and an optional mask (B, N) of real (not padded) matches.
+Per-match outputs are (B, N) in the input's order.  Each stage scores its matches with a
+logit (inlier when > 0); between stages the matches with the highest logits are kept
+(CLNet / NCMNet pruning), so later, costlier blocks see fewer matches.  The essential matrix
+is the weighted eight-point estimate on the last stage's matches.  Internally features are
+(B, W, N, 1) as in PointCN / OANet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import rearrange, repeat
@@ -25,6 +30,12 @@ from .blocks import (GeometricRotary, GraphLaplacian, PointCN, PointwiseConv,
 MIN_MATCHES = 8
 """Fewest matches a stage keeps: the eight-point estimate needs eight."""
 
+GRAPH_GATE_BIAS = 1.0
+"""Initial bias of each stage's graph head: w ≈ 1 ± its spread at initialisation (std
+0.2–0.4 measured on synthetic pairs), so the gate a = relu(tanh(w)) starts open for ~99 % of
+the matches; a closed gate (w <= 0) passes no gradient through the graph, and the
+classification of w (:class:`~corrnet.models.CorrNetLoss`) then closes it on outliers."""
+
 
 def gather_matches(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Matches ``index`` (B, K) of features x (B, C, N, 1) -> (B, C, K, 1)."""
@@ -35,12 +46,15 @@ class Stage(nn.Module):
     """One pruning stage on (B, C_in, N, 1) features.
 
     embed (1×1 conv) -> PointCN blocks -> graph Laplacian layer driven by an intermediate
-    logit head -> state cross-attention -> [transformer] -> PointCN blocks -> logit head.
-    The transformer's keys are the ``attention_keys`` matches with the highest graph logits
-    (all matches when there are no more than that, or when it is None).
+    logit head w (supervised as an inlier logit, opened at initialisation: see
+    :data:`GRAPH_GATE_BIAS`) -> state cross-attention -> [transformer] -> PointCN blocks
+    -> logit head.
+    The transformer's keys are the ``attention_keys`` real matches with the highest graph
+    logits (all matches when there are no more than that, or when it is None).
 
-    forward: features (B, C_in, N, 1), coords (B, N, 4), states (B, M, W)
-    -> features (B, W, N, 1), logits (B, N), states (B, M, W).
+    forward: features (B, C_in, N, 1), coords (B, N, 4), states (B, M, W), optional mask
+    (B, N) bool of real matches -> features (B, W, N, 1), logits (B, N), graph logits w (B, N),
+    states (B, M, W).
     """
 
     def __init__(self, in_channels: int, width: int, blocks: int, heads: int,
@@ -51,6 +65,7 @@ class Stage(nn.Module):
         self.embed = PointwiseConv(in_channels, width)
         self.pre = nn.Sequential(*(PointCN(width) for _ in range(blocks // 2)))
         self.graph_head = PointwiseConv(width, 1)
+        self.reset_graph_head()
         self.graph = GraphLaplacian(width, residual=True)
         self.state = StateCrossAttention(width, heads, qk_rmsnorm)
         self.transformer = TransformerBlock(width, heads, qk_rmsnorm) if attention else None
@@ -58,27 +73,40 @@ class Stage(nn.Module):
         self.post = nn.Sequential(*(PointCN(width) for _ in range(blocks - blocks // 2)))
         self.head = PointwiseConv(width, 1)
 
-    def forward(self, x: torch.Tensor, coords: torch.Tensor,
-                states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pre(self.embed(x))
+    def reset_graph_head(self) -> None:
+        """Fresh weights for the graph head, gate open (bias :data:`GRAPH_GATE_BIAS`)."""
+        self.graph_head.reset_parameters()
+        nn.init.constant_(self.graph_head.bias, GRAPH_GATE_BIAS)
+
+    def forward(self, x: torch.Tensor, coords: torch.Tensor, states: torch.Tensor,
+                mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.embed(x)
+        for block in self.pre:
+            x = block(x, mask)
         w = rearrange(self.graph_head(x), "b 1 n 1 -> b n")
-        x = self.graph(x, w)
-        x, states = self.state(x, states)
+        x = self.graph(x, w, mask)
+        x, states = self.state(x, states, mask)
         if self.transformer is not None:
             angles = self.rotary(coords) if self.rotary is not None else None
             keys = None
             if self.attention_keys is not None and w.shape[-1] > self.attention_keys:
-                keys = torch.topk(w.detach(), self.attention_keys, dim=-1, sorted=False).indices
-            x = self.transformer(x, angles, keys)
-        x = self.post(x)
-        return x, rearrange(self.head(x), "b 1 n 1 -> b n"), states
+                score = w.detach() if mask is None else w.detach().masked_fill(~mask, -torch.inf)
+                keys = torch.topk(score, self.attention_keys, dim=-1, sorted=False).indices
+            x = self.transformer(x, angles, keys, mask)
+        for block in self.post:
+            x = block(x, mask)
+        return x, rearrange(self.head(x), "b 1 n 1 -> b n"), w, states
 
 
-class CorrNet(nn.Module):
-    """Correspondence pruning network.
+@dataclass(frozen=True)
+class CorrNetConfig:
+    """CorrNet's architecture, as ``model.net`` in the training configs (``configs/model/*.yaml``).
 
     Args:
-        in_channels: channels per match, C >= 4; the first four are [x1, y1, x2, y2].
+        side_info: the input has the Lowe ratio and mutual-nearest-neighbour channels after
+            the four coordinates (C = 6, ``[x1, y1, x2, y2, ratio, mutual]``); else C = 4.
+            The data's ``side_info`` follows from this setting.
         width: feature channels W.
         num_stages: pruning stages; stage s sees about N · prune_ratio^s matches.
         blocks_per_stage: PointCN blocks per stage (split around the graph/state blocks).
@@ -94,75 +122,167 @@ class CorrNet(nn.Module):
             cost is O(N·attention_keys) instead of O(N²); None attends to all.
     """
 
-    def __init__(self, in_channels: int = 4, width: int = 128, num_stages: int = 2,
-                 blocks_per_stage: int = 4, heads: int = 4, num_states: int = 16,
-                 prune_ratio: float = 0.5, qk_rmsnorm: bool = True, rotary: bool = True,
-                 attention_stages: Sequence[int] = (-1,),
-                 attention_keys: int | None = 1024) -> None:
+    side_info: bool = False
+    width: int = 128
+    num_stages: int = 2
+    blocks_per_stage: int = 4
+    heads: int = 4
+    num_states: int = 16
+    prune_ratio: float = 0.5
+    qk_rmsnorm: bool = True
+    rotary: bool = True
+    attention_stages: tuple[int, ...] = (-1,)
+    attention_keys: int | None = 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attention_stages", tuple(self.attention_stages))
+        checks = {"width": (self.width >= 1, "a positive count"),
+                  "num_stages": (self.num_stages >= 1, "a positive count"),
+                  "blocks_per_stage": (self.blocks_per_stage >= 0, "a count >= 0"),
+                  "heads": (self.heads >= 1 and self.width % self.heads == 0,
+                            f"a positive divisor of width={self.width}"),
+                  "num_states": (self.num_states >= 1, "a positive count"),
+                  "prune_ratio": (0.0 < self.prune_ratio <= 1.0, "a value in (0, 1]"),
+                  "attention_stages": (all(-self.num_stages <= i < self.num_stages
+                                           for i in self.attention_stages),
+                                       f"stage indices in [-{self.num_stages}, {self.num_stages})"),
+                  "attention_keys": (self.attention_keys is None or self.attention_keys >= 1,
+                                     "None or a positive count")}
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+    @property
+    def in_channels(self) -> int:
+        """Channels per input match: 6 with side information, else 4."""
+        return 6 if self.side_info else 4
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, no tuples) for checkpoints and YAML."""
+        d = dataclasses.asdict(self)
+        d["attention_stages"] = list(self.attention_stages)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "model.net") -> CorrNetConfig:
+        """A config from plain data; ``source`` names where it came from in errors.
+
+        Also reads the first format (corrnet 0.1, ``format_version`` 1): ``in_channels`` 4
+        or 6 instead of ``side_info``.  An unknown key is a ValueError naming it.
+        """
+        d = dict(d)
+        if "in_channels" in d:
+            if "side_info" in d or d["in_channels"] not in (4, 6):
+                raise ValueError(f"{source}: format_version 1 configuration with in_channels="
+                                 f"{d['in_channels']!r}: only 4 or 6 (without side_info) convert")
+            d["side_info"] = d.pop("in_channels") == 6
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+        return cls(**d)
+
+
+class CorrNet(nn.Module):
+    """Correspondence pruning network of a :class:`CorrNetConfig` (default: its defaults)."""
+
+    def __init__(self, config: CorrNetConfig | None = None) -> None:
         super().__init__()
-        if in_channels < 4:
-            raise ValueError(f"in_channels: expected >= 4 ([x1, y1, x2, y2] first), got {in_channels}")
-        if num_stages < 1:
-            raise ValueError(f"num_stages: expected >= 1, got {num_stages}")
-        if not 0.0 < prune_ratio <= 1.0:
-            raise ValueError(f"prune_ratio: expected a value in (0, 1], got {prune_ratio}")
-        if attention_keys is not None and attention_keys < 1:
-            raise ValueError(f"attention_keys: expected None or a positive count, got {attention_keys}")
-        attend = {s % num_stages for s in attention_stages}
-        self.in_channels = in_channels
-        self.prune_ratio = prune_ratio
-        self.states = nn.Parameter(torch.randn(num_states, width) * width ** -0.5)
+        config = config or CorrNetConfig()
+        self.config = config
+        self.in_channels = config.in_channels
+        self.prune_ratio = config.prune_ratio
+        width, c_in = config.width, config.in_channels
+        attend = {s % config.num_stages for s in config.attention_stages}
+        self.states = nn.Parameter(torch.randn(config.num_states, width) * width ** -0.5)
         # Stage s >= 1 sees the previous stage's features, the raw input and its logit.
         self.stages = nn.ModuleList(
-            Stage(in_channels if s == 0 else width + in_channels + 1, width, blocks_per_stage,
-                  heads, qk_rmsnorm, s in attend, rotary, attention_keys)
-            for s in range(num_stages))
+            Stage(c_in if s == 0 else width + c_in + 1, width, config.blocks_per_stage,
+                  config.heads, config.qk_rmsnorm, s in attend, config.rotary,
+                  config.attention_keys)
+            for s in range(config.num_stages))
 
     def num_kept(self, n: int) -> int:
         """Matches kept out of n when pruning: ceil(ratio · n), at least eight (or all n)."""
         return min(n, max(MIN_MATCHES, math.ceil(self.prune_ratio * n)))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    def _kept_per_pair(self, mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`num_kept` of each pair's real matches: mask (B, N) -> (B,) long."""
+        real = mask.sum(-1)
+        kept = torch.ceil(real.double() * self.prune_ratio).long().clamp_min(MIN_MATCHES)
+        return torch.minimum(kept, real)
+
+    def forward(self, x: torch.Tensor,
+                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Score every match and estimate the essential matrix.
 
         Args:
-            x: (B, 1, N, C) matches, N >= 8.
+            x: (B, N, C) matches, N >= 8.
+            mask: optional (B, N) bool, True on real matches (at least eight per pair).
+                Padded matches do not change the outputs on the real ones: they are left out
+                of the instance norms, the graph, every attention's keys, the pruning (each
+                pair keeps :meth:`num_kept` of its own real matches) and E.  In eval mode the
+                real matches' outputs equal those of the unpadded pair up to float rounding;
+                in training mode BatchNorm's batch statistics still include the padded rows.
         Returns:
             ``logits`` (B, N): inlier logits of every input match (a pruned match keeps the
-            logits of the last stage that saw it); ``stage_logits``: list of (B, N_s);
-            ``stage_indices``: list of (B, N_s) long indices into the N input matches;
-            ``weights`` (B, N): relu(tanh(logits)) on the last stage's matches, 0 on pruned
-            ones; ``E`` (B, 3, 3): weighted eight-point estimate from those weights (float32).
+            logits of the last stage that saw it; meaningless on padded matches);
+            ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
+            elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
+            (float32).  Per stage s, lists of (B, N_s) over that stage's matches:
+            ``stage_logits``, ``graph_logits`` (the w that builds the stage's graph
+            Laplacian, a = relu(tanh(w))), ``stage_indices`` (long indices into the N input
+            matches) and ``stage_masks`` (bool, True on the real matches the stage kept).
         """
-        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != self.in_channels:
-            raise ValueError(f"x: expected shape (B, 1, N, {self.in_channels}), got {tuple(x.shape)}")
-        b, _, n, _ = x.shape
+        if x.ndim != 3 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"x: expected shape (B, N, {self.in_channels}), got {tuple(x.shape)}")
+        b, n, _ = x.shape
         if n < MIN_MATCHES:
             raise ValueError(f"x: expected at least {MIN_MATCHES} matches, got {n}")
-        raw = rearrange(x, "b 1 n c -> b c n 1")
-        coords = x[:, 0, :, :4]
+        if mask is not None:
+            if mask.shape != (b, n) or mask.dtype != torch.bool:
+                raise ValueError(f"mask: expected a bool tensor of shape {(b, n)}, got "
+                                 f"{mask.dtype} {tuple(mask.shape)}")
+            if bool(mask.all()):
+                mask = None   # the unmasked (faster) kernels compute the same
+            elif bool((mask.sum(-1) < MIN_MATCHES).any()):
+                raise ValueError(f"mask: expected at least {MIN_MATCHES} real matches per pair, "
+                                 f"got {mask.sum(-1).tolist()}")
+        raw = rearrange(x, "b n c -> b c n 1")
+        coords = x[..., :4]
         index = torch.arange(n, device=x.device).expand(b, n)
         states = repeat(self.states, "m w -> b m w", b=b)
-        feats = raw
-        stage_logits, stage_indices = [], []
+        feats, smask = raw, mask
+        out: dict[str, list[torch.Tensor]] = {
+            "stage_logits": [], "graph_logits": [], "stage_indices": [], "stage_masks": []}
         for s, stage in enumerate(self.stages):
             if s > 0:
+                if smask is None:
+                    k, score = self.num_kept(logits.shape[-1]), logits.detach()
+                else:
+                    kept = self._kept_per_pair(smask)
+                    k, score = int(kept.max()), logits.detach().masked_fill(~smask, -torch.inf)
                 # Stable sort: deterministic, ties broken by the current order.
-                order = torch.sort(logits.detach(), dim=-1, descending=True,
-                                   stable=True).indices[:, :self.num_kept(logits.shape[-1])]
+                order = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :k]
+                if smask is not None:
+                    smask = torch.arange(k, device=x.device) < kept.unsqueeze(-1)
                 index = index.gather(1, order)
                 feats = torch.cat([gather_matches(feats, order), gather_matches(raw, index),
                                    rearrange(logits.gather(1, order), "b k -> b 1 k 1").to(feats.dtype)], 1)
-            feats, logits, states = stage(feats, coords.gather(1, repeat(index, "b k -> b k 4")), states)
-            stage_logits.append(logits)
-            stage_indices.append(index)
+            feats, logits, w, states = stage(
+                feats, coords.gather(1, repeat(index, "b k -> b k 4")), states, smask)
+            out["stage_logits"].append(logits)
+            out["graph_logits"].append(w)
+            out["stage_indices"].append(index)
+            out["stage_masks"].append(torch.ones_like(index, dtype=torch.bool) if smask is None else smask)
 
-        full = stage_logits[0]
-        for idx, lg in zip(stage_indices[1:], stage_logits[1:]):
-            full = full.scatter(1, idx, lg.to(full.dtype))
+        full = out["stage_logits"][0]
+        for idx, lg, m in zip(*(out[k][1:] for k in ("stage_indices", "stage_logits", "stage_masks"))):
+            full = full.scatter(1, idx, torch.where(m, lg.to(full.dtype), full.gather(1, idx)))
         weights = graph_weights(logits.float())
+        if smask is not None:
+            weights = weights * smask
         final_coords = coords.float().gather(1, repeat(index, "b k -> b k 4"))
         E = weighted_eight_point(final_coords, weights, validate=False)
-        return {"logits": full, "stage_logits": stage_logits, "stage_indices": stage_indices,
-                "weights": torch.zeros_like(full, dtype=torch.float32).scatter(1, index, weights),
-                "E": E}
+        return {"logits": full, **out, "E": E,
+                "weights": torch.zeros_like(full, dtype=torch.float32).scatter(1, index, weights)}

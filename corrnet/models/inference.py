@@ -1,7 +1,7 @@
 """Fast inference of a network: eval mode, no autograd, optional autocast and ``torch.compile``.
 
     predict = make_predictor(model, dtype=torch.bfloat16, compile=True)
-    out = predict(x)          # x (B, 1, N, C) -> the network's output dictionary
+    out = predict(x, mask)    # x (B, N, C), optional mask (B, N) -> the network's output dictionary
 
 ``torch.compile`` fails late (at the first call, when the backend compiles) or not at all
 where it is unsupported; either way the predictor warns once and runs the model eagerly, so
@@ -22,8 +22,11 @@ AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 """Dtypes run under ``torch.autocast``; float32 runs the plain path."""
 
 
-class Predictor:
-    """Callable ``model(x)`` under ``torch.inference_mode``, optional autocast and compile.
+class InferenceModel:
+    """Callable ``model(x, mask)`` under ``torch.inference_mode``, optional autocast and compile.
+
+    It is a predictor in the sense of :func:`corrnet.eval.evaluate` (features -> the output
+    dictionary).
 
     Use :func:`make_predictor` to build one.  Attributes: ``model`` (eval mode), ``dtype``
     (float32, or the autocast dtype), ``compiled`` (True while calls go through the compiled
@@ -44,15 +47,16 @@ class Predictor:
             return nullcontext()
         return torch.autocast(device.type, dtype=self.dtype)
 
-    def __call__(self, x: torch.Tensor) -> Any:
-        """Run the model on x (B, 1, N, C), on the model's device; returns its output dictionary."""
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Any:
+        """Run the model on x (B, N, C) with an optional mask (B, N) bool of real matches, on
+        the model's device; returns its output dictionary."""
         with torch.inference_mode(), self._autocast(x.device):
             if self._compiled is None:
-                return self.model(x)
+                return self.model(x, mask)
             try:
-                return self._compiled(x)
+                return self._compiled(x, mask)
             except Exception as err:  # noqa: BLE001 - backend failures have many types
-                out = self.model(x)  # a bad input raises here, and compile stays on
+                out = self.model(x, mask)  # a bad input raises here, and compile stays on
                 self._compiled = None
                 warnings.warn(f"torch.compile failed ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}); running eagerly",
@@ -61,8 +65,8 @@ class Predictor:
 
 
 def make_predictor(model: nn.Module, dtype: torch.dtype = torch.float32, compile: bool = False,
-                   **compile_kwargs: Any) -> Predictor:
-    """A :class:`Predictor` of ``model`` (put in eval mode).
+                   **compile_kwargs: Any) -> InferenceModel:
+    """An :class:`InferenceModel` of ``model`` (put in eval mode).
 
     Args:
         model: the network, on its target device.
@@ -81,4 +85,4 @@ def make_predictor(model: nn.Module, dtype: torch.dtype = torch.float32, compile
         except RuntimeError as err:  # e.g. dynamo unsupported on this Python
             warnings.warn(f"torch.compile unavailable ({err}); running eagerly", RuntimeWarning,
                           stacklevel=2)
-    return Predictor(model, dtype, compiled)
+    return InferenceModel(model, dtype, compiled)

@@ -1,10 +1,14 @@
-"""CorrNet's training loss: class-balanced BCE on every stage plus OANet's essential loss.
+"""CorrNet's training loss: class-balanced BCE on every stage's logits and graph logits plus
+OANet's essential loss.
 
 Weights follow OANet (Zhang et al., "Learning Two-View Correspondences and Geometry Using
 Order-Aware Network", ICCV 2019; defaults of its ``core/config.py``): classification weight
 1, essential-matrix weight 0.5, switched on after 20k steps (``loss_essential_init_iter``),
 geometric distances clamped at 0.1 (``geo_loss_margin``).  As OANet sums the losses of its
-iterations, the classification terms of all stages are summed.
+iterations, the classification terms of all stages are summed.  The graph logits w that
+build each stage's Laplacian get the same balanced BCE (CLNet, Zhao et al., ICCV 2021,
+supervises its local consensus scores likewise), so the graph weights a = relu(tanh(w)) mark
+likely inliers instead of drifting closed with nothing to train them.
 """
 
 from __future__ import annotations
@@ -62,22 +66,25 @@ def virtual_correspondences(R: torch.Tensor, t: torch.Tensor, grid: int = 10,
 
 
 class CorrNetLoss(nn.Module):
-    """Total loss = cls_weight · Σ_stages balanced BCE + [step >= essential_warmup] ·
-    essential_weight · mean(min(d_sym(virtual matches, Ê), essential_clamp)).
+    """Total loss = Σ_stages (cls_weight · balanced BCE(logits) + graph_weight · balanced
+    BCE(graph logits)) + [step >= essential_warmup] · essential_weight ·
+    mean(min(d_sym(virtual matches, Ê), essential_clamp)).
 
     Args:
         cls_weight: weight of the classification terms (OANet: 1).
+        graph_weight: weight of the graph-logit classification terms.
         essential_weight: weight of the essential-matrix term (OANet: 0.5).
         essential_warmup: training step from which the essential term counts (OANet: 20000).
         essential_clamp: clamp on the symmetric epipolar distance (OANet: 0.1).
         grid: virtual matches per side, see :func:`virtual_correspondences`.
     """
 
-    def __init__(self, cls_weight: float = 1.0, essential_weight: float = 0.5,
-                 essential_warmup: int = 20000, essential_clamp: float = 0.1,
-                 grid: int = 10) -> None:
+    def __init__(self, cls_weight: float = 1.0, graph_weight: float = 1.0,
+                 essential_weight: float = 0.5, essential_warmup: int = 20000,
+                 essential_clamp: float = 0.1, grid: int = 10) -> None:
         super().__init__()
         self.cls_weight = cls_weight
+        self.graph_weight = graph_weight
         self.essential_weight = essential_weight
         self.essential_warmup = essential_warmup
         self.essential_clamp = essential_clamp
@@ -97,18 +104,24 @@ class CorrNetLoss(nn.Module):
         """Loss of the network output ``out`` (see :meth:`CorrNet.forward`) on ``batch``.
 
         ``batch``: ``labels`` (B, N) float (inlier when > 0.5), ``R`` (B, 3, 3), ``t`` (B, 3),
-        optional ``mask`` (B, N) bool of real (not padded) matches.
-        Returns the total and its parts (``cls_s`` per stage, ``essential``), detached.
+        optional ``mask`` (B, N) bool of real (not padded) matches.  A stage's terms count
+        the matches its ``stage_masks`` entry marks (and ``mask`` too, when the network was
+        called without it).
+        Returns the total and its parts (``cls_s`` and ``graph_s`` per stage, ``essential``),
+        detached.
         """
         labels = batch["labels"] > 0.5
         mask = batch.get("mask")
         parts: dict[str, torch.Tensor] = {}
         total = out["logits"].new_zeros((), dtype=torch.float32)
-        for s, (lg, idx) in enumerate(zip(out["stage_logits"], out["stage_indices"])):
-            m = None if mask is None else mask.bool().gather(1, idx)
-            cls = balanced_bce(lg, labels.gather(1, idx), m)
-            parts[f"cls_{s}"] = cls.detach()
-            total = total + self.cls_weight * cls
+        for s, (lg, w, idx, m) in enumerate(zip(out["stage_logits"], out["graph_logits"],
+                                                out["stage_indices"], out["stage_masks"])):
+            if mask is not None:
+                m = m & mask.bool().gather(1, idx)
+            lab = labels.gather(1, idx)
+            cls, graph = balanced_bce(lg, lab, m), balanced_bce(w, lab, m)
+            parts[f"cls_{s}"], parts[f"graph_{s}"] = cls.detach(), graph.detach()
+            total = total + self.cls_weight * cls + self.graph_weight * graph
         ess = self.essential_loss(out["E"], batch["R"], batch["t"])
         parts["essential"] = ess.detach()
         if step >= self.essential_warmup and self.essential_weight > 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import argparse
 import warnings
 from pathlib import Path
 
@@ -12,8 +12,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from corrnet.checkpoint import check_resumable
-from corrnet.errors import run_command
-from corrnet.models import CorrNet
+from corrnet.errors import USER_ERRORS, run_command
 
 from .datamodule import CorrNetDataModule
 from .module import CorrNetModule
@@ -53,15 +52,12 @@ class CorrNetCLI(LightningCLI):
             "checkpoint.filename": "best-{step}",
             "checkpoint.auto_insert_metric_name": False,
         })
+        # The data's side channels follow from the network's input: set only in model.net.
+        parser.link_arguments("model.net.side_info", "data.side_info", apply_on="parse")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt")
 
     def before_instantiate_classes(self) -> None:
-        net = self.config.model.net or {}
-        known = set(inspect.signature(CorrNet).parameters)
-        unknown = sorted(set(net) - known)
-        if unknown:
-            raise ValueError(f"model.net: unknown key(s) {unknown}; expected some of {sorted(known)}")
         trainer = self.config.trainer
         if trainer.precision is None and torch.cuda.is_available():
             trainer.precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
@@ -92,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False, args=argv,
-                         seed_everything_default=0, save_config_kwargs={"overwrite": True})
+                         seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                         parser_kwargs={"exit_on_error": False})
         ckpt_path = resume_path(cli, cli.config.ckpt_path)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=NOT_RESUMABLE, category=PossibleUserWarning)
             cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
 
-    return run_command("train.py", run)
+    return run_command("train.py", run, USER_ERRORS + (argparse.ArgumentError,))

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from corrnet.datasets import PairCollator
 from corrnet.datasets.factory import check_data_spec, open_dataset
 
-from .sampling import Draws, ResumableSampler
+from .sampling import Draws, Mixture, ResumableSampler, check_weights
 
 
 class CorrNetDataModule(L.LightningDataModule):
@@ -16,18 +16,24 @@ class CorrNetDataModule(L.LightningDataModule):
 
     Args:
         train, val, test: ``"synthetic"`` or a path to an OANet-format HDF5 file
-            (``$VARS`` expanded, e.g. ``$CORRNET_DATA/yfcc-sift-2000-train.hdf5``).
+            (``$VARS`` expanded, e.g. ``$CORRNET_DATA/yfcc-sift-2000-train.hdf5``); ``train``
+            may be a list of them, mixed at ``train_weights``.
+        train_weights: with several training sets, the share of training pairs drawn from
+            each (normalised; default: in proportion to their sizes), see
+            :class:`~corrnet.training.sampling.Mixture`.
         batch_size: pairs per batch.
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
         batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
-        side_info: add the ratio and mutual-NN channels to the network input (C = 6).
+        side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
+            ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
         synthetic_mode: ``outdoor``, ``indoor`` or ``mixed`` scenes for synthetic splits.
         synthetic_train_pairs, synthetic_val_pairs, synthetic_test_pairs: split sizes.
         seed: seeds the synthetic splits and the subsampling.
     """
 
-    def __init__(self, train: str = "synthetic", val: str = "synthetic", test: str = "synthetic",
+    def __init__(self, train: str | list[str] = "synthetic", val: str = "synthetic",
+                 test: str = "synthetic", train_weights: list[float] | None = None,
                  batch_size: int = 16, num_matches: int | None = 2000, batching: str = "subsample",
                  num_workers: int = 2, side_info: bool = False, synthetic_mode: str = "mixed",
                  synthetic_train_pairs: int = 20000, synthetic_val_pairs: int = 200,
@@ -36,15 +42,28 @@ class CorrNetDataModule(L.LightningDataModule):
         if batching not in ("subsample", "pad"):
             raise ValueError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
         self.save_hyperparameters()
-        for split in ("train", "val", "test"):  # fail before training starts, not an hour in
-            check_data_spec(getattr(self.hparams, split))
+        self.train_specs = [train] if isinstance(train, str) else list(train)
+        if not self.train_specs:
+            raise ValueError("data.train: expected 'synthetic', an HDF5 path or a list of them, got []")
+        if train_weights is not None:
+            check_weights(train_weights, len(self.train_specs))
+        for spec in (*self.train_specs, val, test):  # fail before training starts, not an hour in
+            check_data_spec(spec)
 
-    def _dataset(self, split: str):
+    def _dataset(self, split: str, spec: str | None = None):
         h = self.hparams
-        return open_dataset(getattr(h, split), split, side_info=h.side_info, seed=h.seed,
+        return open_dataset(spec or getattr(h, split), split, side_info=h.side_info, seed=h.seed,
                             synthetic_pairs=getattr(h, f"synthetic_{split}_pairs"),
                             synthetic_mode=h.synthetic_mode,
                             num_matches=h.num_matches or 2000)
+
+    def _train_dataset(self):
+        """The training set, or the :class:`Mixture` of several."""
+        sets = [self._dataset("train", spec) for spec in self.train_specs]
+        if len(sets) == 1:
+            return sets[0]
+        weights = self.hparams.train_weights or [float(len(d)) for d in sets]
+        return Mixture(sets, weights, seed=self.hparams.seed)
 
     def _eval_loader(self, split: str) -> DataLoader:
         """Evaluation splits keep every match of every pair: one pair per batch, in order."""
@@ -56,7 +75,7 @@ class CorrNetDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch); a resumed run skips the batches its checkpoint had seen."""
         h = self.hparams
-        dataset = Draws(self._dataset("train"))
+        dataset = Draws(self._train_dataset())
         sampler = ResumableSampler(len(dataset), seed=h.seed)
         if self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)

@@ -2,41 +2,65 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from corrnet.checkpoint import load_state, read_weights
 from corrnet.eval.metrics import oanet_map, pose_auc
 from corrnet.geometry import pose_errors, recover_pose
-from corrnet.models import CorrNet, CorrNetLoss
+from corrnet.models import CorrNet, CorrNetConfig, CorrNetLoss
 
 
 class CorrNetModule(L.LightningModule):
     """Trains :class:`~corrnet.models.CorrNet` on batches of matched pairs.
 
     Args:
-        net: keyword arguments of :class:`~corrnet.models.CorrNet` (widths, depths, heads,
-            number of states, pruning ratio, ...), as in ``configs/model/*.yaml``.
+        net: the architecture (``configs/model/*.yaml``); its ``side_info`` also sets the
+            data module's (``train.py`` links them).  A plain dict, as stored in checkpoints
+            (both formats, see :meth:`CorrNetConfig.from_dict`), is converted.
         loss: keyword arguments of :class:`~corrnet.models.CorrNetLoss`.
         lr: Adam learning rate (OANet uses 1e-3).
         weight_decay: Adam weight decay.
+        init_weights: start from these weights (an exported ``.pt`` such as
+            ``corrnet/pretrained/corrnet-synthetic.pt``, or a Lightning ``.ckpt``) instead of
+            a random initialisation; ``net`` must describe the same architecture.  The step
+            counter and optimiser start afresh (``--ckpt_path`` resumes a run instead).
+        reset_graph_heads: with ``init_weights``, re-initialise every stage's graph head with
+            its gate open (weights trained without the graph-logit loss have closed gates,
+            which no gradient reopens).
     """
 
-    def __init__(self, net: dict[str, Any] | None = None, loss: dict[str, Any] | None = None,
-                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, net: CorrNetConfig = CorrNetConfig(), loss: dict[str, Any] | None = None,
+                 lr: float = 1e-3, weight_decay: float = 0.0, init_weights: str | None = None,
+                 reset_graph_heads: bool = True) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.net = CorrNet(**(net or {}))
+        if isinstance(net, Mapping):   # Lightning's load_from_checkpoint passes the saved dict
+            net = CorrNetConfig.from_dict(net)
+        # Plain data only, so that checkpoints load with weights_only=True.
+        self.save_hyperparameters({"net": net.to_dict(), "loss": loss, "lr": lr,
+                                   "weight_decay": weight_decay, "init_weights": init_weights,
+                                   "reset_graph_heads": reset_graph_heads})
+        self.net = CorrNet(net)
+        if init_weights is not None:
+            path = Path(os.path.expandvars(os.path.expanduser(init_weights)))
+            load_state(self.net, read_weights(path)[1], path)
+            if reset_graph_heads:
+                for stage in self.net.stages:
+                    stage.reset_graph_head()
         self.loss_fn = CorrNetLoss(**(loss or {}))
         self._val: list[torch.Tensor] = []
 
-    def forward(self, features: torch.Tensor) -> dict[str, Any]:
-        """features (B, N, C) -> the network's output dict."""
-        return self.net(features.unsqueeze(1))
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any]:
+        """features (B, N, C), optional mask (B, N) bool -> the network's output dict."""
+        return self.net(features, mask)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self(batch["features"])
+        out = self(batch["features"], batch.get("mask"))
         total, parts = self.loss_fn(out, batch, self.global_step)
         bs = batch["features"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
@@ -46,7 +70,7 @@ class CorrNetModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Records per pair (B, 4): pose error (degrees) of the network's E without RANSAC on
         the matches with logit > 0, true positives, kept matches and GT inliers."""
-        out = self(batch["features"])
+        out = self(batch["features"], batch.get("mask"))
         real = batch.get("mask", torch.ones_like(out["logits"], dtype=torch.bool))
         kept = (out["logits"] > 0) & real
         R, t, _ = recover_pose(out["E"], batch["xs"], kept)

@@ -1,12 +1,54 @@
-"""A training order that a resumed run can pick up exactly where it stopped."""
+"""A training order that a resumed run can pick up exactly where it stopped, over one
+dataset or a weighted mixture of several."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+
+def check_weights(weights: Sequence[float], count: int) -> None:
+    """``data.train_weights``: one weight >= 0 per training set, with a positive sum."""
+    if len(weights) != count:
+        raise ValueError(f"data.train_weights: expected one weight per training set ({count}), "
+                         f"got {len(weights)}")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"data.train_weights: expected weights >= 0 with a positive sum, "
+                         f"got {list(weights)}")
+
+
+class Mixture(Dataset):
+    """Several datasets drawn from at fixed rates: item i comes from dataset k with probability
+    ``weights[k]`` (normalised), and is a uniformly drawn pair of it.
+
+    Both choices are seeded by (seed, i), so item i is the same in every run and after a
+    resume.  Length: the sum of the datasets' lengths (one epoch).  String entries (image
+    paths, which only real pairs have) are dropped so that pairs of every source batch together.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset], weights: Sequence[float], seed: int = 0) -> None:
+        check_weights(weights, len(datasets))
+        empty = [k for k, d in enumerate(datasets) if len(d) == 0 and weights[k] > 0]
+        if empty:
+            raise ValueError(f"data.train: training set(s) number {empty} have no pairs")
+        self.datasets, self.seed = list(datasets), seed
+        self.p = np.asarray(weights, dtype=np.float64) / sum(weights)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def source(self, index: int) -> tuple[int, int]:
+        """(dataset, pair) of item ``index``."""
+        rng = np.random.default_rng([self.seed, index])
+        k = int(rng.choice(len(self.datasets), p=self.p))
+        return k, int(rng.integers(len(self.datasets[k])))
+
+    def __getitem__(self, index: int) -> dict:
+        k, i = self.source(index)
+        return {key: v for key, v in self.datasets[k][i].items() if not isinstance(v, str)}
 
 
 class Draws(Dataset):
