@@ -2,7 +2,10 @@
 
     python data/prepare.py --raw DIR --out data/generated/dev.hdf5 [--seq NAME ...]
     python data/prepare.py --pairs-file pairs.json --out FILE.hdf5
-See corrnet.datasets.prepare for the protocol, the JSON format and resuming.
+    python data/prepare.py --colmap MODEL_DIR --images IMAGE_DIR --out FILE.hdf5
+    python data/prepare.py --sfm --images IMAGE_DIR [--work DIR] --out FILE.hdf5
+See corrnet.datasets.prepare for the protocol, the JSON format and resuming, and
+corrnet.datasets.colmap for COLMAP models, covisibility and the SfM of unposed folders.
 """
 
 from __future__ import annotations
@@ -10,8 +13,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from corrnet.datasets.prepare import (find_sequences, prepare, read_pairs_file, read_sequence,
-                                      select_pairs)
+from corrnet.datasets.prepare import (PairSpec, find_sequences, prepare, read_pairs_file,
+                                      read_sequence, select_pairs)
+
+
+def colmap_specs(args: argparse.Namespace) -> tuple[list[PairSpec], dict[str, str | int | float]]:
+    """Pairs and HDF5 attributes of ``--colmap`` / ``--sfm`` (reconstructing first for ``--sfm``)."""
+    try:
+        from corrnet.datasets.colmap import POSE_NOTE, colmap_pairs, read_model, reconstruct
+    except ImportError as err:
+        raise ValueError(f"--colmap / --sfm need pycolmap ({err}): pip install 'corrnet[colmap]'") from None
+    images = args.images
+    prefix = images.parent.name if images.name == "images" else images.name
+    model = args.colmap
+    if args.sfm:
+        work = args.work or args.out.with_name(args.out.name + ".sfm")
+        model = reconstruct(images, work, args.matcher, args.camera_mode, args.threads)
+    rec = read_model(model)
+    pairs = colmap_pairs(rec, images, prefix, args.min_overlap, args.max_pairs_per_image, args.seed)
+    attrs = {"source": "colmap", "colmap_model": str(model.resolve()), "images": str(images.resolve()),
+             "images_registered": rec.num_reg_images(), "min_overlap": args.min_overlap,
+             "poses": POSE_NOTE if args.sfm else "COLMAP model given with --colmap"}
+    return pairs, attrs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,18 +42,44 @@ def main(argv: list[str] | None = None) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--raw", type=Path, help="folder of sequences in OANet's raw layout")
     src.add_argument("--pairs-file", type=Path, help="JSON list of pairs (image1, image2, K1, K2, R, t)")
+    src.add_argument("--colmap", type=Path, metavar="MODEL_DIR",
+                     help="COLMAP sparse model (cameras, images, points3D as .bin or .txt); needs --images")
+    src.add_argument("--sfm", action="store_true",
+                     help="reconstruct --images with pycolmap first (poses are pseudo-ground-truth)")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     parser.add_argument("--seq", nargs="+", help="sequence names under --raw (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--max-pairs", type=int, help="sample at most this many pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
     parser.add_argument("--keep-cache", action="store_true", help="keep <out>.partial/ afterwards")
+    colmap = parser.add_argument_group("COLMAP (--colmap, --sfm)")
+    colmap.add_argument("--images", type=Path, help="folder of the model's images (image names are relative to it)")
+    colmap.add_argument("--min-overlap", type=float, default=0.1,
+                        help="keep pairs whose shared 3-D points are at least this share of the smaller "
+                             "image's 3-D points (0..1, default 0.1)")
+    colmap.add_argument("--max-pairs-per-image", type=int,
+                        help="at most this many pairs per image, drawn at random among the covisible ones")
+    colmap.add_argument("--work", type=Path, help="--sfm: work folder, reused by a rerun (default <out>.sfm/)")
+    colmap.add_argument("--matcher", choices=("auto", "exhaustive", "sequential"), default="auto",
+                        help="--sfm: auto is exhaustive up to 60 images, else sequential (files in capture order)")
+    colmap.add_argument("--camera-mode", choices=("auto", "single", "per-image"), default="auto",
+                        help="--sfm: auto is one camera when all images have one size, else one per image")
+    colmap.add_argument("--threads", type=int, default=2, help="--sfm: COLMAP threads (default 2)")
     args = parser.parse_args(argv)
-    if args.raw is not None:
+    attrs = None
+    if args.colmap is not None or args.sfm:
+        if args.images is None:
+            parser.error("--colmap and --sfm need --images IMAGE_DIR")
+        try:
+            pairs, attrs = colmap_specs(args)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            parser.error(str(err))
+    elif args.raw is not None:
         pairs = [p for seq in find_sequences(args.raw, args.seq) for p in read_sequence(seq)]
     else:
         pairs = read_pairs_file(args.pairs_file)
-    count = prepare(select_pairs(pairs, args.max_pairs, args.seed), args.out, args.workers, args.keep_cache)
+    count = prepare(select_pairs(pairs, args.max_pairs, args.seed), args.out, args.workers, args.keep_cache,
+                    attrs)
     print(f"{args.out}: {count} pairs")
 
 

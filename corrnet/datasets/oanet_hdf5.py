@@ -62,18 +62,19 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
 
 
 def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | None = None,
-                     desc: str = "writing") -> int:
+                     desc: str = "writing", attrs: dict[str, str | int | float] | None = None) -> int:
     """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
 
     The file is written to a temporary file beside ``path`` and renamed into place, so an
     interrupted run never leaves a partial file at ``path``.  Image paths are stored in the
     ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
     A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
-    and the key.
+    and the key.  ``attrs`` become file attributes (e.g. where the poses come from).
     """
     count, with_images = 0, True
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
+            f.attrs.update(attrs or {})
             groups = {k: f.create_group(k) for k in REQUIRED_KEYS + OPTIONAL_KEYS}
             images: dict[str, list[str]] = {k: [] for k in IMAGE_KEYS}
             for sample in tqdm(samples, total=total, desc=desc, leave=False):

@@ -48,6 +48,8 @@ class PairSpec:
 
     K1, K2: (3, 3) absolute intrinsics (pixel-centre convention, as ``cv2.KeyPoint.pt``).
     R (3, 3), t (3,): motion X₂ = R X₁ + t from camera 1 to camera 2 (t in any scale).
+    undistort1, undistort2: optional maps of (n, 2) keypoint pixels of a distorted camera to
+    pixels of K1 / K2 (picklable; their repr identifies the camera and names the cache entry).
     """
 
     key: str
@@ -57,6 +59,8 @@ class PairSpec:
     K2: np.ndarray
     R: np.ndarray
     t: np.ndarray
+    undistort1: Callable[[np.ndarray], np.ndarray] | None = None
+    undistort2: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _read_list(path: Path) -> list[str]:
@@ -218,7 +222,12 @@ def match_pair(spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray],
         raise ValueError(f"pair {spec.key}: expected at least {MIN_MATCHES} keypoints in image 1 "
                          f"and 2 in image 2, got {len(kp1)} ({spec.image1}) and {len(kp2)} ({spec.image2})")
     nn, ratio, mutual = nearest_neighbours(d1, d2)
-    xs = normalized_matches(kp1, kp2[nn], spec.K1, spec.K2)
+    uv1, uv2 = kp1, kp2[nn]
+    if spec.undistort1 is not None:
+        uv1 = spec.undistort1(uv1)
+    if spec.undistort2 is not None:
+        uv2 = spec.undistort2(uv2)
+    xs = normalized_matches(uv1, uv2, spec.K1, spec.K2)
     t = spec.t / np.linalg.norm(spec.t)
     return {"xs": xs, "ys": episym(xs, spec.R, t), "R": spec.R, "t": t, "ratios": ratio,
             "mutuals": mutual.astype(np.float64), "K1": spec.K1, "K2": spec.K2,
@@ -233,7 +242,8 @@ def _pair_cache_name(spec: PairSpec) -> str:
     """Cache file name of a pair's matches: changes with its key, images and geometry."""
     geometry = np.concatenate([np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)])
     return _cache_name("\n".join([spec.key, str(Path(spec.image1).resolve()),
-                                   str(Path(spec.image2).resolve()), geometry.tobytes().hex()]))
+                                   str(Path(spec.image2).resolve()), geometry.tobytes().hex(),
+                                   repr(spec.undistort1), repr(spec.undistort2)]))
 
 
 def _save_npz(path: Path, **arrays: np.ndarray | str) -> None:
@@ -284,12 +294,12 @@ def cache_dir_for(out: Path) -> Path:
 
 
 def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
-            keep_cache: bool = False) -> int:
+            keep_cache: bool = False, attrs: dict[str, str | int | float] | None = None) -> int:
     """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout).
 
     Resumable: features and per-pair matches already in ``<out>.partial/`` are reused; if
     ``out`` exists nothing is done.  Returns the number of pairs in ``out`` (pairs with
-    |t| < 1e-5 are dropped with a warning).
+    |t| < 1e-5 are dropped with a warning).  ``attrs`` are written as file attributes.
     """
     out = Path(out)
     if out.exists():
@@ -320,7 +330,7 @@ def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
             with np.load(pair_file[p.key]) as z:
                 yield {k: (str(z[k]) if k.startswith("image") else z[k]) for k in z.files}
 
-    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing")
+    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing", attrs=attrs)
     if not keep_cache:
         shutil.rmtree(cache)
     return count
