@@ -8,7 +8,7 @@ neighbours, ratio, mutual flag and epipolar labels exactly as for the raw layout
   world-to-camera ``cam_from_world``; a pair (i, j) gets R = R_j R_iᵀ, t = T_j - R T_i, so
   X₂ = R X₁ + t.  Pairs are chosen by covisibility (shared 3-D points, :func:`select_pairs`).
 * :func:`reconstruct` runs pycolmap's SfM (SIFT, exhaustive or sequential matching,
-  incremental mapping) on an unposed folder and returns the largest model.  Such poses are
+  incremental mapping of one model) on an unposed folder.  Such poses are
   pseudo-ground-truth: they come from the same kind of matches the network is trained on.
 
 Pixel conventions: COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV's
@@ -155,13 +155,15 @@ def _quiet_colmap() -> None:
 
 def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
                 camera_mode: str = "auto", threads: int = 2) -> Path:
-    """Reconstruct an unposed image folder with pycolmap; returns the largest model's folder.
+    """Reconstruct an unposed image folder with pycolmap; returns the model's folder.
 
     Cameras are SIMPLE_RADIAL with self-calibrated focal length and distortion (no EXIF is
     assumed).  ``camera_mode``: "single" (one device), "per-image" (internet photos) or
     "auto" (single when all images have one size, else per-image).  ``matcher``:
     "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or "auto"
-    (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  Resumable: ``work`` keeps
+    (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
+    ``multiple_models`` off); if COLMAP still returns several, the one with the most
+    registered images is kept.  Resumable: ``work`` keeps
     ``database.db`` and markers of the finished stages, and the chosen model in
     ``work/model`` (written under a temporary name, then renamed).
     """
@@ -208,11 +210,12 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
         (work / "matches.done").touch()
     stages.update()
     stages.set_postfix_str("mapping")
-    registered = tqdm(total=len(names), desc="registered", unit="image", leave=False)
+    registered = tqdm(total=len(names), desc="registrations", unit="image", leave=False)
     tmp = work / "mapping.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    options = pycolmap.IncrementalPipelineOptions(num_threads=threads, random_seed=0)
+    # one model, grown from the best initial pair: the others would be smaller and are not used
+    options = pycolmap.IncrementalPipelineOptions(num_threads=threads, random_seed=0, multiple_models=False)
     recs = pycolmap.incremental_mapping(db, images_dir, tmp, options,
                                         next_image_callback=lambda: registered.update())
     registered.close()
