@@ -133,7 +133,7 @@ def _planes(rng: np.random.Generator, size: np.ndarray, near: float, far: float)
     slope = rng.normal(0, 0.4, (k, 2)) * inv[:, None]
 
     def depth(uv: np.ndarray) -> np.ndarray:
-        cell = ((uv[:, None] - sites[None]) ** 2).sum(-1).argmin(1)
+        cell = ((sites ** 2).sum(1)[None] - 2 * uv @ sites.T).argmin(1)  # nearest site (|uv|² is common)
         d = 1 / np.maximum(inv[cell] + (slope[cell] * (uv / (size - 1) - 0.5)).sum(1), 1 / far)
         return np.clip(d, near, far)
 
@@ -157,7 +157,7 @@ def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t
     total = 0
     plane_depth = _planes(rng, size1, near, far)
     for _ in range(50):
-        m = 4 * n + 256
+        m = 2 * n + 256
         uv = _keypoints(rng, m, size1)
         depth = plane_depth(uv)
         clutter = rng.random(m) < CLUTTER
