@@ -34,6 +34,8 @@ CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV
 """COLMAP camera models read; the last three are undistorted per keypoint."""
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 MODEL_FILES = ("cameras", "images", "points3D")
+SFM_MAX_FEATURES = 4096
+"""SIFT features per image for the reconstruction (COLMAP's default 8192 doubles matching time)."""
 EXHAUSTIVE_MAX_IMAGES = 60
 """``matcher="auto"`` matches exhaustively up to this many images, sequentially above."""
 POSE_NOTE = ("pseudo-ground-truth: COLMAP incremental SfM (pycolmap) of the same images, "
@@ -195,7 +197,8 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
         pycolmap.extract_features(
             db, images_dir, image_names=names, camera_mode=modes[camera_mode],
             reader_options=pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL"),
-            extraction_options=pycolmap.FeatureExtractionOptions(num_threads=threads),
+            extraction_options=pycolmap.FeatureExtractionOptions(
+                num_threads=threads, sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES)),
             device=pycolmap.Device.cpu)
         (work / "features.done").touch()
     stages.update()
