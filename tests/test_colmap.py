@@ -261,3 +261,15 @@ def test_sfm_recovers_fountain_poses(tmp_path):
         err = max(rotation_angle_deg(R, p.R), float(np.degrees(np.arccos(np.clip(cos_t, -1, 1)))))
         good += err < 2.0
     assert good >= 0.9 * len(pairs)
+
+
+def test_sfm_without_a_model_is_an_error(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):  # unrelated noise: nothing to reconstruct
+        cv2.imwrite(str(images / f"{k}.png"), (rng.random((120, 160, 3)) * 255).astype(np.uint8))
+    with pytest.raises(SystemExit) as err:
+        prepare_cli(["--sfm", "--images", str(images), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "x.hdf5")])
+    assert err.value.code == 2 and "COLMAP registered" in capsys.readouterr().err
+    assert not (tmp_path / "x.hdf5").exists()

@@ -36,6 +36,8 @@ PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 MODEL_FILES = ("cameras", "images", "points3D")
 SFM_MAX_FEATURES = 4096
 """SIFT features per image for the reconstruction (COLMAP's default 8192 doubles matching time)."""
+MIN_REGISTERED = 3
+"""A reconstruction with fewer registered images is reported as failed."""
 EXHAUSTIVE_MAX_IMAGES = 60
 """``matcher="auto"`` matches exhaustively up to this many images, sequentially above."""
 POSE_NOTE = ("pseudo-ground-truth: COLMAP incremental SfM (pycolmap) of the same images, "
@@ -225,6 +227,12 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     if not recs:
         raise RuntimeError(f"{images_dir}: COLMAP registered no model")
     best = max(recs.values(), key=lambda r: r.num_reg_images())
+    bogus = [c for c in best.cameras.values() if c.has_bogus_params(
+        options.mapper.min_focal_length_ratio, options.mapper.max_focal_length_ratio, options.mapper.max_extra_param)]
+    if best.num_reg_images() < MIN_REGISTERED or bogus:
+        raise RuntimeError(f"{images_dir}: COLMAP registered {best.num_reg_images()} of {len(names)} images"
+                           f"{' with implausible intrinsics' if bogus else ''}; expected at least "
+                           f"{MIN_REGISTERED} with plausible cameras (too little baseline or texture?)")
     out = work / "model.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
