@@ -163,7 +163,7 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
 
     Cameras are SIMPLE_RADIAL with self-calibrated focal length and distortion (no EXIF is
     assumed).  ``camera_mode``: "single" (one device), "per-image" (internet photos) or
-    "auto" (single when all images have one size, else per-image).  ``matcher``:
+    "auto" (one camera per image size: one device, some photos rotated).  ``matcher``:
     "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or "auto"
     (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
     ``multiple_models`` off); if COLMAP still returns several, the one with the most
@@ -184,9 +184,12 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     model = work / "model"
     if (model / "images.bin").is_file():
         return model
-    if camera_mode == "auto":
-        sizes = {cv2.imread(str(images_dir / n), cv2.IMREAD_GRAYSCALE).shape for n in names}
-        camera_mode = "single" if len(sizes) == 1 else "per-image"
+    if camera_mode == "auto":  # groups of one size, each extracted with one shared camera
+        sizes = [cv2.imread(str(images_dir / n), cv2.IMREAD_GRAYSCALE).shape for n in names]
+        groups = [[n for n, z in zip(names, sizes) if z == size] for size in dict.fromkeys(sizes)]
+        camera_mode = "single"
+    else:
+        groups = [names]
     if matcher == "auto":
         matcher = "exhaustive" if len(names) <= EXHAUSTIVE_MAX_IMAGES else "sequential"
     _quiet_colmap()
@@ -196,12 +199,13 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     if not (work / "features.done").exists():
         stages.set_postfix_str("SIFT")
         db.unlink(missing_ok=True)
-        pycolmap.extract_features(
-            db, images_dir, image_names=names, camera_mode=modes[camera_mode],
-            reader_options=pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL"),
-            extraction_options=pycolmap.FeatureExtractionOptions(
-                num_threads=threads, sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES)),
-            device=pycolmap.Device.cpu)
+        for group in groups:
+            pycolmap.extract_features(
+                db, images_dir, image_names=group, camera_mode=modes[camera_mode],
+                reader_options=pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL"),
+                extraction_options=pycolmap.FeatureExtractionOptions(
+                    num_threads=threads, sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES)),
+                device=pycolmap.Device.cpu)
         (work / "features.done").touch()
     stages.update()
     if not (work / "matches.done").exists():  # COLMAP skips pairs already in the database
@@ -227,12 +231,17 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     if not recs:
         raise RuntimeError(f"{images_dir}: COLMAP registered no model")
     best = max(recs.values(), key=lambda r: r.num_reg_images())
-    bogus = [c for c in best.cameras.values() if c.has_bogus_params(
-        options.mapper.min_focal_length_ratio, options.mapper.max_focal_length_ratio, options.mapper.max_extra_param)]
-    if best.num_reg_images() < MIN_REGISTERED or bogus:
-        raise RuntimeError(f"{images_dir}: COLMAP registered {best.num_reg_images()} of {len(names)} images"
-                           f"{' with implausible intrinsics' if bogus else ''}; expected at least "
-                           f"{MIN_REGISTERED} with plausible cameras (too little baseline or texture?)")
+    m = options.mapper
+    bogus = {i for i, c in best.cameras.items()
+             if c.has_bogus_params(m.min_focal_length_ratio, m.max_focal_length_ratio, m.max_extra_param)}
+    registered = best.num_reg_images()
+    for image_id in list(best.reg_image_ids()):  # images of implausible cameras are left out
+        if best.images[image_id].camera_id in bogus:
+            best.deregister_frame(best.images[image_id].frame_id)
+    if best.num_reg_images() < max(MIN_REGISTERED, registered / 2):
+        raise RuntimeError(f"{images_dir}: COLMAP registered {registered} of {len(names)} images, "
+                           f"{best.num_reg_images()} with plausible intrinsics; expected at least "
+                           f"{MIN_REGISTERED} and half of them (too little baseline or texture?)")
     out = work / "model.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
