@@ -88,13 +88,11 @@ def covisibility(rec: pycolmap.Reconstruction) -> tuple[list[int], np.ndarray]:
     """
     ids = sorted(rec.reg_image_ids(), key=lambda i: rec.images[i].name)
     row = {image_id: k for k, image_id in enumerate(ids)}
-    points = list(rec.points3D.values())
-    seen = np.zeros((len(ids), len(points)), np.float32)
-    for p, point in enumerate(points):
-        for el in point.track.elements:
-            if el.image_id in row:
-                seen[row[el.image_id], p] = 1.0
-    return ids, np.rint(seen @ seen.T).astype(np.int64)
+    counts = np.zeros((len(ids), len(ids)), np.int64)
+    for point in rec.points3D.values():
+        rows = np.unique([row[el.image_id] for el in point.track.elements if el.image_id in row])
+        counts[np.ix_(rows, rows)] += 1
+    return ids, counts
 
 
 def select_pairs(counts: np.ndarray, min_overlap: float, max_pairs_per_image: int | None,
