@@ -165,11 +165,14 @@ def test_dataloader_workers(tmp_path):
 
 def test_collate_subsample_draws_real_rows_without_replacement():
     batch = [generate_pair(9, i, "outdoor", n, side_info=True) for i, n in enumerate((40, 30, 55))]
+    for s in batch:  # unique row tags: synthetic pairs hold exact duplicate matches, as real ones do
+        s["ratios"] = torch.arange(len(s["xs"]), dtype=torch.float32) / len(s["xs"])
+        s["features"] = torch.cat([s["xs"], s["ratios"][:, None], s["mutuals"][:, None]], 1)
     out = collate_pairs(batch, generator=torch.Generator().manual_seed(0))
     assert out["xs"].shape == (3, 30, 4) and out["features"].shape == (3, 30, 6)
     assert out["mask"].all() and out["R"].shape == (3, 3, 3) and out["index"].tolist() == [0, 1, 2]
     for b, s in enumerate(batch):
-        rows = [int((s["xs"] == x).all(1).nonzero()) for x in out["xs"][b]]
+        rows = [int((s["features"] == x).all(1).nonzero()) for x in out["features"][b]]
         assert len(set(rows)) == 30
         for key in ("ys", "labels", "ratios", "mutuals"):
             assert torch.equal(out[key][b], s[key][rows]), key

@@ -117,3 +117,23 @@ def test_hdf5_round_trip_equals_generator(tmp_path):
         for key in ref:
             assert torch.equal(got[key], ref[key]), key
     assert write_synthetic(tmp_path / "more.hdf5", 2, 3, "indoor", 100) == 2
+
+
+def test_structure_of_real_nearest_neighbour_matches(pairs):
+    """Duplicates and many-to-one image-2 points, and inliers that move like their neighbours."""
+    dup, many, coherent = [], [], []
+    for s in pairs:
+        xs, inl = s["xs"].double().numpy(), s["labels"].bool().numpy()
+        _, inv, counts = np.unique(xs, axis=0, return_inverse=True, return_counts=True)
+        dup.append(np.mean(counts[inv.ravel()] > 1))
+        _, inv2, counts2 = np.unique(xs[:, 2:], axis=0, return_inverse=True, return_counts=True)
+        many.append(np.mean(counts2[inv2.ravel()] > 1))
+        p, motion = xs[inl, :2], xs[inl, 2:] - xs[inl, :2]
+        d = ((p[:, None] - p[None]) ** 2).sum(-1)
+        d[d < 1e-18] = np.inf
+        j = d.argmin(1)
+        coherent.append(np.mean((np.sqrt(d[np.arange(len(p)), j]) < 0.05)
+                                & (np.linalg.norm(motion - motion[j], axis=1) < 0.01)))
+    assert 0.005 < np.median(dup) < 0.3  # exact copies of true matches (a second SIFT orientation)
+    assert 0.3 < np.median(many) < 0.8  # as measured on real pairs (benchmarks/data_stats.py)
+    assert np.median(coherent) > 0.3  # piecewise-planar scenes: neighbours move alike

@@ -67,15 +67,16 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
 
 
 def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | None = None,
-                     desc: str = "writing", attrs: dict[str, str] | None = None) -> int:
+                     desc: str = "writing", attrs: dict[str, str | int | float] | None = None) -> int:
     """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
 
     The file is written to a temporary file beside ``path`` and renamed into place, so an
     interrupted run never leaves a partial file at ``path``.  Image paths are stored in the
     ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
     A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
-    and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs).
-    Temporary files that killed writers left beside ``path`` are removed first.
+    and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs,
+    where the poses come from).  Temporary files that killed writers left beside ``path`` are
+    removed first.
     """
     count, with_images = 0, True
     remove_stale_temporaries(Path(path).parent)

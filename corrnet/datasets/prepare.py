@@ -57,12 +57,18 @@ PROTOCOL = f"corrnet-prepare-1 sift={NUM_FEATURES} contrast={CONTRAST_THRESHOLD}
 """Changes whenever the extraction or matching would give other results for the same inputs."""
 
 
+Undistort = Callable[[np.ndarray], np.ndarray]
+"""Map of distorted keypoint pixels (n, 2) to pixels of the pinhole camera K."""
+
+
 @dataclass(frozen=True)
 class PairSpec:
     """One image pair with ground truth.
 
     K1, K2: (3, 3) absolute intrinsics (pixel-centre convention, as ``cv2.KeyPoint.pt``).
     R (3, 3), t (3,): motion X₂ = R X₁ + t from camera 1 to camera 2 (t in any scale).
+    undistort1, undistort2: optional maps of (n, 2) keypoint pixels of a distorted camera to
+    pixels of K1 / K2 (picklable; their repr identifies the camera and names the cache entry).
     """
 
     key: str
@@ -72,6 +78,8 @@ class PairSpec:
     K2: np.ndarray
     R: np.ndarray
     t: np.ndarray
+    undistort1: Undistort | None = None
+    undistort2: Undistort | None = None
 
 
 def _read_list(path: Path) -> list[str]:
@@ -274,10 +282,14 @@ class PutativeMatches:
 
 def putative_matches(feats1: tuple[np.ndarray, np.ndarray], feats2: tuple[np.ndarray, np.ndarray],
                      K1: np.ndarray, K2: np.ndarray, what: str = "pair",
-                     names: tuple[object, object] = ("image 1", "image 2")) -> PutativeMatches:
+                     names: tuple[object, object] = ("image 1", "image 2"),
+                     undistort: tuple[Undistort | None, Undistort | None] = (None, None)) -> PutativeMatches:
     """The nearest neighbour in image 2 of every keypoint of image 1, with ratio and mutual flag.
 
-    feats: (keypoints (n, 2) pixels, descriptors (n, 128)); K1, K2 (3, 3) absolute intrinsics.
+    feats: (keypoints (n, 2) pixels, descriptors (n, 128)); K1, K2 (3, 3) absolute intrinsics
+    of the (undistorted) pinhole cameras; ``undistort``: per image, None or a map of distorted
+    keypoint pixels (n, 2) to pinhole pixels, applied before normalising (the stored
+    keypoints stay as detected).
     Raises ValueError starting with ``what`` and naming ``names`` when image 1 has fewer than
     MIN_MATCHES keypoints or image 2 fewer than 2.
     """
@@ -286,13 +298,15 @@ def putative_matches(feats1: tuple[np.ndarray, np.ndarray], feats2: tuple[np.nda
         raise ValueError(f"{what}: expected at least {MIN_MATCHES} keypoints in image 1 "
                          f"and 2 in image 2, got {len(kp1)} ({names[0]}) and {len(kp2)} ({names[1]})")
     nn, ratio, mutual = nearest_neighbours(d1, d2)
-    return PutativeMatches(kp1, kp2[nn], normalized_matches(kp1, kp2[nn], K1, K2), nn, ratio, mutual)
+    uv1, uv2 = (uv if f is None else f(uv) for uv, f in zip((kp1, kp2[nn]), undistort))
+    return PutativeMatches(kp1, kp2[nn], normalized_matches(uv1, uv2, K1, K2), nn, ratio, mutual)
 
 
 def match_pair(spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray],
                feats2: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray | str]:
     """Putative matches of a pair as a numpy sample (keys as the corrnet sample, no labels)."""
-    m = putative_matches(feats1, feats2, spec.K1, spec.K2, f"pair {spec.key}", (spec.image1, spec.image2))
+    m = putative_matches(feats1, feats2, spec.K1, spec.K2, f"pair {spec.key}", (spec.image1, spec.image2),
+                         (spec.undistort1, spec.undistort2))
     t = spec.t / np.linalg.norm(spec.t)
     return {"xs": m.xs, "ys": episym(m.xs, spec.R, t), "R": spec.R, "t": t, "ratios": m.ratios,
             "mutuals": m.mutuals.astype(np.float64), "K1": spec.K1, "K2": spec.K2,
@@ -329,7 +343,8 @@ def _pair_cache_name(spec: PairSpec) -> str:
     geometry = np.concatenate([np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)])
     return _cache_name("\n".join([PROTOCOL, spec.key, str(Path(spec.image1).resolve()),
                                    str(Path(spec.image2).resolve()), image_digest(spec.image1),
-                                   image_digest(spec.image2), geometry.tobytes().hex()]))
+                                   image_digest(spec.image2), geometry.tobytes().hex(),
+                                   repr(spec.undistort1), repr(spec.undistort2)]))
 
 
 def inputs_digest(pairs: Sequence[PairSpec]) -> str:
@@ -407,14 +422,15 @@ def cache_dir_for(out: Path) -> Path:
 
 
 def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
-            keep_cache: bool = False, overwrite: bool = False) -> int:
+            keep_cache: bool = False, overwrite: bool = False,
+            attrs: dict[str, str | int | float] | None = None) -> int:
     """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout).
 
     Resumable: features and per-pair matches already in ``<out>.partial/`` are reused.  If
     ``out`` exists and records the same :func:`inputs_digest`, nothing is done; if it was
     made from other inputs (or not by prepare) it is refused with FileExistsError unless
     ``overwrite``.  Returns the number of pairs in ``out`` (pairs with |t| < 1e-5 are dropped
-    with a warning).
+    with a warning).  ``attrs`` are written as file attributes.
     """
     out = Path(out)
     pairs = list(pairs)
@@ -453,7 +469,7 @@ def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
             with np.load(pair_file[p.key]) as z:
                 yield {k: (str(z[k]) if k.startswith("image") else z[k]) for k in z.files}
 
-    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing", attrs={INPUTS_ATTR: digest})
+    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing", attrs={**(attrs or {}), INPUTS_ATTR: digest})
     if not keep_cache:
         shutil.rmtree(cache)
     return count

@@ -3,12 +3,18 @@
 A pair is 3-D points in the frustum of camera 1 seen by camera 2 with realistic intrinsics
 (640x480 to 1024x768, f = 0.8-1.2 x width).  ``outdoor`` (YFCC-like): far scene, wide
 sideways baseline, two different cameras.  ``indoor`` (SUN3D-like): near scene, mostly
-forward motion, one camera.  Inliers are projections with 0.5-1.5 px Gaussian noise; the
-inlier ratio is log-uniform (2-35 % indoor, 5-60 % outdoor).  Outliers are uniform random
-pairs, near misses (true match displaced 10-60 px), matches consistent with a wrong motion,
-and repeated structure (true match shifted by one vector per pair).  Ratios and mutual flags
-are drawn per kind so that they correlate with correctness but overlap as in real SIFT.
-Labels come from the real symmetric epipolar distance, so a near miss may be an inlier.
+forward motion, one camera.  The scene is piecewise planar (2-6 planes over a Voronoi
+partition of image 1, plus 15 % clutter at random depths) and half of the keypoints lie in
+texture blobs, so neighbouring inliers move alike as in real images.  Inliers are
+projections with 0.5-1.5 px Gaussian noise; the inlier ratio is log-uniform (1-40 % indoor,
+3-70 % outdoor).  Outliers are uniform random pairs, near misses (true match displaced
+10-60 px), matches consistent with a wrong motion, and repeated structure (true match
+shifted by one vector per pair).  As in unfiltered SIFT nearest neighbours, 20-50 % of the
+matches repeat another match's image-2 point: true ones from (almost) the same image-1
+point (copies per orientation, neighbouring scales), outliers from anywhere ("hub" points
+of image 2, on which the uniform outliers land too).  Ratios and mutual flags are drawn per kind with the spread measured on
+real pairs (``benchmarks/data_stats.py``).  Labels come from the real symmetric epipolar
+distance, so a near miss may be an inlier.
 
 Every pair is determined by (seed, index) through ``np.random.default_rng([seed, index])``.
 """
@@ -26,12 +32,26 @@ from .sample import MIN_MATCHES, episym, intrinsics, make_sample, normalized_mat
 
 MODES = ("outdoor", "indoor", "mixed")
 IMAGE_SIZES = ((640, 480), (800, 600), (1024, 768), (1024, 683))
-INLIER_RATIO = {"outdoor": (0.05, 0.60), "indoor": (0.02, 0.35)}
+INLIER_RATIO = {"outdoor": (0.03, 0.70), "indoor": (0.01, 0.40)}
 OUTLIER_KINDS = (0.45, 0.25, 0.15, 0.15)
 """Shares of uniform, near-miss, wrong-motion and repeated-structure outliers."""
-# Side information per kind (inlier, uniform, near miss, wrong motion, repeated):
-RATIO_BETA = ((5.0, 3.0), (9.0, 1.2), (6.0, 1.8), (6.0, 1.8), (6.0, 1.8))
-MUTUAL_P = (0.8, 0.2, 0.45, 0.45, 0.45)
+# Side information per kind (inlier, uniform, near miss, wrong motion, repeated), fitted to the
+# quantiles of SIFT ratios on real pairs (inliers 0.21 / 0.50 / 0.93 at 10 / 50 / 90 %,
+# outliers 0.84 / 0.95 / 0.99) and their mutual-NN rates (86 % and 21 %):
+RATIO_BETA = ((1.4, 1.3), (13.0, 1.0), (10.0, 1.0), (10.0, 1.0), (10.0, 1.0))
+MUTUAL_P = (0.9, 0.2, 0.3, 0.3, 0.3)
+PLANES = (2, 6)
+"""Fewest and most planes of the piecewise-planar scene."""
+CLUTTER = 0.15
+"""Share of points at an independent random depth (off the planes)."""
+BLOBS = 0.5
+"""Share of keypoints in texture blobs (Gaussian clusters in image 1); the rest uniform."""
+SATELLITES = (0.2, 0.5)
+"""Range of the share of matches that repeat another match's image-2 point."""
+EXACT_COPY = 0.35
+"""Share of the satellites of true matches that repeat its image-1 point exactly too."""
+HUBS = (0.2, 0.5)
+"""Range of the number of image-2 hub points over the number of uniform outliers."""
 
 
 def rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -102,14 +122,46 @@ def _scene(rng: np.random.Generator, mode: str):
     return K1, size1, K2, size2, R, -R @ centre, near, far
 
 
+def _planes(rng: np.random.Generator, size: np.ndarray, near: float, far: float):
+    """A piecewise-planar depth map of image 1: a function (m, 2) pixels -> (m,) depths.
+
+    Each Voronoi cell of 2-6 random sites is a plane, 1/depth affine in the pixel coordinates.
+    """
+    k = int(rng.integers(PLANES[0], PLANES[1] + 1))
+    sites = rng.uniform(0, 1, (k, 2)) * (size - 1)
+    inv = np.exp(rng.uniform(np.log(1 / far), np.log(1 / near), k))
+    slope = rng.normal(0, 0.4, (k, 2)) * inv[:, None]
+
+    def depth(uv: np.ndarray) -> np.ndarray:
+        cell = ((sites ** 2).sum(1)[None] - 2 * uv @ sites.T).argmin(1)  # nearest site (|uv|² is common)
+        d = 1 / np.maximum(inv[cell] + (slope[cell] * (uv / (size - 1) - 0.5)).sum(1), 1 / far)
+        return np.clip(d, near, far)
+
+    return depth
+
+
+def _keypoints(rng: np.random.Generator, m: int, size: np.ndarray) -> np.ndarray:
+    """m pixels of image 1, a share BLOBS of them in 5-30 Gaussian texture blobs."""
+    uv = rng.uniform(0, 1, (m, 2)) * (size - 1)
+    blob = rng.random(m) < BLOBS
+    centres = rng.uniform(0, 1, (int(rng.integers(5, 31)), 2)) * (size - 1)
+    which = rng.integers(len(centres), size=int(blob.sum()))
+    spread = rng.uniform(0.01, 0.06, len(centres))[which, None] * size.max()
+    uv[blob] = centres[which] + rng.normal(0, 1, (int(blob.sum()), 2)) * spread
+    return np.clip(uv, 0, size - 1)
+
+
 def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t, near, far):
     """n points seen by both cameras: pixels uv1, uv2 (n, 2) and camera-1 coordinates (n, 3)."""
     found: list[np.ndarray] = []
     total = 0
+    plane_depth = _planes(rng, size1, near, far)
     for _ in range(50):
-        m = 4 * n + 256
-        uv = rng.uniform(0, 1, (m, 2)) * (size1 - 1)
-        depth = np.exp(rng.uniform(np.log(near), np.log(far), m))
+        m = 2 * n + 256
+        uv = _keypoints(rng, m, size1)
+        depth = plane_depth(uv)
+        clutter = rng.random(m) < CLUTTER
+        depth[clutter] = np.exp(rng.uniform(np.log(near), np.log(far), int(clutter.sum())))
         X1 = np.concatenate([uv, np.ones((m, 1))], 1) @ np.linalg.inv(K1).T * depth[:, None]
         X2 = X1 @ R.T + t
         ok = X2[:, 2] > 1e-3 * near
@@ -139,8 +191,7 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     uv1 = uv1 + rng.normal(0, sigma, uv1.shape)
     uv2 = uv2 + rng.normal(0, sigma, uv2.shape)
     # uniform random matches
-    uniform = kind == 1
-    uv1[uniform] = rng.uniform(0, 1, (uniform.sum(), 2)) * (size1 - 1)
+    uniform = kind == 1  # a detected keypoint of image 1 matched anywhere in image 2
     uv2[uniform] = rng.uniform(0, 1, (uniform.sum(), 2)) * (size2 - 1)
     # near misses
     near_miss = kind == 2
@@ -162,12 +213,34 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     # outliers that left image 2 become uniform random ones (noisy inliers are only clipped)
     out = (kind > 0) & ~_inside(uv2, size2)
     uv2[out] = rng.uniform(0, 1, (out.sum(), 2)) * (size2 - 1)
+    # uniform outliers end on hubs: image-2 points that are the nearest neighbour of many
+    uniform = kind == 1
+    if uniform.any():
+        hubs = uv2[uniform][:max(1, int(rng.uniform(*HUBS) * uniform.sum()))]
+        uv2[uniform] = hubs[rng.integers(len(hubs), size=int(uniform.sum()))]
     uv1 = np.clip(uv1, 0, size1 - 1)
     uv2 = np.clip(uv2, 0, size2 - 1)
 
     beta = np.array(RATIO_BETA)[kind]
     ratios = rng.beta(beta[:, 0], beta[:, 1])
     mutuals = (rng.random(num_matches) < np.array(MUTUAL_P)[kind]).astype(np.float64)
+    # satellites repeat another match's image-2 point: for a true match, from the same image-1
+    # point (a second orientation: an exact copy) or a neighbouring scale (0.5-3 px away); for
+    # an outlier, from another keypoint of image 1 (a hub)
+    sat = rng.random(num_matches) < rng.uniform(*SATELLITES)
+    src = rng.choice(np.flatnonzero(~sat), int(sat.sum()))
+    true_src = kind[src] == 0
+    exact = true_src & (rng.random(len(src)) < EXACT_COPY)
+    near = true_src & ~exact
+    jitter = rng.normal(0, 1, (len(src), 2)) * rng.uniform(0.5, 3.0)
+    uv1[sat] = np.clip(np.where(true_src[:, None], uv1[src] + jitter * near[:, None],
+                                uv1[rng.integers(num_matches, size=len(src))] + jitter), 0, size1 - 1)
+    uv2[sat] = uv2[src]
+    hub_ratio = rng.beta(*RATIO_BETA[1], len(src))
+    ratios[sat] = np.where(exact, ratios[src],
+                           np.where(near, np.clip(ratios[src] + rng.normal(0, 0.03, len(src)), 0, 1), hub_ratio))
+    fresh = rng.random(len(src)) < np.where(true_src, MUTUAL_P[0], MUTUAL_P[1])
+    mutuals[sat] = np.where(exact, mutuals[src], fresh)  # copies in image 2 too: may be mutual
     order = rng.permutation(num_matches)
     xs = normalized_matches(uv1, uv2, K1, K2)[order]
     t_unit = t / np.linalg.norm(t)
