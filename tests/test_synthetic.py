@@ -137,3 +137,18 @@ def test_structure_of_real_nearest_neighbour_matches(pairs):
     assert 0.005 < np.median(dup) < 0.3  # exact copies of true matches (a second SIFT orientation)
     assert 0.3 < np.median(many) < 0.8  # as measured on real pairs (benchmarks/data_stats.py)
     assert np.median(coherent) > 0.3  # piecewise-planar scenes: neighbours move alike
+
+
+def test_scene_without_overlap_is_drawn_again(monkeypatch):
+    """A scene whose cameras hardly overlap is replaced by the next draw, not an error in training."""
+    import corrnet.datasets.synthetic as synthetic
+
+    real, calls = synthetic._visible_points, []
+
+    def first_fails(*args, **kwargs):
+        calls.append(1)
+        return None if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "_visible_points", first_fails)
+    pair = synthetic.generate_pair(0, 7, "outdoor", 200)
+    assert len(calls) == 2 and pair["xs"].shape == (200, 4) and torch.isfinite(pair["xs"]).all()

@@ -151,8 +151,13 @@ def _keypoints(rng: np.random.Generator, m: int, size: np.ndarray) -> np.ndarray
     return np.clip(uv, 0, size - 1)
 
 
+SCENE_ATTEMPTS = 20
+"""Scenes drawn for one pair until the two cameras share enough points (the first almost always)."""
+
+
 def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t, near, far):
-    """n points seen by both cameras: pixels uv1, uv2 (n, 2) and camera-1 coordinates (n, 3)."""
+    """n points seen by both cameras: pixels uv1, uv2 (n, 2) and camera-1 coordinates (n, 3);
+    None when the cameras hardly overlap."""
     found: list[np.ndarray] = []
     total = 0
     plane_depth = _planes(rng, size1, near, far)
@@ -171,7 +176,7 @@ def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t
         if total >= n:
             X1 = np.concatenate(found)[:n]
             return _project(K1, X1), _project(K2, X1 @ R.T + t), X1
-    raise RuntimeError("synthetic scene: the two cameras hardly overlap; no pair generated")
+    return None
 
 
 def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int = 2000,
@@ -181,12 +186,18 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     rng = np.random.default_rng([seed, index])
     if mode == "mixed":
         mode = MODES[rng.integers(2)]
-    K1, size1, K2, size2, R, t, near, far = _scene(rng, mode)
-    lo, hi = INLIER_RATIO[mode]
-    n_in = max(MIN_MATCHES, int(round(np.exp(rng.uniform(np.log(lo), np.log(hi))) * num_matches)))
-    kind = np.concatenate([np.zeros(n_in, int),
-                           1 + rng.choice(4, num_matches - n_in, p=OUTLIER_KINDS)])
-    uv1, uv2, X1 = _visible_points(rng, num_matches, K1, size1, K2, size2, R, t, near, far)
+    for _ in range(SCENE_ATTEMPTS):  # a rare scene whose cameras hardly overlap is drawn again
+        K1, size1, K2, size2, R, t, near, far = _scene(rng, mode)
+        lo, hi = INLIER_RATIO[mode]
+        n_in = max(MIN_MATCHES, int(round(np.exp(rng.uniform(np.log(lo), np.log(hi))) * num_matches)))
+        kind = np.concatenate([np.zeros(n_in, int),
+                               1 + rng.choice(4, num_matches - n_in, p=OUTLIER_KINDS)])
+        points = _visible_points(rng, num_matches, K1, size1, K2, size2, R, t, near, far)
+        if points is not None:
+            break
+    else:
+        raise RuntimeError(f"synthetic pair ({seed}, {index}): no overlapping scene in {SCENE_ATTEMPTS} draws")
+    uv1, uv2, X1 = points
     sigma = rng.uniform(0.5, 1.5)
     uv1 = uv1 + rng.normal(0, sigma, uv1.shape)
     uv2 = uv2 + rng.normal(0, sigma, uv2.shape)
