@@ -100,10 +100,13 @@ def test_precision_recall_by_hand_and_ransac_mask():
     logits = [np.full(400, -1.0), np.full(400, -1.0)]
     logits[0][:30] = logits[0][100:110] = 1.0   # TP 30, FP 10, FN 10
     logits[1][:80] = 1.0                        # TP 40, FP 40, FN 0
-    result = evaluate(samples, Oracle(samples, logits), methods=["corrnet", "corrnet+ransac"],
-                      workers=1, progress=False)
-    corrnet = summarize(result)["methods"]["corrnet"]
+    result = evaluate(samples, Oracle(samples, logits),
+                      methods=["corrnet-8pt", "corrnet", "corrnet+ransac"], workers=1, progress=False)
+    summary = summarize(result)["methods"]
+    corrnet = summary["corrnet-8pt"]   # its inliers are the kept matches
     p, r = (0.75 + 0.5) / 2, (0.75 + 1.0) / 2
+    assert summary["corrnet"]["precision"] > 0.9   # the robust pose's inliers drop most FP
+    assert np.all(result.errors("corrnet") < 1.0)
     assert corrnet["precision"] == pytest.approx(p) and corrnet["recall"] == pytest.approx(r)
     assert corrnet["f1"] == pytest.approx(2 * p * r / (p + r))
     for row, s, lg, lab in zip(result.of("corrnet+ransac"), samples, logits, labels):

@@ -96,7 +96,7 @@ def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = 
     weights = torch.where(kept, torch.tanh(logits).clamp_min(MIN_WEIGHT), 0.0)
     # only the kept matches carry weight: solve on them (padded to the batch's largest count)
     m = max(int(kept.sum(-1).max()), 1)
-    index = torch.topk(weights, m, dim=-1, sorted=False).indices
+    index = torch.argsort(-weights, dim=-1, stable=True)[:, :m]   # ties: in input order
     x_kept, w_kept = xs.gather(1, index[..., None].expand(-1, -1, 4)), weights.gather(1, index)
     if robust:
         fit = robust_eight_point(x_kept, w_kept, scales, kernel, iterations, starts, refine_steps)

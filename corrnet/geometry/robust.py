@@ -36,9 +36,9 @@ from .checks import as_tensor
 from .eight_point import weighted_eight_point
 from .pose import _decompose
 
-DEFAULT_SCALES = (1e-2, 3e-3, 1e-3)
+DEFAULT_SCALES = (3e-3, 1e-3)
 """Kernel scales s, coarse to fine, in normalised units (1e-3 is OANet's RANSAC threshold)."""
-DEFAULT_KERNEL = "cauchy"
+DEFAULT_KERNEL = "geman-mcclure"
 DEFAULT_ITERATIONS = 4
 """IRLS steps per scale."""
 DEFAULT_REFINE_STEPS = 10
