@@ -16,7 +16,8 @@ import torch
 
 from corrnet.datasets.sample import episym, intrinsics, make_sample
 from corrnet.eval.estimators import ESTIMATORS, PoseLibEstimator, estimate_pose
-from corrnet.eval.evaluate import FALLBACK_TOP_K, METHODS, evaluate, inlier_scores, kept_matches
+from corrnet.eval.evaluate import METHODS, evaluate, inlier_scores
+from corrnet.eval.predict import FALLBACK_TOP_K, kept_matches
 from corrnet.eval.report import REPORT_FILES, fresh_dir, summarize, write_report
 from corrnet.geometry import essential_from_pose
 

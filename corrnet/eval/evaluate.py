@@ -12,8 +12,8 @@ and two poses without RANSAC:
   on the kept matches (``predict(..., robust=False)``).
 
 The network keeps the matches with logit > 0; when it keeps fewer than
-:data:`FALLBACK_TOP_K`, the :data:`FALLBACK_TOP_K` matches with the largest logits stand in
-(so that the five-point solver and the cheirality test have something to work on).
+:data:`corrnet.eval.predict.FALLBACK_TOP_K` (8), the 8 matches with the largest logits stand
+in (so that the five-point solver and the cheirality test have something to work on).
 
 Inlier precision / recall of a pair are measured on the matches a method calls inliers:
 the kept set for ``corrnet-8pt``, the robust inliers for ``corrnet``, the estimator's inlier
@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from ..geometry import pose_errors
 from .estimators import ESTIMATORS, PoseJob, PoseOutcome, PoseTask, RobustEstimator, init_worker, run_job
-from .predict import FALLBACK_TOP_K, kept_matches, predict
+from .predict import kept_matches, predict
 
 SUBSETS = ("corrnet", "all", "ratio")
 """Matches a robust estimator sees: the network's kept ones, all, Lowe ratio < 0.8."""

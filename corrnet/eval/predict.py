@@ -34,10 +34,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..geometry import recover_pose
+from ..geometry import recover_pose, weighted_eight_point
 from ..geometry.checks import as_tensor
 from ..geometry.robust import (DEFAULT_ITERATIONS, DEFAULT_KERNEL, DEFAULT_REFINE_STEPS,
-                               DEFAULT_SCALES, DEFAULT_STARTS, robust_eight_point)
+                               DEFAULT_SCALES, DEFAULT_STARTS, project_essential,
+                               robust_eight_point)
 
 FALLBACK_TOP_K = 8
 MIN_WEIGHT = 1e-3
@@ -48,7 +49,8 @@ MIN_WEIGHT = 1e-3
 class Prediction:
     """Batched output of :func:`predict` (B pairs, N matches; float64 geometry).
 
-    logits (B, N); kept (B, N) bool; weights (B, N) the robust solver's final weights;
+    logits (B, N); kept (B, N) bool; weights (B, N) the robust solver's final weights (the
+    kept matches' prior weights with ``robust=False``);
     E (B, 3, 3) unit Frobenius norm on the essential manifold; R (B, 3, 3), t (B, 3) unit;
     inliers (B, N) bool, the matches the cheirality test used.
     """
@@ -107,10 +109,9 @@ def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = 
     x_kept, w_kept = xs.gather(1, index[..., None].expand(-1, -1, 4)), weights.gather(1, index)
     if robust:
         fit = robust_eight_point(x_kept, w_kept, scales, kernel, iterations, starts, refine_steps)
+        E, inliers = fit.E, torch.zeros_like(kept).scatter(1, index, fit.inliers)
+        weights = torch.zeros_like(weights).scatter(1, index, fit.weights)
     else:
-        fit = robust_eight_point(x_kept, w_kept, scales[-1:], kernel, 0, (None,), 0)
-    E = fit.E
-    inliers = torch.zeros_like(kept).scatter(1, index, fit.inliers) if robust else kept
-    final = torch.zeros_like(weights).scatter(1, index, fit.weights)
+        E, inliers = project_essential(weighted_eight_point(x_kept, w_kept, validate=False)), kept
     R, t, _ = recover_pose(E, xs, inliers)
-    return Prediction(logits, kept, final, E, R, t, inliers)
+    return Prediction(logits, kept, weights, E, R, t, inliers)
