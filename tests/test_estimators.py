@@ -175,3 +175,19 @@ def test_predict_is_batched_respects_the_mask_and_matches_the_plain_eight_point(
     assert np.allclose(kept_matches(logits, mask).numpy(), out.kept.numpy())
     with pytest.raises(ValueError, match="logits, xs"):
         predict(logits[:, :50], xs)
+
+
+def test_corrnet_8pt_is_the_networks_own_eight_point():
+    """predict(robust=False) with CorrNet's ``weights`` reproduces the pose of its own E."""
+    from corrnet.checkpoint import load_model
+    from corrnet.datasets import generate_pair
+
+    model = load_model(None)
+    s = generate_pair(0, 3, num_matches=500, side_info=model.in_channels == 6)
+    with torch.inference_mode():
+        out = model(s["features"][None, None])
+    plain = predict(out["logits"], s["xs"][None], weights=out["weights"], robust=False)
+    R, t, _ = recover_pose(out["E"].double(), s["xs"][None].double(), plain.kept)
+    assert torch.allclose(plain.R, R, atol=1e-4) and torch.allclose(plain.t, t, atol=1e-4)
+    with pytest.raises(ValueError, match="weights"):
+        predict(out["logits"], s["xs"][None], weights=out["weights"][:, :10])

@@ -8,8 +8,8 @@ and two poses without RANSAC:
 
 * ``corrnet``: :func:`corrnet.eval.predict.predict`, the robust pose from the network's
   weights (iteratively reweighted eight-point, cheirality test on its inliers);
-* ``corrnet-8pt``: the plain weighted eight-point of the network's weights, cheirality test
-  on the kept matches (``predict(..., robust=False)``).
+* ``corrnet-8pt``: the plain weighted eight-point of the network's weights (CorrNet's own
+  ``E``), cheirality test on the kept matches (``predict(..., robust=False)``).
 
 The network keeps the matches with logit > 0; when it keeps fewer than
 :data:`corrnet.eval.predict.FALLBACK_TOP_K` (8), the 8 matches with the largest logits stand
@@ -67,7 +67,8 @@ one thread while other jobs kept both cores of a 2-core machine busy (the likely
 ~300 ms per pair reported for ``corrnet`` during a training run)."""
 
 Predictor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
-"""features (1, N, C) -> {"logits": (1, N), ...} (other outputs are ignored)."""
+"""features (1, N, C) -> {"logits": (1, N), optional "weights": (1, N), ...} (CorrNet's output;
+others are ignored)."""
 
 
 @dataclass
@@ -127,6 +128,8 @@ class _Pair:
     K2: np.ndarray
     logits: torch.Tensor | None = None
     """(N,) the network's logits; None without network."""
+    weights: torch.Tensor | None = None
+    """(N,) the network's eight-point weights, where the predictor returns them."""
     kept: np.ndarray | None = None
     """(N,) bool: the matches the network keeps (:func:`kept_matches`); None without network."""
     network_ms: float = 0.0
@@ -143,25 +146,30 @@ def inlier_scores(selected: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return tp / max(int(selected.sum()), 1), tp / max(int(labels.sum()), 1)
 
 
-def _run_network(sample: Mapping, predictor: Predictor) -> tuple[torch.Tensor, float]:
-    """Logits (N,) float64 and the wall time in ms of the network on one pair, batch size 1."""
+def _run_network(sample: Mapping, predictor: Predictor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Logits (N,) and eight-point weights (N,) or None, float64, and the wall time in ms of
+    the network on one pair, batch size 1."""
     features = torch.as_tensor(sample["features"]).float().unsqueeze(0)
     start = time.perf_counter()
     with torch.inference_mode():
         out = predictor(features)
     ms = (time.perf_counter() - start) * 1e3
     n = features.shape[1]
-    logits = out.get("logits")
-    if logits is None or tuple(logits.shape) != (1, n):
+    logits, weights = out.get("logits"), out.get("weights")
+    if (logits is None or tuple(logits.shape) != (1, n)
+            or (weights is not None and tuple(weights.shape) != (1, n))):
         got = {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
-        raise ValueError(f"predictor: expected 'logits' (1, {n}), got {got}")
-    return logits[0].double().cpu(), ms
+        raise ValueError(f"predictor: expected 'logits' (1, {n}) and optionally 'weights' "
+                         f"(1, {n}), got {got}")
+    return logits[0].double().cpu(), None if weights is None else weights[0].double().cpu(), ms
 
 
 def _pose_without_ransac(pair: _Pair, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """R (3, 3), t (3,), the matches it calls inliers (N,) and the ms of :func:`predict`."""
     start = time.perf_counter()
-    out = predict(pair.logits[None], torch.from_numpy(pair.xs)[None], robust=method == "corrnet")
+    weights = None if pair.weights is None else pair.weights[None]
+    out = predict(pair.logits[None], torch.from_numpy(pair.xs)[None], weights=weights,
+                  robust=method == "corrnet")
     ms = (time.perf_counter() - start) * 1e3
     return out.R[0].numpy(), out.t[0].numpy(), out.inliers[0].numpy(), ms
 
@@ -252,7 +260,7 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
                          f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3),
                          f64("K1").reshape(3, 3), f64("K2").reshape(3, 3))
             if needs_net:
-                pair.logits, pair.network_ms = _run_network(sample, predictor)
+                pair.logits, pair.weights, pair.network_ms = _run_network(sample, predictor)
                 pair.kept = kept_matches(pair.logits[None])[0].numpy()
             for method in POSE_METHODS:
                 if method in methods:

@@ -7,9 +7,10 @@ so may training validation.
 
 * **Kept** (:func:`kept_matches`): logit > 0 among the valid (``mask``) matches; where a pair
   keeps fewer than :data:`FALLBACK_TOP_K`, its :data:`FALLBACK_TOP_K` best valid matches.
-* **Weights**: tanh(logit) on the kept matches (the network's own eight-point weights
-  relu(tanh(logit))), at least :data:`MIN_WEIGHT` on a kept match (so a fallback match with
-  logit <= 0 still counts), 0 elsewhere.
+* **Weights**: the network's own eight-point weights on the kept matches (its ``weights``
+  output: relu(tanh(logit)) on the last stage's matches, 0 on the ones it pruned; without it
+  relu(tanh(logit))), at least :data:`MIN_WEIGHT` on a kept match (so a fallback or pruned
+  match still counts a little), 0 elsewhere.
 * **E**: :func:`corrnet.geometry.robust.robust_eight_point` on the kept matches: weighted
   eight-point starts on the top 8, 16, 32, 64, 128 and all kept matches, IRLS with a
   Geman-McClure kernel of the Sampson distance at scales 3e-3 then 1e-3 (normalised), the
@@ -80,7 +81,7 @@ def kept_matches(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torc
 
 
 def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = None,
-            robust: bool = True, scales: tuple[float, ...] = DEFAULT_SCALES,
+            weights: torch.Tensor | None = None, robust: bool = True, scales: tuple[float, ...] = DEFAULT_SCALES,
             kernel: str = DEFAULT_KERNEL, iterations: int = DEFAULT_ITERATIONS,
             starts: tuple[int | None, ...] = DEFAULT_STARTS,
             refine_steps: int = DEFAULT_REFINE_STEPS) -> Prediction:
@@ -90,6 +91,9 @@ def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = 
         logits: (B, N) inlier logits of every input match.
         xs: (B, N, 4) matches [x1, y1, x2, y2], normalised coordinates.
         mask: (B, N) bool, the valid matches (padding False); default all.
+        weights: (B, N) the network's eight-point weights (CorrNet's ``weights`` output:
+            relu(tanh(logit)) on its last stage's matches, 0 on the pruned ones); default
+            relu(tanh(logits)).
         robust: IRLS (default) or the plain weighted eight-point.
         scales, kernel, iterations, starts, refine_steps: the settings of
             :func:`corrnet.geometry.robust.robust_eight_point`.
@@ -102,7 +106,13 @@ def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = 
     if mask is not None and tuple(mask.shape) != tuple(logits.shape):
         raise ValueError(f"mask: expected shape {tuple(logits.shape)}, got {tuple(mask.shape)}")
     kept = kept_matches(logits, mask)
-    weights = torch.where(kept, torch.tanh(logits).clamp_min(MIN_WEIGHT), 0.0)
+    if weights is None:
+        weights = torch.tanh(logits)
+    else:
+        weights = as_tensor("weights", weights, (None,), "(B, N)").double()
+        if weights.shape != logits.shape:
+            raise ValueError(f"weights: expected shape {tuple(logits.shape)}, got {tuple(weights.shape)}")
+    weights = torch.where(kept, weights.clamp_min(MIN_WEIGHT), 0.0)
     # only the kept matches carry weight: solve on them (padded to the batch's largest count)
     m = max(int(kept.sum(-1).max()), 1)
     index = torch.argsort(-weights, dim=-1, stable=True)[:, :m]   # ties: in input order
