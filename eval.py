@@ -1,13 +1,19 @@
 """Relative-pose evaluation of corrnet and classical baselines on the same pairs.
 
     python eval.py --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
-                   [--viz K] [--methods corrnet corrnet+ransac ...] [--overwrite]
+                   [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
+                   [--overwrite]
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
 the content of its pairs, images and calibration).  Without ``--out`` the
 report goes to a fresh folder runs/eval/<data name>[-k]; an explicit ``--out`` that already
-holds a report is refused unless ``--overwrite``.  See corrnet.eval.evaluate for the methods.
+holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust pose from the
+network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
+``<subset>+<estimator>`` with subset ``corrnet`` (kept matches), ``ratio`` (ratio < 0.8) or
+none (all matches) and estimator ``ransac``, ``magsac`` (OpenCV, threshold 1e-3 normalised) or
+``poselib`` (PoseLib LO-RANSAC, threshold ``--poselib-threshold`` pixels); see
+corrnet.eval.evaluate.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
+from corrnet.eval.estimators import POSELIB_THRESHOLD, PoseLibEstimator
 from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, evaluate
 from corrnet.errors import USAGE_ERROR, USER_ERRORS, one_line
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
 
 ROOT = Path(__file__).resolve().parent
-VIZ_METHOD = "corrnet+ransac"
+VIZ_METHOD = "corrnet+poselib"
 """Pairs for --viz are ranked by this method's error (else by the first method evaluated)."""
 
 
@@ -36,8 +43,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="robust-estimation processes (default: all cores)")
     parser.add_argument("--max-pairs", type=int, help="evaluate the first K pairs only")
     parser.add_argument("--viz", type=int, default=0, metavar="K", help="render the K worst and K best pairs")
-    parser.add_argument("--methods", nargs="+", choices=METHODS,
-                        help=f"default: all; {' '.join(BASELINES)} need no network")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
+                        help=f"default: all of {' '.join(METHODS)}; {' '.join(BASELINES)} "
+                             f"need no network")
+    parser.add_argument("--poselib-threshold", type=float, default=POSELIB_THRESHOLD, metavar="PX",
+                        help="PoseLib's max_epipolar_error in pixels (default %(default)s; the "
+                             "OpenCV estimators use 1e-3 in normalised coordinates)")
     parser.add_argument("--synthetic-pairs", type=int, default=1000, help="size of the synthetic split")
     parser.add_argument("--cache", type=Path, default=ROOT / "data" / "generated",
                         help="where a raw folder is prepared into HDF5")
@@ -50,6 +61,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--viz: expected K >= 0")
     if args.synthetic_pairs < 1:
         parser.error("--synthetic-pairs: expected a positive number")
+    if not args.poselib_threshold > 0:
+        parser.error("--poselib-threshold: expected a positive number of pixels")
     return args
 
 
@@ -113,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             predictor = make_predictor(model)
         dataset, name = _dataset(args, side_info)
         out = out or fresh_dir(ROOT / "runs" / "eval" / name)
+        poselib = PoseLibEstimator(max_epipolar_error=args.poselib_threshold)
         result = evaluate(dataset, predictor, methods, workers=args.workers,
-                          progress=not args.quiet, dataset=name)
+                          progress=not args.quiet, dataset=name, estimators={"poselib": poselib})
         summary = write_report(result, out, args.overwrite)
     except USER_ERRORS as err:   # ValueError, OSError (FileNotFoundError, FileExistsError), KeyError
         print(f"eval.py: error: {one_line(err)}", file=sys.stderr)

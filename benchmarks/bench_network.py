@@ -49,7 +49,7 @@ import yaml
 
 from corrnet.atomic import atomic_path
 from corrnet.datasets import generate_pair
-from corrnet.eval.estimators import ESTIMATORS, MAX_ITERS, PROB, SEED, THRESHOLD
+from corrnet.eval.estimators import MAX_ITERS, OPENCV_METHODS, PROB, SEED, THRESHOLD
 from corrnet.models import CorrNet, CorrNetConfig, laplacian_aggregate
 from corrnet.models.inference import make_predictor
 
@@ -174,7 +174,7 @@ def opencv_ms(xs: np.ndarray, estimator: str) -> float:
     p1, p2 = np.ascontiguousarray(xs[:, :2]), np.ascontiguousarray(xs[:, 2:])
     cv2.setRNGSeed(SEED)
     start = time.perf_counter()
-    cv2.findEssentialMat(p1, p2, np.eye(3), method=ESTIMATORS[estimator], prob=PROB,
+    cv2.findEssentialMat(p1, p2, np.eye(3), method=OPENCV_METHODS[estimator], prob=PROB,
                          threshold=THRESHOLD, maxIters=MAX_ITERS)
     return 1e3 * (time.perf_counter() - start)
 
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         features = torch.stack([s["features"] for s in samples])            # (P, N, 6)
         xs = [s["xs"].double().numpy() for s in samples]
         results["baselines"].append({"n": n, **{f"{e}_ms": statistics.median(opencv_ms(x, e) for x in xs)
-                                                for e in ESTIMATORS}})
+                                                for e in OPENCV_METHODS}})
         for device in map(torch.device, args.device):
             for width in sorted({c.get("width", 128) for c in configs.values()}):
                 results["laplacian"][f"{device.type}/{width}/{n}"] = laplacian_row(n, width, device, args)

@@ -6,7 +6,7 @@
 
 The pipeline: SIFT and nearest-neighbour matches with ratio and mutual flag exactly as
 ``data/prepare.py`` computes them (:mod:`corrnet.datasets.prepare`), the network (kept
-matches: logit > 0, or the 8 best), then the robust estimator of :func:`_estimate` on the
+matches: logit > 0, or the 8 best), then PoseLib (:func:`_estimate`) on the
 kept matches.  Writes ``DIR/pose.json`` and ``DIR/matches.png`` (atomically) and prints one
 summary line.  K is in pixels, pixel-centre convention (the centre of the top-left pixel is
 (0, 0)); the motion is x2 = R x1 + t with |t| = 1.
@@ -80,17 +80,13 @@ class Estimate:
 def _estimate(x: np.ndarray, K1: np.ndarray, K2: np.ndarray, threshold_px: float | None = None) -> Estimate:
     """The pose of the kept matches x (M, 4) normalised; K1, K2 (3, 3) pixels.
 
-    The one place that picks the estimator: OpenCV RANSAC as the evaluation runs it (threshold
-    1e-3 in normalised coordinates) until ``estimators.estimate_pose(x, "poselib", K1=K1, K2=K2)``
-    lands; then this calls that, and returns its name and pixel threshold.
+    The one place that picks the estimator: PoseLib's LO-RANSAC on pixels, as ``eval.py``'s
+    ``corrnet+poselib`` runs it (threshold ``threshold_px``, default 1 px).
     """
-    if threshold_px is not None:
-        focal = float(np.mean([K1[0, 0], K1[1, 1], K2[0, 0], K2[1, 1]]))
-        raise ValueError(f"--threshold: the estimator 'ransac' has a fixed threshold of "
-                         f"{estimators.THRESHOLD:g} in normalised coordinates (about "
-                         f"{estimators.THRESHOLD * focal:.2f} px for these images)")
-    R, t, inliers = estimators.estimate_pose(x, "ransac")
-    return Estimate(R, t, inliers, "ransac", estimators.THRESHOLD, "normalised")
+    estimator = estimators.PoseLibEstimator(
+        max_epipolar_error=estimators.POSELIB_THRESHOLD if threshold_px is None else threshold_px)
+    R, t, inliers = estimator.estimate(x, K1, K2)
+    return Estimate(R, t, inliers, estimator.name, estimator.max_epipolar_error, "px")
 
 
 @dataclass

@@ -14,14 +14,19 @@ import numpy as np
 import pytest
 import torch
 
-from corrnet.datasets.sample import episym, make_sample
-from corrnet.eval.estimators import estimate_pose
-from corrnet.eval.evaluate import FALLBACK_TOP_K, METHODS, evaluate, inlier_scores, kept_matches
+from corrnet.datasets.sample import episym, intrinsics, make_sample
+from corrnet.eval.estimators import ESTIMATORS, PoseLibEstimator, estimate_pose
+from corrnet.eval.evaluate import METHODS, evaluate, inlier_scores
+from corrnet.eval.predict import FALLBACK_TOP_K, kept_matches
 from corrnet.eval.report import REPORT_FILES, fresh_dir, summarize, write_report
 from corrnet.geometry import essential_from_pose
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"mAP5", "mAP10", "mAP20", "auc5", "auc10", "auc20", "precision", "recall", "f1", "ms_per_pair"}
+OLD_METHODS = ("corrnet", "corrnet+ransac", "corrnet+magsac", "ransac", "ratio+ransac")
+"""The methods of report.json before PoseLib: new methods only add names."""
+K = intrinsics(600.0, 620.0, 320.0, 240.0)
+"""Pixel intrinsics of the toy pairs (PoseLib's threshold is in pixels)."""
 
 
 def rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -44,11 +49,12 @@ def pair(seed: int, n: int = 400, inliers: int = 40, noise: float = 0.0) -> dict
         xs[wrong, 2:] = rng.uniform(-0.3, 0.3, (wrong.sum(), 2))
         wrong &= episym(xs, R, t) < 1e-3
     ratios = np.where(np.arange(n) < inliers, 0.5, 0.9)
-    return make_sample(xs, episym(xs, R, t), R, t, ratios, np.ones(n), np.eye(3), np.eye(3), seed)
+    return make_sample(xs, episym(xs, R, t), R, t, ratios, np.ones(n), K, K, seed)
 
 
 class Oracle:
-    """Logits +10 on GT inliers and -10 elsewhere (or given logits per pair), E from GT."""
+    """Logits +10 on GT inliers and -10 elsewhere (or given logits per pair), E from GT
+    (which the evaluation ignores: it computes every pose from the logits)."""
 
     def __init__(self, samples: list[dict], logits: list[np.ndarray] | None = None):
         self.samples, self.logits, self.calls = samples, logits, 0
@@ -68,7 +74,7 @@ def test_oracle_is_perfect_and_random_logits_are_not():
         assert s["labels"][:40].all() and not s["labels"][40:].any()
     result = evaluate(samples, Oracle(samples), workers=1, progress=False)
     summary = summarize(result)["methods"]
-    for method in ("corrnet", "corrnet+ransac", "corrnet+magsac"):
+    for method in ("corrnet", "corrnet-8pt", "corrnet+ransac", "corrnet+magsac", "corrnet+poselib"):
         assert np.max(result.errors(method)) < 0.1, method
         assert summary[method]["mAP20"] == summary[method]["mAP5"] == 1.0
         assert summary[method]["auc5"] > 0.98
@@ -95,10 +101,13 @@ def test_precision_recall_by_hand_and_ransac_mask():
     logits = [np.full(400, -1.0), np.full(400, -1.0)]
     logits[0][:30] = logits[0][100:110] = 1.0   # TP 30, FP 10, FN 10
     logits[1][:80] = 1.0                        # TP 40, FP 40, FN 0
-    result = evaluate(samples, Oracle(samples, logits), methods=["corrnet", "corrnet+ransac"],
-                      workers=1, progress=False)
-    corrnet = summarize(result)["methods"]["corrnet"]
+    result = evaluate(samples, Oracle(samples, logits),
+                      methods=["corrnet-8pt", "corrnet", "corrnet+ransac"], workers=1, progress=False)
+    summary = summarize(result)["methods"]
+    corrnet = summary["corrnet-8pt"]   # its inliers are the kept matches
     p, r = (0.75 + 0.5) / 2, (0.75 + 1.0) / 2
+    assert summary["corrnet"]["precision"] > 0.9   # the robust pose's inliers drop most FP
+    assert np.all(result.errors("corrnet") < 1.0)
     assert corrnet["precision"] == pytest.approx(p) and corrnet["recall"] == pytest.approx(r)
     assert corrnet["f1"] == pytest.approx(2 * p * r / (p + r))
     for row, s, lg, lab in zip(result.of("corrnet+ransac"), samples, logits, labels):
@@ -115,9 +124,9 @@ def test_precision_recall_by_hand_and_ransac_mask():
 
 def test_kept_matches_fallback_and_zero_division():
     logits = np.array([-3.0, 2.0, -1.0, -2.0, -0.5, -4.0, -5.0, -6.0, -7.0, -8.0])
-    kept = kept_matches(logits)
+    kept = kept_matches(torch.as_tensor(logits)[None])[0]
     assert kept.sum() == FALLBACK_TOP_K and not kept[[-1, -2]].any()
-    many = kept_matches(np.r_[np.ones(9), -np.ones(3)])
+    many = kept_matches(torch.as_tensor(np.r_[np.ones(9), -np.ones(3)])[None])
     assert many.sum() == 9
     assert inlier_scores(np.zeros(5, bool), np.zeros(5, bool)) == (0.0, 0.0)
     R, t, inl = estimate_pose(np.zeros((4, 4)))
@@ -126,7 +135,8 @@ def test_kept_matches_fallback_and_zero_division():
 
 def test_parallel_serial_and_order_give_identical_errors():
     samples = [pair(seed, n=300, inliers=90, noise=3e-4) for seed in range(20, 26)]
-    methods = ["corrnet+ransac", "corrnet+magsac", "ransac", "ratio+ransac"]
+    methods = ["corrnet+ransac", "corrnet+magsac", "corrnet+poselib", "ransac", "ratio+ransac",
+               "poselib"]
     runs = [evaluate(s, Oracle(s), methods=methods, workers=w, progress=False)
             for s, w in ((samples, 1), (samples, 2), (samples[::-1], 2))]
     for method in methods:
@@ -143,6 +153,7 @@ def test_report_schema_and_no_silent_overwrite(tmp_path):
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report == summary and set(report) == {"dataset", "pairs", "methods"}
     assert report["dataset"] == "toy" and report["pairs"] == 3 and list(report["methods"]) == list(METHODS)
+    assert set(OLD_METHODS) < set(METHODS) and {"poselib", "ratio+poselib", "corrnet+poselib"} < set(METHODS)
     for metrics in report["methods"].values():
         assert set(metrics) == METRICS and all(isinstance(v, float) for v in metrics.values())
         assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if k != "ms_per_pair")
@@ -168,8 +179,8 @@ def write_oanet(path: Path, samples: list[dict], labels: bool = True) -> None:
             arrays = {"xs": s["xs"].numpy().reshape(1, n, 4), "ys": s["ys"].numpy().reshape(n, 1),
                       "Rs": s["R"].numpy(), "ts": s["t"].numpy().reshape(3, 1),
                       "ratios": s["ratios"].numpy(), "mutuals": s["mutuals"].numpy(),
-                      "cx1s": [0.0], "cy1s": [0.0], "cx2s": [0.0], "cy2s": [0.0],
-                      "f1s": [[1.0, 1.0]], "f2s": [[1.0, 1.0]]}
+                      "cx1s": [K[0, 2]], "cy1s": [K[1, 2]], "cx2s": [K[0, 2]], "cy2s": [K[1, 2]],
+                      "f1s": [[K[0, 0], K[1, 1]]], "f2s": [[K[0, 0], K[1, 1]]]}
             for key, value in arrays.items():
                 if labels or key != "ys":
                     f.require_group(key).create_dataset(str(i), data=np.asarray(value, np.float32))
@@ -196,6 +207,38 @@ def test_eval_cli_end_to_end_on_oanet_hdf5(tmp_path):
     assert report["methods"]["ratio+ransac"]["recall"] == 1.0
     again = run_eval("--data", str(tmp_path / "toy.hdf5"), "--methods", "ransac", "--out", str(out))
     assert again.returncode != 0 and "already holds a report" in again.stderr
+
+
+def test_poselib_methods_fail_cleanly_and_repeat_exactly():
+    """A pair whose ratio subset has 3 matches scores 180° / 90° under ratio+poselib (no
+    exception); a second run gives the same errors (PoseLib's seed is fixed)."""
+    samples = [pair(60, n=300, inliers=60, noise=3e-4), pair(61, n=300, inliers=60, noise=3e-4)]
+    samples[1]["ratios"][:] = 0.9
+    samples[1]["ratios"][:3] = 0.5
+    methods = ["poselib", "ratio+poselib", "corrnet+poselib"]
+    runs = [evaluate(samples, Oracle(samples), methods=methods, workers=1, progress=False)
+            for _ in range(2)]
+    failed = runs[0].of("ratio+poselib")[1]
+    assert (failed.err_R, failed.err_t, failed.err) == (180.0, 90.0, 180.0)
+    assert not failed.selected.any()
+    assert runs[0].of("ratio+poselib")[0].err < 1.0 and runs[0].of("corrnet+poselib")[1].err < 1.0
+    for method in methods:
+        assert np.array_equal(runs[0].errors(method), runs[1].errors(method))
+
+
+def test_poselib_threshold_option_reaches_the_estimator():
+    """A threshold far below the noise keeps almost no inliers; eval.py's option sets it."""
+    samples = [pair(62, n=200, inliers=100, noise=2e-3)]   # ~1.2 px of noise
+    tight = {"poselib": PoseLibEstimator(max_epipolar_error=0.05)}
+    loose, strict = (evaluate(samples, None, ["poselib"], workers=1, progress=False, estimators=e)
+                     for e in (None, tight))
+    assert loose.of("poselib")[0].selected.sum() > 3 * strict.of("poselib")[0].selected.sum()
+    assert ESTIMATORS["poselib"].max_epipolar_error == 1.0
+    done = run_eval("--help")
+    assert done.returncode == 0 and "--poselib-threshold" in done.stdout
+    assert all(m in done.stdout for m in METHODS)
+    bad = run_eval("--data", "synthetic", "--methods", "poselib", "--poselib-threshold", "0")
+    assert bad.returncode == 2 and "--poselib-threshold" in bad.stderr
 
 
 @pytest.mark.parametrize("case", ["missing", "no-labels", "foreign-checkpoint"])

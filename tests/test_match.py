@@ -112,7 +112,7 @@ def test_synthetic_pair_cli(synthetic_pair, tmp_path, capsys):
     assert pose["intrinsics"] == "given" and pose["num_matches"] == 2000
     kept, inliers = set(pose["kept"]), set(pose["inliers"])
     assert len(kept) == pose["num_kept"] and inliers <= kept and len(inliers) > 200
-    assert pose["estimator"] == {"name": "ransac", "threshold": 1e-3, "threshold_unit": "normalised"}
+    assert pose["estimator"] == {"name": "poselib", "threshold": 1.0, "threshold_unit": "px"}
     assert set(pose["times_ms"]) >= {"sift", "matching", "network", "estimator", "picture"}
     assert Path(pose["weights"]) == cm.PRETRAINED
     picture = cv2.imread(str(out / "matches.png"))
@@ -201,7 +201,6 @@ def test_bad_input(synthetic_pair, tmp_path, capsys, monkeypatch):
     _error([img1, img2, "--K1", "500", "500", "320", *out], capsys, "argument --K1: expected 4 arguments")
     _error([img1, img2, "--K1", "500", "500", "320", "x", *out], capsys, "invalid float value: 'x'")
     _error([img1, img2, "--threshold", "0", *out], capsys, "--threshold: expected a positive number")
-    _error([img1, img2, "--threshold", "2", *out], capsys, "--threshold: the estimator 'ransac' has a fixed")
     for name in ("flat1.png", "flat2.png"):
         cv2.imwrite(str(tmp_path / name), np.full((480, 640, 3), 90, np.uint8))
     _error([str(tmp_path / "flat1.png"), str(tmp_path / "flat2.png"), *out], capsys,

@@ -1,24 +1,28 @@
 """Relative-pose evaluation of several methods on the same pairs.
 
-Methods (:data:`METHODS`):
+Methods (:data:`METHODS`) are ``<subset>+<estimator>`` for every robust estimator of
+:data:`corrnet.eval.estimators.ESTIMATORS` (``ransac``, ``magsac``, ``poselib``) on one of the
+subsets of matches (:data:`SUBSETS`): ``corrnet`` (the matches the network keeps), ``ratio``
+(Lowe ratio < 0.8) or all matches (the estimator's name alone: ``ransac``, ``poselib``, ...);
+and two poses without RANSAC:
 
-* ``corrnet``: the network's essential matrix, decomposed by :func:`recover_pose` with the
-  cheirality test on the matches the network keeps; no RANSAC.
-* ``corrnet+ransac`` / ``corrnet+magsac``: OpenCV RANSAC / MAGSAC++ (see
-  :mod:`corrnet.eval.estimators`) on the matches the network keeps.
-* ``ransac``: RANSAC on all matches; ``ratio+ransac``: on the matches with Lowe ratio < 0.8.
+* ``corrnet``: :func:`corrnet.eval.predict.predict`, the robust pose from the network's
+  weights (iteratively reweighted eight-point, cheirality test on its inliers);
+* ``corrnet-8pt``: the plain weighted eight-point of the network's weights (CorrNet's own
+  ``E``), cheirality test on the kept matches (``predict(..., robust=False)``).
 
 The network keeps the matches with logit > 0; when it keeps fewer than
-:data:`FALLBACK_TOP_K`, the :data:`FALLBACK_TOP_K` matches with the largest logits stand in
-(so that the five-point solver and the cheirality test have something to work on).
+:data:`corrnet.eval.predict.FALLBACK_TOP_K` (8), the 8 matches with the largest logits stand
+in (so that the five-point solver and the cheirality test have something to work on).
 
 Inlier precision / recall of a pair are measured on the matches a method calls inliers:
-the kept set for ``corrnet``, the estimator's inlier mask for every robust method.  0/0
-counts as 0 (OANet's convention).  Timing: the network alone for ``corrnet``, network plus
-estimator for ``corrnet+*``, the estimator alone for the baselines; the network runs with
-batch size 1 in this process on :data:`NETWORK_THREADS` torch thread(s), the estimators in
-a pool of worker processes (one OpenCV thread each), every estimate timed inside its worker:
-every time is the cost on one core.
+the kept set for ``corrnet-8pt``, the robust inliers for ``corrnet``, the estimator's inlier
+mask for every robust method.  0/0 counts as 0 (OANet's convention).  Timing: network plus
+pose for ``corrnet`` / ``corrnet-8pt``, network plus estimator for ``corrnet+*``, the
+estimator alone for the baselines; the network and the poses without RANSAC run with batch
+size 1 in this process on :data:`NETWORK_THREADS` torch thread(s), the estimators in a pool of
+worker processes (one OpenCV thread each), every estimate timed inside its worker: every
+time is the cost on one core.
 """
 
 from __future__ import annotations
@@ -34,17 +38,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..geometry import pose_errors, recover_pose
-from .estimators import PoseJob, PoseOutcome, PoseTask, init_worker, run_job
+from ..geometry import pose_errors
+from .estimators import ESTIMATORS, PoseJob, PoseOutcome, PoseTask, RobustEstimator, init_worker, run_job
+from .predict import kept_matches, predict
 
-NETWORK_METHODS = ("corrnet", "corrnet+ransac", "corrnet+magsac")
-BASELINES = ("ransac", "ratio+ransac")
-METHODS = NETWORK_METHODS + BASELINES
-ROBUST = {"corrnet+ransac": "ransac", "corrnet+magsac": "magsac", "ransac": "ransac",
-          "ratio+ransac": "ransac"}
-"""Estimator of every robust method."""
+SUBSETS = ("corrnet", "all", "ratio")
+"""Matches a robust estimator sees: the network's kept ones, all, Lowe ratio < 0.8."""
+POSE_METHODS = ("corrnet", "corrnet-8pt")
+"""The network's poses without RANSAC."""
+
+
+def method_name(subset: str, estimator: str) -> str:
+    """``<subset>+<estimator>``; the estimator's name alone on all matches."""
+    return estimator if subset == "all" else f"{subset}+{estimator}"
+
+
+ROBUST = {method_name(subset, name): (subset, name) for subset in SUBSETS for name in ESTIMATORS}
+"""(subset, estimator name) of every robust method."""
+METHODS = (*POSE_METHODS, *ROBUST)
+NETWORK_METHODS = (*POSE_METHODS, *(m for m, (subset, _) in ROBUST.items() if subset == "corrnet"))
+BASELINES = tuple(m for m in METHODS if m not in NETWORK_METHODS)
 RATIO_THRESHOLD = 0.8
-FALLBACK_TOP_K = 8
 NETWORK_THREADS = 1
 """Torch threads for the network: one core, as each estimator gets.  With more threads than
 idle cores (another job running) every op's OpenMP barrier waits for a descheduled thread:
@@ -53,7 +67,8 @@ one thread while other jobs kept both cores of a 2-core machine busy (the likely
 ~300 ms per pair reported for ``corrnet`` during a training run)."""
 
 Predictor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
-"""features (1, N, C) -> {"logits": (1, N), "E": (1, 3, 3)}."""
+"""features (1, N, C) -> {"logits": (1, N), optional "weights": (1, N), ...} (CorrNet's output;
+others are ignored)."""
 
 
 @dataclass
@@ -109,9 +124,14 @@ class _Pair:
     ratios: np.ndarray
     R: np.ndarray
     t: np.ndarray
+    K1: np.ndarray
+    K2: np.ndarray
+    logits: torch.Tensor | None = None
+    """(N,) the network's logits; None without network."""
+    weights: torch.Tensor | None = None
+    """(N,) the network's eight-point weights, where the predictor returns them."""
     kept: np.ndarray | None = None
     """(N,) bool: the matches the network keeps (:func:`kept_matches`); None without network."""
-    E: np.ndarray | None = None
     network_ms: float = 0.0
 
 
@@ -120,44 +140,38 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def kept_matches(logits: np.ndarray) -> np.ndarray:
-    """Matches the network keeps: logit > 0, or the FALLBACK_TOP_K best.  (N,) -> (N,) bool."""
-    kept = logits > 0
-    if kept.sum() < FALLBACK_TOP_K:
-        kept = np.zeros_like(kept)
-        kept[np.argsort(-logits, kind="stable")[:FALLBACK_TOP_K]] = True
-    return kept
-
-
 def inlier_scores(selected: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Precision TP/|selected| and recall TP/|GT inliers| of one pair (0/0 -> 0)."""
     tp = float(np.sum(selected & labels))
     return tp / max(int(selected.sum()), 1), tp / max(int(labels.sum()), 1)
 
 
-def _run_network(sample: Mapping, predictor: Predictor) -> tuple[np.ndarray, np.ndarray, float]:
-    """Logits (N,), E (3, 3) float64 and the wall time in ms of one pair, batch size 1."""
+def _run_network(sample: Mapping, predictor: Predictor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Logits (N,) and eight-point weights (N,) or None, float64, and the wall time in ms of
+    the network on one pair, batch size 1."""
     features = torch.as_tensor(sample["features"]).float().unsqueeze(0)
     start = time.perf_counter()
     with torch.inference_mode():
         out = predictor(features)
     ms = (time.perf_counter() - start) * 1e3
     n = features.shape[1]
-    logits, E = out.get("logits"), out.get("E")
-    if logits is None or E is None or tuple(logits.shape) != (1, n) or tuple(E.shape) != (1, 3, 3):
+    logits, weights = out.get("logits"), out.get("weights")
+    if (logits is None or tuple(logits.shape) != (1, n)
+            or (weights is not None and tuple(weights.shape) != (1, n))):
         got = {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
-        raise ValueError(f"predictor: expected 'logits' (1, {n}) and 'E' (1, 3, 3), got {got}")
-    return logits[0].double().cpu().numpy(), E[0].double().cpu().numpy(), ms
+        raise ValueError(f"predictor: expected 'logits' (1, {n}) and optionally 'weights' "
+                         f"(1, {n}), got {got}")
+    return logits[0].double().cpu(), None if weights is None else weights[0].double().cpu(), ms
 
 
-def _pose_from_network(pair: _Pair) -> tuple[np.ndarray, np.ndarray]:
-    """R (3, 3), t (3,) from the network's E by the cheirality test on the kept matches
-    (NaN if E is not finite)."""
-    if not np.isfinite(pair.E).all():
-        return np.full((3, 3), np.nan), np.full(3, np.nan)
-    R, t, _ = recover_pose(torch.from_numpy(pair.E)[None], torch.from_numpy(pair.xs)[None],
-                           torch.from_numpy(pair.kept)[None])
-    return R[0].numpy(), t[0].numpy()
+def _pose_without_ransac(pair: _Pair, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """R (3, 3), t (3,), the matches it calls inliers (N,) and the ms of :func:`predict`."""
+    start = time.perf_counter()
+    weights = None if pair.weights is None else pair.weights[None]
+    out = predict(pair.logits[None], torch.from_numpy(pair.xs)[None], weights=weights,
+                  robust=method == "corrnet")
+    ms = (time.perf_counter() - start) * 1e3
+    return out.R[0].numpy(), out.t[0].numpy(), out.inliers[0].numpy(), ms
 
 
 def _result(pair: _Pair, position: int, method: str, R: np.ndarray, t: np.ndarray,
@@ -171,12 +185,14 @@ def _result(pair: _Pair, position: int, method: str, R: np.ndarray, t: np.ndarra
                       ms, selected)
 
 
-def _tasks(pair: _Pair, methods: Sequence[str]) -> list[PoseTask]:
+def _tasks(pair: _Pair, methods: Sequence[str],
+           estimators: Mapping[str, RobustEstimator]) -> list[PoseTask]:
     """The robust estimates of a pair: (method, estimator, indices of the matches it sees)."""
-    subsets = {"ransac": np.ones(len(pair.xs), bool), "ratio+ransac": pair.ratios < RATIO_THRESHOLD}
+    subsets = {"all": np.ones(len(pair.xs), bool), "ratio": pair.ratios < RATIO_THRESHOLD}
     if pair.kept is not None:
-        subsets["corrnet+ransac"] = subsets["corrnet+magsac"] = pair.kept
-    return [(m, ROBUST[m], np.flatnonzero(subsets[m])) for m in methods if m in ROBUST]
+        subsets["corrnet"] = pair.kept
+    return [(m, estimators[ROBUST[m][1]], np.flatnonzero(subsets[ROBUST[m][0]]))
+            for m in methods if m in ROBUST]
 
 
 def _robust(jobs: list[PoseJob], workers: int,
@@ -201,19 +217,22 @@ def _robust(jobs: list[PoseJob], workers: int,
 def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
              methods: Sequence[str] | None = None, workers: int | None = None,
              progress: bool = True, dataset: str = "",
-             network_threads: int | None = NETWORK_THREADS) -> EvalResult:
+             network_threads: int | None = NETWORK_THREADS,
+             estimators: Mapping[str, RobustEstimator] | None = None) -> EvalResult:
     """Evaluate ``methods`` on every sample (see the module docstring).
 
     Args:
         samples: a Dataset or any iterable of corrnet sample dictionaries (``xs``, ``labels``,
-            ``R``, ``t``, ``ratios``, ``features``, ``index``).
-        predictor: features (1, N, C) -> {"logits": (1, N), "E": (1, 3, 3)}, for example
-            ``lambda f: model(f.unsqueeze(1))``; None evaluates the baselines only.
+            ``R``, ``t``, ``ratios``, ``K1``, ``K2``, ``features``, ``index``).
+        predictor: features (1, N, C) -> {"logits": (1, N), ...}, for example
+            ``make_predictor(model)`` (:mod:`corrnet.models`); None evaluates the baselines only.
         methods: subset of :data:`METHODS` (default: all, or the baselines without predictor).
         workers: processes for the robust estimators (default: the cores available).
         dataset: name stored in the result.
-        network_threads: torch threads while the network runs (restored afterwards); None
-            keeps the current setting.
+        network_threads: torch threads while the network and the poses without RANSAC run
+            (restored afterwards); None keeps the current setting.
+        estimators: the estimator of each name (default :data:`ESTIMATORS`), for example
+            ``{**ESTIMATORS, "poselib": PoseLibEstimator(max_epipolar_error=2.0)}``.
     """
     if methods is None:
         methods = METHODS if predictor is not None else BASELINES
@@ -224,6 +243,7 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
     needs_net = [m for m in methods if m in NETWORK_METHODS]
     if needs_net and predictor is None:
         raise ValueError(f"methods {needs_net} need a predictor (a network); none was given")
+    estimators = {**ESTIMATORS, **(estimators or {})}
     workers = default_workers() if workers is None else workers
     pairs: list[_Pair] = []
     results: list[PairResult] = []
@@ -237,20 +257,23 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
                            disable=not progress, unit="pair"):
             f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
             pair = _Pair(int(sample["index"]), f64("xs").reshape(-1, 4), f64("labels").reshape(-1) > 0.5,
-                         f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3))
+                         f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3),
+                         f64("K1").reshape(3, 3), f64("K2").reshape(3, 3))
             if needs_net:
-                logits, pair.E, pair.network_ms = _run_network(sample, predictor)
-                pair.kept = kept_matches(logits)
-            if "corrnet" in methods:
-                R, t = _pose_from_network(pair)
-                results.append(_result(pair, len(pairs), "corrnet", R, t, pair.kept, pair.network_ms))
+                pair.logits, pair.weights, pair.network_ms = _run_network(sample, predictor)
+                pair.kept = kept_matches(pair.logits[None])[0].numpy()
+            for method in POSE_METHODS:
+                if method in methods:
+                    R, t, selected, ms = _pose_without_ransac(pair, method)
+                    results.append(_result(pair, len(pairs), method, R, t, selected,
+                                           pair.network_ms + ms))
             pairs.append(pair)
     finally:
         torch.set_num_threads(threads)
     if not pairs:
         raise ValueError("samples: no pairs to evaluate")
-    jobs = [(i, p.xs, _tasks(p, methods)) for i, p in enumerate(pairs)]
-    jobs = [job for job in jobs if job[2]]
+    jobs = [(i, p.xs, p.K1, p.K2, _tasks(p, methods, estimators)) for i, p in enumerate(pairs)]
+    jobs = [job for job in jobs if job[-1]]
     for position, outcomes in _robust(jobs, min(workers, len(jobs)), progress):
         pair = pairs[position]
         for method, R, t, mask, ms in outcomes:
