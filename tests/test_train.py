@@ -140,16 +140,19 @@ def test_shipped_weights_load_without_executing_code():
 
 
 def test_validation_ignores_padded_copies():
-    module = CorrNetModule(net=CorrNetConfig(width=16, heads=2, num_states=4, blocks_per_stage=2)).eval()
-    batch = [generate_pair(5, i, "outdoor", n) for i, n in enumerate((300, 120))]
+    config = load_model(PRETRAINED).config   # trained weights: a pose that is not chaotic
+    module = CorrNetModule(net=config, init_weights=str(PRETRAINED), reset_graph_heads=False).eval()
+    batch = [generate_pair(5, i, "outdoor", n, side_info=config.side_info) for i, n in enumerate((300, 200))]
     padded = collate_pairs(batch, mode="pad", generator=torch.Generator().manual_seed(0))
     # Make every copy look like a confident inlier: counted, it would inflate all three numbers.
     padded["labels"][~padded["mask"]] = 1.0
     with torch.no_grad():
         module.validation_step(padded, 0)
-    _, tp, kept, pos = module._val[0].unbind(-1)
-    assert pos.tolist() == [float(s["labels"].sum()) for s in batch]
-    assert (kept <= torch.tensor([300.0, 120.0])).all() and (tp <= pos).all()
+        for s in batch:   # each pair alone, unpadded
+            module.validation_step(collate_pairs([s], mode="pad"), 0)
+    together, alone = module._val[0], torch.cat(module._val[1:])
+    assert (alone[:, 1:] > 0).all()   # something kept and found
+    assert torch.allclose(together, alone, atol=1e-4)   # pose error, precision, recall per pair
 
 
 def _one_error_line(capsys) -> str:
@@ -273,3 +276,28 @@ def test_init_weights_loads_a_file_and_reopens_the_graph_heads(trained, tmp_path
     assert all(torch.all(fresh[k] == GRAPH_GATE_BIAS) for k in heads if k.endswith("bias"))
     with pytest.raises(ValueError, match="another architecture"):
         CorrNetModule(net=CorrNetConfig(width=16, heads=2), init_weights=str(path))
+
+
+def test_validation_metrics_equal_the_report():
+    """Validation scores pairs exactly as eval.py's ``corrnet`` method (one prediction path)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from corrnet.datasets import PairCollator, SyntheticPairs
+    from corrnet.eval import evaluate
+    from corrnet.eval.report import summarize
+    from corrnet.models import make_predictor
+
+    model = load_model(PRETRAINED)
+    module = CorrNetModule(net=model.config, init_weights=str(PRETRAINED), reset_graph_heads=False)
+    pairs = SyntheticPairs(length=12, seed=5, mode="mixed", num_matches=600, side_info=model.config.side_info)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, accelerator="cpu")
+    # one pair per batch, as CorrNetDataModule's validation loader gives them
+    val = trainer.validate(module, DataLoader(pairs, batch_size=1, collate_fn=PairCollator(mode="pad")),
+                           verbose=False)[0]
+    report = summarize(evaluate(pairs, make_predictor(module.net), ["corrnet"], workers=1,
+                                progress=False))["methods"]["corrnet"]
+    assert 0 < report["mAP20"] and any(0 < report[k] < 1 for k in ("mAP5", "mAP10", "mAP20"))
+    for key in ("mAP5", "mAP10", "mAP20", "auc20", "precision", "recall"):   # logged in float32
+        assert val[f"val/{key}"] == pytest.approx(report[key], abs=1e-6), key

@@ -12,7 +12,8 @@ import torch
 
 from corrnet.checkpoint import load_state, read_weights
 from corrnet.eval.metrics import oanet_map, pose_auc
-from corrnet.geometry import pose_errors, recover_pose
+from corrnet.eval.predict import predict
+from corrnet.geometry import pose_errors
 from corrnet.models import CorrNet, CorrNetConfig, CorrNetLoss
 
 
@@ -68,28 +69,29 @@ class CorrNetModule(L.LightningModule):
         return total
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Records per pair (B, 4): pose error (degrees) of the network's E without RANSAC on
-        the matches with logit > 0, true positives, kept matches and GT inliers."""
+        """Records per pair (B, 3): the pose error (degrees) of ``eval.py``'s ``corrnet`` method
+        (:func:`corrnet.eval.predict.predict`: kept matches and the robust pose without RANSAC)
+        and the precision and recall of the matches it calls inliers, as the report scores them."""
         out = self(batch["features"], batch.get("mask"))
-        real = batch.get("mask", torch.ones_like(out["logits"], dtype=torch.bool))
-        kept = (out["logits"] > 0) & real
-        R, t, _ = recover_pose(out["E"], batch["xs"], kept)
-        err_r, err_t = pose_errors(R, t, batch["R"], batch["t"])
-        labels = (batch["labels"] > 0.5) & real
-        tp = (kept & labels).sum(-1)
-        self._val.append(torch.stack([torch.maximum(err_r, err_t).float(), tp.float(),
-                                      kept.sum(-1).float(), labels.sum(-1).float()], -1))
+        pred = predict(out["logits"], batch["xs"], batch.get("mask"), weights=out["weights"])
+        err_r, err_t = pose_errors(pred.R, pred.t, batch["R"].double(), batch["t"].double())
+        labels = batch["labels"] > 0.5
+        if "mask" in batch:
+            labels = labels & batch["mask"]
+        tp = (pred.inliers & labels).sum(-1).double()
+        precision = tp / pred.inliers.sum(-1).clamp_min(1)
+        recall = tp / labels.sum(-1).clamp_min(1)
+        self._val.append(torch.stack([torch.maximum(err_r, err_t), precision, recall], -1))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        # every rank's pairs (DDP splits the validation set); (P, 4) on a single device
-        v = self.all_gather(torch.cat(self._val)).reshape(-1, 4).cpu()
+        # every rank's pairs (DDP splits the validation set); (P, 3) on a single device
+        v = self.all_gather(torch.cat(self._val)).reshape(-1, 3).cpu()
         self._val.clear()
-        err, tp, kept, pos = v.unbind(-1)
-        metrics = {**oanet_map(err.numpy()), **pose_auc(err.numpy())}
-        metrics["precision"] = float(tp.sum() / kept.sum().clamp_min(1))
-        metrics["recall"] = float(tp.sum() / pos.sum().clamp_min(1))
+        err, precision, recall = v.unbind(-1)
+        metrics = {**oanet_map(err.numpy()), **pose_auc(err.numpy()),
+                   "precision": float(precision.mean()), "recall": float(recall.mean())}
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "mAP20"})
         self.log("val/mAP20", metrics["mAP20"], prog_bar=True)
 
