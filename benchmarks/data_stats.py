@@ -58,7 +58,7 @@ def _nearest(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(d[np.arange(len(p)), j]), j
 
 
-def pair_stats(xs: np.ndarray, labels: np.ndarray, ys: np.ndarray) -> dict[str, float]:
+def pair_stats(xs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Per-pair statistics: Clark-Evans index of outliers, coherent shares, many-to-one flags."""
     out: dict[str, float] = {}
     def repeated(a: np.ndarray) -> np.ndarray:
@@ -103,7 +103,7 @@ def collect(samples: Iterable[dict], total: int, desc: str) -> dict[str, float]:
         ratio_in.append(ratios[labels]); ratio_out.append(ratios[~labels])  # noqa: E702
         mutual_in.append(mutuals[labels]); mutual_out.append(mutuals[~labels])  # noqa: E702
         ys_out.append(ys[~labels])
-        per_pair.append(pair_stats(xs, labels, ys))
+        per_pair.append(pair_stats(xs, labels))
     cat = np.concatenate
     r_in, r_out, m_in, m_out, y_out = cat(ratio_in), cat(ratio_out), cat(mutual_in), cat(mutual_out), cat(ys_out)
     q = np.percentile(inlier_pct, [10, 25, 50, 75, 90])

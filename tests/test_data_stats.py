@@ -1,0 +1,51 @@
+"""benchmarks/data_stats.py: the statistics against hand-computed cases, and the CLI's columns."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corrnet.datasets.synthetic import write_synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stats():
+    spec = importlib.util.spec_from_file_location("data_stats", ROOT / "benchmarks" / "data_stats.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_auc_counts_ties_half(stats):
+    # pairs (pos, neg): 1>0, 1<2, 2>0, 2=2, 3>0, 3>2 -> (1 + 0 + 1 + 0.5 + 1 + 1) / 6
+    assert stats.auc(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0])) == pytest.approx(4.5 / 6)
+    assert np.isnan(stats.auc(np.array([1.0]), np.array([])))
+
+
+def test_pair_stats_duplicates_many_to_one_and_coherence(stats):
+    # inliers 0..3: 0 and 1 identical, 2 shares 0's image-2 point from elsewhere; 3 moves like 2
+    xs = np.array([[0.00, 0.00, 0.10, 0.10], [0.00, 0.00, 0.10, 0.10], [0.30, 0.30, 0.10, 0.10],
+                   [0.31, 0.30, 0.115, 0.10], [0.9, 0.9, -0.5, 0.4], [-0.8, 0.7, 0.6, -0.6], [0.5, -0.9, 0.2, 0.9]])
+    labels = np.array([True, True, True, True, False, False, False])
+    out = stats.pair_stats(xs, labels)
+    assert out["dup_in"] == pytest.approx(0.5) and out["dup_out"] == 0
+    # distinct inliers 0, 2, 3: 0 and 2 share an image-2 point
+    assert out["many_in"] == pytest.approx(2 / 3) and out["many_out"] == 0
+    # distinct inliers: 2 and 3 are 0.01 apart and move within 0.005 of each other; 0 is far from both
+    assert out["coh_in"] == pytest.approx(2 / 3)
+
+
+def test_cli_prints_a_column_per_source(stats, tmp_path, capsys):
+    path = tmp_path / "syn.hdf5"
+    write_synthetic(path, 4, seed=1, mode="indoor", num_matches=200)
+    stats.main(["--hdf5", str(path), "--synthetic", "2", "--modes", "outdoor"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["statistic", "syn", "syn-outdoor"]
+    assert any(line.startswith("ratio AUC (in vs out)") and len(line.split()) == 7 for line in lines)
+    with pytest.raises(SystemExit):
+        stats.main(["--hdf5", str(tmp_path / "missing.hdf5")])
