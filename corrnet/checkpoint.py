@@ -13,8 +13,8 @@ import torch
 from corrnet.atomic import atomic_path
 from corrnet.models import CorrNet, CorrNetConfig
 
-PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-synthetic.pt"
-"""Weights shipped with the package, trained on the synthetic generator (see README)."""
+PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-real.pt"
+"""Default weights shipped with the package: synthetic and real SfM pairs (``configs/real.yaml``)."""
 
 FORMAT = "corrnet-weights"
 FORMAT_VERSION = 2

@@ -303,3 +303,14 @@ def test_trained_laplacian_changes_the_features(graph_trained):
     change = ((lx - x).norm() / x.norm()).item()
     assert change > 0.1, change     # measured 0.23
     assert torch.equal(laplacian_aggregate(x, torch.full_like(w, -1.0)), x)   # closed gates: L = I
+
+
+def test_float64_input_and_non_finite_pairs():
+    """float64 matches run in the network's dtype; a NaN pair is named, not an eigh failure."""
+    model = tiny().eval()
+    x = make_problem(2, 64, outliers=20)["x"]           # float64
+    with torch.no_grad():
+        assert torch.equal(model(x)["logits"], model(x.float())["logits"])
+        x[1, 5, 2] = float("nan")
+        with pytest.raises(ValueError, match=r"NaN or infinite values in pair\(s\) \[1\]"):
+            model(x)

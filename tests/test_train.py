@@ -132,7 +132,7 @@ def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsy
 
 
 def test_shipped_weights_load_without_executing_code():
-    model = load_model()            # corrnet/pretrained/corrnet-synthetic.pt, weights_only=True
+    model = load_model()            # corrnet/pretrained/corrnet-real.pt, weights_only=True
     x = torch.randn(1, 100, model.in_channels, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         out = model(x)
@@ -226,10 +226,15 @@ def test_old_checkpoint_formats_load_or_name_their_version(trained, tmp_path):
         load_model(tmp_path / "unknown.pt")
 
 
-def test_shipped_weights_are_format_version_1_with_side_info():
+def test_shipped_weights_formats():
+    """The default weights are format version 2; the synthetic-only ones (the fine-tuning start)
+    are version 1 and still load."""
     raw = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
+    assert raw["format_version"] == FORMAT_VERSION and raw["net"]["side_info"] is True
+    old = PRETRAINED.with_name("corrnet-synthetic.pt")
+    raw = torch.load(old, map_location="cpu", weights_only=True)
     assert raw["format"] == "corrnet-weights-v1" and raw["net"]["in_channels"] == 6
-    assert load_model().config.side_info is True
+    assert load_model(old).config == load_model().config
 
 
 def test_mixture_draws_each_source_at_its_rate():

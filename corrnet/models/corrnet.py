@@ -239,6 +239,11 @@ class CorrNet(nn.Module):
         b, n, _ = x.shape
         if n < MIN_MATCHES:
             raise ValueError(f"x: expected at least {MIN_MATCHES} matches, got {n}")
+        finite = torch.isfinite(x).flatten(1).all(-1)
+        if not bool(finite.all()):
+            raise ValueError(f"x: NaN or infinite values in pair(s) {torch.nonzero(~finite).flatten().tolist()} "
+                             f"of the batch; expected finite coordinates and side information")
+        x = x.to(self.states.dtype)   # e.g. float64 matches into a float32 network
         if mask is not None:
             if mask.shape != (b, n) or mask.dtype != torch.bool:
                 raise ValueError(f"mask: expected a bool tensor of shape {(b, n)}, got "
