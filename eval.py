@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, Subset
 
 from corrnet.eval.estimators import POSELIB_THRESHOLD, PoseLibEstimator
 from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, evaluate
-from corrnet.errors import USAGE_ERROR, USER_ERRORS, one_line
+from corrnet.errors import run_command
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
 
 ROOT = Path(__file__).resolve().parent
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate, print the table and write the report; bad input ends with one line, exit 2."""
     args = _parse(argv)
     methods = args.methods or METHODS
-    try:
+
+    def run() -> int:
         out = check_out_dir(args.out, args.overwrite) if args.out else None
         predictor, side_info = None, False
         if any(m in NETWORK_METHODS for m in methods):
@@ -130,21 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(dataset, predictor, methods, workers=args.workers,
                           progress=not args.quiet, dataset=name, estimators={"poselib": poselib})
         summary = write_report(result, out, args.overwrite)
-    except USER_ERRORS as err:   # ValueError, OSError (FileNotFoundError, FileExistsError), KeyError
-        print(f"eval.py: error: {one_line(err)}", file=sys.stderr)
-        return USAGE_ERROR
-    print(f"{name}: {summary['pairs']} pairs; mAP/auc/precision/recall/F1 in %\n")
-    print(format_table(summary))
-    print(f"\nreport: {out}")
-    if args.viz:
-        try:
-            _render(args, out, dataset, result)
-        except (ImportError, RuntimeError) as err:
-            print(f"eval.py: --viz skipped: {err}", file=sys.stderr)
-            return 1
-        print(f"pictures: {out / 'viz'}")
-    return 0
+        print(f"{name}: {summary['pairs']} pairs; mAP/auc/precision/recall/F1 in %\n")
+        print(format_table(summary))
+        print(f"\nreport: {out}")
+        if args.viz:
+            try:
+                _render(args, out, dataset, result)
+            except (ImportError, RuntimeError) as err:
+                print(f"eval.py: --viz skipped: {err}", file=sys.stderr)
+                return 1
+            print(f"pictures: {out / 'viz'}")
+        return 0
 
+    return run_command("eval.py", run)
 
 if __name__ == "__main__":
     sys.exit(main())
