@@ -113,6 +113,21 @@ def test_every_parameter_gets_a_finite_gradient():
     assert {"cls_0", "cls_1", "cls_2", "graph_0", "graph_1", "graph_2", "essential"} == set(parts)
 
 
+def test_without_graph_layer_only_the_laplacian_goes():
+    """The ablation (graph_layer=False): no Laplacian parameters, the supervised graph head
+    stays, and the outputs change when the layer is put back with the same other weights."""
+    torch.manual_seed(4)
+    full, ablated = tiny().eval(), tiny(graph_layer=False).eval()
+    names = set(full.state_dict()) - set(ablated.state_dict())
+    assert names and all(".graph." in k for k in names)
+    assert any(".graph_head." in k for k in ablated.state_dict())
+    ablated.load_state_dict({k: v for k, v in full.state_dict().items() if k not in names})
+    x = synthetic_batch(2, 64)["xs"]
+    out, out_ablated = full(x), ablated(x)
+    assert torch.allclose(out["graph_logits"][0], out_ablated["graph_logits"][0])
+    assert not torch.allclose(out["logits"], out_ablated["logits"], atol=1e-4)
+
+
 @pytest.mark.parametrize("case", ["duplicated", "identical", "equal_logits"])
 def test_degenerate_inputs_stay_finite(case):
     torch.manual_seed(3)

@@ -47,7 +47,7 @@ class Stage(nn.Module):
 
     embed (1×1 conv) -> PointCN blocks -> graph Laplacian layer driven by an intermediate
     logit head w (supervised as an inlier logit, opened at initialisation: see
-    :data:`GRAPH_GATE_BIAS`) -> state cross-attention -> [transformer] -> PointCN blocks
+    :data:`GRAPH_GATE_BIAS`; ``graph_layer=False`` drops the layer and keeps the head) -> state cross-attention -> [transformer] -> PointCN blocks
     -> logit head.
     The transformer's keys are the ``attention_keys`` real matches with the highest graph
     logits (all matches when there are no more than that, or when it is None).
@@ -59,14 +59,14 @@ class Stage(nn.Module):
 
     def __init__(self, in_channels: int, width: int, blocks: int, heads: int,
                  qk_rmsnorm: bool, attention: bool, rotary: bool,
-                 attention_keys: int | None) -> None:
+                 attention_keys: int | None, graph_layer: bool = True) -> None:
         super().__init__()
         self.attention_keys = attention_keys
         self.embed = PointwiseConv(in_channels, width)
         self.pre = nn.Sequential(*(PointCN(width) for _ in range(blocks // 2)))
         self.graph_head = PointwiseConv(width, 1)
         self.reset_graph_head()
-        self.graph = GraphLaplacian(width, residual=True)
+        self.graph = GraphLaplacian(width, residual=True) if graph_layer else None
         self.state = StateCrossAttention(width, heads, qk_rmsnorm)
         self.transformer = TransformerBlock(width, heads, qk_rmsnorm) if attention else None
         self.rotary = GeometricRotary(width // heads) if attention and rotary else None
@@ -85,7 +85,8 @@ class Stage(nn.Module):
         for block in self.pre:
             x = block(x, mask)
         w = rearrange(self.graph_head(x), "b 1 n 1 -> b n")
-        x = self.graph(x, w, mask)
+        if self.graph is not None:
+            x = self.graph(x, w, mask)
         x, states = self.state(x, states, mask)
         if self.transformer is not None:
             angles = self.rotary(coords) if self.rotary is not None else None
@@ -120,6 +121,9 @@ class CorrNetConfig:
         attention_keys: most matches a transformer block attends to (its keys/values: the
             stage's matches with the highest graph logits; every match stays a query), so its
             cost is O(N·attention_keys) instead of O(N²); None attends to all.
+        graph_layer: the graph Laplacian layer in every stage.  False is the ablation of the
+            README: no Laplacian, the graph head is still supervised and still ranks the
+            attention keys, so only the graph propagation is removed.
     """
 
     side_info: bool = False
@@ -133,6 +137,7 @@ class CorrNetConfig:
     rotary: bool = True
     attention_stages: tuple[int, ...] = (-1,)
     attention_keys: int | None = 1024
+    graph_layer: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_stages", tuple(self.attention_stages))
@@ -199,7 +204,7 @@ class CorrNet(nn.Module):
         self.stages = nn.ModuleList(
             Stage(c_in if s == 0 else width + c_in + 1, width, config.blocks_per_stage,
                   config.heads, config.qk_rmsnorm, s in attend, config.rotary,
-                  config.attention_keys)
+                  config.attention_keys, config.graph_layer)
             for s in range(config.num_stages))
 
     def num_kept(self, n: int) -> int:
