@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from corrnet.datasets.sample import to_pixels
 from corrnet.eval.estimators import (ESTIMATORS, MIN_MATCHES, PoseLibEstimator, estimate_pose,
-                                     pinhole, to_pixels)
+                                     pinhole)
 from corrnet.eval.predict import FALLBACK_TOP_K, kept_matches, predict
 from corrnet.geometry import essential_from_pose, pose_errors, recover_pose, sampson_distance
 from corrnet.geometry.robust import KERNELS, robust_eight_point

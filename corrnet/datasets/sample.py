@@ -42,6 +42,15 @@ def normalized_matches(uv1: np.ndarray, uv2: np.ndarray, K1: np.ndarray, K2: np.
     return torch.cat([normalize_keypoints(t(uv1), t(K1)), normalize_keypoints(t(uv2), t(K2))], 1).numpy()
 
 
+def to_pixels(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Normalised points xy (N, 2) to pixels, K [x, y, 1]ᵀ (the inverse of the normalisation of
+    :func:`normalized_matches`); K (3, 3) without skew -> (N, 2) float64."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K: expected intrinsics of shape (3, 3), got {K.shape}")
+    return np.asarray(xy, dtype=np.float64) @ K[:2, :2].T + K[:2, 2]
+
+
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """Absolute pinhole intrinsics [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] as float64 (3, 3)."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 import poselib
 
+from ..datasets.sample import to_pixels
+
 THRESHOLD = 1e-3
 """Epipolar distance threshold of the OpenCV estimators, in normalised coordinates."""
 POSELIB_THRESHOLD = 1.0
@@ -98,12 +100,6 @@ def pinhole(K: np.ndarray) -> poselib.Camera:
     """PoseLib PINHOLE camera [fx, fy, cx, cy] of pixel intrinsics K (3, 3) without skew."""
     K = np.asarray(K, dtype=np.float64).reshape(3, 3)
     return poselib.Camera("PINHOLE", [K[0, 0], K[1, 1], K[0, 2], K[1, 2]], 0, 0)
-
-
-def to_pixels(x: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Normalised points x (M, 2) to pixels K [x, y, 1]ᵀ, (M, 2) float64."""
-    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
-    return np.asarray(x, dtype=np.float64) @ K[:2, :2].T + K[:2, 2]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..datasets.sample import to_pixels
+
 OUTCOMES: tuple[str, ...] = ("tn", "fn", "fp", "tp")
 """Outcome names, in drawing order (later ones are drawn on top)."""
 
@@ -229,14 +231,6 @@ def _read_texture(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(bgr[:, :, ::-1]), size
 
 
-def _to_pixels(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Normalised (N, 2) -> pixels (N, 2) with intrinsics K (3, 3): u = x fx + cx."""
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"intrinsics must be (3, 3), got {K.shape}")
-    return xy * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-
-
 def _panel(x0: float, width: float) -> np.ndarray:
     """Corners (4, 3) of a panel of height 1 starting at x0: TL, TR, BR, BL."""
     return np.array([[x0, 1.0, 0.0], [x0 + width, 1.0, 0.0], [x0 + width, 0.0, 0.0], [x0, 0.0, 0.0]])
@@ -268,7 +262,7 @@ def build_scene(xs: np.ndarray, is_inlier_gt: np.ndarray, is_kept: np.ndarray, *
             textures.append(texture)
             origins.append(np.zeros(2))
             sizes.append(size)
-            uv.append(_to_pixels(xy, intrinsics[i]))  # type: ignore[arg-type]
+            uv.append(to_pixels(xy, intrinsics[i]))  # type: ignore[arg-type]
         else:
             lo, hi = (xy.min(axis=0), xy.max(axis=0)) if len(xy) else (np.zeros(2), np.ones(2))
             pad = 0.05 * np.maximum(hi - lo, 1e-6)
