@@ -26,6 +26,7 @@ from corrnet.checkpoint import load_model, read_checkpoint
 from corrnet.datasets import BadPairError, OANetPairs, generate_pair, write_oanet_hdf5
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
 from corrnet.visualization.__main__ import main as viz_main
+from data.merge import main as merge_main
 from data.prepare import main as prepare_main
 from data.synthetic import main as synthetic_main
 
@@ -182,6 +183,24 @@ def test_synthetic_refuses_to_overwrite_and_empty_output(tmp_path, capsys):
         write_synthetic(tmp_path / "empty.hdf5", 0)
     assert call(synthetic_main, ["--out", str(out), "--pairs", "2", "--num-matches", "50", "--overwrite"]) == 0
     assert len(OANetPairs(out)) == 2
+
+
+# ---------------------------------------------------------------- data/merge.py
+
+
+def test_merge_refuses_bad_inputs_and_keeps_the_output(tmp_path, capsys):
+    a, out = write_pairs(tmp_path / "a.hdf5"), write_pairs(tmp_path / "out.hdf5", 2)
+    before = snapshot(out)
+    refused(capsys, call(merge_main, [str(a), "--out", str(out)]), str(out), "already exists")
+    refused(capsys, call(merge_main, [str(a), "--out", str(a), "--overwrite"]), str(a), "input 1")
+    refused(capsys, call(merge_main, [str(a), str(tmp_path / "missing.hdf5"), "--out", str(out),
+                                      "--overwrite"]), "missing.hdf5", "not found")
+    bad = write_pairs(tmp_path / "bad.hdf5", edit=lambda d: d.update(xs=d["xs"] * np.nan))
+    refused(capsys, call(merge_main, [str(a), str(bad), "--out", str(out), "--overwrite"]),
+            str(bad), "pair 1")
+    assert snapshot(out) == before
+    assert call(merge_main, [str(a), str(a), "--out", str(out), "--overwrite"]) == 0
+    assert len(OANetPairs(out)) == 6
 
 
 # ---------------------------------------------------------------- temporary files of killed runs

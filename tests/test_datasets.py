@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from corrnet.datasets import (BadPairError, OANetPairs, PairCollator, collate_pairs, generate_pair,
-                              make_sample, write_oanet_hdf5)
+                              make_sample, merge_oanet_hdf5, write_oanet_hdf5)
 from tests._data_reference import episym_np
 
 
@@ -75,6 +75,26 @@ def test_written_file_has_oanet_layout_and_round_trips(tmp_path):
     samples[1]["image1"], samples[1]["image2"] = samples[2]["image1"], samples[2]["image2"] = "c", "d"
     write_oanet_hdf5(path, samples)
     assert OANetPairs(path)[2]["image2"] == "d" and OANetPairs(path)[0]["image1"] == "a.jpg"
+
+
+def test_merge_keeps_every_pair_in_order(tmp_path):
+    rng = np.random.default_rng(5)
+    raw = [_raw_pair(rng, 20 + i) for i in range(5)]
+    _oanet_file(tmp_path / "a.hdf5", raw[:2])
+    _oanet_file(tmp_path / "b.hdf5", raw[2:])
+    assert merge_oanet_hdf5([tmp_path / "a.hdf5", tmp_path / "b.hdf5"], tmp_path / "m.hdf5") == 5
+    merged = OANetPairs(tmp_path / "m.hdf5")
+    inputs = [OANetPairs(tmp_path / "a.hdf5")[i] for i in range(2)] + [OANetPairs(tmp_path / "b.hdf5")[i] for i in range(3)]
+    assert len(merged) == 5
+    for i, ref in enumerate(inputs):
+        got = merged[i]
+        for key in ("xs", "ys", "labels", "R", "t", "ratios", "mutuals", "K1", "K2"):
+            assert torch.equal(got[key], ref[key]), (i, key)
+    with h5py.File(tmp_path / "m.hdf5") as f:
+        assert f.attrs["merged_from"] == f"{tmp_path / 'a.hdf5'}: 2; {tmp_path / 'b.hdf5'}: 3"
+    with pytest.raises(FileNotFoundError, match="nope.hdf5"):
+        merge_oanet_hdf5([tmp_path / "a.hdf5", tmp_path / "nope.hdf5"], tmp_path / "n.hdf5")
+    assert not (tmp_path / "n.hdf5").exists()
 
 
 def test_write_is_atomic(tmp_path):

@@ -105,6 +105,19 @@ def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | Non
     return count
 
 
+def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
+    """Write the pairs of every input file, in order, to ``out`` (atomically); returns the count.
+
+    Each pair is read (and checked) by :class:`OANetPairs`; the attribute ``merged_from`` lists
+    the inputs as ``path: pairs``.  A missing or malformed input raises as OANetPairs does.
+    """
+    datasets = [OANetPairs(path) for path in inputs]
+    record = "; ".join(f"{d.path}: {len(d)}" for d in datasets)
+    samples = (d[i] for d in datasets for i in range(len(d)))
+    return write_oanet_hdf5(out, samples, sum(map(len, datasets)), desc="merging",
+                            attrs={"merged_from": record})
+
+
 class OANetPairs(Dataset):
     """Pairs of an OANet-layout HDF5 file as corrnet sample dictionaries.
 
