@@ -209,7 +209,7 @@ def test_tiny_model_overfits_one_batch():
     x, labels = batch["xs"], batch["labels"] > 0.5
     loss = CorrNetLoss(essential_warmup=0)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for step in range(80):
+    for step in range(120):   # 80 reached 1.0 with two threads but 0.93 with one
         opt.zero_grad()
         total, _ = loss(net(x), batch, step)
         total.backward()
