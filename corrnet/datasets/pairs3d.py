@@ -24,7 +24,6 @@ a 3-D file from an OANet one), ``voxel_size``, ``inlier_threshold``, ``min_overl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,8 @@ from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.errors import one_line
 from corrnet.geometry.checks import rotation_problem
 from corrnet.geometry.rigid import MIN_RIGID_MATCHES
+
+from .oanet_hdf5 import LazyHDF5
 
 LAYOUT = "corrnet-pairs3d"
 VOXEL_SIZE = 0.05
@@ -190,7 +191,7 @@ def make_sample3d(xs: np.ndarray, R: np.ndarray, t: np.ndarray, ratios: np.ndarr
     return sample
 
 
-class Pairs3D(Dataset):
+class Pairs3D(LazyHDF5, Dataset):
     """Pairs of a 3-D HDF5 file (module docstring) as sample dictionaries (:func:`make_sample3d`).
 
     Opened lazily once per process (DataLoader workers re-open it).  A malformed pair raises
@@ -216,18 +217,6 @@ class Pairs3D(Dataset):
                 self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
         except OSError as err:
             raise OSError(f"{self.path}: cannot open as an HDF5 file ({one_line(err)})") from None
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, None
-        return state
-
-    def _h5(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._file
 
     def __len__(self) -> int:
         return self.length

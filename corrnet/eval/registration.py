@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..datasets.pairs3d import INLIER_THRESHOLD, residuals
 from ..geometry.rigid import registration_errors
-from .evaluate import NETWORK_THREADS, Predictor, inlier_scores
+from .evaluate import NETWORK_THREADS, MethodResults, Predictor, check_methods, inlier_scores
 from .predict import kept_matches
 
 METHODS = ("corrnet", "corrnet+ransac", "ransac", "fgr")
@@ -69,19 +69,10 @@ class RegResult:
 
 
 @dataclass
-class RegEvalResult:
-    """Per-pair results of every method; ``pairs`` is the number of pairs evaluated."""
+class RegEvalResult(MethodResults):
+    """Registration results: :class:`RegResult` per pair and method."""
 
-    dataset: str
-    methods: tuple[str, ...]
-    pairs: int
     results: list[RegResult]
-
-    def of(self, method: str) -> list[RegResult]:
-        """The results of ``method`` in pair order."""
-        if method not in self.methods:
-            raise KeyError(f"method {method!r} was not evaluated; evaluated: {list(self.methods)}")
-        return sorted((r for r in self.results if r.method == method), key=lambda r: r.position)
 
 
 def _clouds(xs: np.ndarray, subset: np.ndarray):
@@ -139,13 +130,7 @@ def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | Non
     samples: a Dataset of 3-D sample dictionaries (:class:`corrnet.datasets.pairs3d.Pairs3D`);
     predictor: features (1, N, C) -> a rigid CorrNet's output (``logits``, ``R``, ``t``).
     """
-    methods = tuple(dict.fromkeys(methods or (METHODS if predictor is not None else BASELINES)))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ValueError(f"methods: expected some of {list(METHODS)} for 3-D pairs, got {list(methods)}")
-    needs_net = [m for m in methods if m in NETWORK_METHODS]
-    if needs_net and predictor is None:
-        raise ValueError(f"methods {needs_net} need a predictor (a network); none was given")
+    methods, needs_net = check_methods(methods, predictor, METHODS, NETWORK_METHODS, BASELINES)
     if len(samples) == 0:
         raise ValueError("samples: no pairs to evaluate")
     results: list[RegResult] = []
