@@ -172,3 +172,48 @@ def test_prepare3d_rgbd_frames_and_a_pose_that_is_not_rigid(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("prepare3d.py: error: ") and str(pose) in err[0]
     assert "expected a rotation" in err[0] and not (tmp_path / "bad.hdf5").exists()
+
+
+def test_train_py_trains_the_rigid_network_on_3d_pairs_and_refuses_a_two_view_file(pairs_file, tmp_path, capsys):
+    from corrnet.checkpoint import export_model, load_model
+    from corrnet.training.cli import main
+
+    run = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs/registration.yaml"), "--trainer.max_steps", "2",
+            "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "2",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(run),
+            "--checkpoint.dirpath", str(run / "ckpt"), "--trainer.logger.init_args.save_dir", str(run),
+            "--data.train", str(pairs_file), "--data.val", str(pairs_file), "--data.test", str(pairs_file),
+            "--data.batch_size", "2", "--data.num_matches", "128"]
+    assert main(args) == 0
+    model = load_model(export_model(run / "ckpt/last.ckpt", tmp_path / "w.pt"))
+    assert model.config.geometry == "rigid" and model.config.in_channels == 8
+    ckpt = torch.load(run / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
+    assert "val/RR" in str(ckpt["callbacks"])
+    two_view = tmp_path / "two-view.hdf5"
+    from corrnet.datasets import write_synthetic
+    write_synthetic(two_view, 2, 0, "outdoor", 64)
+    assert main(args[:-10] + ["--data.train", str(two_view)] + args[-8:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("train.py: error: ") and "a two-view pairs file" in err and str(two_view) in err
+
+
+def test_registration_picture_shows_both_clouds_and_coloured_matches(pairs, tmp_path):
+    import cv2
+
+    from corrnet.visualization import render_registration
+    from corrnet.visualization.registration import SOURCE_RGB, TARGET_RGB
+    from corrnet.visualization.scene import PALETTE
+
+    p = pairs[0]
+    labels = p["ys"] < INLIER_THRESHOLD
+    kept = labels.copy()
+    kept[np.flatnonzero(~labels)[:20]] = True          # 20 false positives
+    kept[np.flatnonzero(labels)[:3]] = False           # 3 missed inliers
+    out = render_registration(tmp_path / "reg.png", p["cloud1"], p["cloud2"], p["xs"], labels, kept,
+                              p["R"], p["t"], title="test", errors=(1.0, 0.02), size=(800, 400))
+    rgb = cv2.imread(str(out))[:, :, ::-1]
+    assert rgb.shape == (400, 800, 3)
+    views = rgb[56:400 - 32]            # between the header and the legend (layout at 800 x 400)
+    for colour in (SOURCE_RGB, TARGET_RGB, PALETTE["tp"], PALETTE["fp"], PALETTE["fn"]):
+        assert (np.abs(views.astype(int) - colour).max(-1) <= 6).sum() > 20, colour
