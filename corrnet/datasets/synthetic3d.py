@@ -2,8 +2,9 @@
 
 A room (floor, ceiling, four walls; 3–7 m by 3–7 m, 2.4–3 m high) is furnished with 6–20
 Open3D primitives standing on the floor: boxes (cupboards, tables), cylinders and spheres.  Camera 1 stands 1–1.8 m high inside the room and looks at a random
-point of it; camera 2 is camera 1 moved by 0.05–0.5 m and turned by 2–25° about a random axis (the
-motions of frame pairs of a hand-held sequence such as ``../shared/real-dev-3d``).
+point of it; camera 2 is camera 1 moved by 0.05–1.2 m and turned by 2–40° about a random axis (the
+motions of the overlapping frame pairs of a hand-held sequence such as ``../shared/real-dev-3d``,
+whose 10th–90th percentiles are 4–23° and 0.14–0.94 m).
 Both render a Kinect-like depth image by ray casting (320×240, f = 292.5 px: the 640×480,
 f = 585 field of view of ``../shared/real-dev-3d`` at half resolution), with depth noise of
 standard deviation 0.0012 + 0.0019 (z − 0.4)² metres (Nguyen, Izadi and Lovell, 3DIMPVT
@@ -118,8 +119,8 @@ def generate_pair3d(seed: int, index: int, num_matches: int = NUM_MATCHES) -> di
         T1 = _look_at(eye, target)
         step = rng.normal(size=3)
         motion = np.eye(4)
-        motion[:3, :3] = _rotation(rng.normal(size=3), np.deg2rad(rng.uniform(2, 25)))
-        motion[:3, 3] = step / np.linalg.norm(step) * rng.uniform(0.05, 0.5)
+        motion[:3, :3] = _rotation(rng.normal(size=3), np.deg2rad(rng.uniform(2, 40)))
+        motion[:3, 3] = step / np.linalg.norm(step) * rng.uniform(0.05, 1.2)
         T2 = T1 @ motion
         frag1, frag2 = describe(_scan(scene, T1, rng)), describe(_scan(scene, T2, rng))
         if min(len(frag1.points), len(frag2.points)) < 100:
