@@ -167,14 +167,18 @@ def show(scene: Scene, title: str) -> None:
 
 def render_registration_views(scene: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
     """The ``before`` and ``after`` views of a registration scene, seen by one perspective
-    camera behind and above the target scan's camera (y points down in its frame)."""
+    camera behind and above the target scan's camera (y points down in its frame).  One
+    renderer draws both, its scene cleared in between and at the end (Filament aborts when a
+    renderer is destroyed while line materials are in use)."""
     target = scene["target"]
     centre = np.median(target, axis=0)
     reach = float(np.percentile(np.linalg.norm(target - centre, axis=1), 90))
     eye = centre + reach * np.array([0.0, -1.2, -2.2])
     scale = max(1.0, size[1] / 600)
+    renderer = _renderer(size, [])
     views = {}
     for view in ("before", "after"):
+        renderer.scene.clear_geometry()
         geometries: list[Geometry] = [
             ("target", _point_cloud(target, tuple(scene["target_rgb"])), _material("defaultUnlit", width=2.0 * scale)),
             ("source", _point_cloud(scene[f"source_{view}"], tuple(scene["source_rgb"])),
@@ -184,9 +188,11 @@ def render_registration_views(scene: dict[str, np.ndarray], size: tuple[int, int
             if key in scene and len(scene[key]):
                 geometries.append((key, _line_set(scene[key], PALETTE[name]),
                                    _material("unlitLine", width=LINE_WIDTH[name] * scale)))
-        renderer = _renderer(size, geometries)
+        for name, geometry, material in geometries:
+            renderer.scene.add_geometry(name, geometry, material)
         renderer.setup_camera(VERTICAL_FOV_DEG * 1.6, centre.tolist(), eye.tolist(), [0.0, -1.0, 0.0])
         views[view] = np.asarray(renderer.render_to_image())
+    renderer.scene.clear_geometry()
     return views
 
 
