@@ -77,7 +77,9 @@ class CorrNetModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Records per pair (B, 3): the pose error (degrees) of ``eval.py``'s ``corrnet`` method
         (:func:`corrnet.eval.predict.predict`: kept matches and the robust pose without RANSAC)
-        and the precision and recall of the matches it calls inliers, as the report scores them."""
+        and the precision and recall of the matches it calls inliers, as the report scores them;
+        rigid geometry: instead of the pose error, 1.0 where the network's own Kabsch transform
+        registers the pair (the kept matches count as its inliers)."""
         out = self(batch["features"], batch.get("mask"))
         if self.net.config.geometry == "rigid":   # score: 1.0 for a successful registration
             selected = kept_matches(out["logits"], batch.get("mask"))
