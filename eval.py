@@ -14,6 +14,11 @@ network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) 
 none (all matches) and estimator ``ransac``, ``magsac`` (OpenCV, threshold 1e-3 normalised) or
 ``poselib`` (PoseLib LO-RANSAC, threshold ``--poselib-threshold`` pixels); see
 corrnet.eval.evaluate.
+
+A 3-D pairs file (``data/prepare3d.py``) is recognised by its layout and evaluated for
+registration instead (default weights ``corrnet/pretrained/corrnet-registration.pt``):
+``corrnet`` (the network's weighted Kabsch), ``corrnet+ransac``, ``ransac`` and ``fgr``
+(Open3D); see corrnet.eval.registration.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
+from corrnet.eval import registration
 from corrnet.eval.estimators import POSELIB_THRESHOLD, PoseLibEstimator
 from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, evaluate
 from corrnet.errors import run_command
@@ -43,9 +49,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="robust-estimation processes (default: all cores)")
     parser.add_argument("--max-pairs", type=int, help="evaluate the first K pairs only")
     parser.add_argument("--viz", type=int, default=0, metavar="K", help="render the K worst and K best pairs")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
+    parser.add_argument("--methods", nargs="+", choices=tuple(dict.fromkeys(METHODS + registration.METHODS)),
+                        metavar="METHOD",
                         help=f"default: all of {' '.join(METHODS)}; {' '.join(BASELINES)} "
-                             f"need no network")
+                             f"need no network (3-D pairs: {' '.join(registration.METHODS)})")
     parser.add_argument("--poselib-threshold", type=float, default=POSELIB_THRESHOLD, metavar="PX",
                         help="PoseLib's max_epipolar_error in pixels (default %(default)s; the "
                              "OpenCV estimators use 1e-3 in normalised coordinates)")
@@ -110,13 +117,71 @@ def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalR
                         K1=sample["K1"].numpy(), K2=sample["K2"].numpy(), **image)
 
 
+def _report(args: argparse.Namespace, out: Path, result, summary: dict, render) -> int:
+    """Print the table; with --viz, the pictures (exit 1 where they fail, 0 otherwise)."""
+    print(f"{result.dataset}: {summary['pairs']} pairs; accuracies, precision/recall/F1 in %\n")
+    print(format_table(summary))
+    print(f"\nreport: {out}")
+    if args.viz:
+        try:
+            render()
+        except (ImportError, RuntimeError) as err:
+            print(f"eval.py: --viz skipped: {err}", file=sys.stderr)
+            return 1
+        print(f"pictures: {out / 'viz'}")
+    return 0
+
+
+def _registration(args: argparse.Namespace, out: Path | None) -> int:
+    """Evaluate a 3-D pairs file (module docstring)."""
+    from corrnet.checkpoint import PRETRAINED_REGISTRATION, load_model
+    from corrnet.datasets.pairs3d import Pairs3D
+    from corrnet.models import make_predictor
+
+    methods = args.methods or registration.METHODS
+    wrong = [m for m in methods if m not in registration.METHODS]
+    if wrong:
+        raise ValueError(f"--methods: {wrong} are two-view methods; a 3-D pairs file takes "
+                         f"{list(registration.METHODS)}")
+    predictor, side_info = None, False
+    if any(m in registration.NETWORK_METHODS for m in methods):
+        model = load_model(args.checkpoint or PRETRAINED_REGISTRATION)
+        if model.config.geometry != "rigid":
+            raise ValueError(f"{args.checkpoint}: a two-view network (model.net.geometry "
+                             f"{model.config.geometry!r}); 3-D pairs need a rigid one")
+        side_info, predictor = model.config.side_info, make_predictor(model)
+    data = Path(args.data).expanduser()
+    dataset = Pairs3D(data, side_info=side_info)
+    if args.max_pairs is not None and args.max_pairs < len(dataset):
+        dataset = Subset(dataset, range(args.max_pairs))
+    out = out or fresh_dir(ROOT / "runs" / "eval" / data.stem)
+    result = registration.evaluate_registration(dataset, predictor, methods, progress=not args.quiet,
+                                                dataset=data.stem)
+    summary = write_report(result, out, args.overwrite)
+
+    def render() -> None:
+        from corrnet.visualization.registration import render_registration_pairs
+
+        render_registration_pairs(out / "viz", Pairs3D(data), result, args.viz)
+
+    return _report(args, out, result, summary, render)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Evaluate, print the table and write the report; bad input ends with one line, exit 2."""
     args = _parse(argv)
-    methods = args.methods or METHODS
 
     def run() -> int:
+        from corrnet.datasets.pairs3d import is_pairs3d
+
         out = check_out_dir(args.out, args.overwrite) if args.out else None
+        if Path(args.data).expanduser().is_file() and is_pairs3d(Path(args.data).expanduser()):
+            return _registration(args, out)
+        methods = args.methods or METHODS
+        wrong = [m for m in methods if m not in METHODS]
+        if wrong:
+            raise ValueError(f"--methods: {wrong} are 3-D registration methods; {args.data} is not a "
+                             f"3-D pairs file")
         predictor, side_info = None, False
         if any(m in NETWORK_METHODS for m in methods):
             from corrnet.checkpoint import load_model
@@ -131,17 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(dataset, predictor, methods, workers=args.workers,
                           progress=not args.quiet, dataset=name, estimators={"poselib": poselib})
         summary = write_report(result, out, args.overwrite)
-        print(f"{name}: {summary['pairs']} pairs; mAP/auc/precision/recall/F1 in %\n")
-        print(format_table(summary))
-        print(f"\nreport: {out}")
-        if args.viz:
-            try:
-                _render(args, out, dataset, result)
-            except (ImportError, RuntimeError) as err:
-                print(f"eval.py: --viz skipped: {err}", file=sys.stderr)
-                return 1
-            print(f"pictures: {out / 'viz'}")
-        return 0
+        return _report(args, out, result, summary, lambda: _render(args, out, dataset, result))
 
     return run_command("eval.py", run)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from .oanet_hdf5 import OANetPairs
+from .pairs3d import Pairs3D, is_pairs3d
 from .synthetic import SyntheticPairs
+from .synthetic3d import Synthetic3DPairs
 
 SPLITS = ("train", "val", "test")
 
@@ -22,23 +24,30 @@ def synthetic_seed(seed: int, split: str) -> int:
 
 def open_dataset(spec: str, split: str, *, side_info: bool = False, seed: int = 0,
                  synthetic_pairs: int = 1000, synthetic_mode: str = "mixed",
-                 num_matches: int = 2000) -> Dataset:
+                 num_matches: int = 2000, geometry: str = "two_view") -> Dataset:
     """``"synthetic"`` -> the generator's split; anything else is an OANet-format HDF5 path.
 
+    With ``geometry="rigid"`` the same for 3-D pairs: the synthetic 3-D generator
+    (:class:`Synthetic3DPairs`) or a file of ``data/prepare3d.py`` (:class:`Pairs3D`).
     Environment variables in the path are expanded (``$CORRNET_DATA/yfcc-sift-2000-train.hdf5``).
     """
-    path = check_data_spec(spec)
+    path = check_data_spec(spec, geometry)
+    rigid = geometry == "rigid"
     if path is None:
-        return SyntheticPairs(length=synthetic_pairs, seed=synthetic_seed(seed, split),
-                              mode=synthetic_mode, num_matches=num_matches, side_info=side_info)
-    return OANetPairs(path, side_info=side_info)
+        kind = Synthetic3DPairs if rigid else SyntheticPairs
+        extra = {} if rigid else {"mode": synthetic_mode}
+        return kind(length=synthetic_pairs, seed=synthetic_seed(seed, split),
+                    num_matches=num_matches, side_info=side_info, **extra)
+    return Pairs3D(path, side_info=side_info) if rigid else OANetPairs(path, side_info=side_info)
 
 
-def check_data_spec(spec: str) -> Path | None:
-    """None for ``"synthetic"``; otherwise the expanded path of an OANet-format HDF5 file.
+def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
+    """None for ``"synthetic"``; otherwise the expanded path of an OANet-format HDF5 file
+    (``geometry="rigid"``: of a 3-D pairs file).
 
     Raises FileNotFoundError (no such file, unset variable), OSError (not HDF5 or damaged)
-    or BadPairError (groups missing), each naming the file.
+    or ValueError (groups missing, a 3-D file for a two-view network or the reverse), each
+    naming the file.
     """
     if spec == "synthetic":
         return None
@@ -48,5 +57,10 @@ def check_data_spec(spec: str) -> Path | None:
                                 f"(for example: export CORRNET_DATA=/path/to/oanet/dumps)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such OANet-format HDF5 file")
-    OANetPairs(path)   # opens it and checks its groups: fails now, not in a DataLoader worker
+    if is_pairs3d(path) != (geometry == "rigid"):
+        raise ValueError(f"{path}: a {'3-D' if is_pairs3d(path) else 'two-view'} pairs file, but the "
+                         f"network's geometry is {geometry!r} (model.net.geometry: "
+                         f"{'rigid' if is_pairs3d(path) else 'two_view'} reads it)")
+    # opens it and checks its groups: fails now, not in a DataLoader worker
+    (Pairs3D if geometry == "rigid" else OANetPairs)(path)
     return path

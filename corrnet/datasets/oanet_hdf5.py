@@ -118,7 +118,26 @@ def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
                             attrs={"merged_from": record})
 
 
-class OANetPairs(Dataset):
+class LazyHDF5:
+    """An HDF5 file at ``self.path`` opened on first use, once per process: a forked or
+    pickled copy (a DataLoader worker) opens its own handle."""
+
+    path: Path
+    _file: h5py.File | None = None
+    _pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, None
+        return state
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file
+
+
+class OANetPairs(LazyHDF5, Dataset):
     """Pairs of an OANet-layout HDF5 file as corrnet sample dictionaries.
 
     The file is opened lazily, once per process (re-opened after a fork), so the dataset
@@ -144,8 +163,6 @@ class OANetPairs(Dataset):
         self.min_matches = min_matches
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: HDF5 file not found")
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
         try:
             file = h5py.File(self.path, "r")
         except OSError as err:
@@ -176,16 +193,6 @@ class OANetPairs(Dataset):
                 warnings.warn(f"{self.path}: skipped {n - len(self.indices)} of {n} bad pairs "
                               f"(wrong shapes, NaN, bad ground truth or < {self.min_matches} matches)",
                               stacklevel=3)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, None
-        return state
-
-    def _h5(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._file
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -95,19 +95,27 @@ class PairResult:
 
 
 @dataclass
-class EvalResult:
-    """Per-pair results of every method; ``pairs`` is the number of pairs evaluated."""
+class MethodResults:
+    """Per-pair results (each with ``position`` and ``method``) of every method; ``pairs`` is
+    the number of pairs evaluated."""
 
     dataset: str
     methods: tuple[str, ...]
     pairs: int
-    results: list[PairResult]
+    results: list
 
-    def of(self, method: str) -> list[PairResult]:
+    def of(self, method: str) -> list:
         """The results of ``method`` in pair order."""
         if method not in self.methods:
             raise KeyError(f"method {method!r} was not evaluated; evaluated: {list(self.methods)}")
         return sorted((r for r in self.results if r.method == method), key=lambda r: r.position)
+
+
+@dataclass
+class EvalResult(MethodResults):
+    """Relative-pose results: :class:`PairResult` per pair and method."""
+
+    results: list[PairResult]
 
     def errors(self, method: str) -> np.ndarray:
         """Pair errors (P,) in degrees of ``method`` in pair order."""
@@ -214,6 +222,23 @@ def _robust(jobs: list[PoseJob], workers: int,
         yield from tqdm(pool.imap_unordered(run_job, jobs), **bar)
 
 
+def check_methods(methods: Sequence[str] | None, predictor: Predictor | None, known: Sequence[str],
+                  network: Sequence[str], baselines: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
+    """The methods to evaluate (None: all ``known``, or the ``baselines`` without predictor;
+    duplicates dropped) and those of them that need the network; ValueError for an unknown
+    method or a network method without predictor."""
+    if methods is None:
+        methods = known if predictor is not None else baselines
+    methods = tuple(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ValueError(f"methods: expected some of {list(known)}, got {list(methods)}")
+    needs_net = [m for m in methods if m in network]
+    if needs_net and predictor is None:
+        raise ValueError(f"methods {needs_net} need a predictor (a network); none was given")
+    return methods, needs_net
+
+
 def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
              methods: Sequence[str] | None = None, workers: int | None = None,
              progress: bool = True, dataset: str = "",
@@ -234,15 +259,7 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
         estimators: the estimator of each name (default :data:`ESTIMATORS`), for example
             ``{**ESTIMATORS, "poselib": PoseLibEstimator(max_epipolar_error=2.0)}``.
     """
-    if methods is None:
-        methods = METHODS if predictor is not None else BASELINES
-    methods = tuple(dict.fromkeys(methods))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ValueError(f"methods: expected some of {list(METHODS)}, got {list(methods)}")
-    needs_net = [m for m in methods if m in NETWORK_METHODS]
-    if needs_net and predictor is None:
-        raise ValueError(f"methods {needs_net} need a predictor (a network); none was given")
+    methods, needs_net = check_methods(methods, predictor, METHODS, NETWORK_METHODS, BASELINES)
     estimators = {**ESTIMATORS, **(estimators or {})}
     workers = default_workers() if workers is None else workers
     pairs: list[_Pair] = []

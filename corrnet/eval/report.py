@@ -11,6 +11,11 @@ Accuracies are fractions in [0, 1]; ``precision`` and ``recall`` are means over 
 ``per_pair.csv`` has one row per pair and method: pair (the sample index), method, err_R,
 err_t, err (degrees), precision, recall, ms.  A folder that already holds a report is never
 written into unless ``overwrite``; every file is written to a temporary file and renamed.
+
+A 3-D registration evaluation (:class:`~corrnet.eval.registration.RegEvalResult`) writes the
+same three files: ``report.json`` as :func:`~corrnet.eval.registration.summarize_registration`
+documents it (``"kind": "registration"``), and ``per_pair.csv`` with pair, method, err_R
+(degrees), err_t (metres), success (0/1), precision, recall, ms.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from corrnet.atomic import atomic_path
 
 from .evaluate import EvalResult
 from .metrics import oanet_map, pose_auc
+from .registration import COLUMNS as REGISTRATION_COLUMNS
+from .registration import RegEvalResult, summarize_registration
 
 REPORT_FILES = ("report.json", "report.md", "per_pair.csv")
 COLUMNS = ("mAP5", "mAP10", "mAP20", "auc5", "auc10", "auc20", "precision", "recall", "f1",
@@ -49,18 +56,24 @@ def summarize(result: EvalResult) -> dict:
     return {"dataset": result.dataset, "pairs": result.pairs, "methods": methods}
 
 
+UNSCALED = ("ms_per_pair", "rotation_error_deg", "translation_error_cm")
+"""Columns printed as they are; the others are fractions printed in %."""
+
+
 def _cell(column: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.1f}" if column == "ms_per_pair" else f"{100 * value:.1f}"
+    return f"{value:.1f}" if column in UNSCALED else f"{100 * value:.1f}"
 
 
 def format_table(summary: dict, markdown: bool = False) -> str:
-    """The summary as a table: accuracies in %, time in ms per pair."""
-    header = ["method", *(c if c == "ms_per_pair" else f"{c} %" for c in COLUMNS)]
-    rows = [[name, *(_cell(c, m.get(c)) for c in COLUMNS)] for name, m in summary["methods"].items()]
+    """The summary as a table: accuracies in %, time in ms per pair (registration: recall,
+    precision, recall, F1 in %, errors in degrees and cm)."""
+    columns = REGISTRATION_COLUMNS if summary.get("kind") == "registration" else COLUMNS
+    header = ["method", *(c if c in UNSCALED else f"{c} %" for c in columns)]
+    rows = [[name, *(_cell(c, m.get(c)) for c in columns)] for name, m in summary["methods"].items()]
     if markdown:
-        lines = [header, ["---"] + ["---:"] * len(COLUMNS), *rows]
+        lines = [header, ["---"] + ["---:"] * len(columns), *rows]
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     fmt = lambda line: "  ".join(s.ljust(w) if i == 0 else s.rjust(w)  # noqa: E731
@@ -69,15 +82,27 @@ def format_table(summary: dict, markdown: bool = False) -> str:
 
 
 def _markdown(summary: dict) -> str:
+    if summary.get("kind") == "registration":
+        return (f"# Registration: {summary['dataset']}\n\n{summary['pairs']} pairs. A pair is registered "
+                f"when its rotation error is < 15° and its translation error < 30 cm (3DMatch, as "
+                f"PointDSC reports); errors are means over the registered pairs. Recall, precision, "
+                f"recall and F1 in %, time in ms per pair.\n\n{format_table(summary, markdown=True)}\n")
     return (f"# Relative pose: {summary['dataset']}\n\n{summary['pairs']} pairs. mAP = OANet's mean "
             f"of accuracies at 5° steps; auc = area under the error curve (SuperGlue). "
             f"Accuracies, precision, recall and F1 in %, time in ms per pair.\n\n"
             f"{format_table(summary, markdown=True)}\n")
 
 
-def _csv(result: EvalResult) -> str:
+def _csv(result: EvalResult | RegEvalResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    if isinstance(result, RegEvalResult):
+        writer.writerow(["pair", "method", "err_R", "err_t", "success", "precision", "recall", "ms"])
+        for method in result.methods:
+            for r in result.of(method):
+                writer.writerow([r.index, method, f"{r.err_R:.6g}", f"{r.err_t:.6g}", int(r.success),
+                                 f"{r.precision:.6g}", f"{r.recall:.6g}", f"{r.ms:.4g}"])
+        return buffer.getvalue()
     writer.writerow(["pair", "method", "err_R", "err_t", "err", "precision", "recall", "ms"])
     for method in result.methods:
         for r in result.of(method):
@@ -113,13 +138,14 @@ def fresh_dir(base: str | os.PathLike) -> Path:
     return candidate
 
 
-def write_report(result: EvalResult, out: str | os.PathLike, overwrite: bool = False) -> dict:
+def write_report(result: EvalResult | RegEvalResult, out: str | os.PathLike,
+                 overwrite: bool = False) -> dict:
     """Write report.json, report.md and per_pair.csv into ``out``; return the summary.
 
     Raises FileExistsError when ``out`` already holds a report and ``overwrite`` is False.
     """
     out = check_out_dir(out, overwrite)
-    summary = summarize(result)
+    summary = summarize_registration(result) if isinstance(result, RegEvalResult) else summarize(result)
     for name, text in (("per_pair.csv", _csv(result)), ("report.md", _markdown(summary)),
                        ("report.json", json.dumps(summary, indent=2) + "\n")):
         with atomic_path(out / name) as tmp:   # creates out if needed

@@ -7,7 +7,9 @@ Per-match outputs are (B, N) in the input's order.  Each stage scores its matche
 logit (inlier when > 0); between stages the matches with the highest logits are kept
 (CLNet / NCMNet pruning), so later, costlier blocks see fewer matches.  The essential matrix
 is the weighted eight-point estimate on the last stage's matches.  Internally features are
-(B, W, N, 1) as in PointCN / OANet.
+(B, W, N, 1) as in PointCN / OANet.  With ``geometry="rigid"`` the matches are 3-D,
+[x1, y1, z1, x2, y2, z2] in metres, and the head is the weighted Kabsch transform
+(:mod:`corrnet.models.geometry`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from corrnet.geometry import weighted_eight_point
-
 from .blocks import (GeometricRotary, GraphLaplacian, PointCN, PointwiseConv,
                      StateCrossAttention, TransformerBlock, graph_weights)
+from .geometry import GEOMETRIES
 
 MIN_MATCHES = 8
 """Fewest matches a stage keeps: the eight-point estimate needs eight."""
@@ -52,14 +53,14 @@ class Stage(nn.Module):
     The transformer's keys are the ``attention_keys`` real matches with the highest graph
     logits (all matches when there are no more than that, or when it is None).
 
-    forward: features (B, C_in, N, 1), coords (B, N, 4), states (B, M, W), optional mask
+    forward: features (B, C_in, N, 1), coords (B, N, ``coords``), states (B, M, W), optional mask
     (B, N) bool of real matches -> features (B, W, N, 1), logits (B, N), graph logits w (B, N),
     states (B, M, W).
     """
 
     def __init__(self, in_channels: int, width: int, blocks: int, heads: int,
                  qk_rmsnorm: bool, attention: bool, rotary: bool,
-                 attention_keys: int | None, graph_layer: bool = True) -> None:
+                 attention_keys: int | None, graph_layer: bool = True, coords: int = 4) -> None:
         super().__init__()
         self.attention_keys = attention_keys
         self.embed = PointwiseConv(in_channels, width)
@@ -69,7 +70,7 @@ class Stage(nn.Module):
         self.graph = GraphLaplacian(width, residual=True) if graph_layer else None
         self.state = StateCrossAttention(width, heads, qk_rmsnorm)
         self.transformer = TransformerBlock(width, heads, qk_rmsnorm) if attention else None
-        self.rotary = GeometricRotary(width // heads) if attention and rotary else None
+        self.rotary = GeometricRotary(width // heads, coords) if attention and rotary else None
         self.post = nn.Sequential(*(PointCN(width) for _ in range(blocks - blocks // 2)))
         self.head = PointwiseConv(width, 1)
 
@@ -106,7 +107,8 @@ class CorrNetConfig:
 
     Args:
         side_info: the input has the Lowe ratio and mutual-nearest-neighbour channels after
-            the four coordinates (C = 6, ``[x1, y1, x2, y2, ratio, mutual]``); else C = 4.
+            the four coordinates (C = 6, ``[x1, y1, x2, y2, ratio, mutual]``); else C = 4
+            (rigid geometry: after six coordinates, C = 8 or 6).
             The data's ``side_info`` follows from this setting.
         width: feature channels W.
         num_stages: pruning stages; stage s sees about N · prune_ratio^s matches.
@@ -124,6 +126,9 @@ class CorrNetConfig:
         graph_layer: the graph Laplacian layer in every stage.  False is the ablation of the
             README: no Laplacian, the graph head is still supervised and still ranks the
             attention keys, so only the graph propagation is removed.
+        geometry: ``"two_view"`` (4 coordinates, essential matrix) or ``"rigid"`` (3-D
+            matches, 6 coordinates before the side information, weighted Kabsch R, t);
+            see :mod:`corrnet.models.geometry`.
     """
 
     side_info: bool = False
@@ -138,6 +143,7 @@ class CorrNetConfig:
     attention_stages: tuple[int, ...] = (-1,)
     attention_keys: int | None = 1024
     graph_layer: bool = True
+    geometry: str = "two_view"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_stages", tuple(self.attention_stages))
@@ -152,15 +158,17 @@ class CorrNetConfig:
                                            for i in self.attention_stages),
                                        f"stage indices in [-{self.num_stages}, {self.num_stages})"),
                   "attention_keys": (self.attention_keys is None or self.attention_keys >= 1,
-                                     "None or a positive count")}
+                                     "None or a positive count"),
+                  "geometry": (self.geometry in GEOMETRIES, f"one of {sorted(GEOMETRIES)}")}
         for name, (ok, expected) in checks.items():
             if not ok:
                 raise ValueError(f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}")
 
     @property
     def in_channels(self) -> int:
-        """Channels per input match: 6 with side information, else 4."""
-        return 6 if self.side_info else 4
+        """Channels per input match: the coordinates (4, or 6 for rigid), plus 2 with side
+        information."""
+        return GEOMETRIES[self.geometry].coords + (2 if self.side_info else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, no tuples) for checkpoints and YAML."""
@@ -197,6 +205,7 @@ class CorrNet(nn.Module):
         self.config = config
         self.in_channels = config.in_channels
         self.prune_ratio = config.prune_ratio
+        self.geometry = GEOMETRIES[config.geometry]
         width, c_in = config.width, config.in_channels
         attend = {s % config.num_stages for s in config.attention_stages}
         self.states = nn.Parameter(torch.randn(config.num_states, width) * width ** -0.5)
@@ -204,7 +213,7 @@ class CorrNet(nn.Module):
         self.stages = nn.ModuleList(
             Stage(c_in if s == 0 else width + c_in + 1, width, config.blocks_per_stage,
                   config.heads, config.qk_rmsnorm, s in attend, config.rotary,
-                  config.attention_keys, config.graph_layer)
+                  config.attention_keys, config.graph_layer, self.geometry.coords)
             for s in range(config.num_stages))
 
     def num_kept(self, n: int) -> int:
@@ -234,7 +243,8 @@ class CorrNet(nn.Module):
             logits of the last stage that saw it; meaningless on padded matches);
             ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
             elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
-            (float32).  Per stage s, lists of (B, N_s) over that stage's matches:
+            (float32); with ``geometry="rigid"`` instead ``R`` (B, 3, 3) and ``t`` (B, 3),
+            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s) over that stage's matches:
             ``stage_logits``, ``graph_logits`` (the w that builds the stage's graph
             Laplacian, a = relu(tanh(w))), ``stage_indices`` (long indices into the N input
             matches) and ``stage_masks`` (bool, True on the real matches the stage kept).
@@ -258,8 +268,10 @@ class CorrNet(nn.Module):
             elif bool((mask.sum(-1) < MIN_MATCHES).any()):
                 raise ValueError(f"mask: expected at least {MIN_MATCHES} real matches per pair, "
                                  f"got {mask.sum(-1).tolist()}")
+        d = self.geometry.coords
+        points, x = x[..., :d], self.geometry.normalise(x, mask)
         raw = rearrange(x, "b n c -> b c n 1")
-        coords = x[..., :4]
+        coords = x[..., :d]
         index = torch.arange(n, device=x.device).expand(b, n)
         states = repeat(self.states, "m w -> b m w", b=b)
         feats, smask = raw, mask
@@ -280,7 +292,7 @@ class CorrNet(nn.Module):
                 feats = torch.cat([gather_matches(feats, order), gather_matches(raw, index),
                                    rearrange(logits.gather(1, order), "b k -> b 1 k 1").to(feats.dtype)], 1)
             feats, logits, w, states = stage(
-                feats, coords.gather(1, repeat(index, "b k -> b k 4")), states, smask)
+                feats, coords.gather(1, repeat(index, "b k -> b k d", d=d)), states, smask)
             out["stage_logits"].append(logits)
             out["graph_logits"].append(w)
             out["stage_indices"].append(index)
@@ -292,7 +304,6 @@ class CorrNet(nn.Module):
         weights = graph_weights(logits.float())
         if smask is not None:
             weights = weights * smask
-        final_coords = coords.float().gather(1, repeat(index, "b k -> b k 4"))
-        E = weighted_eight_point(final_coords, weights, validate=False)
-        return {"logits": full, **out, "E": E,
+        estimate = self.geometry.estimate(points.gather(1, repeat(index, "b k -> b k d", d=d)), weights)
+        return {"logits": full, **out, **estimate,
                 "weights": torch.zeros_like(full, dtype=torch.float32).scatter(1, index, weights)}

@@ -9,6 +9,9 @@ iterations, the classification terms of all stages are summed.  The graph logits
 build each stage's Laplacian get the same balanced BCE (CLNet, Zhao et al., ICCV 2021,
 supervises its local consensus scores likewise), so the graph weights a = relu(tanh(w)) mark
 likely inliers instead of drifting closed with nothing to train them.
+With ``geometry="rigid"`` (3-D registration) the essential term is replaced by a loss on the
+transform: the clamped distance between the source points moved by the estimate and by the
+ground truth (:func:`corrnet.models.geometry.transform_loss`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from corrnet.geometry import symmetric_epipolar_distance
+
+from .geometry import GEOMETRIES, transform_loss
 
 
 def balanced_bce(logits: torch.Tensor, labels: torch.Tensor,
@@ -77,12 +82,24 @@ class CorrNetLoss(nn.Module):
         essential_warmup: training step from which the essential term counts (OANet: 20000).
         essential_clamp: clamp on the symmetric epipolar distance (OANet: 0.1).
         grid: virtual matches per side, see :func:`virtual_correspondences`.
+        geometry: the network's (``model.net.geometry``; ``train.py`` sets it).  For
+            ``"rigid"`` the geometric term is ``transform_weight`` · mean(min(‖R̂p + t̂ −
+            (Rp + t)‖, ``transform_clamp``)) over the source points p, in metres, from step
+            ``transform_warmup`` on, and the essential settings are unused.
     """
 
     def __init__(self, cls_weight: float = 1.0, graph_weight: float = 1.0,
                  essential_weight: float = 0.5, essential_warmup: int = 20000,
-                 essential_clamp: float = 0.1, grid: int = 10) -> None:
+                 essential_clamp: float = 0.1, grid: int = 10, geometry: str = "two_view",
+                 transform_weight: float = 1.0, transform_warmup: int = 0,
+                 transform_clamp: float = 0.5) -> None:
         super().__init__()
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"model.loss.geometry: expected one of {sorted(GEOMETRIES)}, got {geometry!r}")
+        self.geometry = geometry
+        self.transform_weight = transform_weight
+        self.transform_warmup = transform_warmup
+        self.transform_clamp = transform_clamp
         self.cls_weight = cls_weight
         self.graph_weight = graph_weight
         self.essential_weight = essential_weight
@@ -107,8 +124,8 @@ class CorrNetLoss(nn.Module):
         optional ``mask`` (B, N) bool of real (not padded) matches.  A stage's terms count
         the matches its ``stage_masks`` entry marks (and ``mask`` too, when the network was
         called without it).
-        Returns the total and its parts (``cls_s`` and ``graph_s`` per stage, ``essential``),
-        detached.
+        Returns the total and its parts (``cls_s`` and ``graph_s`` per stage, ``essential``
+        or, rigid, ``transform``), detached.  Rigid: ``batch`` also has ``xs`` (B, N, 6).
         """
         labels = batch["labels"] > 0.5
         mask = batch.get("mask")
@@ -122,9 +139,15 @@ class CorrNetLoss(nn.Module):
             cls, graph = balanced_bce(lg, lab, m), balanced_bce(w, lab, m)
             parts[f"cls_{s}"], parts[f"graph_{s}"] = cls.detach(), graph.detach()
             total = total + self.cls_weight * cls + self.graph_weight * graph
-        ess = self.essential_loss(out["E"], batch["R"], batch["t"])
-        parts["essential"] = ess.detach()
-        if step >= self.essential_warmup and self.essential_weight > 0:
-            total = total + self.essential_weight * ess
+        if self.geometry == "rigid":
+            name, weight, warmup = "transform", self.transform_weight, self.transform_warmup
+            geo = transform_loss(out["R"], out["t"], batch["R"], batch["t"], batch["xs"][..., :3],
+                                 mask, self.transform_clamp)
+        else:
+            name, weight, warmup = "essential", self.essential_weight, self.essential_warmup
+            geo = self.essential_loss(out["E"], batch["R"], batch["t"])
+        parts[name] = geo.detach()
+        if step >= warmup and weight > 0:
+            total = total + weight * geo
         return total, parts
 

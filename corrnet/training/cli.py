@@ -52,8 +52,9 @@ class CorrNetCLI(LightningCLI):
             "checkpoint.filename": "best-{step}",
             "checkpoint.auto_insert_metric_name": False,
         })
-        # The data's side channels follow from the network's input: set only in model.net.
+        # The data's side channels and geometry follow from the network: set only in model.net.
         parser.link_arguments("model.net.side_info", "data.side_info", apply_on="parse")
+        parser.link_arguments("model.net.geometry", "data.geometry", apply_on="parse")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt")
 

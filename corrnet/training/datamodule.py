@@ -27,6 +27,9 @@ class CorrNetDataModule(L.LightningDataModule):
         batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
         side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
             ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
+        geometry: ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and
+            paths are files of ``data/prepare3d.py``); in ``train.py`` it follows
+            ``model.net.geometry``.
         synthetic_mode: ``outdoor``, ``indoor`` or ``mixed`` scenes for synthetic splits.
         synthetic_train_pairs, synthetic_val_pairs, synthetic_test_pairs: split sizes.
         seed: seeds the synthetic splits and the subsampling.
@@ -35,7 +38,8 @@ class CorrNetDataModule(L.LightningDataModule):
     def __init__(self, train: str | list[str] = "synthetic", val: str = "synthetic",
                  test: str = "synthetic", train_weights: list[float] | None = None,
                  batch_size: int = 16, num_matches: int | None = 2000, batching: str = "subsample",
-                 num_workers: int = 2, side_info: bool = False, synthetic_mode: str = "mixed",
+                 num_workers: int = 2, side_info: bool = False, geometry: str = "two_view",
+                 synthetic_mode: str = "mixed",
                  synthetic_train_pairs: int = 20000, synthetic_val_pairs: int = 200,
                  synthetic_test_pairs: int = 500, seed: int = 0) -> None:
         super().__init__()
@@ -48,14 +52,14 @@ class CorrNetDataModule(L.LightningDataModule):
         if train_weights is not None:
             check_weights(train_weights, len(self.train_specs))
         for spec in (*self.train_specs, val, test):  # fail before training starts, not an hour in
-            check_data_spec(spec)
+            check_data_spec(spec, geometry)
 
     def _dataset(self, split: str, spec: str | None = None):
         h = self.hparams
         return open_dataset(spec or getattr(h, split), split, side_info=h.side_info, seed=h.seed,
                             synthetic_pairs=getattr(h, f"synthetic_{split}_pairs"),
                             synthetic_mode=h.synthetic_mode,
-                            num_matches=h.num_matches or 2000)
+                            num_matches=h.num_matches or 2000, geometry=h.geometry)
 
     def _train_dataset(self):
         """The training set, or the :class:`Mixture` of several."""

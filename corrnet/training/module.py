@@ -12,13 +12,19 @@ import torch
 
 from corrnet.checkpoint import load_state, read_weights
 from corrnet.eval.metrics import oanet_map, pose_auc
-from corrnet.eval.predict import predict
+from corrnet.eval.predict import kept_matches, predict
 from corrnet.geometry import pose_errors
+from corrnet.geometry.rigid import registration_errors
 from corrnet.models import CorrNet, CorrNetConfig, CorrNetLoss
 
 
 class CorrNetModule(L.LightningModule):
     """Trains :class:`~corrnet.models.CorrNet` on batches of matched pairs.
+
+    Validation logs OANet's mAP and the pose AUCs without RANSAC (two-view) or, for
+    ``net.geometry: rigid``, the registration recall ``val/RR`` of the network's weighted
+    Kabsch transform (:func:`corrnet.geometry.rigid.registration_errors`), and the mean
+    precision and recall of the matches it calls inliers.
 
     Args:
         net: the architecture (``configs/model/*.yaml``); its ``side_info`` also sets the
@@ -53,7 +59,7 @@ class CorrNetModule(L.LightningModule):
             if reset_graph_heads:
                 for stage in self.net.stages:
                     stage.reset_graph_head()
-        self.loss_fn = CorrNetLoss(**(loss or {}))
+        self.loss_fn = CorrNetLoss(**(loss or {}), geometry=net.geometry)
         self._val: list[torch.Tensor] = []
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any]:
@@ -71,17 +77,24 @@ class CorrNetModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Records per pair (B, 3): the pose error (degrees) of ``eval.py``'s ``corrnet`` method
         (:func:`corrnet.eval.predict.predict`: kept matches and the robust pose without RANSAC)
-        and the precision and recall of the matches it calls inliers, as the report scores them."""
+        and the precision and recall of the matches it calls inliers, as the report scores them;
+        rigid geometry: instead of the pose error, 1.0 where the network's own Kabsch transform
+        registers the pair (the kept matches count as its inliers)."""
         out = self(batch["features"], batch.get("mask"))
-        pred = predict(out["logits"], batch["xs"], batch.get("mask"), weights=out["weights"])
-        err_r, err_t = pose_errors(pred.R, pred.t, batch["R"].double(), batch["t"].double())
+        if self.net.config.geometry == "rigid":   # score: 1.0 for a successful registration
+            selected = kept_matches(out["logits"], batch.get("mask"))
+            score = registration_errors(out["R"], out["t"], batch["R"], batch["t"])[2].double()
+        else:                                      # score: the pair's pose error in degrees
+            pred = predict(out["logits"], batch["xs"], batch.get("mask"), weights=out["weights"])
+            selected = pred.inliers
+            score = torch.maximum(*pose_errors(pred.R, pred.t, batch["R"].double(), batch["t"].double()))
         labels = batch["labels"] > 0.5
         if "mask" in batch:
             labels = labels & batch["mask"]
-        tp = (pred.inliers & labels).sum(-1).double()
-        precision = tp / pred.inliers.sum(-1).clamp_min(1)
+        tp = (selected & labels).sum(-1).double()
+        precision = tp / selected.sum(-1).clamp_min(1)
         recall = tp / labels.sum(-1).clamp_min(1)
-        self._val.append(torch.stack([torch.maximum(err_r, err_t), precision, recall], -1))
+        self._val.append(torch.stack([score, precision, recall], -1))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -89,11 +102,13 @@ class CorrNetModule(L.LightningModule):
         # every rank's pairs (DDP splits the validation set); (P, 3) on a single device
         v = self.all_gather(torch.cat(self._val)).reshape(-1, 3).cpu()
         self._val.clear()
-        err, precision, recall = v.unbind(-1)
-        metrics = {**oanet_map(err.numpy()), **pose_auc(err.numpy()),
-                   "precision": float(precision.mean()), "recall": float(recall.mean())}
-        self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "mAP20"})
-        self.log("val/mAP20", metrics["mAP20"], prog_bar=True)
+        score, precision, recall = v.unbind(-1)
+        main = "RR" if self.net.config.geometry == "rigid" else "mAP20"
+        metrics = ({"RR": float(score.mean())} if main == "RR"
+                   else {**oanet_map(score.numpy()), **pose_auc(score.numpy())})
+        metrics.update(precision=float(precision.mean()), recall=float(recall.mean()))
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main})
+        self.log(f"val/{main}", metrics[main], prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,

@@ -5,8 +5,11 @@ the only one that imports it, and it is only ever run as a child process::
 
     python -m corrnet.visualization._worker render SCENE.npz OUT.npz --pair-size W H --embed-size W H
     python -m corrnet.visualization._worker show SCENE.npz [--title TITLE]
+    python -m corrnet.visualization._worker render3d SCENE3D.npz OUT.npz --size W H
 
-``render`` writes OUT.npz holding the uint8 RGB views ``pair`` (H, W, 3) and ``embed``.
+``render`` writes OUT.npz holding the uint8 RGB views ``pair`` (H, W, 3) and ``embed``;
+``render3d`` the views ``before`` and ``after`` of a registration scene
+(:mod:`corrnet.visualization.registration`).
 """
 
 from __future__ import annotations
@@ -162,6 +165,37 @@ def show(scene: Scene, title: str) -> None:
                            show_skybox=False)
 
 
+def render_registration_views(scene: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The ``before`` and ``after`` views of a registration scene, seen by one perspective
+    camera behind and above the target scan's camera (y points down in its frame).  One
+    renderer draws both, its scene cleared in between and at the end (Filament aborts when a
+    renderer is destroyed while line materials are in use)."""
+    target = scene["target"]
+    centre = np.median(target, axis=0)
+    reach = float(np.percentile(np.linalg.norm(target - centre, axis=1), 90))
+    eye = centre + reach * np.array([0.0, -1.2, -2.2])
+    scale = max(1.0, size[1] / 600)
+    renderer = _renderer(size, [])
+    views = {}
+    for view in ("before", "after"):
+        renderer.scene.clear_geometry()
+        geometries: list[Geometry] = [
+            ("target", _point_cloud(target, tuple(scene["target_rgb"])), _material("defaultUnlit", width=2.0 * scale)),
+            ("source", _point_cloud(scene[f"source_{view}"], tuple(scene["source_rgb"])),
+             _material("defaultUnlit", width=2.0 * scale))]
+        for name in OUTCOMES:
+            key = f"lines_{name}_{view}"
+            if key in scene and len(scene[key]):
+                geometries.append((key, _line_set(scene[key], PALETTE[name]),
+                                   _material("unlitLine", width=LINE_WIDTH[name] * scale)))
+        for name, geometry, material in geometries:
+            renderer.scene.add_geometry(name, geometry, material)
+        renderer.setup_camera(VERTICAL_FOV_DEG * 1.6, centre.tolist(), eye.tolist(), [0.0, -1.0, 0.0])
+        views[view] = np.asarray(renderer.render_to_image())
+    renderer.scene.clear_geometry()
+    return views
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line of the worker process (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m corrnet.visualization._worker")
@@ -174,7 +208,15 @@ def main(argv: list[str] | None = None) -> None:
     show_parser = sub.add_parser("show")
     show_parser.add_argument("scene", type=Path)
     show_parser.add_argument("--title", default="corrnet")
+    render3d = sub.add_parser("render3d")
+    render3d.add_argument("scene", type=Path)
+    render3d.add_argument("out", type=Path)
+    render3d.add_argument("--size", type=int, nargs=2, required=True)
     args = parser.parse_args(argv)
+    if args.mode == "render3d":
+        with np.load(args.scene) as data:
+            np.savez(args.out, **render_registration_views(dict(data), tuple(args.size)))
+        return
     scene = Scene.load(args.scene)
     if args.mode == "show":
         show(scene, args.title)

@@ -119,17 +119,24 @@ def compose(views: dict[str, np.ndarray], lay: Layout, stats: PairStats, *, titl
     cv2.line(canvas, (0, lay.footer.y), (width - 1, lay.footer.y), (200, 200, 200), 1)
     labels = {name: _LEGEND[name] + ("" if name != "tn" or show_true_negatives else " (hidden in matches)")
               for name in reversed(OUTCOMES)}
-    needed = sum(cv2.getTextSize(label, _FONT, 0.5 * font, 1)[0][0] + 2.5 * pad + 14 * font
-                 for label in labels.values())
-    legend = font * min(1.0, (width - pad) / needed)
-    swatch, gap = round(14 * legend), round(14 * legend)
-    x, baseline = pad, lay.footer.y + (lay.footer.h + swatch) // 2
-    for name, label in labels.items():
-        cv2.rectangle(canvas, (x, baseline - swatch), (x + swatch, baseline), PALETTE[name], cv2.FILLED)
-        x += swatch + gap // 2
-        _text(canvas, label, (x, baseline), 0.5 * legend)
-        x += cv2.getTextSize(label, _FONT, 0.5 * legend, 1)[0][0] + 2 * gap
+    legend(canvas, lay.footer, [(PALETTE[name], label) for name, label in labels.items()], font, pad)
     return canvas
+
+
+def legend(canvas: np.ndarray, band: Rect, items: list[tuple[tuple[int, int, int], str]],
+           font: float, pad: int) -> None:
+    """Colour swatches and labels in one row, centred vertically in ``band``, shrunk to fit
+    the canvas width."""
+    needed = sum(cv2.getTextSize(label, _FONT, 0.5 * font, 1)[0][0] + 2.5 * pad + 14 * font
+                 for _, label in items)
+    scale = font * min(1.0, (canvas.shape[1] - pad) / needed)
+    swatch, gap = round(14 * scale), round(14 * scale)
+    x, baseline = pad, band.y + (band.h + swatch) // 2
+    for colour, label in items:
+        cv2.rectangle(canvas, (x, baseline - swatch), (x + swatch, baseline), colour, cv2.FILLED)
+        x += swatch + gap // 2
+        _text(canvas, label, (x, baseline), 0.5 * scale)
+        x += cv2.getTextSize(label, _FONT, 0.5 * scale, 1)[0][0] + 2 * gap
 
 
 def _worker_failure(what: str, output: str) -> RuntimeError:

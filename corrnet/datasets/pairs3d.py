@@ -1,0 +1,264 @@
+"""3-D correspondences between two point clouds: FPFH matching, labels, the HDF5 layout.
+
+A *pair* is a source cloud (scan 1) and a target cloud (scan 2), each in its own camera frame
+(metres), and the ground-truth rigid transform X₂ = R X₁ + t.  Both clouds are voxel
+downsampled (:data:`VOXEL_SIZE`), get normals and FPFH features (Rusu et al., ICRA 2009) from
+Open3D, and every one of up to ``num_matches`` source points (a seeded random subset) is
+matched to its nearest neighbour in FPFH space among the target points.  A match is an
+inlier when the ground truth moves its source point within :data:`INLIER_THRESHOLD` of its
+target point (2 voxels, as 3DMatch-style benchmarks at 5 cm voxels use; Choy et al., DGR,
+CVPR 2020, label with 10 cm at 5 cm voxels).
+
+**HDF5 layout of 3-D pairs** (``data/prepare3d.py`` writes it), as OANet's: one top-level
+group per key and one float32 dataset per pair named ``"0"``, ``"1"``, ...:
+``xs`` (1, N, 6) [x1, y1, z1, x2, y2, z2] metres, each point in its own cloud's frame;
+``ys`` (N, 1) ‖R x₁ + t − x₂‖ in metres (float64 from the stored float32 points, rounded);
+``Rs`` (3, 3), ``ts`` (3, 1) metres; ``ratios`` (N,) FPFH distance to the nearest over the
+second-nearest target feature; ``mutuals`` (N,) 1.0 where the target point's nearest source
+feature is the match's own source point; ``overlaps`` (1,) the pair's overlap
+(:func:`overlap`); ``cloud1s`` (M₁, 3), ``cloud2s`` (M₂, 3) the downsampled clouds;
+string groups ``names``.  File attributes: ``corrnet_layout`` = :data:`LAYOUT` (what tells
+a 3-D file from an OANet one), ``voxel_size``, ``inlier_threshold``, ``min_overlap``,
+``source``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.errors import one_line
+from corrnet.geometry.checks import rotation_problem
+from corrnet.geometry.rigid import MIN_RIGID_MATCHES
+
+from .oanet_hdf5 import LazyHDF5
+
+LAYOUT = "corrnet-pairs3d"
+VOXEL_SIZE = 0.05
+"""Voxel edge of the downsampled clouds, metres."""
+NORMAL_RADIUS = 2 * VOXEL_SIZE
+FPFH_RADIUS = 5 * VOXEL_SIZE
+"""Open3D's registration tutorial settings (normals 2, FPFH 5 voxels)."""
+FPFH_MAX_NN = 100
+INLIER_THRESHOLD = 2 * VOXEL_SIZE
+"""A match is an inlier when ‖R x₁ + t − x₂‖ < 10 cm."""
+OVERLAP_RADIUS = 2 * VOXEL_SIZE
+MIN_OVERLAP = 0.3
+"""Pairs with less overlap are left out (3DMatch's fragment pairs have > 30 % overlap;
+Zeng et al., CVPR 2017)."""
+NUM_MATCHES = 1000
+"""Matches per pair by default (source points matched)."""
+PER_PAIR_KEYS = ("xs", "ys", "Rs", "ts", "ratios", "mutuals", "overlaps", "cloud1s", "cloud2s")
+SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "overlap", "cloud1", "cloud2")
+
+
+@dataclass
+class Fragment:
+    """A downsampled cloud: points (M, 3) float64 metres and FPFH features (M, 33) float32."""
+
+    points: np.ndarray
+    features: np.ndarray
+
+
+def _nearest(a: torch.Tensor, b: torch.Tensor, k: int = 1,
+             chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices (A, k) of the k nearest rows of b (B, D) for each row of a (A, D)."""
+    found = [torch.cdist(part, b).topk(k, dim=-1, largest=False) for part in a.split(chunk)]
+    return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
+
+
+def describe(points: np.ndarray, voxel: float = VOXEL_SIZE) -> Fragment:
+    """Voxel downsampling, normals and FPFH of a cloud (P, 3) metres, with Open3D."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
+    cloud = cloud.voxel_down_sample(voxel)
+    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2 * voxel, max_nn=30))
+    fpfh = reg.compute_fpfh_feature(
+        cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=5 * voxel, max_nn=FPFH_MAX_NN))
+    return Fragment(np.asarray(cloud.points).copy(), np.ascontiguousarray(fpfh.data.T, np.float32))
+
+
+def overlap(points1: np.ndarray, points2: np.ndarray, R: np.ndarray, t: np.ndarray,
+            radius: float = OVERLAP_RADIUS) -> float:
+    """The smaller of the two fractions: source points (M₁, 3) that the ground truth moves
+    within ``radius`` of a target point (M₂, 3), and target points within it of a moved
+    source point (Open3D's nearest-neighbour distances)."""
+    import open3d as o3d
+
+    cloud = lambda p: o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(p, np.float64)))  # noqa: E731
+    moved, target = cloud(np.asarray(points1, np.float64) @ R.T + t), cloud(points2)
+    d12 = np.asarray(moved.compute_point_cloud_distance(target))
+    d21 = np.asarray(target.compute_point_cloud_distance(moved))
+    return float(min((d12 < radius).mean(), (d21 < radius).mean()))
+
+
+def residuals(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """‖R x₁ + t − x₂‖ in float64 of matches xs (N, 6), R (3, 3), t (3,) -> (N,) metres."""
+    xs = np.asarray(xs, np.float64)
+    return np.linalg.norm(xs[:, :3] @ np.asarray(R, np.float64).T + np.asarray(t, np.float64).reshape(3)
+                          - xs[:, 3:], axis=1)
+
+
+def match_fragments(frag1: Fragment, frag2: Fragment, R: np.ndarray, t: np.ndarray,
+                    num_matches: int = NUM_MATCHES, seed: int = 0) -> dict[str, np.ndarray]:
+    """Putative matches of a pair and their labels, as the arrays of one HDF5 pair.
+
+    Up to ``num_matches`` source points (a random subset fixed by ``seed``), each matched to
+    its nearest target point in FPFH space.  Returns float32 ``xs`` (N, 6), ``ys`` (N,),
+    ``ratios``, ``mutuals`` (N,), float64 ``R``, ``t`` (3,) and the clouds ``cloud1``,
+    ``cloud2``; the caller adds the pair's ``overlap`` (:func:`overlap`).
+    """
+    rng = np.random.default_rng(seed)
+    m1 = len(frag1.points)
+    chosen = np.sort(rng.choice(m1, size=min(num_matches, m1), replace=False))
+    f1, f2 = torch.from_numpy(frag1.features), torch.from_numpy(frag2.features)
+    dist, idx = _nearest(f1[chosen], f2, k=2)
+    nn = idx[:, 0].numpy()
+    targets, inverse = np.unique(nn, return_inverse=True)
+    back = _nearest(f2[targets], f1)[1][:, 0].numpy()[inverse]         # target -> source NN
+    xs = np.concatenate([frag1.points[chosen], frag2.points[nn]], 1).astype(np.float32)
+    R, t = np.asarray(R, np.float64), np.asarray(t, np.float64).reshape(3)
+    ratios = (dist[:, 0] / dist[:, 1].clamp_min(1e-12)).numpy()
+    return {"xs": xs, "ys": residuals(xs, R, t).astype(np.float32), "R": R, "t": t,
+            "ratios": ratios.astype(np.float32),
+            "mutuals": (back == chosen).astype(np.float32),
+            "cloud1": frag1.points.astype(np.float32), "cloud2": frag2.points.astype(np.float32)}
+
+
+def write_pairs3d(path: str | Path, pairs: Iterable[dict], total: int | None = None,
+                  attrs: dict[str, str | int | float] | None = None, progress: bool = True) -> int:
+    """Write pairs (dicts of :func:`match_fragments` plus an optional ``name``) in the 3-D
+    layout, atomically (temporary file, then rename).  Returns the number of pairs."""
+    count = 0
+    remove_stale_temporaries(Path(path).parent)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({"corrnet_layout": LAYOUT, "voxel_size": VOXEL_SIZE,
+                            "inlier_threshold": INLIER_THRESHOLD, **(attrs or {})})
+            groups = {k: f.create_group(k) for k in PER_PAIR_KEYS}
+            names = f.create_group("names")
+            for pair in tqdm(pairs, total=total, desc="pairs", leave=False, disable=not progress):
+                n = len(pair["xs"])
+                arrays = {"xs": np.reshape(pair["xs"], (1, n, 6)), "ys": np.reshape(pair["ys"], (n, 1)),
+                          "Rs": pair["R"], "ts": np.reshape(pair["t"], (3, 1)), "ratios": pair["ratios"],
+                          "mutuals": pair["mutuals"], "overlaps": np.reshape(pair["overlap"], (1,)),
+                          "cloud1s": pair["cloud1"], "cloud2s": pair["cloud2"]}
+                for key, value in arrays.items():
+                    groups[key].create_dataset(str(count), data=np.asarray(value, np.float32))
+                names.create_dataset(str(count), data=str(pair.get("name", count)),
+                                     dtype=h5py.string_dtype())
+                count += 1
+    return count
+
+
+def is_pairs3d(path: str | Path) -> bool:
+    """Whether ``path`` is an HDF5 file in the 3-D layout (its ``corrnet_layout`` attribute)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("corrnet_layout") == LAYOUT
+    except OSError:
+        return False
+
+
+def make_sample3d(xs: np.ndarray, R: np.ndarray, t: np.ndarray, ratios: np.ndarray,
+                  mutuals: np.ndarray, index: int, side_info: bool = False,
+                  threshold: float = INLIER_THRESHOLD) -> dict[str, torch.Tensor]:
+    """The sample dictionary of a 3-D pair (as :mod:`corrnet.datasets.sample`'s, 6-D).
+
+    ``xs`` (N, 6) float32 metres, ``ys`` (N,) residuals (float64 from ``xs``, rounded),
+    ``labels`` (N,) 1.0 where the float64 residual is below ``threshold``, ``R`` (3, 3),
+    ``t`` (3,) metres, ``ratios``, ``mutuals`` (N,), ``index``, ``features`` (N, 6) or
+    (N, 8) with [ratio, mutual] when ``side_info``.
+    """
+    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    xs32 = np.asarray(xs, np.float32)
+    ys = residuals(xs32, R, t)
+    sample = {"xs": as32(xs32), "ys": as32(ys), "labels": as32(ys < threshold),
+              "R": as32(R), "t": as32(np.reshape(t, 3)), "ratios": as32(ratios),
+              "mutuals": as32(mutuals), "index": torch.tensor(index, dtype=torch.int64)}
+    sample["features"] = (torch.cat([sample["xs"], sample["ratios"][:, None],
+                                     sample["mutuals"][:, None]], 1) if side_info else sample["xs"])
+    return sample
+
+
+class Pairs3D(LazyHDF5, Dataset):
+    """Pairs of a 3-D HDF5 file (module docstring) as sample dictionaries (:func:`make_sample3d`).
+
+    Opened lazily once per process (DataLoader workers re-open it).  A malformed pair raises
+    ValueError naming the file, the pair, the key and what was expected: shapes, at least
+    three matches, finite points, ``Rs`` a rotation, finite ``ts``.  ``clouds(i)`` returns
+    the two downsampled clouds of pair i.
+    """
+
+    def __init__(self, path: str | Path, side_info: bool = False) -> None:
+        self.path, self.side_info = Path(path), side_info
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
+        try:
+            with h5py.File(self.path, "r") as f:
+                if f.attrs.get("corrnet_layout") != LAYOUT:
+                    raise ValueError(f"{self.path}: not a 3-D pairs file (expected the attribute "
+                                     f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)")
+                missing = [k for k in PER_PAIR_KEYS[:4] if k not in f]
+                if missing:
+                    raise ValueError(f"{self.path}: missing group(s) {missing}")
+                self.length = len(f["xs"])
+                self.threshold = float(f.attrs.get("inlier_threshold", INLIER_THRESHOLD))
+                self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
+        except OSError as err:
+            raise OSError(f"{self.path}: cannot open as an HDF5 file ({one_line(err)})") from None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _array(self, key: str, i: int) -> np.ndarray:
+        f = self._h5()
+        if key not in f or str(i) not in f[key]:
+            raise ValueError(f"{self.path}: pair {i}: missing dataset {key}/{i}")
+        return np.asarray(f[key][str(i)][()], np.float64)
+
+    def name(self, i: int) -> str:
+        """The pair's name (``frame-i/frame-j`` for RGB-D pairs)."""
+        f = self._h5()
+        if "names" in f and str(i) in f["names"]:
+            value = f["names"][str(i)][()]
+            return value.decode() if isinstance(value, bytes) else str(value)
+        return str(i)
+
+    def clouds(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The downsampled source (M₁, 3) and target (M₂, 3) clouds of pair i, metres."""
+        return self._array("cloud1s", i), self._array("cloud2s", i)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < self.length:
+            raise IndexError(f"{self.path}: pair {i} out of range (0..{self.length - 1})")
+        xs, R, t = self._array("xs", i), self._array("Rs", i), self._array("ts", i)
+        problem = None
+        if xs.ndim != 3 or xs.shape[0] != 1 or xs.shape[2] != 6:
+            problem = f"xs: expected shape (1, N, 6) [x1, y1, z1, x2, y2, z2], got {xs.shape}"
+        elif xs.shape[1] < MIN_RIGID_MATCHES:
+            problem = f"xs: expected at least {MIN_RIGID_MATCHES} matches, got {xs.shape[1]}"
+        elif not np.isfinite(xs).all():
+            problem = "xs: expected finite points, got NaN or inf"
+        elif rotation_problem(R) is not None:
+            problem = f"Rs: {rotation_problem(R)}"
+        elif t.size != 3 or not np.isfinite(t).all():
+            problem = f"ts: expected 3 finite values (metres), got {t.reshape(-1).tolist()}"
+        if problem is not None:
+            raise ValueError(f"{self.path}: pair {i}: {problem}")
+        n = xs.shape[1]
+        f = self._h5()
+        side = {k: self._array(k, i).reshape(n) if k in f else np.zeros(n) for k in ("ratios", "mutuals")}
+        return make_sample3d(xs.reshape(n, 6), R, t.reshape(3), side["ratios"], side["mutuals"], i,
+                             self.side_info, self.threshold)
+

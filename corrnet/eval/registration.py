@@ -1,0 +1,206 @@
+"""3-D registration of point-cloud pairs from putative matches: corrnet and Open3D baselines.
+
+Methods (:data:`METHODS`):
+
+* ``corrnet``: the network alone, its weighted Kabsch transform (CorrNet's ``R``, ``t``);
+* ``corrnet+ransac``: Open3D's ``registration_ransac_based_on_correspondence`` on the matches
+  the network keeps (logit > 0, or its 8 best: :func:`corrnet.eval.predict.kept_matches`);
+* ``ransac``: the same RANSAC on all matches;
+* ``fgr``: Open3D's fast global registration (Zhou, Park and Koltun, ECCV 2016),
+  ``registration_fgr_based_on_correspondence``, on all matches.
+
+RANSAC: 3-point samples, inlier distance :data:`RANSAC_DISTANCE`, Open3D's edge-length (0.9)
+and distance checkers, at most :data:`RANSAC_MAX_ITERATION` iterations with confidence
+:data:`RANSAC_CONFIDENCE` (it stops earlier when the inlier ratio allows, so its time falls
+with the inlier ratio of the matches it sees); Open3D's random generator is seeded with
+:data:`RANSAC_SEED` before every estimate, so a run repeats exactly (with one OpenMP thread).
+FGR: maximum correspondence distance :data:`RANSAC_DISTANCE`, otherwise Open3D's defaults.
+
+A pair is registered when the rotation error is below 15° and the translation error below
+30 cm (:func:`corrnet.geometry.rigid.registration_errors`); the report gives per method the
+registration recall, the mean rotation (°) and translation (cm) errors over the registered
+pairs, inlier precision / recall / F1 and ms per pair.  The matches a method calls inliers:
+the kept ones for ``corrnet``; for the others, the matches of its input whose residual under
+its estimate is below :data:`RANSAC_DISTANCE`.  Times: the network (batch 1, one torch
+thread) plus the estimator for ``corrnet+ransac``, the estimator alone for the baselines,
+all in this process, one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..datasets.pairs3d import INLIER_THRESHOLD, residuals
+from ..geometry.rigid import registration_errors
+from .evaluate import NETWORK_THREADS, MethodResults, Predictor, check_methods, inlier_scores
+from .predict import kept_matches
+
+METHODS = ("corrnet", "corrnet+ransac", "ransac", "fgr")
+NETWORK_METHODS = ("corrnet", "corrnet+ransac")
+BASELINES = ("ransac", "fgr")
+RANSAC_DISTANCE = INLIER_THRESHOLD
+RANSAC_MAX_ITERATION = 100_000
+RANSAC_CONFIDENCE = 0.999
+EDGE_LENGTH_SIMILARITY = 0.9
+RANSAC_SEED = 0
+
+
+@dataclass
+class RegResult:
+    """One method on one pair: errors (degrees, metres), success, inlier scores, time (ms),
+    the estimate R (3, 3), t (3,) and the matches it calls inliers, (N,) bool."""
+
+    position: int
+    index: int
+    method: str
+    err_R: float
+    err_t: float
+    success: bool
+    precision: float
+    recall: float
+    ms: float
+    R: np.ndarray
+    t: np.ndarray
+    selected: np.ndarray
+
+
+@dataclass
+class RegEvalResult(MethodResults):
+    """Registration results: :class:`RegResult` per pair and method."""
+
+    results: list[RegResult]
+
+
+def _clouds(xs: np.ndarray, subset: np.ndarray):
+    """Open3D source and target clouds of the matches ``subset`` (K,) of xs (N, 6), and the
+    identity correspondences between them."""
+    import open3d as o3d
+
+    vec = o3d.utility.Vector3dVector
+    chosen = xs[subset]
+    corres = o3d.utility.Vector2iVector(np.repeat(np.arange(len(chosen), dtype=np.int32)[:, None], 2, 1))
+    return o3d.geometry.PointCloud(vec(chosen[:, :3])), o3d.geometry.PointCloud(vec(chosen[:, 3:])), corres
+
+
+def open3d_ransac(xs: np.ndarray, subset: np.ndarray) -> np.ndarray:
+    """Open3D's correspondence RANSAC (module docstring) on matches ``subset`` -> T (4, 4)."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    source, target, corres = _clouds(xs, subset)
+    o3d.utility.random.seed(RANSAC_SEED)
+    result = reg.registration_ransac_based_on_correspondence(
+        source, target, corres, RANSAC_DISTANCE, reg.TransformationEstimationPointToPoint(False), 3,
+        [reg.CorrespondenceCheckerBasedOnEdgeLength(EDGE_LENGTH_SIMILARITY),
+         reg.CorrespondenceCheckerBasedOnDistance(RANSAC_DISTANCE)],
+        reg.RANSACConvergenceCriteria(RANSAC_MAX_ITERATION, RANSAC_CONFIDENCE))
+    return np.asarray(result.transformation)
+
+
+def open3d_fgr(xs: np.ndarray, subset: np.ndarray) -> np.ndarray:
+    """Open3D's fast global registration on matches ``subset`` -> T (4, 4)."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    source, target, corres = _clouds(xs, subset)
+    option = reg.FastGlobalRegistrationOption(maximum_correspondence_distance=RANSAC_DISTANCE)
+    return np.asarray(reg.registration_fgr_based_on_correspondence(source, target, corres, option).transformation)
+
+
+ESTIMATORS = {"ransac": open3d_ransac, "fgr": open3d_fgr}
+
+
+def _result(position: int, sample: Mapping, method: str, R: np.ndarray, t: np.ndarray,
+            selected: np.ndarray, ms: float) -> RegResult:
+    err_R, err_t, ok = registration_errors(torch.from_numpy(np.array(R)), torch.from_numpy(np.array(t)),
+                                           torch.as_tensor(sample["R"]), torch.as_tensor(sample["t"]))
+    precision, recall = inlier_scores(selected, np.asarray(sample["labels"]) > 0.5)
+    return RegResult(position, int(sample["index"]), method, float(err_R), float(err_t), bool(ok),
+                     precision, recall, ms, R, t, selected)
+
+
+def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | None = None,
+                          methods: Sequence[str] | None = None, progress: bool = True,
+                          dataset: str = "") -> RegEvalResult:
+    """Evaluate ``methods`` (default: all, or the baselines without predictor) on 3-D samples.
+
+    samples: a Dataset of 3-D sample dictionaries (:class:`corrnet.datasets.pairs3d.Pairs3D`);
+    predictor: features (1, N, C) -> a rigid CorrNet's output (``logits``, ``R``, ``t``).
+    """
+    methods, needs_net = check_methods(methods, predictor, METHODS, NETWORK_METHODS, BASELINES)
+    if len(samples) == 0:
+        raise ValueError("samples: no pairs to evaluate")
+    results: list[RegResult] = []
+    kept, network_ms = None, 0.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(NETWORK_THREADS)
+    try:
+        for position in tqdm(range(len(samples)), desc="registration", disable=not progress, unit="pair"):
+            sample = samples[position]
+            xs = np.asarray(sample["xs"], np.float64)
+            everything = np.arange(len(xs))
+            if needs_net:
+                features = torch.as_tensor(sample["features"]).float().unsqueeze(0)
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    out = predictor(features)
+                    kept = kept_matches(out["logits"])[0].numpy()
+                network_ms = (time.perf_counter() - start) * 1e3
+                if "R" not in out:
+                    raise ValueError("predictor: expected a rigid network (outputs 'R', 't'); this one "
+                                     "is two-view (model.net.geometry two_view)")
+                if "corrnet" in methods:
+                    results.append(_result(position, sample, "corrnet", out["R"][0].double().numpy(),
+                                           out["t"][0].double().numpy(), kept, network_ms))
+            for method in methods:
+                if method == "corrnet":
+                    continue
+                subset = np.flatnonzero(kept) if method == "corrnet+ransac" else everything
+                estimator = ESTIMATORS["fgr" if method == "fgr" else "ransac"]
+                start = time.perf_counter()
+                T = estimator(xs, subset)
+                ms = (time.perf_counter() - start) * 1e3 + (network_ms if method in NETWORK_METHODS else 0.0)
+                selected = np.zeros(len(xs), bool)
+                selected[subset] = residuals(xs[subset], T[:3, :3], T[:3, 3]) < RANSAC_DISTANCE
+                results.append(_result(position, sample, method, T[:3, :3], T[:3, 3], selected, ms))
+    finally:
+        torch.set_num_threads(threads)
+    return RegEvalResult(dataset, methods, len(samples), results)
+
+
+COLUMNS = ("registration_recall", "rotation_error_deg", "translation_error_cm", "precision",
+           "recall", "f1", "ms_per_pair")
+
+
+def summarize_registration(result: RegEvalResult) -> dict:
+    """``report.json`` of a registration evaluation::
+
+        {"dataset": str, "pairs": int, "kind": "registration",
+         "methods": {name: {"registration_recall", "rotation_error_deg", "translation_error_cm",
+                            "precision", "recall", "f1", "ms_per_pair"}}}
+
+    Recall, precision, recall and F1 are fractions in [0, 1] (precision and recall are means
+    over pairs, F1 of those means); the errors are means over the registered pairs (None when
+    none is); ms_per_pair is the mean time.
+    """
+    methods = {}
+    for method in result.methods:
+        rows = result.of(method)
+        good = [r for r in rows if r.success]
+        precision = float(np.mean([r.precision for r in rows]))
+        recall = float(np.mean([r.recall for r in rows]))
+        methods[method] = {
+            "registration_recall": len(good) / len(rows),
+            "rotation_error_deg": float(np.mean([r.err_R for r in good])) if good else None,
+            "translation_error_cm": float(100 * np.mean([r.err_t for r in good])) if good else None,
+            "precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0,
+            "ms_per_pair": float(np.mean([r.ms for r in rows])),
+        }
+    return {"dataset": result.dataset, "pairs": result.pairs, "kind": "registration", "methods": methods}
