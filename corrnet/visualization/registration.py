@@ -25,12 +25,10 @@ MAX_LINES = 300
 """Most lines drawn per outcome (a seeded subset), so that the clouds stay visible."""
 
 
-def _segments(a: np.ndarray, b: np.ndarray, chosen: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Segments (L, 2, 3) from a[i] to b[i] for at most MAX_LINES of the indices ``chosen``."""
+def _drawn(chosen: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most MAX_LINES of the matches ``chosen`` (N,) bool, a seeded subset."""
     idx = np.flatnonzero(chosen)
-    if len(idx) > MAX_LINES:
-        idx = np.sort(rng.choice(idx, MAX_LINES, replace=False))
-    return np.stack([a[idx], b[idx]], 1)
+    return np.sort(rng.choice(idx, MAX_LINES, replace=False)) if len(idx) > MAX_LINES else idx
 
 
 def render_registration(out_png: str | Path, cloud1: np.ndarray, cloud2: np.ndarray, xs: np.ndarray,
@@ -54,8 +52,9 @@ def render_registration(out_png: str | Path, cloud1: np.ndarray, cloud2: np.ndar
     scene = {"target": np.asarray(cloud2, np.float64), "source_before": np.asarray(cloud1, np.float64),
              "source_after": move(cloud1), "source_rgb": np.array(SOURCE_RGB), "target_rgb": np.array(TARGET_RGB)}
     for name, chosen in (("tp", kept & inlier), ("fp", kept & ~inlier), ("fn", ~kept & inlier)):
+        idx = _drawn(chosen, rng)   # the same matches in both views
         for view, src in (("before", xs[:, :3]), ("after", move(xs[:, :3]))):
-            scene[f"lines_{name}_{view}"] = _segments(src, xs[:, 3:], chosen, np.random.default_rng(rng.integers(2**31)))
+            scene[f"lines_{name}_{view}"] = np.stack([src[idx], xs[idx, 3:]], 1)
     header, footer = max(56, round(0.1 * height)), max(32, round(0.06 * height))
     view_size = (width // 2, height - header - footer)
     with tempfile.TemporaryDirectory(prefix="corrnet-viz-") as tmp:
