@@ -145,9 +145,10 @@ def _registration(args: argparse.Namespace, out: Path | None) -> int:
                          f"{list(registration.METHODS)}")
     predictor, side_info = None, False
     if any(m in registration.NETWORK_METHODS for m in methods):
-        model = load_model(args.checkpoint or PRETRAINED_REGISTRATION)
+        weights = args.checkpoint or PRETRAINED_REGISTRATION
+        model = load_model(weights)
         if model.config.geometry != "rigid":
-            raise ValueError(f"{args.checkpoint}: a two-view network (model.net.geometry "
+            raise ValueError(f"{weights}: a two-view network (model.net.geometry "
                              f"{model.config.geometry!r}); 3-D pairs need a rigid one")
         side_info, predictor = model.config.side_info, make_predictor(model)
     data = Path(args.data).expanduser()

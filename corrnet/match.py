@@ -43,7 +43,8 @@ from corrnet.datasets.prepare import PutativeMatches, putative_matches, read_ima
 from corrnet.datasets.sample import intrinsics
 from corrnet.errors import run_command
 from corrnet.eval import estimators
-from corrnet.eval.evaluate import NETWORK_THREADS, kept_matches
+from corrnet.eval.evaluate import NETWORK_THREADS
+from corrnet.eval.predict import kept_matches
 from corrnet.geometry import essential_from_pose
 from corrnet.models.inference import make_predictor
 
@@ -304,7 +305,7 @@ def match_images(img1: str | Path, img2: str | Path, K1: Sequence[float] | np.nd
         times["network"] = (time.perf_counter() - start) * 1e3
     finally:
         torch.set_num_threads(threads)
-    kept = kept_matches(logits)
+    kept = kept_matches(torch.from_numpy(logits)[None])[0].numpy()
 
     start = time.perf_counter()
     est = _estimate(matches.xs[kept], *Ks, threshold)
