@@ -32,22 +32,15 @@ from tqdm import tqdm
 
 from corrnet.datasets import OANetPairs
 from corrnet.datasets.synthetic import MODES, SyntheticPairs
+from corrnet.models.graph_stats import roc_auc
 
 NEIGHBOUR_RADIUS = 0.05
 MOTION_TOLERANCE = 0.01
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """ROC AUC of a score (higher = positive), ties counted half."""
-    if not len(pos) or not len(neg):
-        return float("nan")
-    scores = np.concatenate([pos, neg])
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    """ROC AUC of a score (higher = positive), ties counted half: :func:`roc_auc` of pos vs neg."""
+    return roc_auc(np.concatenate([pos, neg]), np.arange(len(pos) + len(neg)) < len(pos))
 
 
 def _nearest(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

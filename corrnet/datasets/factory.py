@@ -57,10 +57,11 @@ def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
                                 f"(for example: export CORRNET_DATA=/path/to/oanet/dumps)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such OANet-format HDF5 file")
-    if is_pairs3d(path) != (geometry == "rigid"):
-        raise ValueError(f"{path}: a {'3-D' if is_pairs3d(path) else 'two-view'} pairs file, but the "
+    three_d = is_pairs3d(path)
+    if three_d != (geometry == "rigid"):
+        raise ValueError(f"{path}: a {'3-D' if three_d else 'two-view'} pairs file, but the "
                          f"network's geometry is {geometry!r} (model.net.geometry: "
-                         f"{'rigid' if is_pairs3d(path) else 'two_view'} reads it)")
+                         f"{'rigid' if three_d else 'two_view'} reads it)")
     # opens it and checks its groups: fails now, not in a DataLoader worker
     (Pairs3D if geometry == "rigid" else OANetPairs)(path)
     return path

@@ -44,9 +44,9 @@ from .oanet_hdf5 import LazyHDF5
 LAYOUT = "corrnet-pairs3d"
 VOXEL_SIZE = 0.05
 """Voxel edge of the downsampled clouds, metres."""
-NORMAL_RADIUS = 2 * VOXEL_SIZE
-FPFH_RADIUS = 5 * VOXEL_SIZE
-"""Open3D's registration tutorial settings (normals 2, FPFH 5 voxels)."""
+NORMAL_RADIUS_VOXELS = 2
+FPFH_RADIUS_VOXELS = 5
+"""Search radii of the normals and of FPFH, in voxels: Open3D's registration tutorial settings."""
 FPFH_MAX_NN = 100
 INLIER_THRESHOLD = 2 * VOXEL_SIZE
 """A match is an inlier when ‖R x₁ + t − x₂‖ < 10 cm."""
@@ -57,7 +57,6 @@ Zeng et al., CVPR 2017)."""
 NUM_MATCHES = 1000
 """Matches per pair by default (source points matched)."""
 PER_PAIR_KEYS = ("xs", "ys", "Rs", "ts", "ratios", "mutuals", "overlaps", "cloud1s", "cloud2s")
-SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "overlap", "cloud1", "cloud2")
 
 
 @dataclass
@@ -82,9 +81,9 @@ def describe(points: np.ndarray, voxel: float = VOXEL_SIZE) -> Fragment:
     reg = o3d.pipelines.registration
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
     cloud = cloud.voxel_down_sample(voxel)
-    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2 * voxel, max_nn=30))
-    fpfh = reg.compute_fpfh_feature(
-        cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=5 * voxel, max_nn=FPFH_MAX_NN))
+    search = o3d.geometry.KDTreeSearchParamHybrid
+    cloud.estimate_normals(search(radius=NORMAL_RADIUS_VOXELS * voxel, max_nn=30))
+    fpfh = reg.compute_fpfh_feature(cloud, search(radius=FPFH_RADIUS_VOXELS * voxel, max_nn=FPFH_MAX_NN))
     return Fragment(np.asarray(cloud.points).copy(), np.ascontiguousarray(fpfh.data.T, np.float32))
 
 
@@ -250,15 +249,19 @@ class Pairs3D(LazyHDF5, Dataset):
             problem = f"xs: expected at least {MIN_RIGID_MATCHES} matches, got {xs.shape[1]}"
         elif not np.isfinite(xs).all():
             problem = "xs: expected finite points, got NaN or inf"
-        elif rotation_problem(R) is not None:
-            problem = f"Rs: {rotation_problem(R)}"
+        elif (rotation := rotation_problem(R)) is not None:
+            problem = f"Rs: {rotation}"
         elif t.size != 3 or not np.isfinite(t).all():
             problem = f"ts: expected 3 finite values (metres), got {t.reshape(-1).tolist()}"
         if problem is not None:
             raise ValueError(f"{self.path}: pair {i}: {problem}")
         n = xs.shape[1]
         f = self._h5()
-        side = {k: self._array(k, i).reshape(n) if k in f else np.zeros(n) for k in ("ratios", "mutuals")}
+        side = {k: self._array(k, i).reshape(-1) if k in f else np.zeros(n) for k in ("ratios", "mutuals")}
+        for k, v in side.items():
+            if v.shape != (n,):
+                raise ValueError(f"{self.path}: pair {i}: {k}: expected {n} values (one per match), "
+                                 f"got {v.size}")
         return make_sample3d(xs.reshape(n, 6), R, t.reshape(3), side["ratios"], side["mutuals"], i,
                              self.side_info, self.threshold)
 

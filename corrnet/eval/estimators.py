@@ -87,7 +87,7 @@ class OpenCVEstimator:
             return failed(len(x))
         inliers = mask.reshape(-1).astype(bool)
         if inliers.sum() < MIN_MATCHES:
-            return failed(len(x))[0], failed(len(x))[1], inliers
+            return (*failed(len(x))[:2], inliers)
         best = (-1, *failed(len(x))[:2])
         for E_i in np.split(E, E.shape[0] // 3):
             count, R, t, _ = cv2.recoverPose(E_i, p1[inliers], p2[inliers], np.eye(3))
@@ -130,7 +130,7 @@ class PoseLibEstimator:
         inliers = np.asarray(info["inliers"], bool).reshape(-1)
         t = np.asarray(pose.t, np.float64)
         if info["num_inliers"] < MIN_MATCHES or not np.linalg.norm(t) > 0:
-            return failed(len(x))[0], failed(len(x))[1], inliers
+            return (*failed(len(x))[:2], inliers)
         return np.asarray(pose.R, np.float64), t / np.linalg.norm(t), inliers
 
 

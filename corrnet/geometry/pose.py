@@ -84,6 +84,16 @@ def _angle(sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.atan2(sin, cos))
 
 
+def rotation_angle_deg(R_est: torch.Tensor, R_gt: torch.Tensor) -> torch.Tensor:
+    """Geodesic angle of R_gtᵀ R_est in degrees, by atan2 (accurate near 0° and 180°); NaN
+    where an input is.  (..., 3, 3) x2, float64 -> (...,)."""
+    Q = R_gt.transpose(-1, -2) @ R_est
+    cos_r = (Q.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0
+    vee = torch.stack([Q[..., 2, 1] - Q[..., 1, 2], Q[..., 0, 2] - Q[..., 2, 0],
+                       Q[..., 1, 0] - Q[..., 0, 1]], -1)
+    return _angle(vee.norm(dim=-1) / 2.0, cos_r)
+
+
 def pose_errors(R_est: torch.Tensor, t_est: torch.Tensor, R_gt: torch.Tensor,
                 t_gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """OANet's pose errors in degrees, computed in float64.
@@ -98,11 +108,7 @@ def pose_errors(R_est: torch.Tensor, t_est: torch.Tensor, R_gt: torch.Tensor,
     R_gt = as_tensor("R_gt", R_gt, (3, 3), "(..., 3, 3)").double()
     t_est = as_tensor("t_est", t_est, (3,), "(..., 3)", finite=False).double()
     t_gt = as_tensor("t_gt", t_gt, (3,), "(..., 3)").double()
-    Q = R_gt.transpose(-1, -2) @ R_est
-    cos_r = (Q.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0
-    vee = torch.stack([Q[..., 2, 1] - Q[..., 1, 2], Q[..., 0, 2] - Q[..., 2, 0],
-                       Q[..., 1, 0] - Q[..., 0, 1]], -1)
-    err_r = _angle(vee.norm(dim=-1) / 2.0, cos_r)
+    err_r = rotation_angle_deg(R_est, R_gt)
     te = t_est / t_est.norm(dim=-1, keepdim=True)
     tg = t_gt / t_gt.norm(dim=-1, keepdim=True)
     err_t = _angle(torch.linalg.cross(te, tg).norm(dim=-1), (te * tg).sum(-1).abs())

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .checks import as_tensor, rotation_problem
+from .pose import rotation_angle_deg
 
 KABSCH_WEIGHT_FLOOR = 1e-9
 """Weight added to every match before solving: nothing measurable with weights of order one,
@@ -72,10 +73,9 @@ def transform_points(R: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch
 
 
 def rotation_error_deg(R_hat: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """Geodesic angle of R̂ Rᵀ in degrees, arccos((tr − 1) / 2).  (..., 3, 3) x2 -> (...,)."""
-    R_hat, R = R_hat.double(), R.double()
-    cos = ((R_hat * R).sum((-1, -2)) - 1.0) / 2.0       # tr(R̂ Rᵀ) = Σ R̂ ⊙ R
-    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+    """Geodesic angle between R̂ and R in degrees (float64; NaN for a NaN estimate), the
+    rotation error of :func:`corrnet.geometry.pose_errors`.  (..., 3, 3) x2 -> (...,)."""
+    return rotation_angle_deg(R_hat.double(), R.double())
 
 
 def translation_error(t_hat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -65,9 +65,9 @@ DEFAULT_STARTS = (8, 16, 32, 64, 128, None)
 STEP_SIZES = (1.0, 0.5, 0.25)
 """Fractions of an IRLS step tried (on the essential manifold) before a scale gives up."""
 DENOMINATOR_FLOOR = 1e-12
+"""Lower bound of the Sampson denominator (a match at the epipole)."""
 FD_STEP = 1e-6
 """Central-difference step of the Levenberg-Marquardt Jacobian (radians / unit sphere)."""
-"""Lower bound of the Sampson denominator (a match at the epipole)."""
 
 
 def _kernel(name: str, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,12 +196,13 @@ def _levenberg_marquardt(x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, ker
     cost = cost_of(e)
     history = [cost]
     eye5 = torch.eye(5, dtype=E.dtype, device=E.device)
+    B = len(t)
+    steps10 = torch.cat([FD_STEP * eye5, -FD_STEP * eye5]).repeat_interleave(B, 0)   # (10 B, 5)
+    x10 = x.repeat(10, 1, 1)
     for _ in range(steps):
         basis = _tangent_basis(t)
-        B = len(t)
-        steps10 = torch.cat([FD_STEP * eye5, -FD_STEP * eye5]).repeat_interleave(B, 0)   # (10 B, 5)
-        e_h = _signed_sampson(x.repeat(10, 1, 1), *_perturb(R.repeat(10, 1, 1), t.repeat(10, 1),
-                                                             basis.repeat(10, 1, 1), steps10))
+        e_h = _signed_sampson(x10, *_perturb(R.repeat(10, 1, 1), t.repeat(10, 1),
+                                             basis.repeat(10, 1, 1), steps10))
         e_h = e_h.reshape(2, 5, B, -1)
         J = ((e_h[0] - e_h[1]) / (2 * FD_STEP)).permute(1, 2, 0)                      # (B, N, 5)
         v = w * _kernel(kernel, e.square() / s2)[1]
