@@ -12,6 +12,7 @@ import torch
 from corrnet.geometry import (INLIER_THRESHOLD, essential_from_pose, normalize_keypoints,
                               pose_errors, recover_pose, sampson_distance, skew,
                               symmetric_epipolar_distance, weighted_eight_point, WEIGHT_FLOOR)
+from corrnet.geometry.epipolar import epipolar_terms
 from tests.conftest import make_problem, rotation
 
 
@@ -19,6 +20,34 @@ def test_skew_is_cross_product():
     g = torch.Generator().manual_seed(1)
     v, u = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
     assert torch.allclose(skew(v) @ u.unsqueeze(-1), torch.linalg.cross(v, u).unsqueeze(-1), atol=1e-14)
+
+
+def test_skew_without_validation_is_the_same_matrix_and_passes_nan_through():
+    v = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.equal(skew(v, validate=False), skew(v))
+    v[0, 1, 2] = float("nan")
+    assert skew(v, validate=False)[0, 1].isnan().sum() == 2
+    with pytest.raises(ValueError, match="^v"):
+        skew(v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_epipolar_terms_broadcast_one_E_over_a_batch_in_the_input_dtype(dtype):
+    """r = x2ᵀE x1, E x1 and Eᵀ x2 (first two entries) against matmuls, one (3, 3) E for
+    (B, N, 4) matches, and per-pair E (B, 3, 3)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 20, 4, generator=g, dtype=torch.float64)
+    Es = torch.randn(3, 3, 3, generator=g, dtype=torch.float64)
+    h1 = torch.cat([x[..., :2], torch.ones_like(x[..., :1])], -1)
+    h2 = torch.cat([x[..., 2:], torch.ones_like(x[..., :1])], -1)
+    for E, E_b in ((Es[0], Es[:1]), (Es, Es)):
+        r, (a0, a1), (b0, b1) = epipolar_terms(x.to(dtype), E.to(dtype))
+        line2, line1 = h1 @ E_b.transpose(-1, -2), h2 @ E_b
+        assert r.dtype == dtype and r.shape == a0.shape == b1.shape == (3, 20)
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(r.double(), (h2 * line2).sum(-1), **tol)
+        torch.testing.assert_close(torch.stack([a0, a1], -1).double(), line2[..., :2], **tol)
+        torch.testing.assert_close(torch.stack([b0, b1], -1).double(), line1[..., :2], **tol)
 
 
 def test_essential_matrix_satisfies_epipolar_constraint(problem):

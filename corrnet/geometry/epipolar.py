@@ -14,9 +14,13 @@ INLIER_THRESHOLD = 1e-4
 """OANet's label threshold on the symmetric epipolar distance (``obj_geod_th``)."""
 
 
-def skew(v: torch.Tensor) -> torch.Tensor:
-    """Cross-product matrix [v]ₓ with [v]ₓ u = v × u.  (..., 3) -> (..., 3, 3)."""
-    v = as_tensor("v", v, (3,), "(..., 3)")
+def skew(v: torch.Tensor, validate: bool = True) -> torch.Tensor:
+    """Cross-product matrix [v]ₓ with [v]ₓ u = v × u.  (..., 3) -> (..., 3, 3).
+
+    ``validate``: check the shape and finiteness (off in hot loops).
+    """
+    if validate:
+        v = as_tensor("v", v, (3,), "(..., 3)")
     zero = torch.zeros_like(v[..., 0])
     x, y, z = v.unbind(-1)
     return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).unflatten(-1, (3, 3))
@@ -41,15 +45,21 @@ def normalize_keypoints(kp: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return (kp - c) / f
 
 
-def _epipolar_terms(x: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Algebraic residual x2ᵀE x1 and the two epipolar lines, for x (..., N, 4)."""
-    ones = torch.ones_like(x[..., :1])
-    x1 = torch.cat([x[..., 0:2], ones], dim=-1)
-    x2 = torch.cat([x[..., 2:4], ones], dim=-1)
-    line2 = x1 @ E.transpose(-1, -2)  # E x1: epipolar line in image 2, (..., N, 3)
-    line1 = x2 @ E                    # Eᵀ x2: epipolar line in image 1
-    residual = (x2 * line2).sum(-1)
-    return residual, line1, line2
+def epipolar_terms(x: torch.Tensor, E: torch.Tensor
+                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Algebraic residual r = x2ᵀE x1 and the first two entries (a0, a1) of E x1 and (b0, b1)
+    of Eᵀ x2, the normals of the epipolar lines in images 2 and 1; no input checks.
+
+    x (..., N, 4) [x1, y1, x2, y2], E (..., 3, 3), batch dimensions broadcast, any float
+    dtype -> r, (a0, a1), (b0, b1), each (..., N).  Written out entry by entry (about twice
+    as fast as matmuls).
+    """
+    x1, y1, x2, y2 = x.unbind(-1)
+    e = E.flatten(-2).unsqueeze(-1).unbind(-2)                   # nine (..., 1)
+    a0, a1 = e[0] * x1 + e[1] * y1 + e[2], e[3] * x1 + e[4] * y1 + e[5]   # E x1
+    b0, b1 = e[0] * x2 + e[3] * y2 + e[6], e[1] * x2 + e[4] * y2 + e[7]   # Eᵀ x2
+    r = x2 * a0 + y2 * a1 + (e[6] * x1 + e[7] * y1 + e[8])
+    return r, (a0, a1), (b0, b1)
 
 
 def _check_pair(x: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,9 +84,8 @@ def symmetric_epipolar_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1
     """
     if validate:
         x, E = _check_pair(x, E)
-    r, l1, l2 = _epipolar_terms(x, E)
-    return r.square() * (1.0 / (l2[..., :2].square().sum(-1) + eps)
-                         + 1.0 / (l1[..., :2].square().sum(-1) + eps))
+    r, (a0, a1), (b0, b1) = epipolar_terms(x, E)
+    return r.square() * (1.0 / (a0 * a0 + a1 * a1 + eps) + 1.0 / (b0 * b0 + b1 * b1 + eps))
 
 
 def sampson_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15) -> torch.Tensor:
@@ -85,5 +94,5 @@ def sampson_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15) -> to
     x (..., N, 4), E (..., 3, 3) -> (..., N) in squared normalised units.
     """
     x, E = _check_pair(x, E)
-    r, l1, l2 = _epipolar_terms(x, E)
-    return r.square() / (l2[..., :2].square().sum(-1) + l1[..., :2].square().sum(-1) + eps)
+    r, (a0, a1), (b0, b1) = epipolar_terms(x, E)
+    return r.square() / ((a0 * a0 + a1 * a1) + (b0 * b0 + b1 * b1) + eps)

@@ -51,6 +51,7 @@ import torch
 
 from .checks import as_tensor
 from .eight_point import WEIGHT_FLOOR, eight_point_rows, weighted_eight_point
+from .epipolar import epipolar_terms, skew
 from .pose import _decompose
 
 DEFAULT_SCALES = (3e-3, 1e-3)
@@ -112,13 +113,9 @@ def project_essential(E: torch.Tensor) -> torch.Tensor:
 
 
 def _sampson_terms(x: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algebraic residual r = x2ᵀ E x1 and Sampson denominator g (B, N) of x (B, N, 4);
-    the Sampson distance is r² / g.  Written out entry by entry (3x faster than matmuls)."""
-    x1, y1, x2, y2 = x.unbind(-1)
-    e = E.flatten(-2).unsqueeze(-1).unbind(-2)                   # nine (B, 1)
-    a0, a1 = e[0] * x1 + e[1] * y1 + e[2], e[3] * x1 + e[4] * y1 + e[5]   # E x1
-    b0, b1 = e[0] * x2 + e[3] * y2 + e[6], e[1] * x2 + e[4] * y2 + e[7]   # Eᵀ x2
-    r = x2 * a0 + y2 * a1 + (e[6] * x1 + e[7] * y1 + e[8])
+    """Algebraic residual r = x2ᵀ E x1 and Sampson denominator g (B, N), at least
+    :data:`DENOMINATOR_FLOOR`, of x (B, N, 4); the Sampson distance is r² / g."""
+    r, (a0, a1), (b0, b1) = epipolar_terms(x, E)
     return r, (a0 * a0 + a1 * a1 + b0 * b0 + b1 * b1).clamp_min(DENOMINATOR_FLOOR)
 
 
@@ -159,24 +156,17 @@ def _tangent_basis(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([u, torch.linalg.cross(t, u)], -1)
 
 
-def _cross_matrix(v: torch.Tensor) -> torch.Tensor:
-    """[v]ₓ of v (B, 3) without input checks (the hot loop's :func:`skew`)."""
-    z = torch.zeros_like(v[..., 0])
-    a, b, c = v.unbind(-1)
-    return torch.stack([z, -c, b, c, z, -a, -b, a, z], -1).unflatten(-1, (3, 3))
-
-
 def _perturb(R: torch.Tensor, t: torch.Tensor, basis: torch.Tensor,
              delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(R exp([δ₀₋₂]ₓ), normalise(t + basis δ₃₋₄)) for δ (B, 5)."""
-    R = R @ torch.linalg.matrix_exp(_cross_matrix(delta[:, :3]))
+    R = R @ torch.linalg.matrix_exp(skew(delta[:, :3], validate=False))
     t = t + (basis @ delta[:, 3:, None])[..., 0]
     return R, t / t.norm(dim=-1, keepdim=True)
 
 
 def _signed_sampson(x: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """r / √g, whose square is the Sampson distance, of x (B, N, 4) under [t]ₓ R.  (B, N)."""
-    r, g = _sampson_terms(x, _cross_matrix(t) @ R)
+    r, g = _sampson_terms(x, skew(t, validate=False) @ R)
     return r / g.sqrt()
 
 
@@ -220,7 +210,7 @@ def _levenberg_marquardt(x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, ker
         cost = torch.where(ok, cost_new, cost)
         lam = torch.where(ok, lam / 10, lam * 10)
         history.append(cost)
-    return torch.stack(history, -1), _cross_matrix(t) @ R / 2.0 ** 0.5
+    return torch.stack(history, -1), skew(t, validate=False) @ R / 2.0 ** 0.5
 
 
 def _direction_grid(k: int, dim: int) -> torch.Tensor:
