@@ -69,6 +69,15 @@ def test_pruning_sizes_and_six_channels():
         net(torch.randn(1, 50, 4))
 
 
+def test_num_kept_per_pair_counts_follow_the_int_rule():
+    """num_kept of a (B,) count tensor is the int rule pair by pair (ceil, at least 8, at most n)."""
+    net = tiny(prune_ratio=0.3)
+    n = torch.arange(0, 300)
+    kept = net.num_kept(n)
+    assert kept.dtype == torch.long and kept.tolist() == [net.num_kept(int(c)) for c in n]
+    assert [net.num_kept(c) for c in (5, 8, 26, 27, 100)] == [5, 8, 8, 9, 30]
+
+
 @pytest.mark.parametrize("attention_keys", [1024, 40])
 def test_eval_is_deterministic_and_permutation_equivariant(attention_keys):
     torch.manual_seed(1)

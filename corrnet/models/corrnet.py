@@ -15,10 +15,9 @@ is the weighted eight-point estimate on the last stage's matches.  Internally fe
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from einops import rearrange, repeat
@@ -216,15 +215,21 @@ class CorrNet(nn.Module):
                   config.attention_keys, config.graph_layer, self.geometry.coords)
             for s in range(config.num_stages))
 
-    def num_kept(self, n: int) -> int:
-        """Matches kept out of n when pruning: ceil(ratio · n), at least eight (or all n)."""
-        return min(n, max(MIN_MATCHES, math.ceil(self.prune_ratio * n)))
+    @overload
+    def num_kept(self, n: int) -> int: ...
 
-    def _kept_per_pair(self, mask: torch.Tensor) -> torch.Tensor:
-        """:meth:`num_kept` of each pair's real matches: mask (B, N) -> (B,) long."""
-        real = mask.sum(-1)
-        kept = torch.ceil(real.double() * self.prune_ratio).long().clamp_min(MIN_MATCHES)
-        return torch.minimum(kept, real)
+    @overload
+    def num_kept(self, n: torch.Tensor) -> torch.Tensor: ...
+
+    def num_kept(self, n: int | torch.Tensor) -> int | torch.Tensor:
+        """Matches kept out of n when pruning: ceil(ratio · n), at least eight (or all n).
+
+        n: an int, or per-pair counts (B,) long -> (B,) long on their device (no host sync).
+        """
+        count = torch.as_tensor(n)
+        kept = torch.ceil(count.double() * self.prune_ratio).long().clamp_min(MIN_MATCHES)
+        kept = torch.minimum(kept, count)
+        return kept if isinstance(n, torch.Tensor) else int(kept)
 
     def forward(self, x: torch.Tensor,
                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
@@ -282,7 +287,7 @@ class CorrNet(nn.Module):
                 if smask is None:
                     k, score = self.num_kept(logits.shape[-1]), logits.detach()
                 else:
-                    kept = self._kept_per_pair(smask)
+                    kept = self.num_kept(smask.sum(-1))
                     k, score = int(kept.max()), logits.detach().masked_fill(~smask, -torch.inf)
                 # Stable sort: deterministic, ties broken by the current order.
                 order = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :k]
