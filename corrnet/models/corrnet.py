@@ -231,6 +231,16 @@ class CorrNet(nn.Module):
         kept = torch.minimum(kept, count)
         return kept if isinstance(n, torch.Tensor) else int(kept)
 
+    def _stage_counts(self, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Real matches per pair at each stage, (B,) long each: mask (B, N) -> S tensors.
+
+        Stage 0 sees the mask's matches; stage s >= 1 keeps :meth:`num_kept` of stage s - 1's.
+        """
+        counts = [mask.sum(-1)]
+        for _ in self.stages[1:]:
+            counts.append(self.num_kept(counts[-1]))
+        return counts
+
     def forward(self, x: torch.Tensor,
                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Score every match and estimate the essential matrix.
@@ -260,19 +270,26 @@ class CorrNet(nn.Module):
         if n < MIN_MATCHES:
             raise ValueError(f"x: expected at least {MIN_MATCHES} matches, got {n}")
         finite = torch.isfinite(x).flatten(1).all(-1)
-        if not bool(finite.all()):
+        # One host sync for the input checks and, with a mask, every stage's largest count.
+        probe, counts = [finite.all()], []
+        if mask is not None and mask.shape == (b, n) and mask.dtype == torch.bool:
+            counts = self._stage_counts(mask)
+            probe += [mask.all(), counts[0].amin() < MIN_MATCHES, *(c.amax() for c in counts[1:])]
+        all_finite, *facts = torch.stack([p.long() for p in probe]).tolist()
+        if not all_finite:
             raise ValueError(f"x: NaN or infinite values in pair(s) {torch.nonzero(~finite).flatten().tolist()} "
                              f"of the batch; expected finite coordinates and side information")
         x = x.to(self.states.dtype)   # e.g. float64 matches into a float32 network
         if mask is not None:
-            if mask.shape != (b, n) or mask.dtype != torch.bool:
+            if not counts:
                 raise ValueError(f"mask: expected a bool tensor of shape {(b, n)}, got "
                                  f"{mask.dtype} {tuple(mask.shape)}")
-            if bool(mask.all()):
+            all_real, too_few, *sizes = facts
+            if all_real:
                 mask = None   # the unmasked (faster) kernels compute the same
-            elif bool((mask.sum(-1) < MIN_MATCHES).any()):
+            elif too_few:
                 raise ValueError(f"mask: expected at least {MIN_MATCHES} real matches per pair, "
-                                 f"got {mask.sum(-1).tolist()}")
+                                 f"got {counts[0].tolist()}")
         d = self.geometry.coords
         points, x = x[..., :d], self.geometry.normalise(x, mask)
         raw = rearrange(x, "b n c -> b c n 1")
@@ -287,12 +304,11 @@ class CorrNet(nn.Module):
                 if smask is None:
                     k, score = self.num_kept(logits.shape[-1]), logits.detach()
                 else:
-                    kept = self.num_kept(smask.sum(-1))
-                    k, score = int(kept.max()), logits.detach().masked_fill(~smask, -torch.inf)
+                    k, score = sizes[s - 1], logits.detach().masked_fill(~smask, -torch.inf)
                 # Stable sort: deterministic, ties broken by the current order.
                 order = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :k]
                 if smask is not None:
-                    smask = torch.arange(k, device=x.device) < kept.unsqueeze(-1)
+                    smask = torch.arange(k, device=x.device) < counts[s].unsqueeze(-1)
                 index = index.gather(1, order)
                 feats = torch.cat([gather_matches(feats, order), gather_matches(raw, index),
                                    rearrange(logits.gather(1, order), "b k -> b 1 k 1").to(feats.dtype)], 1)
