@@ -138,16 +138,17 @@ def colmap_pairs(rec: pycolmap.Reconstruction, images_dir: str | Path, prefix: s
     """
     images_dir = Path(images_dir)
     ids, counts = covisibility(rec)
+    # K and undistortion once per camera (shared by the camera's pairs, which only read them)
+    cameras = {cam_id: (pinhole_K(cam), undistorter(cam)) for cam_id, cam in rec.cameras.items()}
     pairs = []
     for a, b in select_pairs(counts, min_overlap, max_pairs_per_image, seed):
         im1, im2 = rec.images[ids[a]], rec.images[ids[b]]
         poses = [im.cam_from_world() for im in (im1, im2)]
         R, t = relative_pose(*(np.asarray(x, np.float64) for p in poses
                                for x in (p.rotation.matrix(), p.translation)))
-        cam1, cam2 = rec.cameras[im1.camera_id], rec.cameras[im2.camera_id]
+        (K1, undistort1), (K2, undistort2) = cameras[im1.camera_id], cameras[im2.camera_id]
         pairs.append(PairSpec(f"{prefix}/{im1.name}-{im2.name}", images_dir / im1.name,
-                              images_dir / im2.name, pinhole_K(cam1), pinhole_K(cam2), R, t,
-                              undistorter(cam1), undistorter(cam2)))
+                              images_dir / im2.name, K1, K2, R, t, undistort1, undistort2))
     return pairs
 
 
