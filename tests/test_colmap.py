@@ -274,3 +274,25 @@ def test_sfm_without_a_model_is_an_error(tmp_path, capsys):
     code = prepare_cli(["--sfm", "--images", str(images), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "x.hdf5")])
     assert code == 2 and "COLMAP registered" in capsys.readouterr().err
     assert not (tmp_path / "x.hdf5").exists()
+
+
+def test_resumed_sfm_does_not_decode_the_images(tmp_path, monkeypatch):
+    """camera_mode "auto" reads image sizes only for feature extraction: a run resumed after
+    it (features.done) goes to mapping without decoding an image."""
+    import corrnet.datasets.colmap as colmap
+
+    images, work = tmp_path / "images", tmp_path / "work"
+    images.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(images / f"{k}.png"), np.zeros((8, 8), np.uint8))
+    work.mkdir()
+    for done in ("features.done", "matches.done"):
+        (work / done).touch()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(colmap.cv2, "imread", no_decoding)
+    monkeypatch.setattr(colmap.pycolmap, "incremental_mapping", lambda *args, **kwargs: {})
+    with pytest.raises(RuntimeError, match="registered no model"):
+        reconstruct(images, work, camera_mode="auto")

@@ -156,6 +156,18 @@ def _quiet_colmap() -> None:
     pycolmap.logging.minloglevel = 2  # warnings from COLMAP's glog would flood the bars
 
 
+def _camera_groups(images_dir: Path, names: list[str], camera_mode: str) -> tuple[list[list[str]], str]:
+    """The image names in feature-extraction groups, and the COLMAP camera mode of each.
+
+    "auto" decodes every image for its size: one group per size, one shared camera each
+    ("single"); another mode is one group of all names in that mode.
+    """
+    if camera_mode != "auto":
+        return [names], camera_mode
+    sizes = [cv2.imread(str(images_dir / n), cv2.IMREAD_GRAYSCALE).shape for n in names]
+    return [[n for n, z in zip(names, sizes) if z == size] for size in dict.fromkeys(sizes)], "single"
+
+
 def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
                 camera_mode: str = "auto", threads: int = 2) -> Path:
     """Reconstruct an unposed image folder with pycolmap; returns the model's folder.
@@ -183,12 +195,6 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     model = work / "model"
     if (model / "images.bin").is_file():
         return model
-    if camera_mode == "auto":  # groups of one size, each extracted with one shared camera
-        sizes = [cv2.imread(str(images_dir / n), cv2.IMREAD_GRAYSCALE).shape for n in names]
-        groups = [[n for n, z in zip(names, sizes) if z == size] for size in dict.fromkeys(sizes)]
-        camera_mode = "single"
-    else:
-        groups = [names]
     if matcher == "auto":
         matcher = "exhaustive" if len(names) <= EXHAUSTIVE_MAX_IMAGES else "sequential"
     _quiet_colmap()
@@ -198,9 +204,10 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     if not (work / "features.done").exists():
         stages.set_postfix_str("SIFT")
         db.unlink(missing_ok=True)
+        groups, group_mode = _camera_groups(images_dir, names, camera_mode)
         for group in groups:
             pycolmap.extract_features(
-                db, images_dir, image_names=group, camera_mode=modes[camera_mode],
+                db, images_dir, image_names=group, camera_mode=modes[group_mode],
                 reader_options=pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL"),
                 extraction_options=pycolmap.FeatureExtractionOptions(
                     num_threads=threads, sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES)),
