@@ -146,6 +146,21 @@ def test_bad_3d_pairs_get_one_line_errors(pairs_file, tmp_path, key, make, messa
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("delete, message", [
+    ("ts", r"missing key\(s\) \['ts'\]; expected groups \['xs', 'ys', 'Rs', 'ts'\]"),
+    ("ts/2", "group 'ts' has 2 pairs, expected 3 like 'xs'"),
+])
+def test_a_3d_file_without_a_group_or_with_a_short_one_is_refused_when_opened(pairs_file, tmp_path,
+                                                                              delete, message):
+    path = tmp_path / "groups.hdf5"
+    shutil.copy(pairs_file, path)
+    with h5py.File(path, "r+") as f:
+        del f[delete]
+    with pytest.raises(ValueError, match=message) as err:
+        Pairs3D(path)
+    assert str(path) in str(err.value)
+
+
 def test_prepare3d_rgbd_frames_and_a_pose_that_is_not_rigid(tmp_path, capsys):
     from data.prepare3d import main
 

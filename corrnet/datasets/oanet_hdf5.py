@@ -147,7 +147,8 @@ def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
 
 class LazyHDF5:
     """An HDF5 file at ``self.path`` opened on first use, once per process: a forked or
-    pickled copy (a DataLoader worker) opens its own handle."""
+    pickled copy (a DataLoader worker) opens its own handle.  A subclass checks the file once
+    at construction with :meth:`_open_checked`, its own :meth:`_check_file` on the open file."""
 
     path: Path
     _file: h5py.File | None = None
@@ -162,6 +163,42 @@ class LazyHDF5:
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._file
+
+    def _open_checked(self) -> None:
+        """Open ``self.path`` once and run :meth:`_check_file` on it.
+
+        Raises FileNotFoundError when there is no file, OSError naming the file when it is
+        not HDF5 or damaged, and what ``_check_file`` raises.
+        """
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
+        try:
+            file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise OSError(f"{self.path}: cannot open as an HDF5 file ({one_line(err)})") from None
+        try:
+            with file as f:
+                self._check_file(f)
+        except (KeyError, RuntimeError, OSError) as err:   # h5py's errors of a damaged file
+            raise OSError(f"{self.path}: damaged HDF5 file ({one_line(err)})") from None
+
+    def _check_file(self, f: h5py.File) -> None:
+        """Check the open file (its layout, groups, pairs); raises ValueError naming the file."""
+        raise NotImplementedError
+
+    def _pair_count(self, f: h5py.File, required: Sequence[str]) -> int:
+        """The number of pairs of an open file, whose groups ``required`` must all exist and hold
+        as many pairs as the first; raises BadPairError naming the file and the group."""
+        missing = [k for k in required if k not in f]
+        if missing:
+            raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
+                               f"{list(required)} (found {sorted(f.keys())})")
+        n = len(f[required[0]])
+        for k in required:
+            if len(f[k]) != n:
+                raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
+                                   f"expected {n} like {required[0]!r}")
+        return n
 
 
 class OANetPairs(LazyHDF5, Dataset):
@@ -188,29 +225,11 @@ class OANetPairs(LazyHDF5, Dataset):
             raise ValueError(f"on_bad: expected 'raise' or 'skip', got {on_bad!r}")
         self.path, self.side_info, self.on_bad = Path(path), side_info, on_bad
         self.min_matches = min_matches
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
-        try:
-            file = h5py.File(self.path, "r")
-        except OSError as err:
-            raise OSError(f"{self.path}: cannot open as an HDF5 file ({err})") from None
-        try:
-            with file as f:
-                self._check_file(f)
-        except (KeyError, RuntimeError) as err:   # h5py's errors of a damaged file
-            raise OSError(f"{self.path}: damaged HDF5 file ({one_line(err)})") from None
+        self._open_checked()
 
     def _check_file(self, f: h5py.File) -> None:
         """Check the groups of an open file and find the pairs (all, or the valid ones)."""
-        missing = [k for k in REQUIRED_KEYS if k not in f]
-        if missing:
-            raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
-                               f"{list(REQUIRED_KEYS)} (found {sorted(f.keys())})")
-        n = len(f["xs"])
-        for k in REQUIRED_KEYS:
-            if len(f[k]) != n:
-                raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
-                                   f"expected {n} like 'xs'")
+        n = self._pair_count(f, REQUIRED_KEYS)
         self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
         self.indices = list(range(n))
         if self.on_bad == "skip":

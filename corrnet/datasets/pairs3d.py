@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from corrnet.errors import one_line
 from corrnet.geometry.checks import rotation_problem
 from corrnet.geometry.rigid import MIN_RIGID_MATCHES
 
@@ -194,21 +193,16 @@ class Pairs3D(LazyHDF5, Dataset):
 
     def __init__(self, path: str | Path, side_info: bool = False) -> None:
         self.path, self.side_info = Path(path), side_info
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
-        try:
-            with h5py.File(self.path, "r") as f:
-                if f.attrs.get("corrnet_layout") != LAYOUT:
-                    raise ValueError(f"{self.path}: not a 3-D pairs file (expected the attribute "
-                                     f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)")
-                missing = [k for k in PER_PAIR_KEYS[:4] if k not in f]
-                if missing:
-                    raise ValueError(f"{self.path}: missing group(s) {missing}")
-                self.length = len(f["xs"])
-                self.threshold = float(f.attrs.get("inlier_threshold", INLIER_THRESHOLD))
-                self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
-        except OSError as err:
-            raise OSError(f"{self.path}: cannot open as an HDF5 file ({one_line(err)})") from None
+        self._open_checked()
+
+    def _check_file(self, f: h5py.File) -> None:
+        """Check the layout and the groups of an open file; read its length and attributes."""
+        if f.attrs.get("corrnet_layout") != LAYOUT:
+            raise ValueError(f"{self.path}: not a 3-D pairs file (expected the attribute "
+                             f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)")
+        self.length = self._pair_count(f, PER_PAIR_KEYS[:4])
+        self.threshold = float(f.attrs.get("inlier_threshold", INLIER_THRESHOLD))
+        self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
 
     def __len__(self) -> int:
         return self.length
