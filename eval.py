@@ -84,18 +84,19 @@ def _hdf5_of_raw_folder(folder: Path, cache: Path, workers: int | None) -> Path:
     return out
 
 
-def _dataset(args: argparse.Namespace, side_info: bool) -> tuple[Dataset, str]:
-    """The dataset named by --data and its name for the report."""
-    from corrnet.datasets.factory import open_dataset
+def _dataset(args: argparse.Namespace, side_info: bool, geometry: str = "two_view") -> tuple[Dataset, str]:
+    """The dataset named by --data and its name for the report; ``geometry="rigid"`` for a
+    3-D pairs file (:func:`corrnet.datasets.factory.open_dataset`)."""
+    from corrnet.datasets.factory import data_path, open_dataset
 
-    data = Path(args.data).expanduser()
-    if args.data != "synthetic" and data.is_dir():
+    data = data_path(args.data)
+    if data is not None and data.is_dir():
+        name = data.resolve().name
         data = _hdf5_of_raw_folder(data, args.cache, args.workers)
-        name = Path(args.data).resolve().name
     else:
-        name = "synthetic-test" if args.data == "synthetic" else data.stem
-    dataset = open_dataset(str(data), "test", side_info=side_info,   # str(data) == "synthetic" too
-                           synthetic_pairs=args.synthetic_pairs)
+        name = "synthetic-test" if data is None else data.stem
+    dataset = open_dataset(args.data if data is None else str(data), "test", side_info=side_info,
+                           synthetic_pairs=args.synthetic_pairs, geometry=geometry)
     if args.max_pairs is not None and args.max_pairs < len(dataset):
         dataset = Subset(dataset, range(args.max_pairs))
     return dataset, name
@@ -135,7 +136,6 @@ def _report(args: argparse.Namespace, out: Path, result, summary: dict, render) 
 def _registration(args: argparse.Namespace, out: Path | None) -> int:
     """Evaluate a 3-D pairs file (module docstring)."""
     from corrnet.checkpoint import PRETRAINED_REGISTRATION, load_model
-    from corrnet.datasets.pairs3d import Pairs3D
     from corrnet.models import make_predictor
 
     methods = args.methods or registration.METHODS
@@ -151,19 +151,17 @@ def _registration(args: argparse.Namespace, out: Path | None) -> int:
             raise ValueError(f"{weights}: a two-view network (model.net.geometry "
                              f"{model.config.geometry!r}); 3-D pairs need a rigid one")
         side_info, predictor = model.config.side_info, make_predictor(model)
-    data = Path(args.data).expanduser()
-    dataset = Pairs3D(data, side_info=side_info)
-    if args.max_pairs is not None and args.max_pairs < len(dataset):
-        dataset = Subset(dataset, range(args.max_pairs))
-    out = out or fresh_dir(ROOT / "runs" / "eval" / data.stem)
+    dataset, name = _dataset(args, side_info, "rigid")
+    out = out or fresh_dir(ROOT / "runs" / "eval" / name)
     result = registration.evaluate_registration(dataset, predictor, methods, progress=not args.quiet,
-                                                dataset=data.stem)
+                                                dataset=name)
     summary = write_report(result, out, args.overwrite)
 
     def render() -> None:
         from corrnet.visualization.registration import render_registration_pairs
 
-        render_registration_pairs(out / "viz", Pairs3D(data), result, args.viz)
+        pairs = dataset.dataset if isinstance(dataset, Subset) else dataset   # the Pairs3D
+        render_registration_pairs(out / "viz", pairs, result, args.viz)
 
     return _report(args, out, result, summary, render)
 
@@ -173,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
 
     def run() -> int:
+        from corrnet.datasets.factory import data_path
         from corrnet.datasets.pairs3d import is_pairs3d
 
         out = check_out_dir(args.out, args.overwrite) if args.out else None
-        if Path(args.data).expanduser().is_file() and is_pairs3d(Path(args.data).expanduser()):
+        data = data_path(args.data)
+        if data is not None and data.is_file() and is_pairs3d(data):
             return _registration(args, out)
         methods = args.methods or METHODS
         wrong = [m for m in methods if m not in METHODS]

@@ -122,6 +122,15 @@ def test_eval_cli_recognises_a_3d_file_and_refuses_to_overwrite(pairs_file, tmp_
     assert "are two-view methods" in err[1]
 
 
+def test_eval_cli_expands_variables_in_a_3d_path_as_in_a_two_view_one(pairs_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("CORRNET_TEST_PAIRS", str(pairs_file.parent))
+    out = tmp_path / "var"
+    assert eval_cli.main(["--data", f"$CORRNET_TEST_PAIRS/{pairs_file.name}", "--methods", "fgr",
+                          "--max-pairs", "1", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "registration" and report["dataset"] == "syn" and report["pairs"] == 1
+
+
 def _damaged(pairs_file: Path, tmp_path: Path, key: str, value: np.ndarray) -> Path:
     path = tmp_path / f"bad-{key}.hdf5"
     shutil.copy(pairs_file, path)
