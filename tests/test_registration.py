@@ -117,9 +117,15 @@ def test_eval_cli_recognises_a_3d_file_and_refuses_to_overwrite(pairs_file, tmp_
     assert eval_cli.main(["--data", str(pairs_file), "--methods", "ransac", "--out", str(out), "--quiet"]) == 2
     assert eval_cli.main(["--data", str(pairs_file), "--methods", "corrnet-8pt", "--out", str(tmp_path / "x"),
                           "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[0].startswith("eval.py: error: ") and "already holds a report" in err[0]
-    assert "are two-view methods" in err[1]
+    from corrnet.checkpoint import PRETRAINED_REGISTRATION
+    from corrnet.datasets import write_synthetic
+
+    write_synthetic(tmp_path / "two-view.hdf5", 2, 0, "outdoor", 64)
+    assert eval_cli.main(["--data", str(tmp_path / "two-view.hdf5"), "--checkpoint", str(PRETRAINED_REGISTRATION),
+                          "--methods", "corrnet-8pt", "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval.py: error: ")]
+    assert len(err) == 3 and "already holds a report" in err[0] and "are two-view methods" in err[1]
+    assert str(PRETRAINED_REGISTRATION) in err[2] and "two-view pairs need a two-view one" in err[2]
 
 
 def test_eval_cli_expands_variables_in_a_3d_path_as_in_a_two_view_one(pairs_file, tmp_path, monkeypatch):
