@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
 from corrnet.eval import registration
 from corrnet.eval.estimators import POSELIB_THRESHOLD, PoseLibEstimator
-from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, evaluate
+from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, Predictor, evaluate
 from corrnet.errors import run_command
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
 
@@ -84,18 +85,19 @@ def _hdf5_of_raw_folder(folder: Path, cache: Path, workers: int | None) -> Path:
     return out
 
 
-def _dataset(args: argparse.Namespace, side_info: bool) -> tuple[Dataset, str]:
-    """The dataset named by --data and its name for the report."""
-    from corrnet.datasets.factory import open_dataset
+def _dataset(args: argparse.Namespace, side_info: bool, geometry: str = "two_view") -> tuple[Dataset, str]:
+    """The dataset named by --data and its name for the report; ``geometry="rigid"`` for a
+    3-D pairs file (:func:`corrnet.datasets.factory.open_dataset`)."""
+    from corrnet.datasets.factory import data_path, open_dataset
 
-    data = Path(args.data).expanduser()
-    if args.data != "synthetic" and data.is_dir():
+    data = data_path(args.data)
+    if data is not None and data.is_dir():
+        name = data.resolve().name
         data = _hdf5_of_raw_folder(data, args.cache, args.workers)
-        name = Path(args.data).resolve().name
     else:
-        name = "synthetic-test" if args.data == "synthetic" else data.stem
-    dataset = open_dataset(str(data), "test", side_info=side_info,   # str(data) == "synthetic" too
-                           synthetic_pairs=args.synthetic_pairs)
+        name = "synthetic-test" if data is None else data.stem
+    dataset = open_dataset(args.data if data is None else str(data), "test", side_info=side_info,
+                           synthetic_pairs=args.synthetic_pairs, geometry=geometry)
     if args.max_pairs is not None and args.max_pairs < len(dataset):
         dataset = Subset(dataset, range(args.max_pairs))
     return dataset, name
@@ -132,40 +134,39 @@ def _report(args: argparse.Namespace, out: Path, result, summary: dict, render) 
     return 0
 
 
-def _registration(args: argparse.Namespace, out: Path | None) -> int:
-    """Evaluate a 3-D pairs file (module docstring)."""
-    from corrnet.checkpoint import PRETRAINED_REGISTRATION, load_model
-    from corrnet.datasets.pairs3d import Pairs3D
+def _render_registration(args: argparse.Namespace, out: Path, dataset: Dataset, result) -> None:
+    """PNGs of the K worst and K best 3-D pairs under out/viz/."""
+    from corrnet.visualization.registration import render_registration_pairs
+
+    pairs = dataset.dataset if isinstance(dataset, Subset) else dataset   # the Pairs3D
+    render_registration_pairs(out / "viz", pairs, result, args.viz)
+
+
+def _network(args: argparse.Namespace, geometry: str) -> tuple[Sequence[str], Predictor | None, bool]:
+    """The methods of --methods (default: all for ``geometry``, "rigid" for a 3-D pairs file,
+    else "two_view"), and the predictor and side_info of the weights they need (None, False
+    when no method needs the network).  ValueError for a method or weights of the other
+    geometry."""
+    from corrnet.checkpoint import PRETRAINED, PRETRAINED_REGISTRATION, load_model
     from corrnet.models import make_predictor
 
-    methods = args.methods or registration.METHODS
-    wrong = [m for m in methods if m not in registration.METHODS]
+    rigid = geometry == "rigid"
+    known, network = (registration.METHODS, registration.NETWORK_METHODS) if rigid else (METHODS, NETWORK_METHODS)
+    methods = args.methods or known
+    wrong = [m for m in methods if m not in known]
     if wrong:
-        raise ValueError(f"--methods: {wrong} are two-view methods; a 3-D pairs file takes "
-                         f"{list(registration.METHODS)}")
-    predictor, side_info = None, False
-    if any(m in registration.NETWORK_METHODS for m in methods):
-        weights = args.checkpoint or PRETRAINED_REGISTRATION
-        model = load_model(weights)
-        if model.config.geometry != "rigid":
-            raise ValueError(f"{weights}: a two-view network (model.net.geometry "
-                             f"{model.config.geometry!r}); 3-D pairs need a rigid one")
-        side_info, predictor = model.config.side_info, make_predictor(model)
-    data = Path(args.data).expanduser()
-    dataset = Pairs3D(data, side_info=side_info)
-    if args.max_pairs is not None and args.max_pairs < len(dataset):
-        dataset = Subset(dataset, range(args.max_pairs))
-    out = out or fresh_dir(ROOT / "runs" / "eval" / data.stem)
-    result = registration.evaluate_registration(dataset, predictor, methods, progress=not args.quiet,
-                                                dataset=data.stem)
-    summary = write_report(result, out, args.overwrite)
-
-    def render() -> None:
-        from corrnet.visualization.registration import render_registration_pairs
-
-        render_registration_pairs(out / "viz", Pairs3D(data), result, args.viz)
-
-    return _report(args, out, result, summary, render)
+        raise ValueError(f"--methods: {wrong} are two-view methods; a 3-D pairs file takes {list(known)}"
+                         if rigid else f"--methods: {wrong} are 3-D registration methods; {args.data} "
+                         f"is not a 3-D pairs file")
+    if not any(m in network for m in methods):
+        return methods, None, False
+    weights = args.checkpoint or (PRETRAINED_REGISTRATION if rigid else PRETRAINED)
+    model = load_model(weights)
+    if model.config.geometry != geometry:
+        raise ValueError(f"{weights}: a {'two-view' if rigid else 'rigid'} network (model.net.geometry "
+                         f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
+                         f"{'rigid' if rigid else 'two-view'} one")
+    return methods, make_predictor(model), model.config.side_info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,31 +174,26 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
 
     def run() -> int:
+        from corrnet.datasets.factory import data_path
         from corrnet.datasets.pairs3d import is_pairs3d
 
         out = check_out_dir(args.out, args.overwrite) if args.out else None
-        if Path(args.data).expanduser().is_file() and is_pairs3d(Path(args.data).expanduser()):
-            return _registration(args, out)
-        methods = args.methods or METHODS
-        wrong = [m for m in methods if m not in METHODS]
-        if wrong:
-            raise ValueError(f"--methods: {wrong} are 3-D registration methods; {args.data} is not a "
-                             f"3-D pairs file")
-        predictor, side_info = None, False
-        if any(m in NETWORK_METHODS for m in methods):
-            from corrnet.checkpoint import load_model
-            from corrnet.models import make_predictor
-
-            model = load_model(args.checkpoint)
-            side_info = model.config.side_info
-            predictor = make_predictor(model)
-        dataset, name = _dataset(args, side_info)
+        data = data_path(args.data)
+        geometry = "rigid" if data is not None and data.is_file() and is_pairs3d(data) else "two_view"
+        methods, predictor, side_info = _network(args, geometry)
+        dataset, name = _dataset(args, side_info, geometry)
         out = out or fresh_dir(ROOT / "runs" / "eval" / name)
-        poselib = PoseLibEstimator(max_epipolar_error=args.poselib_threshold)
-        result = evaluate(dataset, predictor, methods, workers=args.workers,
-                          progress=not args.quiet, dataset=name, estimators={"poselib": poselib})
+        if geometry == "rigid":
+            result = registration.evaluate_registration(dataset, predictor, methods,
+                                                        progress=not args.quiet, dataset=name)
+            render = _render_registration
+        else:
+            poselib = PoseLibEstimator(max_epipolar_error=args.poselib_threshold)
+            result = evaluate(dataset, predictor, methods, workers=args.workers,
+                              progress=not args.quiet, dataset=name, estimators={"poselib": poselib})
+            render = _render
         summary = write_report(result, out, args.overwrite)
-        return _report(args, out, result, summary, lambda: _render(args, out, dataset, result))
+        return _report(args, out, result, summary, lambda: render(args, out, dataset, result))
 
     return run_command("eval.py", run)
 

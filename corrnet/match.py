@@ -43,7 +43,7 @@ from corrnet.datasets.prepare import PutativeMatches, putative_matches, read_ima
 from corrnet.datasets.sample import intrinsics
 from corrnet.errors import run_command
 from corrnet.eval import estimators
-from corrnet.eval.evaluate import NETWORK_THREADS
+from corrnet.eval.evaluate import NETWORK_THREADS, torch_threads
 from corrnet.eval.predict import kept_matches
 from corrnet.geometry import essential_from_pose
 from corrnet.models.inference import make_predictor
@@ -297,14 +297,10 @@ def match_images(img1: str | Path, img2: str | Path, K1: Sequence[float] | np.nd
     model = load_model(weights, dev)
     times["load"] = (time.perf_counter() - start) * 1e3
     features = _network_input(matches, model.config.in_channels).to(dev)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(NETWORK_THREADS)  # see NETWORK_THREADS: faster than all cores under load
-    try:
+    with torch_threads(NETWORK_THREADS):   # see NETWORK_THREADS: faster than all cores under load
         start = time.perf_counter()
         logits = make_predictor(model)(features)["logits"][0].double().cpu().numpy()
         times["network"] = (time.perf_counter() - start) * 1e3
-    finally:
-        torch.set_num_threads(threads)
     kept = kept_matches(torch.from_numpy(logits)[None])[0].numpy()
 
     start = time.perf_counter()

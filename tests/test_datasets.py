@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from corrnet.datasets import (BadPairError, OANetPairs, PairCollator, collate_pairs, generate_pair,
                               make_sample, merge_oanet_hdf5, write_oanet_hdf5)
+from corrnet.datasets.oanet_hdf5 import write_pairs_hdf5
 from tests._data_reference import episym_np
 
 
@@ -75,6 +76,25 @@ def test_written_file_has_oanet_layout_and_round_trips(tmp_path):
     samples[1]["image1"], samples[1]["image2"] = samples[2]["image1"], samples[2]["image2"] = "c", "d"
     write_oanet_hdf5(path, samples)
     assert OANetPairs(path)[2]["image2"] == "d" and OANetPairs(path)[0]["image1"] == "a.jpg"
+
+
+def test_shared_writer_keeps_its_groups_and_strings_only_every_pair_has(tmp_path):
+    def arrays(sample: dict, i: int) -> dict:
+        if sample["x"] is None:
+            raise ValueError("x: missing")
+        return {"x": np.full(2, sample["x"], np.float32), "name": f"p{i}", **sample.get("extra", {})}
+
+    path = tmp_path / "w.hdf5"
+    samples = [{"x": 1.0, "extra": {"note": "a"}}, {"x": 2.0}, {"x": 3.0, "extra": {"note": "c"}}]
+    assert write_pairs_hdf5(path, samples, arrays, ("x", "name"), attrs={"kind": "test"}, progress=False) == 3
+    with h5py.File(path) as f:
+        assert sorted(f) == ["name", "x"] and f.attrs["kind"] == "test"   # "note": not every pair has it
+        assert f["name"]["2"][()].decode() == "p2" and f["x"]["1"].dtype == np.float32
+    assert write_pairs_hdf5(path, [], arrays, ("x", "name"), progress=False) == 0
+    with h5py.File(path) as f:
+        assert sorted(f) == ["name", "x"] and len(f["x"]) == 0
+    with pytest.raises(ValueError, match=r"w.hdf5: pair 1: x: missing"):
+        write_pairs_hdf5(path, [{"x": 1.0}, {"x": None}], arrays, ("x",), progress=False)
 
 
 def test_merge_keeps_every_pair_in_order(tmp_path):

@@ -16,7 +16,7 @@ import torch
 
 from corrnet.datasets.sample import episym, intrinsics, make_sample
 from corrnet.eval.estimators import ESTIMATORS, PoseLibEstimator, estimate_pose
-from corrnet.eval.evaluate import METHODS, evaluate, inlier_scores
+from corrnet.eval.evaluate import METHODS, evaluate, inlier_scores, run_network, torch_threads
 from corrnet.eval.predict import FALLBACK_TOP_K, kept_matches
 from corrnet.eval.report import REPORT_FILES, fresh_dir, summarize, write_report
 from corrnet.geometry import essential_from_pose
@@ -120,6 +120,26 @@ def test_precision_recall_by_hand_and_ransac_mask():
         assert np.array_equal(row.selected, expected)
         tp = (expected & lab).sum()
         assert (row.precision, row.recall) == pytest.approx((tp / expected.sum(), tp / lab.sum()))
+
+
+def test_run_network_returns_the_outputs_asked_for_as_float64_rows():
+    n = 12
+    sample = {"features": torch.zeros(n, 6)}
+    rigid = lambda f: {"logits": torch.ones(1, n), "R": torch.eye(3)[None], "t": torch.ones(1, 3),  # noqa: E731
+                       "stage_logits": [torch.ones(1, n)]}
+    net, ms = run_network(sample, rigid, ("logits", "R", "t"))
+    assert set(net) == {"logits", "R", "t"} and ms >= 0
+    assert net["logits"].shape == (n,) and net["R"].shape == (3, 3) and net["t"].shape == (3,)
+    assert all(v.dtype == torch.float64 for v in net.values())
+    assert set(run_network(sample, rigid)[0]) == {"logits"}          # no weights given: left out
+    with pytest.raises(ValueError, match=r"predictor: expected 'logits' \(1, 12\)"):
+        run_network(sample, lambda f: {"logits": torch.ones(1, n - 1)})
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before
 
 
 def test_kept_matches_fallback_and_zero_division():

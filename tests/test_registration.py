@@ -117,9 +117,24 @@ def test_eval_cli_recognises_a_3d_file_and_refuses_to_overwrite(pairs_file, tmp_
     assert eval_cli.main(["--data", str(pairs_file), "--methods", "ransac", "--out", str(out), "--quiet"]) == 2
     assert eval_cli.main(["--data", str(pairs_file), "--methods", "corrnet-8pt", "--out", str(tmp_path / "x"),
                           "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[0].startswith("eval.py: error: ") and "already holds a report" in err[0]
-    assert "are two-view methods" in err[1]
+    from corrnet.checkpoint import PRETRAINED_REGISTRATION
+    from corrnet.datasets import write_synthetic
+
+    write_synthetic(tmp_path / "two-view.hdf5", 2, 0, "outdoor", 64)
+    assert eval_cli.main(["--data", str(tmp_path / "two-view.hdf5"), "--checkpoint", str(PRETRAINED_REGISTRATION),
+                          "--methods", "corrnet-8pt", "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval.py: error: ")]
+    assert len(err) == 3 and "already holds a report" in err[0] and "are two-view methods" in err[1]
+    assert str(PRETRAINED_REGISTRATION) in err[2] and "two-view pairs need a two-view one" in err[2]
+
+
+def test_eval_cli_expands_variables_in_a_3d_path_as_in_a_two_view_one(pairs_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("CORRNET_TEST_PAIRS", str(pairs_file.parent))
+    out = tmp_path / "var"
+    assert eval_cli.main(["--data", f"$CORRNET_TEST_PAIRS/{pairs_file.name}", "--methods", "fgr",
+                          "--max-pairs", "1", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "registration" and report["dataset"] == "syn" and report["pairs"] == 1
 
 
 def _damaged(pairs_file: Path, tmp_path: Path, key: str, value: np.ndarray) -> Path:
@@ -144,6 +159,21 @@ def test_bad_3d_pairs_get_one_line_errors(pairs_file, tmp_path, key, make, messa
     with pytest.raises(ValueError, match=message) as err:
         Pairs3D(path)[1]
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("delete, message", [
+    ("ts", r"missing key\(s\) \['ts'\]; expected groups \['xs', 'ys', 'Rs', 'ts'\]"),
+    ("ts/2", "group 'ts' has 2 pairs, expected 3 like 'xs'"),
+])
+def test_a_3d_file_without_a_group_or_with_a_short_one_is_refused_when_opened(pairs_file, tmp_path,
+                                                                              delete, message):
+    path = tmp_path / "groups.hdf5"
+    shutil.copy(pairs_file, path)
+    with h5py.File(path, "r+") as f:
+        del f[delete]
+    with pytest.raises(ValueError, match=message) as err:
+        Pairs3D(path)
+    assert str(path) in str(err.value)
 
 
 def test_prepare3d_rgbd_frames_and_a_pose_that_is_not_rigid(tmp_path, capsys):

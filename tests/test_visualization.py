@@ -12,8 +12,8 @@ import pytest
 from corrnet.visualization import render_pair
 from corrnet.visualization.__main__ import main as cli_main
 from corrnet.visualization.render import layout
-from corrnet.visualization.scene import (OUTCOMES, PALETTE, build_scene, embed, fit_essential,
-                                         outcomes, pair_stats, sampson_residual)
+from corrnet.visualization.scene import (OUTCOMES, PALETTE, build_scene, check_inputs, embed,
+                                         fit_essential, outcomes, pair_stats, sampson_residual)
 
 SIZE = (960, 440)
 
@@ -224,3 +224,19 @@ def test_cli_show_without_display(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("sys.platform", "linux")
     assert cli_main(["--data", str(tmp_path / "pairs.hdf5"), "--pair", "0", "--show"]) == 2
     assert "needs a display" in capsys.readouterr().err
+
+
+def test_input_check_serves_two_view_and_3d_matches(tmp_path: Path) -> None:
+    from corrnet.visualization import render_registration
+    from corrnet.visualization.registration import RIGID_COLUMNS
+
+    mask = np.zeros(5, bool)
+    xs, inlier, kept = check_inputs(np.zeros((5, 6), np.float32), mask, mask, RIGID_COLUMNS)
+    assert xs.dtype == np.float64 and xs.shape == (5, 6) and inlier.shape == kept.shape == (5,)
+    with pytest.raises(ValueError, match=r"xs must have shape \(N, 4\) as \[x1, y1, x2, y2\], got \(5, 6\)"):
+        check_inputs(xs, mask, mask)
+    with pytest.raises(ValueError, match=r"xs must have shape \(N, 6\) as \[x1, y1, z1, x2, y2, z2\]"):
+        render_registration(tmp_path / "r.png", xs[:, :3], xs[:, 3:], xs[:, :4], mask, mask, np.eye(3), np.zeros(3))
+    with pytest.raises(ValueError, match=r"is_kept must have shape \(5,\), got \(4,\)"):
+        render_registration(tmp_path / "r.png", xs[:, :3], xs[:, 3:], xs, mask, mask[:4], np.eye(3), np.zeros(3))
+    assert not (tmp_path / "r.png").exists()

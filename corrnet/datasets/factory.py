@@ -41,6 +41,18 @@ def open_dataset(spec: str, split: str, *, side_info: bool = False, seed: int = 
     return Pairs3D(path, side_info=side_info) if rigid else OANetPairs(path, side_info=side_info)
 
 
+def data_path(spec: str) -> Path | None:
+    """None for ``"synthetic"``; otherwise the path with ``~`` and environment variables
+    expanded.  Raises FileNotFoundError naming the path where a variable is not set."""
+    if spec == "synthetic":
+        return None
+    path = Path(os.path.expandvars(os.path.expanduser(spec)))
+    if "$" in str(path):
+        raise FileNotFoundError(f"{spec}: an environment variable in this path is not set "
+                                f"(for example: export CORRNET_DATA=/path/to/oanet/dumps)")
+    return path
+
+
 def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
     """None for ``"synthetic"``; otherwise the expanded path of an OANet-format HDF5 file
     (``geometry="rigid"``: of a 3-D pairs file).
@@ -49,12 +61,9 @@ def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
     or ValueError (groups missing, a 3-D file for a two-view network or the reverse), each
     naming the file.
     """
-    if spec == "synthetic":
+    path = data_path(spec)
+    if path is None:
         return None
-    path = Path(os.path.expandvars(os.path.expanduser(spec)))
-    if "$" in str(path):
-        raise FileNotFoundError(f"{spec}: an environment variable in this path is not set "
-                                f"(for example: export CORRNET_DATA=/path/to/oanet/dumps)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such OANet-format HDF5 file")
     three_d = is_pairs3d(path)

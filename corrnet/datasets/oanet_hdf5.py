@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -66,43 +66,70 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
     }
 
 
-def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | None = None,
-                     desc: str = "writing", attrs: dict[str, str | int | float] | None = None) -> int:
-    """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
+def write_pairs_hdf5(path: str | Path, samples: Iterable[dict],
+                     arrays: Callable[[dict, int], Mapping[str, np.ndarray | str]], groups: Sequence[str],
+                     total: int | None = None, desc: str = "writing",
+                     attrs: Mapping[str, str | int | float] | None = None, progress: bool = True) -> int:
+    """Write samples, one dataset per pair named "0", "1", ... in each group; returns the count.
 
-    The file is written to a temporary file beside ``path`` and renamed into place, so an
-    interrupted run never leaves a partial file at ``path``.  Image paths are stored in the
-    ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
-    A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
-    and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs,
-    where the poses come from).  Temporary files that killed writers left beside ``path`` are
-    removed first.
+    ``arrays(sample, i)`` gives the datasets of pair i by group: every pair has those of
+    ``groups`` (created even when there are no pairs); the others (strings, such as image
+    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string, anything else as
+    it is.  A ValueError of ``arrays`` is raised again naming ``path`` and the pair.  The file
+    is written to a temporary file beside ``path`` and renamed into place, so an interrupted
+    run never leaves a partial file at ``path``; temporary files that killed writers left
+    beside ``path`` are removed first.  ``attrs`` are stored as file attributes.
     """
-    count, with_images = 0, True
+    def put(group: h5py.Group, i: int, value: np.ndarray | str) -> None:
+        dtype = h5py.string_dtype() if isinstance(value, str) else None
+        group.create_dataset(str(i), data=value, dtype=dtype)
+
+    count = 0
     remove_stale_temporaries(Path(path).parent)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(attrs or {})
-            groups = {k: f.create_group(k) for k in REQUIRED_KEYS + OPTIONAL_KEYS}
-            images: dict[str, list[str]] = {k: [] for k in IMAGE_KEYS}
-            for sample in tqdm(samples, total=total, desc=desc, leave=False):
+            created = {k: f.create_group(k) for k in groups}
+            deferred: dict[str, list[np.ndarray | str]] = {}
+            for sample in tqdm(samples, total=total, desc=desc, leave=False, disable=not progress):
                 try:
-                    arrays = _oanet_arrays(sample)
+                    pair = arrays(sample, count)
                 except ValueError as err:
                     raise ValueError(f"{path}: pair {count}: {err}") from None
-                for key, value in arrays.items():
-                    groups[key].create_dataset(str(count), data=value)
-                with_images &= "image1" in sample and "image2" in sample
-                if with_images:
-                    images["image1s"].append(str(sample["image1"]))
-                    images["image2s"].append(str(sample["image2"]))
+                for key, value in pair.items():
+                    if key in created:
+                        put(created[key], count, value)
+                    elif len(deferred.setdefault(key, [])) == count:   # every pair so far has it
+                        deferred[key].append(value)
                 count += 1
-            if with_images and count:
-                for key, values in images.items():
+            for key, values in deferred.items():
+                if len(values) == count:
                     g = f.create_group(key)
-                    for i, v in enumerate(values):
-                        g.create_dataset(str(i), data=v, dtype=h5py.string_dtype())
+                    for i, value in enumerate(values):
+                        put(g, i, value)
     return count
+
+
+def _oanet_pair(sample: dict, index: int) -> dict[str, np.ndarray | str]:
+    """:func:`_oanet_arrays` and, where the sample has both, its image paths (for
+    :func:`write_pairs_hdf5`, which gives the pair's ``index``; the layout does not store it)."""
+    pair: dict[str, np.ndarray | str] = dict(_oanet_arrays(sample))
+    if "image1" in sample and "image2" in sample:
+        pair.update(image1s=str(sample["image1"]), image2s=str(sample["image2"]))
+    return pair
+
+
+def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | None = None,
+                     desc: str = "writing", attrs: dict[str, str | int | float] | None = None) -> int:
+    """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
+
+    Written atomically by :func:`write_pairs_hdf5`.  Image paths are stored in the
+    ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
+    A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
+    and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs,
+    where the poses come from).
+    """
+    return write_pairs_hdf5(path, samples, _oanet_pair, REQUIRED_KEYS + OPTIONAL_KEYS, total, desc, attrs)
 
 
 def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
@@ -120,7 +147,8 @@ def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
 
 class LazyHDF5:
     """An HDF5 file at ``self.path`` opened on first use, once per process: a forked or
-    pickled copy (a DataLoader worker) opens its own handle."""
+    pickled copy (a DataLoader worker) opens its own handle.  A subclass checks the file once
+    at construction with :meth:`_open_checked`, its own :meth:`_check_file` on the open file."""
 
     path: Path
     _file: h5py.File | None = None
@@ -135,6 +163,42 @@ class LazyHDF5:
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._file
+
+    def _open_checked(self) -> None:
+        """Open ``self.path`` once and run :meth:`_check_file` on it.
+
+        Raises FileNotFoundError when there is no file, OSError naming the file when it is
+        not HDF5 or damaged, and what ``_check_file`` raises.
+        """
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
+        try:
+            file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise OSError(f"{self.path}: cannot open as an HDF5 file ({one_line(err)})") from None
+        try:
+            with file as f:
+                self._check_file(f)
+        except (KeyError, RuntimeError, OSError) as err:   # h5py's errors of a damaged file
+            raise OSError(f"{self.path}: damaged HDF5 file ({one_line(err)})") from None
+
+    def _check_file(self, f: h5py.File) -> None:
+        """Check the open file (its layout, groups, pairs); raises ValueError naming the file."""
+        raise NotImplementedError
+
+    def _pair_count(self, f: h5py.File, required: Sequence[str]) -> int:
+        """The number of pairs of an open file, whose groups ``required`` must all exist and hold
+        as many pairs as the first; raises BadPairError naming the file and the group."""
+        missing = [k for k in required if k not in f]
+        if missing:
+            raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
+                               f"{list(required)} (found {sorted(f.keys())})")
+        n = len(f[required[0]])
+        for k in required:
+            if len(f[k]) != n:
+                raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
+                                   f"expected {n} like {required[0]!r}")
+        return n
 
 
 class OANetPairs(LazyHDF5, Dataset):
@@ -161,29 +225,11 @@ class OANetPairs(LazyHDF5, Dataset):
             raise ValueError(f"on_bad: expected 'raise' or 'skip', got {on_bad!r}")
         self.path, self.side_info, self.on_bad = Path(path), side_info, on_bad
         self.min_matches = min_matches
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
-        try:
-            file = h5py.File(self.path, "r")
-        except OSError as err:
-            raise OSError(f"{self.path}: cannot open as an HDF5 file ({err})") from None
-        try:
-            with file as f:
-                self._check_file(f)
-        except (KeyError, RuntimeError) as err:   # h5py's errors of a damaged file
-            raise OSError(f"{self.path}: damaged HDF5 file ({one_line(err)})") from None
+        self._open_checked()
 
     def _check_file(self, f: h5py.File) -> None:
         """Check the groups of an open file and find the pairs (all, or the valid ones)."""
-        missing = [k for k in REQUIRED_KEYS if k not in f]
-        if missing:
-            raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
-                               f"{list(REQUIRED_KEYS)} (found {sorted(f.keys())})")
-        n = len(f["xs"])
-        for k in REQUIRED_KEYS:
-            if len(f[k]) != n:
-                raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
-                                   f"expected {n} like 'xs'")
+        n = self._pair_count(f, REQUIRED_KEYS)
         self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
         self.indices = list(range(n))
         if self.on_bad == "skip":

@@ -32,14 +32,11 @@ import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
-from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.errors import one_line
 from corrnet.geometry.checks import rotation_problem
 from corrnet.geometry.rigid import MIN_RIGID_MATCHES
 
-from .oanet_hdf5 import LazyHDF5
+from .oanet_hdf5 import LazyHDF5, write_pairs_hdf5
 
 LAYOUT = "corrnet-pairs3d"
 VOXEL_SIZE = 0.05
@@ -134,30 +131,25 @@ def match_fragments(frag1: Fragment, frag2: Fragment, R: np.ndarray, t: np.ndarr
             "cloud1": frag1.points.astype(np.float32), "cloud2": frag2.points.astype(np.float32)}
 
 
+def _pair_arrays(pair: dict, index: int) -> dict[str, np.ndarray | str]:
+    """Pair ``index`` (a dict of :func:`match_fragments` with ``overlap`` and an optional
+    ``name``, by default the index) as the float32 arrays and the name of the 3-D layout."""
+    n = len(pair["xs"])
+    arrays = {"xs": np.reshape(pair["xs"], (1, n, 6)), "ys": np.reshape(pair["ys"], (n, 1)),
+              "Rs": pair["R"], "ts": np.reshape(pair["t"], (3, 1)), "ratios": pair["ratios"],
+              "mutuals": pair["mutuals"], "overlaps": np.reshape(pair["overlap"], (1,)),
+              "cloud1s": pair["cloud1"], "cloud2s": pair["cloud2"]}
+    return {**{k: np.asarray(v, np.float32) for k, v in arrays.items()}, "names": str(pair.get("name", index))}
+
+
 def write_pairs3d(path: str | Path, pairs: Iterable[dict], total: int | None = None,
                   attrs: dict[str, str | int | float] | None = None, progress: bool = True) -> int:
-    """Write pairs (dicts of :func:`match_fragments` plus an optional ``name``) in the 3-D
-    layout, atomically (temporary file, then rename).  Returns the number of pairs."""
-    count = 0
-    remove_stale_temporaries(Path(path).parent)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({"corrnet_layout": LAYOUT, "voxel_size": VOXEL_SIZE,
-                            "inlier_threshold": INLIER_THRESHOLD, **(attrs or {})})
-            groups = {k: f.create_group(k) for k in PER_PAIR_KEYS}
-            names = f.create_group("names")
-            for pair in tqdm(pairs, total=total, desc="pairs", leave=False, disable=not progress):
-                n = len(pair["xs"])
-                arrays = {"xs": np.reshape(pair["xs"], (1, n, 6)), "ys": np.reshape(pair["ys"], (n, 1)),
-                          "Rs": pair["R"], "ts": np.reshape(pair["t"], (3, 1)), "ratios": pair["ratios"],
-                          "mutuals": pair["mutuals"], "overlaps": np.reshape(pair["overlap"], (1,)),
-                          "cloud1s": pair["cloud1"], "cloud2s": pair["cloud2"]}
-                for key, value in arrays.items():
-                    groups[key].create_dataset(str(count), data=np.asarray(value, np.float32))
-                names.create_dataset(str(count), data=str(pair.get("name", count)),
-                                     dtype=h5py.string_dtype())
-                count += 1
-    return count
+    """Write pairs (dicts of :func:`match_fragments` plus ``overlap`` and an optional ``name``)
+    in the 3-D layout, atomically (:func:`~corrnet.datasets.oanet_hdf5.write_pairs_hdf5`).
+    Returns the number of pairs."""
+    layout = {"corrnet_layout": LAYOUT, "voxel_size": VOXEL_SIZE, "inlier_threshold": INLIER_THRESHOLD}
+    return write_pairs_hdf5(path, pairs, _pair_arrays, PER_PAIR_KEYS + ("names",), total, "pairs",
+                            {**layout, **(attrs or {})}, progress)
 
 
 def is_pairs3d(path: str | Path) -> bool:
@@ -201,21 +193,16 @@ class Pairs3D(LazyHDF5, Dataset):
 
     def __init__(self, path: str | Path, side_info: bool = False) -> None:
         self.path, self.side_info = Path(path), side_info
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: HDF5 file not found")
-        try:
-            with h5py.File(self.path, "r") as f:
-                if f.attrs.get("corrnet_layout") != LAYOUT:
-                    raise ValueError(f"{self.path}: not a 3-D pairs file (expected the attribute "
-                                     f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)")
-                missing = [k for k in PER_PAIR_KEYS[:4] if k not in f]
-                if missing:
-                    raise ValueError(f"{self.path}: missing group(s) {missing}")
-                self.length = len(f["xs"])
-                self.threshold = float(f.attrs.get("inlier_threshold", INLIER_THRESHOLD))
-                self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
-        except OSError as err:
-            raise OSError(f"{self.path}: cannot open as an HDF5 file ({one_line(err)})") from None
+        self._open_checked()
+
+    def _check_file(self, f: h5py.File) -> None:
+        """Check the layout and the groups of an open file; read its length and attributes."""
+        if f.attrs.get("corrnet_layout") != LAYOUT:
+            raise ValueError(f"{self.path}: not a 3-D pairs file (expected the attribute "
+                             f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)")
+        self.length = self._pair_count(f, PER_PAIR_KEYS[:4])
+        self.threshold = float(f.attrs.get("inlier_threshold", INLIER_THRESHOLD))
+        self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
 
     def __len__(self) -> int:
         return self.length

@@ -39,11 +39,33 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * Kx + (1 - np.cos(angle)) * Kx @ Kx
 
 
-def _room(rng: np.random.Generator):
-    """A furnished room as one legacy Open3D mesh, and its (width, depth, height) in metres."""
+Furniture = tuple[str, np.ndarray, tuple[float, ...]]
+"""A piece of furniture: kind (box, cylinder, sphere), base (3,) on the floor in metres, and
+its sizes: a box's (x, y, z, rotation about z in radians), a cylinder's (radius, height), a
+sphere's (radius,)."""
+
+
+def _draw_room(rng: np.random.Generator) -> tuple[np.ndarray, list[Furniture]]:
+    """A room's (width, depth, height) in metres and its furniture, drawn (nothing built)."""
+    size = np.array([rng.uniform(3, 7), rng.uniform(3, 7), rng.uniform(2.4, 3.0)])
+    parts: list[Furniture] = []
+    for _ in range(rng.integers(6, 21)):
+        kind = str(rng.choice(["box", "box", "cylinder", "sphere"]))
+        base = np.array([rng.uniform(0.3, size[0] - 0.3), rng.uniform(0.3, size[1] - 0.3), 0.0])
+        if kind == "box":
+            dims = rng.uniform([0.2, 0.2, 0.2], [1.6, 1.0, 2.0])
+            parts.append((kind, base, (*dims, rng.uniform(0, np.pi))))
+        elif kind == "cylinder":
+            parts.append((kind, base, (rng.uniform(0.1, 0.4), rng.uniform(0.3, 1.5))))
+        else:
+            parts.append((kind, base, (rng.uniform(0.15, 0.5),)))
+    return size, parts
+
+
+def _room_mesh(size: np.ndarray, parts: list[Furniture]):
+    """The furnished room of :func:`_draw_room` as one legacy Open3D mesh."""
     import open3d as o3d
 
-    size = np.array([rng.uniform(3, 7), rng.uniform(3, 7), rng.uniform(2.4, 3.0)])
     mesh = o3d.geometry.TriangleMesh()
     wall = 0.05
     for axis in range(3):          # two slabs per axis: walls, floor and ceiling
@@ -54,21 +76,19 @@ def _room(rng: np.random.Generator):
             offset = -np.full(3, wall)
             offset[axis] = side
             mesh += slab.translate(offset)
-    for _ in range(rng.integers(6, 21)):
-        kind = rng.choice(["box", "box", "cylinder", "sphere"])
-        base = np.array([rng.uniform(0.3, size[0] - 0.3), rng.uniform(0.3, size[1] - 0.3), 0.0])
+    for kind, base, sizes in parts:
         if kind == "box":
-            dims = rng.uniform([0.2, 0.2, 0.2], [1.6, 1.0, 2.0])
+            dims, angle = np.array(sizes[:3]), sizes[3]
             part = o3d.geometry.TriangleMesh.create_box(*dims).translate(base - [dims[0] / 2, dims[1] / 2, 0])
-            part.rotate(_rotation(np.array([0.0, 0.0, 1.0]), rng.uniform(0, np.pi)), center=base)
+            part.rotate(_rotation(np.array([0.0, 0.0, 1.0]), angle), center=base)
         elif kind == "cylinder":
-            r, h = rng.uniform(0.1, 0.4), rng.uniform(0.3, 1.5)
+            r, h = sizes
             part = o3d.geometry.TriangleMesh.create_cylinder(r, h, resolution=24).translate(base + [0, 0, h / 2])
         else:
-            r = rng.uniform(0.15, 0.5)
+            (r,) = sizes
             part = o3d.geometry.TriangleMesh.create_sphere(r, resolution=16).translate(base + [0, 0, r])
         mesh += part
-    return mesh, size
+    return mesh
 
 
 def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -108,14 +128,14 @@ def generate_pair3d(seed: int, index: int, num_matches: int = NUM_MATCHES) -> di
 
     rng = np.random.default_rng([seed, index])
     for _ in range(MAX_ATTEMPTS):
-        mesh, size = _room(rng)
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+        size, parts = _draw_room(rng)
         eye = np.array([rng.uniform(0.4, size[0] - 0.4), rng.uniform(0.4, size[1] - 0.4),
                         rng.uniform(1.0, 1.8)])
         target = rng.uniform([0, 0, 0.2], [size[0], size[1], 1.5])
-        if np.linalg.norm(target - eye) < 1.0:
+        if np.linalg.norm(target - eye) < 1.0:     # drawn again before the room is built
             continue
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(_room_mesh(size, parts)))
         T1 = _look_at(eye, target)
         step = rng.normal(size=3)
         motion = np.eye(4)

@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -154,9 +155,14 @@ def inlier_scores(selected: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return tp / max(int(selected.sum()), 1), tp / max(int(labels.sum()), 1)
 
 
-def _run_network(sample: Mapping, predictor: Predictor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """Logits (N,) and eight-point weights (N,) or None, float64, and the wall time in ms of
-    the network on one pair, batch size 1."""
+def run_network(sample: Mapping, predictor: Predictor,
+                outputs: Sequence[str] = ("logits", "weights")) -> tuple[dict[str, torch.Tensor], float]:
+    """The network on one pair, batch size 1, and its wall time in ms.
+
+    Returns those of ``outputs`` that the predictor gives, each the pair's own row as float64
+    on the CPU (``logits`` (N,), ``weights`` (N,), a rigid network's ``R`` (3, 3), ``t`` (3,)).
+    Raises ValueError unless ``logits`` is (1, N) and ``weights``, where given, (1, N).
+    """
     features = torch.as_tensor(sample["features"]).float().unsqueeze(0)
     start = time.perf_counter()
     with torch.inference_mode():
@@ -169,7 +175,18 @@ def _run_network(sample: Mapping, predictor: Predictor) -> tuple[torch.Tensor, t
         got = {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
         raise ValueError(f"predictor: expected 'logits' (1, {n}) and optionally 'weights' "
                          f"(1, {n}), got {got}")
-    return logits[0].double().cpu(), None if weights is None else weights[0].double().cpu(), ms
+    return {k: out[k][0].double().cpu() for k in outputs if k in out}, ms
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on ``threads`` torch threads (None: the current setting), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _pose_without_ransac(pair: _Pair, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -267,9 +284,7 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
     total = len(samples) if isinstance(samples, Sized) else None
     if total is not None and hasattr(samples, "__getitem__"):   # a Dataset: iterate by index
         samples = map(samples.__getitem__, range(total))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(network_threads or threads)
-    try:
+    with torch_threads(network_threads):
         for sample in tqdm(samples, total=total, desc="network" if needs_net else "reading",
                            disable=not progress, unit="pair"):
             f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
@@ -277,7 +292,8 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
                          f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3),
                          f64("K1").reshape(3, 3), f64("K2").reshape(3, 3))
             if needs_net:
-                pair.logits, pair.weights, pair.network_ms = _run_network(sample, predictor)
+                net, pair.network_ms = run_network(sample, predictor)
+                pair.logits, pair.weights = net["logits"], net.get("weights")
                 pair.kept = kept_matches(pair.logits[None])[0].numpy()
             for method in POSE_METHODS:
                 if method in methods:
@@ -285,8 +301,6 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
                     results.append(_result(pair, len(pairs), method, R, t, selected,
                                            pair.network_ms + ms))
             pairs.append(pair)
-    finally:
-        torch.set_num_threads(threads)
     if not pairs:
         raise ValueError("samples: no pairs to evaluate")
     jobs = [(i, p.xs, p.K1, p.K2, _tasks(p, methods, estimators)) for i, p in enumerate(pairs)]

@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from ..datasets.pairs3d import INLIER_THRESHOLD, residuals
 from ..geometry.rigid import registration_errors
-from .evaluate import NETWORK_THREADS, MethodResults, Predictor, check_methods, inlier_scores
+from .evaluate import (NETWORK_THREADS, MethodResults, Predictor, check_methods, inlier_scores,
+                       run_network, torch_threads)
 from .predict import kept_matches
 
 METHODS = ("corrnet", "corrnet+ransac", "ransac", "fgr")
@@ -139,26 +140,20 @@ def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | Non
         raise ValueError("samples: no pairs to evaluate")
     results: list[RegResult] = []
     kept, network_ms = None, 0.0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(NETWORK_THREADS)
-    try:
+    with torch_threads(NETWORK_THREADS):
         for position in tqdm(range(len(samples)), desc="registration", disable=not progress, unit="pair"):
             sample = samples[position]
             xs = np.asarray(sample["xs"], np.float64)
             everything = np.arange(len(xs))
             if needs_net:
-                features = torch.as_tensor(sample["features"]).float().unsqueeze(0)
-                start = time.perf_counter()
-                with torch.inference_mode():
-                    out = predictor(features)
-                    kept = kept_matches(out["logits"])[0].numpy()
-                network_ms = (time.perf_counter() - start) * 1e3
-                if "R" not in out:
+                net, network_ms = run_network(sample, predictor, ("logits", "R", "t"))
+                if "R" not in net:
                     raise ValueError("predictor: expected a rigid network (outputs 'R', 't'); this one "
                                      "is two-view (model.net.geometry two_view)")
+                kept = kept_matches(net["logits"][None])[0].numpy()
                 if "corrnet" in methods:
-                    results.append(_result(position, sample, "corrnet", out["R"][0].double().numpy(),
-                                           out["t"][0].double().numpy(), kept, network_ms))
+                    results.append(_result(position, sample, "corrnet", net["R"].numpy(), net["t"].numpy(),
+                                           kept, network_ms))
             for method in methods:
                 if method == "corrnet":
                     continue
@@ -170,8 +165,6 @@ def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | Non
                 selected = np.zeros(len(xs), bool)
                 selected[subset] = residuals(xs[subset], T[:3, :3], T[:3, 3]) < RANSAC_DISTANCE
                 results.append(_result(position, sample, method, T[:3, :3], T[:3, 3], selected, ms))
-    finally:
-        torch.set_num_threads(threads)
     return RegEvalResult(dataset, methods, len(samples), results)
 
 

@@ -17,10 +17,12 @@ import cv2
 import numpy as np
 
 from .render import Rect, _run_worker, _text, _write_png_atomic, legend
-from .scene import PALETTE, pair_stats
+from .scene import PALETTE, check_inputs, pair_stats
 
 SOURCE_RGB = (0xCC, 0x79, 0xA7)   # Okabe–Ito reddish purple
 TARGET_RGB = (0x00, 0x72, 0xB2)   # Okabe–Ito blue
+RIGID_COLUMNS: tuple[str, ...] = ("x1", "y1", "z1", "x2", "y2", "z2")
+"""Coordinates of a 3-D match (metres, each point in its own cloud's frame)."""
 MAX_LINES = 300
 """Most lines drawn per outcome (a seeded subset), so that the clouds stay visible."""
 
@@ -37,16 +39,14 @@ def render_registration(out_png: str | Path, cloud1: np.ndarray, cloud2: np.ndar
                         size: tuple[int, int] = (1600, 700)) -> Path:
     """Render one registration to a PNG of size (W, H) and return its path.
 
-    cloud1 (M₁, 3), cloud2 (M₂, 3) metres; xs (N, 6) matches; is_inlier_gt, is_kept (N,)
-    bool; R (3, 3), t (3,) the estimate that moves the source; errors (rotation degrees,
-    translation metres) for the caption.  Raises RuntimeError when Open3D cannot render.
+    cloud1 (M₁, 3), cloud2 (M₂, 3) metres; xs (N, 6) finite matches; is_inlier_gt, is_kept
+    (N,) bool; R (3, 3), t (3,) the estimate that moves the source; errors (rotation degrees,
+    translation metres) for the caption.  Raises ValueError for inputs of other shapes or
+    types (:func:`~corrnet.visualization.scene.check_inputs`), RuntimeError when Open3D
+    cannot render.
     """
     width, height = size
-    xs = np.asarray(xs, np.float64)
-    inlier, kept = np.asarray(is_inlier_gt, bool), np.asarray(is_kept, bool)
-    if xs.ndim != 2 or xs.shape[1] != 6 or inlier.shape != (len(xs),) or kept.shape != (len(xs),):
-        raise ValueError(f"xs, is_inlier_gt, is_kept: expected (N, 6), (N,), (N,), got {xs.shape}, "
-                         f"{inlier.shape}, {kept.shape}")
+    xs, inlier, kept = check_inputs(xs, is_inlier_gt, is_kept, RIGID_COLUMNS)
     move = lambda p: np.asarray(p, np.float64) @ np.asarray(R).T + np.asarray(t).reshape(3)  # noqa: E731
     rng = np.random.default_rng(0)
     scene = {"target": np.asarray(cloud2, np.float64), "source_before": np.asarray(cloud1, np.float64),

@@ -13,6 +13,7 @@ outlier), FN (dropped inlier) and TN (dropped outlier).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ FRAME_RGB: tuple[int, int, int] = (0x60, 0x60, 0x60)
 
 KEYPOINT_RGB: tuple[int, int, int] = (0xC8, 0xC8, 0xC8)
 """Colour of the keypoint clouds drawn when the images are unknown."""
+
+TWO_VIEW_COLUMNS: tuple[str, ...] = ("x1", "y1", "x2", "y2")
+"""Coordinates of a two-view match (normalised image coordinates)."""
 
 EMBEDDINGS: tuple[str, ...] = ("pca", "epipolar")
 """Supported embeddings of the (N, 4) matches into 3-D."""
@@ -134,12 +138,13 @@ class Scene:
             )
 
 
-def check_inputs(xs: np.ndarray, is_inlier_gt: np.ndarray,
-                 is_kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate and convert matches (N, 4) float and the two (N,) boolean masks."""
+def check_inputs(xs: np.ndarray, is_inlier_gt: np.ndarray, is_kept: np.ndarray,
+                 columns: Sequence[str] = TWO_VIEW_COLUMNS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate and convert matches (N, C) float, C = len(columns), and the two (N,) boolean
+    masks; ``columns`` names the coordinates of a match for the error message."""
     xs = np.asarray(xs, dtype=np.float64)
-    if xs.ndim != 2 or xs.shape[1] != 4:
-        raise ValueError(f"xs must have shape (N, 4) as [x1, y1, x2, y2], got {xs.shape}")
+    if xs.ndim != 2 or xs.shape[1] != len(columns):
+        raise ValueError(f"xs must have shape (N, {len(columns)}) as [{', '.join(columns)}], got {xs.shape}")
     if not np.isfinite(xs).all():
         raise ValueError("xs contains NaN or infinite coordinates")
     masks = []
