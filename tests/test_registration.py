@@ -15,7 +15,7 @@ import eval as eval_cli
 from corrnet.datasets.pairs3d import (INLIER_THRESHOLD, Pairs3D, describe, is_pairs3d, match_fragments,
                                       write_pairs3d)
 from corrnet.datasets.synthetic3d import generate_pair3d
-from corrnet.eval.registration import METHODS, evaluate_registration
+from corrnet.eval.registration import METHODS, evaluate_registration, ransac_candidates
 from corrnet.eval.report import REPORT_FILES, write_report
 from corrnet.models import CorrNet, CorrNetConfig, make_predictor
 
@@ -89,9 +89,19 @@ class Oracle:
         return out
 
 
+def test_ransac_candidates_are_the_kept_matches_and_at_least_the_k_best():
+    logits = np.array([0.5, -1.0, 2.0, -3.0, -1.0, -0.2])
+    kept = logits > 0
+    assert ransac_candidates(logits, kept, k=4).tolist() == [0, 1, 2, 5]    # -1.0 tie: lower index
+    assert ransac_candidates(logits, kept, k=1).tolist() == [0, 2]          # more kept than k
+    assert ransac_candidates(logits, kept, k=10).tolist() == list(range(6))
+    assert ransac_candidates(logits, np.zeros(6, bool), k=2).tolist() == [0, 2]
+
+
 def test_registration_report_has_the_schema_and_an_oracle_registers(pairs_file, tmp_path):
     data = Pairs3D(pairs_file, side_info=True)
-    result = evaluate_registration(data, Oracle(data), progress=False, dataset="syn")
+    # candidates=0: RANSAC sees the oracle's kept matches only (200 matches < the default 400)
+    result = evaluate_registration(data, Oracle(data), progress=False, dataset="syn", candidates=0)
     summary = write_report(result, tmp_path / "rep")
     assert {p.name for p in (tmp_path / "rep").iterdir()} == set(REPORT_FILES)
     saved = json.loads((tmp_path / "rep/report.json").read_text())
