@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from corrnet.geometry import (INLIER_THRESHOLD, essential_from_pose, normalize_keypoints,
-                              pose_errors, recover_pose, sampson_distance, skew,
+                              pixel_sampson_distance, pose_errors, recover_pose, sampson_distance, skew,
                               symmetric_epipolar_distance, weighted_eight_point, WEIGHT_FLOOR)
 from corrnet.geometry.epipolar import epipolar_terms
 from tests.conftest import make_problem, rotation
@@ -244,3 +244,19 @@ def test_weighted_eight_point_agrees_with_opencv_five_point():
         E_cv, mask = cv2.findEssentialMat(pts1, pts2, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=1e-4)
         assert _same_up_to_sign(E[b], torch.from_numpy(E_cv[:3])) > 1 - 1e-8
         assert np.array_equal(mask.ravel().astype(bool), p["labels"][b].numpy())
+
+
+def test_pixel_sampson_distance_equals_opencv_for_unequal_focal_lengths():
+    p = make_problem(batch=2, n=50, seed=5, outliers=20)
+    x = p["x"] + 1e-3 * torch.randn(p["x"].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    K1 = torch.tensor([[800.0, 0, 320], [0, 620, 240], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+    K2 = torch.tensor([[500.0, 0, 300], [0, 700, 200], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+    E = essential_from_pose(p["R"], p["t"])
+    d = pixel_sampson_distance(x, E, K1, K2)
+    for b in range(2):
+        F = np.linalg.inv(K2[b].numpy()).T @ E[b].numpy() @ np.linalg.inv(K1[b].numpy())
+        u1 = x[b, :, :2].numpy() @ K1[b, :2, :2].numpy().T + K1[b, :2, 2].numpy()
+        u2 = x[b, :, 2:].numpy() @ K2[b, :2, :2].numpy().T + K2[b, :2, 2].numpy()
+        ref = [cv2.sampsonDistance(np.r_[a, 1.0][:, None], np.r_[c, 1.0][:, None], F) for a, c in zip(u1, u2)]
+        np.testing.assert_allclose(d[b].numpy(), ref, rtol=1e-9, atol=1e-12)
+    assert d[:, :30].max() < 1e-3 * d[:, 30:].median()      # exact matches up to the small noise

@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from corrnet.geometry import essential_from_pose, symmetric_epipolar_distance, weighted_eight_point
+from corrnet.geometry import (essential_from_pose, pixel_sampson_distance, symmetric_epipolar_distance,
+                              weighted_eight_point)
 from corrnet.models import (CorrNet, CorrNetConfig, CorrNetLoss, balanced_bce, laplacian_aggregate,
                             virtual_correspondences)
 from corrnet.models.graph_stats import graph_liveness, roc_auc
@@ -338,3 +339,19 @@ def test_float64_input_and_non_finite_pairs():
         x[1, 5, 2] = float("nan")
         with pytest.raises(ValueError, match=r"NaN or infinite values in pair\(s\) \[1\]"):
             model(x)
+
+
+def test_label_px_keeps_the_labelled_inliers_within_that_many_pixels():
+    p = make_problem(batch=2, n=60, seed=3, outliers=10)
+    g = torch.Generator().manual_seed(0)
+    xs = p["x"] + 0.004 * torch.rand(p["x"].shape, generator=g, dtype=torch.float64)   # ~0-3 px off
+    K = torch.tensor([[600.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+    batch = {"xs": xs.float(), "R": p["R"].float(), "t": p["t"].float(), "K1": K.float(), "K2": K.float(),
+             "labels": p["labels"].float()}
+    assert torch.equal(CorrNetLoss().targets(batch), p["labels"])
+    d = pixel_sampson_distance(xs, essential_from_pose(p["R"], p["t"]), K, K)   # float64 reference
+    got = CorrNetLoss(label_px=1.5).targets(batch)
+    assert torch.equal(got, p["labels"] & (d < 1.5 ** 2))
+    assert 0 < got.sum() < p["labels"].sum()
+    with pytest.raises(ValueError, match="label_px"):
+        CorrNetLoss(label_px=1.0, geometry="rigid")

@@ -96,3 +96,18 @@ def sampson_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15) -> to
     x, E = _check_pair(x, E)
     r, (a0, a1), (b0, b1) = epipolar_terms(x, E)
     return r.square() / ((a0 * a0 + a1 * a1) + (b0 * b0 + b1 * b1) + eps)
+
+
+def pixel_sampson_distance(x: torch.Tensor, E: torch.Tensor, K1: torch.Tensor,
+                           K2: torch.Tensor) -> torch.Tensor:
+    """Sampson error in pixels, squared: :func:`sampson_distance` of the pixel matches
+    (K1 x1, K2 x2) under the fundamental matrix F = K2⁻ᵀ E K1⁻¹, the error PoseLib thresholds.
+
+    x (..., N, 4) normalised, E (..., 3, 3), K1, K2 (..., 3, 3) pixel intrinsics without skew
+    -> (..., N) in squared pixels.
+    """
+    K1 = as_tensor("K1", K1, (3, 3), "(..., 3, 3)").to(x.dtype)
+    K2 = as_tensor("K2", K2, (3, 3), "(..., 3, 3)").to(x.dtype)
+    to_px = lambda xy, K: xy @ K[..., :2, :2].transpose(-1, -2) + K[..., None, :2, 2]  # noqa: E731
+    F = torch.linalg.inv(K2).transpose(-1, -2) @ E.to(x.dtype) @ torch.linalg.inv(K1)
+    return sampson_distance(torch.cat([to_px(x[..., :2], K1), to_px(x[..., 2:], K2)], -1), F)
