@@ -15,7 +15,8 @@ import eval as eval_cli
 from corrnet.datasets.pairs3d import (INLIER_THRESHOLD, Pairs3D, describe, is_pairs3d, match_fragments,
                                       write_pairs3d)
 from corrnet.datasets.synthetic3d import generate_pair3d
-from corrnet.eval.registration import METHODS, evaluate_registration, ransac_candidates
+from corrnet.eval.predict import kept_matches
+from corrnet.eval.registration import METHODS, evaluate_registration
 from corrnet.eval.report import REPORT_FILES, write_report
 from corrnet.models import CorrNet, CorrNetConfig, make_predictor
 
@@ -89,13 +90,13 @@ class Oracle:
         return out
 
 
-def test_ransac_candidates_are_the_kept_matches_and_at_least_the_k_best():
-    logits = np.array([0.5, -1.0, 2.0, -3.0, -1.0, -0.2])
-    kept = logits > 0
-    assert ransac_candidates(logits, kept, k=4).tolist() == [0, 1, 2, 5]    # -1.0 tie: lower index
-    assert ransac_candidates(logits, kept, k=1).tolist() == [0, 2]          # more kept than k
-    assert ransac_candidates(logits, kept, k=10).tolist() == list(range(6))
-    assert ransac_candidates(logits, np.zeros(6, bool), k=2).tolist() == [0, 2]
+def test_kept_matches_at_least_k_gives_the_positives_or_the_k_best():
+    logits = torch.tensor([[0.5, -1.0, 2.0, -3.0, -1.0, -0.2]])
+    chosen = lambda k: torch.nonzero(kept_matches(logits, at_least=k)[0]).flatten().tolist()  # noqa: E731
+    assert chosen(4) == [0, 1, 2, 5]    # -1.0 tie: lower index
+    assert chosen(1) == [0, 2]          # more kept than k
+    assert chosen(10) == list(range(6))
+    assert chosen(2) == [0, 2]
 
 
 def test_registration_report_has_the_schema_and_an_oracle_registers(pairs_file, tmp_path):

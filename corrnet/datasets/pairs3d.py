@@ -37,6 +37,7 @@ from corrnet.geometry.checks import rotation_problem
 from corrnet.geometry.rigid import MIN_RIGID_MATCHES
 
 from .oanet_hdf5 import LazyHDF5, write_pairs_hdf5
+from .sample import network_input
 
 LAYOUT = "corrnet-pairs3d"
 VOXEL_SIZE = 0.05
@@ -177,8 +178,7 @@ def make_sample3d(xs: np.ndarray, R: np.ndarray, t: np.ndarray, ratios: np.ndarr
     sample = {"xs": as32(xs32), "ys": as32(ys), "labels": as32(ys < threshold),
               "R": as32(R), "t": as32(np.reshape(t, 3)), "ratios": as32(ratios),
               "mutuals": as32(mutuals), "index": torch.tensor(index, dtype=torch.int64)}
-    sample["features"] = (torch.cat([sample["xs"], sample["ratios"][:, None],
-                                     sample["mutuals"][:, None]], 1) if side_info else sample["xs"])
+    sample["features"] = network_input(sample, side_info)
     return sample
 
 

@@ -56,6 +56,13 @@ def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
+def network_input(sample: dict[str, torch.Tensor], side_info: bool) -> torch.Tensor:
+    """The network's input of a sample: its coordinates ``xs`` (N, D), with ``side_info`` followed
+    by the ``ratios`` and ``mutuals`` columns -> (N, D) or (N, D + 2)."""
+    xs = sample["xs"]
+    return torch.cat([xs, sample["ratios"][:, None], sample["mutuals"][:, None]], 1) if side_info else xs
+
+
 def make_sample(xs: np.ndarray, ys: np.ndarray, R: np.ndarray, t: np.ndarray,
                 ratios: np.ndarray, mutuals: np.ndarray, K1: np.ndarray, K2: np.ndarray,
                 index: int, side_info: bool = False, image1: str | None = None,
@@ -74,9 +81,7 @@ def make_sample(xs: np.ndarray, ys: np.ndarray, R: np.ndarray, t: np.ndarray,
         "ratios": as32(ratios), "mutuals": as32(mutuals),
         "K1": as32(K1), "K2": as32(K2), "index": torch.tensor(index, dtype=torch.int64),
     }
-    xs_t = sample["xs"]
-    sample["features"] = (torch.cat([xs_t, sample["ratios"][:, None], sample["mutuals"][:, None]], 1)
-                          if side_info else xs_t)
+    sample["features"] = network_input(sample, side_info)
     if image1 is not None and image2 is not None:
         sample["image1"], sample["image2"] = image1, image2
     return sample

@@ -68,8 +68,10 @@ class Prediction:
     inliers: torch.Tensor
 
 
-def kept_matches(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Matches the network keeps: logit > 0, or the FALLBACK_TOP_K best.  (B, N) -> (B, N) bool.
+def kept_matches(logits: torch.Tensor, mask: torch.Tensor | None = None,
+                 at_least: int = FALLBACK_TOP_K) -> torch.Tensor:
+    """Matches the network keeps: logit > 0, or the ``at_least`` best when fewer are positive
+    (default :data:`FALLBACK_TOP_K`; ties broken by index).  (B, N) -> (B, N) bool.
 
     ``mask`` (B, N) bool marks the valid matches (padding False); only those are kept.
     """
@@ -77,9 +79,9 @@ def kept_matches(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torc
     valid = torch.ones_like(logits, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
     kept = (logits > 0) & valid
     ranked = torch.where(valid, logits.double(), -torch.inf)
-    top = torch.argsort(-ranked, dim=-1, stable=True)[..., :FALLBACK_TOP_K]
+    top = torch.argsort(-ranked, dim=-1, stable=True)[..., :at_least]
     fallback = torch.zeros_like(kept).scatter(-1, top, True) & valid
-    few = kept.sum(-1, keepdim=True) < FALLBACK_TOP_K
+    few = kept.sum(-1, keepdim=True) < at_least
     return torch.where(few, fallback, kept)
 
 

@@ -4,8 +4,8 @@ Methods (:data:`METHODS`):
 
 * ``corrnet``: the network alone, its weighted Kabsch transform (CorrNet's ``R``, ``t``);
 * ``corrnet+ransac``: Open3D's ``registration_ransac_based_on_correspondence`` on the network's
-  best matches (:func:`ransac_candidates`): those it keeps (logit > 0, or its 8 best:
-  :func:`corrnet.eval.predict.kept_matches`), and at least its :data:`RANSAC_CANDIDATES` best;
+  best matches: those it keeps (logit > 0), and at least its :data:`RANSAC_CANDIDATES` best
+  (:func:`corrnet.eval.predict.kept_matches` with ``at_least``);
 * ``ransac``: the same RANSAC on all matches;
 * ``fgr``: Open3D's fast global registration (Zhou, Park and Koltun, ECCV 2016),
   ``registration_fgr_based_on_correspondence``, on all matches.
@@ -42,7 +42,7 @@ from ..datasets.pairs3d import INLIER_THRESHOLD, residuals
 from ..geometry.rigid import registration_errors
 from .evaluate import (NETWORK_THREADS, MethodResults, Predictor, check_methods, inlier_scores,
                        run_network, torch_threads)
-from .predict import kept_matches
+from .predict import FALLBACK_TOP_K, kept_matches
 
 METHODS = ("corrnet", "corrnet+ransac", "ransac", "fgr")
 NETWORK_METHODS = ("corrnet", "corrnet+ransac")
@@ -126,13 +126,6 @@ def open3d_fgr(xs: np.ndarray, subset: np.ndarray) -> np.ndarray:
 ESTIMATORS = {"ransac": open3d_ransac, "fgr": open3d_fgr}
 
 
-def ransac_candidates(logits: np.ndarray, kept: np.ndarray, k: int = RANSAC_CANDIDATES) -> np.ndarray:
-    """Indices (sorted) of the matches ``corrnet+ransac`` hands RANSAC: the kept ones, kept (N,)
-    bool, and the k best by logits (N,), ties broken by index."""
-    best = np.argsort(-np.asarray(logits), kind="stable")[:k]
-    return np.union1d(np.flatnonzero(kept), best)
-
-
 def _result(position: int, sample: Mapping, method: str, R: np.ndarray, t: np.ndarray,
             selected: np.ndarray, ms: float) -> RegResult:
     err_R, err_t, ok = registration_errors(torch.from_numpy(np.array(R)), torch.from_numpy(np.array(t)),
@@ -149,13 +142,15 @@ def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | Non
 
     samples: a Dataset of 3-D sample dictionaries (:class:`corrnet.datasets.pairs3d.Pairs3D`);
     predictor: features (1, N, C) -> a rigid CorrNet's output (``logits``, ``R``, ``t``);
-    candidates: ``corrnet+ransac``'s RANSAC sees at least this many matches (:func:`ransac_candidates`).
+    candidates: ``corrnet+ransac``'s RANSAC sees the kept matches and at least this many, the
+    network's best (never fewer than the kept set's own fallback, FALLBACK_TOP_K).
     """
     methods, needs_net = check_methods(methods, predictor, METHODS, NETWORK_METHODS, BASELINES)
     if len(samples) == 0:
         raise ValueError("samples: no pairs to evaluate")
     results: list[RegResult] = []
-    logits, kept, network_ms = None, None, 0.0
+    kept, candidate, network_ms = None, None, 0.0
+    at_least = max(candidates, FALLBACK_TOP_K)
     with torch_threads(NETWORK_THREADS):
         for position in tqdm(range(len(samples)), desc="registration", disable=not progress, unit="pair"):
             sample = samples[position]
@@ -166,15 +161,15 @@ def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | Non
                 if "R" not in net:
                     raise ValueError("predictor: expected a rigid network (outputs 'R', 't'); this one "
                                      "is two-view (model.net.geometry two_view)")
-                logits = net["logits"].numpy()
                 kept = kept_matches(net["logits"][None])[0].numpy()
+                candidate = kept_matches(net["logits"][None], at_least=at_least)[0].numpy()
                 if "corrnet" in methods:
                     results.append(_result(position, sample, "corrnet", net["R"].numpy(), net["t"].numpy(),
                                            kept, network_ms))
             for method in methods:
                 if method == "corrnet":
                     continue
-                subset = ransac_candidates(logits, kept, candidates) if method == "corrnet+ransac" else everything
+                subset = np.flatnonzero(candidate) if method == "corrnet+ransac" else everything
                 estimator = ESTIMATORS["fgr" if method == "fgr" else "ransac"]
                 start = time.perf_counter()
                 T = estimator(xs, subset)
