@@ -192,3 +192,21 @@ def test_corrnet_8pt_is_the_networks_own_eight_point():
     assert torch.allclose(plain.R, R, atol=1e-4) and torch.allclose(plain.t, t, atol=1e-4)
     with pytest.raises(ValueError, match="weights"):
         predict(out["logits"], s["xs"][None], weights=out["weights"][:, :10])
+
+
+def test_predict_of_a_pair_does_not_depend_on_its_batch():
+    """predict pads each pair's kept matches to the batch's largest count; the padding slots take
+    no part (not even the eight-point floor's vote), so a pair solved in a batch gets the E it
+    gets alone.  Checked before the Levenberg-Marquardt steps, which amplify float noise."""
+    from tests.conftest import make_problem
+    p = make_problem(batch=2, n=120, seed=4, outliers=60)
+    g = torch.Generator().manual_seed(2)
+    x = p["x"] + 2e-3 * torch.randn(p["x"].shape, generator=g, dtype=torch.float64)
+    logits = torch.where(p["labels"], 1.0, -1.0) + 0.5 * torch.randn(2, 120, generator=g, dtype=torch.float64)
+    logits[1, 20:] = -5.0                                   # pair 1 keeps far fewer matches than pair 0
+    batched = predict(logits, x, refine_steps=0)
+    assert batched.kept[0].sum() > 2 * batched.kept[1].sum() >= 2 * FALLBACK_TOP_K
+    for b in range(2):
+        alone = predict(logits[b:b + 1], x[b:b + 1], refine_steps=0)
+        cos = (batched.E[b].flatten() * alone.E[0].flatten()).sum().abs()
+        assert cos > 1 - 1e-12, b

@@ -122,11 +122,12 @@ def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = 
     m = max(int(kept.sum(-1).max()), 1)
     index = torch.argsort(-weights, dim=-1, stable=True)[:, :m]   # ties: in input order
     x_kept, w_kept = xs.gather(1, index[..., None].expand(-1, -1, 4)), weights.gather(1, index)
+    slot = torch.arange(m, device=xs.device) < kept.sum(-1, keepdim=True)   # a pair's own kept matches
     if robust:
-        fit = robust_eight_point(x_kept, w_kept, scales, kernel, iterations, starts, refine_steps)
+        fit = robust_eight_point(x_kept, w_kept, scales, kernel, iterations, starts, refine_steps, slot)
         E, inliers = fit.E, torch.zeros_like(kept).scatter(1, index, fit.inliers)
         weights = torch.zeros_like(weights).scatter(1, index, fit.weights)
     else:
-        E, inliers = project_essential(weighted_eight_point(x_kept, w_kept, validate=False)), kept
+        E, inliers = project_essential(weighted_eight_point(x_kept, w_kept, validate=False, mask=slot)), kept
     R, t, _ = recover_pose(E, xs, inliers)
     return Prediction(logits, kept, weights, E, R, t, inliers)

@@ -58,7 +58,7 @@ def eight_point_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_eight_point(x: torch.Tensor, weights: torch.Tensor,
-                         validate: bool = True) -> torch.Tensor:
+                         validate: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Essential matrix minimising Σᵢ wᵢ (x2ᵢᵀ E x1ᵢ)² subject to ‖E‖_F = 1.
 
     E is the eigenvector of XᵀWX with the smallest eigenvalue (OANet's formulation; no
@@ -69,6 +69,8 @@ def weighted_eight_point(x: torch.Tensor, weights: torch.Tensor,
         x: (B, N, 4) matches [x1, y1, x2, y2], normalised coordinates.
         weights: (B, N) non-negative weights, e.g. relu(tanh(logits)).
         validate: check shapes and finiteness.
+        mask: (B, N) bool, the matches that take part (padding False: not even the floor's
+            vote); default all.
     Returns:
         (B, 3, 3) essential matrices, float32 unless ``x`` is float64.
     """
@@ -85,7 +87,7 @@ def weighted_eight_point(x: torch.Tensor, weights: torch.Tensor,
     out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=x.device.type, enabled=False):
         X = eight_point_rows(x.double())
-        w = weights.double() + WEIGHT_FLOOR
+        w = weights.double() + (WEIGHT_FLOOR if mask is None else WEIGHT_FLOOR * mask.double())
         M = X.transpose(-1, -2) @ (X * w.unsqueeze(-1))                    # (B, 9, 9)
         e = _SmallestEigenvector.apply(M)
     return e.reshape(*e.shape[:-1], 3, 3).to(out_dtype)

@@ -125,10 +125,11 @@ def _sampson(x: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return r.square() / g, g
 
 
-def _solve(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Weighted eight-point (weights v (B, N) >= 0, scaled to max 1), projected.  (B, 3, 3)."""
+def _solve(x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Weighted eight-point (weights v (B, N) >= 0, scaled to max 1) of the matches in ``mask``,
+    projected.  (B, 3, 3)."""
     v = v / v.amax(-1, keepdim=True).clamp_min(1e-300)
-    return project_essential(weighted_eight_point(x, v, validate=False))
+    return project_essential(weighted_eight_point(x, v, validate=False, mask=mask))
 
 
 def _line_search(x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, kernel: str, E: torch.Tensor,
@@ -230,7 +231,7 @@ def _direction_grid(k: int, dim: int) -> torch.Tensor:
 NULLSPACE_GRID = _direction_grid(2, 4)
 """Coefficient directions searched in the eight-point's 4-D near-null space (G = 272)."""
 def _nullspace_start(x: torch.Tensor, v: torch.Tensor, w: torch.Tensor, s2: torch.Tensor,
-                     kernel: str) -> torch.Tensor:
+                     kernel: str, mask: torch.Tensor) -> torch.Tensor:
     """Best essential matrix in the 4-D near-null space of the weighted eight-point.
 
     The eigenvectors of the four smallest eigenvalues of XᵀVX span the matrices that fit the
@@ -238,9 +239,10 @@ def _nullspace_start(x: torch.Tensor, v: torch.Tensor, w: torch.Tensor, s2: torc
     leaves a 3-D null space, where the eight-point's single eigenvector is arbitrary.  Each
     direction of :data:`NULLSPACE_GRID` gives a matrix, projected onto the essential
     manifold; the one of lowest C_s (prior weights w) wins; the first direction is the plain
-    eight-point.  x (B, N, 4), v, w (B, N), s2 (B, 1) -> E (B, 3, 3).
+    eight-point.  x (B, N, 4), v, w (B, N), s2 (B, 1), mask (B, N) bool (the floor's voters)
+    -> E (B, 3, 3).
     """
-    v = v / v.amax(-1, keepdim=True).clamp_min(1e-300) + WEIGHT_FLOOR
+    v = v / v.amax(-1, keepdim=True).clamp_min(1e-300) + WEIGHT_FLOOR * mask.double()
     X = eight_point_rows(x)
     _, V = torch.linalg.eigh(X.transpose(-1, -2) @ (X * v.unsqueeze(-1)))
     grid = NULLSPACE_GRID.to(x.device)
@@ -266,7 +268,8 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
                        kernel: str = DEFAULT_KERNEL,
                        iterations: int = DEFAULT_ITERATIONS,
                        starts: Sequence[int | None] = DEFAULT_STARTS,
-                       refine_steps: int = DEFAULT_REFINE_STEPS) -> RobustFit:
+                       refine_steps: int = DEFAULT_REFINE_STEPS,
+                       mask: torch.Tensor | None = None) -> RobustFit:
     """Robust essential matrix by annealed IRLS on the eight-point (see the module docstring).
 
     Args:
@@ -280,6 +283,8 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
         starts: the starting points, each the weighted eight-point on the k matches of
             largest prior weight (None: all); every start is refined, and the one with the
             lowest final cost C_s (finest scale) wins (the first on a tie).
+        mask: (B, N) bool, the matches that take part (padding False, with weight 0: then a
+            pair's fit does not depend on the pairs it is batched with); default all.
     Returns:
         :class:`RobustFit` of the winning start; all finite, also with fewer than eight
         positive weights or none (the weighted eight-point's floor then lets every match vote).
@@ -298,6 +303,10 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
     if not starts or any(k is not None and k < 1 for k in starts):
         raise ValueError(f"starts: expected positive match counts or None, got {list(starts)}")
     B, N = weights.shape
+    if mask is None:
+        mask = torch.ones_like(weights, dtype=torch.bool)
+    elif tuple(mask.shape) != (B, N) or bool((weights[~mask.bool()] != 0).any()):
+        raise ValueError(f"mask: expected ({B}, {N}) bool with weight 0 outside it, got {tuple(mask.shape)}")
     s = torch.as_tensor(scales, dtype=torch.float64, device=x.device)
     s = s.expand(B, -1) if s.ndim == 1 else s
     if s.ndim != 2 or s.shape[0] != B or s.shape[1] == 0 or not bool((s > 0).all()):
@@ -306,8 +315,9 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
     with torch.autocast(device_type=x.device.type, enabled=False):
         xh = x.expand(H, B, N, 4).reshape(H * B, N, 4)         # start-major copies of the pairs
         w = weights.expand(H, B, N).reshape(H * B, N)
+        mh = mask.bool().expand(H, B, N).reshape(H * B, N)
         E = _nullspace_start(xh, _start_weights(weights, starts).reshape(H * B, N), w,
-                             s[:, :1].repeat(H, 1).square(), kernel)
+                             s[:, :1].repeat(H, 1).square(), kernel, mh)
         costs = []
         for k in range(s.shape[1]):
             s2 = s[:, k:k + 1].repeat(H, 1).square()
@@ -318,7 +328,7 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
             for _ in range(iterations):
                 psi = _kernel(kernel, d / s2)[1]
                 E_new, d_new, g_new, cost_new = _line_search(xh, w, s2, kernel, E,
-                                                             _solve(xh, w * psi / g))
+                                                             _solve(xh, w * psi / g, mh))
                 accept = active & (cost_new <= cost)
                 E = torch.where(accept[:, None, None], E_new, E)
                 d = torch.where(accept[:, None], d_new, d)
