@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     colmap.add_argument("--matcher", choices=("auto", "exhaustive", "sequential"), default="auto",
                         help="--sfm: auto is exhaustive up to 60 images, else sequential (files in capture order)")
     colmap.add_argument("--camera-mode", choices=("auto", "single", "per-image"), default="auto",
-                        help="--sfm: auto is one camera when all images have one size, else one per image")
+                        help="--sfm: auto is one shared camera per image size")
     colmap.add_argument("--threads", type=int, default=2, help="--sfm: COLMAP threads (default 2)")
     args = parser.parse_args(argv)
     for name in ("workers", "max_pairs"):
