@@ -142,6 +142,13 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
     pose = json.loads((out / "pose.json").read_text())
     assert pose["intrinsics"] == "approximate" and pose["intrinsics_source"] == {"K1": "default", "K2": "default"}
     np.testing.assert_allclose(pose["K1"], [[768, 0, 319.5], [0, 768, 239.5], [0, 0, 1]])
+    # --no-picture: pose.json alone, no renderer called, the earlier result's picture removed
+    code, stdout, err = _cli([*map(str, synthetic_pair["images"]), "--out", str(out), "--overwrite",
+                              "--K1", *_kargs(K), "--K2", *_kargs(K), "--no-picture"], capsys)
+    assert code == 0 and err == "" and drawn == [out / "matches.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["pose.json"]
+    pose = json.loads((out / "pose.json").read_text())
+    assert pose["intrinsics"] == "given" and "picture" not in pose["times_ms"]
     # only the picture fails (no Vulkan driver): pose.json is still written, exit status 1
     (out / "pose.json").unlink()
 
