@@ -1,10 +1,10 @@
 """corrnet.match on every real-dev pair: pose error against the ground truth, a picture per pair.
 
     python benchmarks/match_real_dev.py [--raw ../shared/real-dev] [--out runs/match-real-dev]
-                                        [--max-pairs K] [--overwrite]
+                                        [--max-pairs K] [--overwrite] [--no-picture]
 
 Each pair goes through the command line's own path (``corrnet.match.main``) with the true
-intrinsics, into OUT/<seq>/<i>-<j>/ (pose.json, matches.png).  Pairs and ground truth are read
+intrinsics, into OUT/<seq>/<i>-<j>/ (pose.json, matches.png unless --no-picture).  Pairs and ground truth are read
 as data/prepare.py reads OANet's raw layout.  Prints the median and the per-sequence medians
 of OANet's pair error max(rotation, translation) in degrees (a failed pair counts as 180) and
 writes OUT/summary.json.
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "match-real-dev")
     parser.add_argument("--max-pairs", type=int, help="the first K pairs only")
     parser.add_argument("--overwrite", action="store_true", help="replace results in --out")
+    parser.add_argument("--no-picture", action="store_true", help="pose.json only (corrnet match --no-picture)")
     args = parser.parse_args(argv)
     try:
         pairs = [p for seq in find_sequences(args.raw) for p in read_sequence(seq)][:args.max_pairs]
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, spec in enumerate(pairs):
         out = args.out / spec.key
         argv_pair = [str(spec.image1), str(spec.image2), "--K1", *_k_args(spec.K1), "--K2", *_k_args(spec.K2),
-                     "--out", str(out)] + (["--overwrite"] if args.overwrite else [])
+                     "--out", str(out)] + (["--overwrite"] if args.overwrite else []) \
+            + (["--no-picture"] if args.no_picture else [])
         ok = match_main(argv_pair, prog=f"pair {spec.key}") == 0
         err, times = 180.0, {}
         if ok:

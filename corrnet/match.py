@@ -396,7 +396,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, metavar="PX", help="estimator inlier threshold in pixels")
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     parser.add_argument("--no-picture", dest="picture", action="store_false",
-                        help="write pose.json only (no renderer needed; about half the time of a pair)")
+                        help="write pose.json only (no renderer needed; skips the slowest stage)")
     args = parser.parse_args(argv)
     for i in (1, 2):
         K = getattr(args, f"K{i}")
