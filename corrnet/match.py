@@ -7,10 +7,9 @@
 The pipeline: SIFT and nearest-neighbour matches with ratio and mutual flag exactly as
 ``data/prepare.py`` computes them (:mod:`corrnet.datasets.prepare`), the network (kept
 matches: logit > 0, or the 8 best), then PoseLib (:func:`_estimate`) on the
-kept matches.  Writes ``DIR/pose.json`` and ``DIR/matches.png`` (atomically; the picture not with
-``--no-picture``) and prints one
-summary line.  K is in pixels, pixel-centre convention (the centre of the top-left pixel is
-(0, 0)); the motion is x2 = R x1 + t with |t| = 1.
+kept matches.  Writes ``DIR/pose.json`` and ``DIR/matches.png`` (atomically; only pose.json
+with ``--no-picture``) and prints one summary line.  K is in pixels, pixel-centre convention
+(the centre of the top-left pixel is (0, 0)); the motion is x2 = R x1 + t with |t| = 1.
 
 Without ``--K1`` / ``--K2`` the intrinsics of that image are approximated: the focal length
 from the JPEG's EXIF ``FocalLengthIn35mmFilm`` when present (f = f35 * image diagonal / 43.27 mm),
