@@ -303,9 +303,8 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
     if not starts or any(k is not None and k < 1 for k in starts):
         raise ValueError(f"starts: expected positive match counts or None, got {list(starts)}")
     B, N = weights.shape
-    if mask is None:
-        mask = torch.ones_like(weights, dtype=torch.bool)
-    elif tuple(mask.shape) != (B, N) or bool((weights[~mask.bool()] != 0).any()):
+    mask = torch.ones_like(weights, dtype=torch.bool) if mask is None else mask.bool()
+    if tuple(mask.shape) != (B, N) or bool((weights[~mask] != 0).any()):
         raise ValueError(f"mask: expected ({B}, {N}) bool with weight 0 outside it, got {tuple(mask.shape)}")
     s = torch.as_tensor(scales, dtype=torch.float64, device=x.device)
     s = s.expand(B, -1) if s.ndim == 1 else s
@@ -315,7 +314,7 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
     with torch.autocast(device_type=x.device.type, enabled=False):
         xh = x.expand(H, B, N, 4).reshape(H * B, N, 4)         # start-major copies of the pairs
         w = weights.expand(H, B, N).reshape(H * B, N)
-        mh = mask.bool().expand(H, B, N).reshape(H * B, N)
+        mh = mask.expand(H, B, N).reshape(H * B, N)
         E = _nullspace_start(xh, _start_weights(weights, starts).reshape(H * B, N), w,
                              s[:, :1].repeat(H, 1).square(), kernel, mh)
         costs = []
