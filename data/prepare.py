@@ -26,7 +26,7 @@ PROG = "prepare.py"
 def colmap_specs(args: argparse.Namespace) -> tuple[list[PairSpec], dict[str, str | int | float]]:
     """Pairs and HDF5 attributes of ``--colmap`` / ``--sfm`` (reconstructing first for ``--sfm``)."""
     try:
-        from corrnet.datasets.colmap import POSE_NOTE, colmap_pairs, read_model, reconstruct
+        from corrnet.datasets.colmap import POSE_NOTE, colmap_pairs, parse_camera, read_model, reconstruct
     except ImportError as err:
         raise ValueError(f"--colmap / --sfm need pycolmap ({err}): pip install 'corrnet[colmap]'") from None
     images = args.images
@@ -34,12 +34,15 @@ def colmap_specs(args: argparse.Namespace) -> tuple[list[PairSpec], dict[str, st
     model = args.colmap
     if args.sfm:
         work = args.work or args.out.with_name(args.out.name + ".sfm")
-        model = reconstruct(images, work, args.matcher, args.camera_mode, args.threads)
+        camera = parse_camera(*args.camera) if args.camera else None
+        model = reconstruct(images, work, args.matcher, args.camera_mode, args.threads, camera)
     rec = read_model(model)
     pairs = colmap_pairs(rec, images, prefix, args.min_overlap, args.max_pairs_per_image, args.seed)
     attrs = {"source": "colmap", "colmap_model": str(model.resolve()), "images": str(images.resolve()),
              "images_registered": rec.num_reg_images(), "min_overlap": args.min_overlap,
              "poses": POSE_NOTE if args.sfm else "COLMAP model given with --colmap"}
+    if args.camera:
+        attrs["camera"] = " ".join(args.camera)
     return pairs, attrs
 
 
@@ -73,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="--sfm: auto is exhaustive up to 60 images, else sequential (files in capture order)")
     colmap.add_argument("--camera-mode", choices=("auto", "single", "per-image"), default="auto",
                         help="--sfm: auto is one shared camera per image size")
+    colmap.add_argument("--camera", nargs=2, metavar=("MODEL", "PARAMS"),
+                        help="--sfm: known intrinsics, held fixed: a COLMAP model (PINHOLE, OPENCV, ...) and its "
+                             "comma-separated parameters in COLMAP's order and pixel convention (top-left pixel "
+                             "centre at 0.5), e.g. PINHOLE 520.9,521.0,325.6,250.2")
     colmap.add_argument("--threads", type=int, default=2, help="--sfm: COLMAP threads (default 2)")
     args = parser.parse_args(argv)
     for name in ("workers", "max_pairs"):
@@ -81,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
     if args.seq and args.raw is None:
         parser.error("--seq: only with --raw")
+    if args.camera and not args.sfm:
+        parser.error("--camera: only with --sfm")
     if (args.colmap is not None or args.sfm) and args.images is None:
         parser.error("--colmap and --sfm need --images IMAGE_DIR")
 

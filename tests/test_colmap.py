@@ -15,7 +15,8 @@ import pycolmap
 import pytest
 
 from corrnet.datasets import OANetPairs
-from corrnet.datasets.colmap import colmap_pairs, covisibility, read_model, reconstruct, select_pairs
+from corrnet.datasets.colmap import (colmap_pairs, covisibility, parse_camera, read_model, reconstruct,
+                                     select_pairs)
 from data.prepare import main as prepare_cli
 from tests._data_reference import episym_np, rotation_angle_deg
 
@@ -296,3 +297,53 @@ def test_resumed_sfm_does_not_decode_the_images(tmp_path, monkeypatch):
     monkeypatch.setattr(colmap.pycolmap, "incremental_mapping", lambda *args, **kwargs: {})
     with pytest.raises(RuntimeError, match="registered no model"):
         reconstruct(images, work, camera_mode="auto")
+
+
+def test_sfm_with_known_intrinsics_holds_them_fixed(tmp_path, monkeypatch):
+    """--camera: one shared camera with the given parameters, not refined by bundle adjustment."""
+    import corrnet.datasets.colmap as colmap
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(images / f"{k}.png"), np.zeros((8, 8), np.uint8))
+    seen = {}
+
+    def extract(db, path, image_names, camera_mode, reader_options, **kwargs):
+        seen.update(names=image_names, mode=camera_mode, model=reader_options.camera_model,
+                    params=reader_options.camera_params)
+
+    def mapping(db, path, out, options, **kwargs):
+        seen["refined"] = (options.ba_refine_focal_length, options.ba_refine_principal_point,
+                           options.ba_refine_extra_params)
+        return {}
+
+    monkeypatch.setattr(colmap.pycolmap, "extract_features", extract)
+    monkeypatch.setattr(colmap.pycolmap, "match_exhaustive", lambda *args, **kwargs: None)
+    monkeypatch.setattr(colmap.pycolmap, "incremental_mapping", mapping)
+    camera = parse_camera("OPENCV", "520.9,521,325.6,250.2,0.23,-0.78,-0.0033,-1e-4")
+    with pytest.raises(RuntimeError, match="registered no model"):
+        reconstruct(images, tmp_path / "work", camera=camera)
+    assert seen["names"] == ["0.png", "1.png"] and seen["mode"] == colmap.pycolmap.CameraMode.SINGLE
+    assert seen["model"] == "OPENCV"
+    np.testing.assert_array_equal([float(v) for v in seen["params"].split(",")],
+                                  [520.9, 521, 325.6, 250.2, 0.23, -0.78, -0.0033, -1e-4])
+    assert seen["refined"] == (False, False, False)
+    with pytest.raises(ValueError, match="per-image contradicts"):
+        reconstruct(images, tmp_path / "work2", camera_mode="per-image", camera=camera)
+
+
+def test_bad_known_intrinsics(tmp_path, capsys):
+    with pytest.raises(ValueError, match="expected fx, fy, cx, cy"):
+        parse_camera("PINHOLE", "520,521,325")
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        parse_camera("PINHOLE", "520,521,325,a")
+    with pytest.raises(ValueError, match="camera model: expected one of"):
+        parse_camera("FOV", "520,521,325,250,0.1")
+    code = prepare_cli(["--sfm", "--images", str(tmp_path), "--camera", "PINHOLE", "1,2,3",
+                        "--out", str(tmp_path / "x.hdf5")])
+    assert code == 2 and "camera params of PINHOLE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:
+        prepare_cli(["--colmap", str(tmp_path), "--images", str(tmp_path), "--camera", "PINHOLE", "1,2,3,4",
+                     "--out", str(tmp_path / "x.hdf5")])
+    assert err.value.code == 2 and "--camera: only with --sfm" in capsys.readouterr().err

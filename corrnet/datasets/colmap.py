@@ -168,13 +168,35 @@ def _camera_groups(images_dir: Path, names: list[str], camera_mode: str) -> tupl
     return [[n for n, z in zip(names, sizes) if z == size] for size in dict.fromkeys(sizes)], "single"
 
 
+def parse_camera(model: str, params: str) -> tuple[str, list[float]]:
+    """Known intrinsics ``(model, params)`` of a COLMAP camera model, checked.
+
+    ``params``: comma-separated, in COLMAP's order and pixel convention (top-left pixel
+    centre at 0.5, 0.5), as COLMAP's ``--ImageReader.camera_params`` takes them; e.g.
+    PINHOLE "fx,fy,cx,cy".
+    """
+    if model not in CAMERA_MODELS:
+        raise ValueError(f"camera model: expected one of {list(CAMERA_MODELS)}, got {model!r}")
+    expected = pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1).params_info
+    try:
+        values = [float(v) for v in params.split(",")]
+    except ValueError:
+        raise ValueError(f"camera params: expected comma-separated numbers ({expected}), got {params!r}") from None
+    if len(values) != len(expected.split(",")) or not all(np.isfinite(values)):
+        raise ValueError(f"camera params of {model}: expected {expected}, got {params!r}")
+    return model, values
+
+
 def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
-                camera_mode: str = "auto", threads: int = 2) -> Path:
+                camera_mode: str = "auto", threads: int = 2,
+                camera: tuple[str, list[float]] | None = None) -> Path:
     """Reconstruct an unposed image folder with pycolmap; returns the model's folder.
 
     Cameras are SIMPLE_RADIAL with self-calibrated focal length and distortion (no EXIF is
     assumed).  ``camera_mode``: "single" (one device), "per-image" (internet photos) or
-    "auto" (one camera per image size: one device, some photos rotated).  ``matcher``:
+    "auto" (one camera per image size: one device, some photos rotated).  ``camera``: known
+    intrinsics instead (from :func:`parse_camera`): one camera shared by all images, held
+    fixed in bundle adjustment; it needs ``camera_mode`` "auto" or "single".  ``matcher``:
     "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or "auto"
     (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
     ``multiple_models`` off); if COLMAP still returns several, the one with the most
@@ -188,6 +210,8 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
         raise ValueError(f"camera_mode: expected one of {list(modes)}, got {camera_mode!r}")
     if matcher not in ("auto", "exhaustive", "sequential"):
         raise ValueError(f"matcher: expected auto, exhaustive or sequential, got {matcher!r}")
+    if camera is not None and camera_mode == "per-image":
+        raise ValueError("camera: known intrinsics are one shared camera; camera_mode per-image contradicts it")
     names = sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
         if images_dir.is_dir() else []
     if len(names) < 2:
@@ -204,11 +228,16 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     if not (work / "features.done").exists():
         stages.set_postfix_str("SIFT")
         db.unlink(missing_ok=True)
-        groups, group_mode = _camera_groups(images_dir, names, camera_mode)
+        if camera is None:
+            groups, group_mode = _camera_groups(images_dir, names, camera_mode)
+            reader = pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL")
+        else:
+            groups, group_mode = [names], "single"
+            reader = pycolmap.ImageReaderOptions(camera_model=camera[0],
+                                                 camera_params=",".join(map(repr, camera[1])))
         for group in groups:
             pycolmap.extract_features(
-                db, images_dir, image_names=group, camera_mode=modes[group_mode],
-                reader_options=pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL"),
+                db, images_dir, image_names=group, camera_mode=modes[group_mode], reader_options=reader,
                 extraction_options=pycolmap.FeatureExtractionOptions(
                     num_threads=threads, sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES)),
                 device=pycolmap.Device.cpu)
@@ -231,6 +260,9 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     tmp.mkdir()
     # one model, grown from the best initial pair: the others would be smaller and are not used
     options = pycolmap.IncrementalPipelineOptions(num_threads=threads, random_seed=0, multiple_models=False)
+    if camera is not None:
+        options.ba_refine_focal_length = options.ba_refine_principal_point = False
+        options.ba_refine_extra_params = False
     recs = pycolmap.incremental_mapping(db, images_dir, tmp, options,
                                         next_image_callback=lambda: registered.update())
     registered.close()
