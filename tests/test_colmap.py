@@ -358,6 +358,9 @@ def test_sfm_with_known_intrinsics_holds_them_fixed(tmp_path, monkeypatch):
     assert seen["refined"] == (False, False, False)
     with pytest.raises(ValueError, match="per-image contradicts"):
         reconstruct(images, tmp_path / "work2", camera_mode="per-image", camera=camera)
+    cv2.imwrite(str(images / "2.png"), np.zeros((8, 6), np.uint8))  # COLMAP would skip it silently
+    with pytest.raises(ValueError, match=r"2 sizes \(0.png and 2.png differ\)"):
+        reconstruct(images, tmp_path / "work3", camera=camera)
 
 
 def test_bad_known_intrinsics(tmp_path, capsys):

@@ -195,8 +195,8 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     Cameras are SIMPLE_RADIAL with self-calibrated focal length and distortion (no EXIF is
     assumed).  ``camera_mode``: "single" (one device), "per-image" (internet photos) or
     "auto" (one camera per image size: one device, some photos rotated).  ``camera``: known
-    intrinsics instead (from :func:`parse_camera`): one camera shared by all images, held
-    fixed in bundle adjustment; it needs ``camera_mode`` "auto" or "single".  ``matcher``:
+    intrinsics instead (from :func:`parse_camera`): one camera shared by all images (which must
+    have one size), held fixed in bundle adjustment; it needs ``camera_mode`` "auto" or "single".  ``matcher``:
     "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or "auto"
     (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
     ``multiple_models`` off); if COLMAP still returns several, the one with the most
@@ -231,8 +231,11 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
         if camera is None:
             groups, group_mode = _camera_groups(images_dir, names, camera_mode)
             reader = pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL")
-        else:
-            groups, group_mode = [names], "single"
+        else:  # COLMAP would silently skip the images of another size than the first
+            groups, group_mode = _camera_groups(images_dir, names, "auto")
+            if len(groups) > 1:
+                raise ValueError(f"{images_dir}: camera: known intrinsics are one camera, but the images have "
+                                 f"{len(groups)} sizes ({groups[0][0]} and {groups[1][0]} differ)")
             reader = pycolmap.ImageReaderOptions(camera_model=camera[0],
                                                  camera_params=",".join(map(repr, camera[1])))
         for group in groups:
