@@ -177,13 +177,14 @@ def parse_camera(model: str, params: str) -> tuple[str, list[float]]:
     """
     if model not in CAMERA_MODELS:
         raise ValueError(f"camera model: expected one of {list(CAMERA_MODELS)}, got {model!r}")
-    expected = pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1).params_info
+    default = pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1)
     try:
         values = [float(v) for v in params.split(",")]
     except ValueError:
-        raise ValueError(f"camera params: expected comma-separated numbers ({expected}), got {params!r}") from None
-    if len(values) != len(expected.split(",")) or not all(np.isfinite(values)):
-        raise ValueError(f"camera params of {model}: expected {expected}, got {params!r}")
+        raise ValueError(f"camera params: expected comma-separated numbers ({default.params_info}), "
+                         f"got {params!r}") from None
+    if len(values) != default.params.size or not all(np.isfinite(values)):
+        raise ValueError(f"camera params of {model}: expected {default.params_info}, got {params!r}")
     return model, values
 
 
