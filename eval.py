@@ -2,7 +2,7 @@
 
     python eval.py --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
                    [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
-                   [--overwrite]
+                   [--seed S] [--overwrite]
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
@@ -12,8 +12,8 @@ holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust 
 network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
 ``<subset>+<estimator>`` with subset ``corrnet`` (kept matches), ``ratio`` (ratio < 0.8) or
 none (all matches) and estimator ``ransac``, ``magsac`` (OpenCV, threshold 1e-3 normalised) or
-``poselib`` (PoseLib LO-RANSAC, threshold ``--poselib-threshold`` pixels); see
-corrnet.eval.evaluate.
+``poselib`` (PoseLib LO-RANSAC, threshold ``--poselib-threshold`` pixels), every one seeded
+with ``--seed`` (default 1234) before each estimate; see corrnet.eval.evaluate.
 
 A 3-D pairs file (``data/prepare3d.py``) is recognised by its layout and evaluated for
 registration instead (default weights ``corrnet/pretrained/corrnet-registration.pt``):
@@ -31,7 +31,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from corrnet.eval import registration
-from corrnet.eval.estimators import POSELIB_THRESHOLD, PoseLibEstimator
+from corrnet.eval.estimators import POSELIB_THRESHOLD, SEED, make_estimators
 from corrnet.eval.evaluate import BASELINES, METHODS, NETWORK_METHODS, EvalResult, Predictor, evaluate
 from corrnet.errors import run_command
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
@@ -57,6 +57,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--poselib-threshold", type=float, default=POSELIB_THRESHOLD, metavar="PX",
                         help="PoseLib's max_epipolar_error in pixels (default %(default)s; the "
                              "OpenCV estimators use 1e-3 in normalised coordinates)")
+    parser.add_argument("--seed", type=int, default=SEED, metavar="S",
+                        help="RANSAC seed of every two-view estimator, set before each estimate "
+                             "(default %(default)s); other seeds show how much a score owes to sampling")
     parser.add_argument("--synthetic-pairs", type=int, default=1000, help="size of the synthetic split")
     parser.add_argument("--cache", type=Path, default=ROOT / "data" / "generated",
                         help="where a raw folder is prepared into HDF5")
@@ -71,6 +74,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--synthetic-pairs: expected a positive number")
     if not args.poselib_threshold > 0:
         parser.error("--poselib-threshold: expected a positive number of pixels")
+    try:
+        args.estimators = make_estimators(args.seed, args.poselib_threshold)
+    except ValueError as error:
+        parser.error(f"--{error}")
     return args
 
 
@@ -188,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                                                         progress=not args.quiet, dataset=name)
             render = _render_registration
         else:
-            poselib = PoseLibEstimator(max_epipolar_error=args.poselib_threshold)
             result = evaluate(dataset, predictor, methods, workers=args.workers,
-                              progress=not args.quiet, dataset=name, estimators={"poselib": poselib})
+                              progress=not args.quiet, dataset=name, estimators=args.estimators)
             render = _render
         summary = write_report(result, out, args.overwrite)
         return _report(args, out, result, summary, lambda: render(args, out, dataset, result))

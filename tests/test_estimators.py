@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from corrnet.datasets.sample import to_pixels
-from corrnet.eval.estimators import (ESTIMATORS, MIN_MATCHES, PoseLibEstimator, estimate_pose,
-                                     pinhole)
+from corrnet.eval import estimators
+from corrnet.eval.estimators import (ESTIMATORS, MIN_MATCHES, SEED, PoseLibEstimator, estimate_pose,
+                                     make_estimators, pinhole)
 from corrnet.eval.predict import FALLBACK_TOP_K, kept_matches, predict
 from corrnet.geometry import essential_from_pose, pose_errors, recover_pose, sampson_distance
 from corrnet.geometry.robust import KERNELS, robust_eight_point
@@ -104,6 +105,27 @@ def test_registry_names_and_poselib_needs_intrinsics():
         estimate_pose(np.zeros((10, 4)), "gc-ransac")
     with pytest.raises(ValueError, match="pixels"):
         PoseLibEstimator(max_epipolar_error=0.0)
+
+
+def test_every_estimator_seeds_its_sampler_with_its_seed(monkeypatch):
+    """make_estimators(seed) hands the seed to cv2.setRNGSeed and to PoseLib's options before
+    each estimate; the default registry uses SEED; a seed outside [0, 2^31) is refused."""
+    seen = []
+    real_poselib, real_cv2 = estimators.poselib.estimate_relative_pose, estimators.cv2.setRNGSeed
+    monkeypatch.setattr(estimators.cv2, "setRNGSeed", lambda s: (seen.append(("cv2", s)), real_cv2(s)))
+    monkeypatch.setattr(estimators.poselib, "estimate_relative_pose",
+                        lambda *a: (seen.append(("poselib", a[4]["seed"])), real_poselib(*a))[1])
+    x, R, t, _ = scene(5, n=100, inliers=60)
+    for seed in (7, SEED):
+        chosen = make_estimators(seed) if seed != SEED else ESTIMATORS
+        for name in ("ransac", "magsac", "poselib"):
+            seen.clear()
+            _, _, inliers = chosen[name].estimate(x, K1, K2)
+            assert seen == [("poselib" if name == "poselib" else "cv2", seed)] and inliers.sum() >= 60
+    assert make_estimators(9, poselib_threshold=2.5)["poselib"].max_epipolar_error == 2.5
+    for bad in (-1, 2**31):
+        with pytest.raises(ValueError, match="seed"):
+            make_estimators(bad)
 
 
 # ------------------------------------------------------------------ robust eight-point (IRLS)

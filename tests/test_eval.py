@@ -259,6 +259,8 @@ def test_poselib_threshold_option_reaches_the_estimator():
     assert all(m in done.stdout for m in METHODS)
     bad = run_eval("--data", "synthetic", "--methods", "poselib", "--poselib-threshold", "0")
     assert bad.returncode == 2 and "--poselib-threshold" in bad.stderr
+    bad = run_eval("--data", "synthetic", "--methods", "poselib", "--seed", "-3")
+    assert bad.returncode == 2 and "--seed" in bad.stderr and "got -3" in bad.stderr
 
 
 @pytest.mark.parametrize("case", ["missing", "no-labels", "foreign-checkpoint"])

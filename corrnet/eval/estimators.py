@@ -9,13 +9,13 @@ evaluation then offers it on every subset of matches (``<subset>+<name>``).
   on normalised coordinates with an identity camera matrix (threshold :data:`THRESHOLD` = 1e-3
   normalised, prob 0.999, at most 1000 iterations), then ``cv2.recoverPose`` on every 3x3
   essential matrix it returns, keeping the one with the most matches in front of both
-  cameras.  The OpenCV generator is seeded with :data:`SEED` before every call, so a pair
+  cameras.  The OpenCV generator is seeded (default :data:`SEED`) before every call, so a pair
   gives the same result whichever process evaluates it and in whatever order.
 * ``poselib`` (:class:`PoseLibEstimator`): PoseLib's LO-RANSAC ``estimate_relative_pose``
   (five-point solver, local optimisation, final robust refinement) on *pixel* coordinates
   with each image's PINHOLE camera from K; threshold ``max_epipolar_error`` in pixels
-  (:data:`POSELIB_THRESHOLD` = 1 px), PoseLib's other defaults, its RANSAC seed fixed to
-  :data:`SEED`.  PoseLib's CameraPose maps X₂ = R X₁ + t, corrnet's convention.
+  (:data:`POSELIB_THRESHOLD` = 1 px), PoseLib's other defaults, its RANSAC seed fixed
+  (default :data:`SEED`).  PoseLib's CameraPose maps X₂ = R X₁ + t, corrnet's convention.
 
 Every estimator returns NaN R and t when it fails (too few matches, no model), which
 :func:`corrnet.geometry.pose_errors` counts as 180° / 90°; it never raises on such a pair.
@@ -40,7 +40,7 @@ POSELIB_THRESHOLD = 1.0
 PROB = 0.999
 MAX_ITERS = 1000
 SEED = 1234
-"""RANSAC seed before every estimate (``cv2.setRNGSeed``; PoseLib's ``seed``)."""
+"""Default RANSAC seed, set before every estimate (``cv2.setRNGSeed``; PoseLib's ``seed``)."""
 MIN_MATCHES = 5
 """The five-point solver needs at least five matches; with fewer the estimate fails."""
 OPENCV_METHODS = {"ransac": cv2.RANSAC, "magsac": cv2.USAC_MAGSAC}
@@ -72,6 +72,7 @@ class OpenCVEstimator:
 
     name: str
     threshold: float = THRESHOLD
+    seed: int = SEED
 
     def estimate(self, x: np.ndarray, K1: np.ndarray | None = None,
                  K2: np.ndarray | None = None) -> Pose:
@@ -80,7 +81,7 @@ class OpenCVEstimator:
         if len(x) < MIN_MATCHES:
             return failed(len(x))
         p1, p2 = np.ascontiguousarray(x[:, :2]), np.ascontiguousarray(x[:, 2:])
-        cv2.setRNGSeed(SEED)
+        cv2.setRNGSeed(self.seed)
         E, mask = cv2.findEssentialMat(p1, p2, np.eye(3), method=OPENCV_METHODS[self.name],
                                        prob=PROB, threshold=self.threshold, maxIters=MAX_ITERS)
         if E is None or mask is None or E.shape[0] < 3 or E.shape[0] % 3:
@@ -109,6 +110,7 @@ class PoseLibEstimator:
     name: str = "poselib"
     max_epipolar_error: float = POSELIB_THRESHOLD
     """Sampson error threshold in pixels."""
+    seed: int = SEED
 
     def __post_init__(self) -> None:
         if not self.max_epipolar_error > 0:
@@ -126,7 +128,7 @@ class PoseLibEstimator:
             return failed(len(x))
         pose, info = poselib.estimate_relative_pose(
             to_pixels(x[:, :2], K1), to_pixels(x[:, 2:], K2), pinhole(K1), pinhole(K2),
-            {"max_epipolar_error": self.max_epipolar_error, "seed": SEED}, {})
+            {"max_epipolar_error": self.max_epipolar_error, "seed": self.seed}, {})
         inliers = np.asarray(info["inliers"], bool).reshape(-1)
         t = np.asarray(pose.t, np.float64)
         if info["num_inliers"] < MIN_MATCHES or not np.linalg.norm(t) > 0:
@@ -134,12 +136,17 @@ class PoseLibEstimator:
         return np.asarray(pose.R, np.float64), t / np.linalg.norm(t), inliers
 
 
-ESTIMATORS: dict[str, RobustEstimator] = {
-    "ransac": OpenCVEstimator("ransac"),
-    "magsac": OpenCVEstimator("magsac"),
-    "poselib": PoseLibEstimator(),
-}
-"""Every robust estimator by name."""
+def make_estimators(seed: int = SEED,
+                    poselib_threshold: float = POSELIB_THRESHOLD) -> dict[str, RobustEstimator]:
+    """Every robust estimator by name, each seeded with ``seed`` (PoseLib's threshold in px)."""
+    if not 0 <= seed < 2**31:
+        raise ValueError(f"seed: expected an integer in [0, 2^31), got {seed}")
+    return {"ransac": OpenCVEstimator("ransac", seed=seed), "magsac": OpenCVEstimator("magsac", seed=seed),
+            "poselib": PoseLibEstimator(max_epipolar_error=poselib_threshold, seed=seed)}
+
+
+ESTIMATORS: dict[str, RobustEstimator] = make_estimators()
+"""Every robust estimator by name, with the default seed and threshold."""
 
 
 def estimate_pose(x: np.ndarray, estimator: str = "ransac", K1: np.ndarray | None = None,
