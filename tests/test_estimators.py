@@ -109,7 +109,8 @@ def test_registry_names_and_poselib_needs_intrinsics():
 
 def test_every_estimator_seeds_its_sampler_with_its_seed(monkeypatch):
     """make_estimators(seed) hands the seed to cv2.setRNGSeed and to PoseLib's options before
-    each estimate; the default registry uses SEED; a seed outside [0, 2^31) is refused."""
+    each estimate; the default registry uses SEED; a seed outside [0, 2^31) is refused; PROSAC
+    (``progressive``) reaches PoseLib's options, off by default."""
     seen = []
     real_poselib, real_cv2 = estimators.poselib.estimate_relative_pose, estimators.cv2.setRNGSeed
     monkeypatch.setattr(estimators.cv2, "setRNGSeed", lambda s: (seen.append(("cv2", s)), real_cv2(s)))
@@ -123,6 +124,12 @@ def test_every_estimator_seeds_its_sampler_with_its_seed(monkeypatch):
             _, _, inliers = chosen[name].estimate(x, K1, K2)
             assert seen == [("poselib" if name == "poselib" else "cv2", seed)] and inliers.sum() >= 60
     assert make_estimators(9, poselib_threshold=2.5)["poselib"].max_epipolar_error == 2.5
+    monkeypatch.setattr(estimators.poselib, "estimate_relative_pose",
+                        lambda *a: (seen.append(a[4]["progressive_sampling"]), real_poselib(*a))[1])
+    for progressive in (False, True):
+        seen.clear()
+        assert PoseLibEstimator(progressive=progressive).estimate(x, K1, K2)[2].sum() >= 60
+        assert seen == [progressive]
     for bad in (-1, 2**31):
         with pytest.raises(ValueError, match="seed"):
             make_estimators(bad)

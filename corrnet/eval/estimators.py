@@ -111,6 +111,8 @@ class PoseLibEstimator:
     max_epipolar_error: float = POSELIB_THRESHOLD
     """Sampson error threshold in pixels."""
     seed: int = SEED
+    progressive: bool = False
+    """PROSAC: draw the minimal samples from the first matches first (give them best first)."""
 
     def __post_init__(self) -> None:
         if not self.max_epipolar_error > 0:
@@ -128,7 +130,8 @@ class PoseLibEstimator:
             return failed(len(x))
         pose, info = poselib.estimate_relative_pose(
             to_pixels(x[:, :2], K1), to_pixels(x[:, 2:], K2), pinhole(K1), pinhole(K2),
-            {"max_epipolar_error": self.max_epipolar_error, "seed": self.seed}, {})
+            {"max_epipolar_error": self.max_epipolar_error, "seed": self.seed,
+             "progressive_sampling": self.progressive}, {})
         inliers = np.asarray(info["inliers"], bool).reshape(-1)
         t = np.asarray(pose.t, np.float64)
         if info["num_inliers"] < MIN_MATCHES or not np.linalg.norm(t) > 0:
