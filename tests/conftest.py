@@ -3,7 +3,9 @@ development data beside the repository (``../shared``), skipped where a clone ha
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,6 +15,15 @@ from corrnet.geometry import skew
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 """The development data: beside the repository in CI and in the project's own checkout."""
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def need_shared(*parts: str) -> Path:

@@ -17,7 +17,6 @@ Tolerances (CorrNet with random weights, synthetic pairs, eval mode):
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import yaml
 from corrnet.datasets import generate_pair
 from corrnet.models import CorrNet, CorrNetConfig
 from corrnet.models.inference import make_predictor
+from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,13 +118,6 @@ def test_predictor_runs_in_eval_mode_without_autograd():
         make_predictor(net, torch.float64)
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_network", ROOT / "benchmarks" / "bench_network.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def keep_threads():
     """The benchmark's main() sets torch and OpenCV threads: restore them afterwards."""
@@ -135,7 +128,7 @@ def keep_threads():
 
 
 def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
-    bench = load_benchmark()
+    bench = load_benchmark("bench_network")
     out = tmp_path / "bench.json"
     # a budget of 0 s skips every row that has an estimate: all but the first
     bench.main(["--config", "configs/model/tiny.yaml", "--n", "64", "128", "--batch", "1", "2",
@@ -154,7 +147,7 @@ def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
 
 
 def test_benchmark_cpu_memory_probe_sees_a_large_tensor():
-    bench = load_benchmark()
+    bench = load_benchmark("bench_network")
     mib = bench.cpu_peak_mib(lambda: torch.ones(64, 2 ** 20).sum())   # 256 MiB
     if mib is None:
         pytest.skip("no /proc/self/clear_refs on this system")

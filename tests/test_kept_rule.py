@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from corrnet.eval.estimators import make_estimators
 from corrnet.eval.evaluate import evaluate
+from tests.conftest import load_benchmark
 from tests.test_eval import Oracle, pair, write_oanet
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def kept_rule():
-    spec = importlib.util.spec_from_file_location("kept_rule", ROOT / "benchmarks" / "kept_rule.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("kept_rule")
 
 
 def test_subsets_threshold_fallback_and_prosac_order(kept_rule):
