@@ -43,6 +43,7 @@ RATIO = f"ratio < {RATIO_THRESHOLD}"
 
 
 def threshold_row(T: float) -> str:
+    """The row name of the kept rule at threshold T."""
     return f"logit > {T:g}"
 
 
