@@ -22,7 +22,6 @@ transfer.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,8 +30,8 @@ from tqdm import tqdm
 
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.datasets.factory import open_dataset
-from corrnet.eval.estimators import PoseLibEstimator, PoseTask, init_worker, run_job
-from corrnet.eval.evaluate import RATIO_THRESHOLD, run_network
+from corrnet.eval.estimators import PoseLibEstimator, PoseTask, check_seed
+from corrnet.eval.evaluate import RATIO_THRESHOLD, run_network, run_pose_jobs
 from corrnet.eval.metrics import oanet_map
 from corrnet.eval.predict import kept_matches
 from corrnet.geometry import pose_errors
@@ -79,15 +78,13 @@ def measure(samples: Sequence[dict], logits: Sequence[np.ndarray], thresholds: S
             for seed in seeds]
         jobs.append((i, f64("xs").reshape(-1, 4), f64("K1").reshape(3, 3), f64("K2").reshape(3, 3), tasks))
     errors: dict[tuple[str, int], np.ndarray] = {}
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(workers, initializer=init_worker) as pool:
-        for i, outcomes in tqdm(pool.imap_unordered(run_job, jobs), total=len(jobs), desc="poselib", unit="pair"):
-            R_gt = torch.from_numpy(np.asarray(samples[i]["R"], np.float64).reshape(3, 3))
-            t_gt = torch.from_numpy(np.asarray(samples[i]["t"], np.float64).reshape(3))
-            for name, R, t, _, _ in outcomes:
-                row, seed = name.rsplit("|", 1)
-                err_R, err_t = pose_errors(torch.from_numpy(R), torch.from_numpy(t), R_gt, t_gt)
-                errors.setdefault((row, int(seed)), np.zeros(len(samples)))[i] = max(float(err_R), float(err_t))
+    for i, outcomes in run_pose_jobs(jobs, workers, progress=True):
+        R_gt = torch.from_numpy(np.asarray(samples[i]["R"], np.float64).reshape(3, 3))
+        t_gt = torch.from_numpy(np.asarray(samples[i]["t"], np.float64).reshape(3))
+        for name, R, t, _, _ in outcomes:
+            row, seed = name.rsplit("|", 1)
+            err_R, err_t = pose_errors(torch.from_numpy(R), torch.from_numpy(t), R_gt, t_gt)
+            errors.setdefault((row, int(seed)), np.zeros(len(samples)))[i] = max(float(err_R), float(err_t))
     return errors
 
 
@@ -128,8 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers: expected a positive number")
-    if any(not 0 <= s < 2**31 for s in args.seeds):
-        parser.error("--seeds: expected integers in [0, 2^31)")
+    try:
+        [check_seed(s) for s in args.seeds]
+    except ValueError as error:
+        parser.error(f"--seeds: {error}")
     models = [load_model(c) for c in args.checkpoint]
     side_info = {m.config.side_info for m in models}
     if len(side_info) > 1:

@@ -139,11 +139,17 @@ class PoseLibEstimator:
         return np.asarray(pose.R, np.float64), t / np.linalg.norm(t), inliers
 
 
+def check_seed(seed: int) -> int:
+    """``seed`` if both samplers take it (an integer in [0, 2^31)), else ValueError."""
+    if not 0 <= seed < 2**31:
+        raise ValueError(f"seed: expected an integer in [0, 2^31), got {seed}")
+    return seed
+
+
 def make_estimators(seed: int = SEED,
                     poselib_threshold: float = POSELIB_THRESHOLD) -> dict[str, RobustEstimator]:
     """Every robust estimator by name, each seeded with ``seed`` (PoseLib's threshold in px)."""
-    if not 0 <= seed < 2**31:
-        raise ValueError(f"seed: expected an integer in [0, 2^31), got {seed}")
+    check_seed(seed)
     return {"ransac": OpenCVEstimator("ransac", seed=seed), "magsac": OpenCVEstimator("magsac", seed=seed),
             "poselib": PoseLibEstimator(max_epipolar_error=poselib_threshold, seed=seed)}
 

@@ -220,7 +220,7 @@ def _tasks(pair: _Pair, methods: Sequence[str],
             for m in methods if m in ROBUST]
 
 
-def _robust(jobs: list[PoseJob], workers: int,
+def run_pose_jobs(jobs: list[PoseJob], workers: int,
             progress: bool) -> Iterator[tuple[int, list[PoseOutcome]]]:
     """run_job over jobs, in a pool of ``workers`` processes (in this process when 1)."""
     bar = dict(total=len(jobs), desc="robust estimation", disable=not progress, unit="pair")
@@ -305,7 +305,7 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
         raise ValueError("samples: no pairs to evaluate")
     jobs = [(i, p.xs, p.K1, p.K2, _tasks(p, methods, estimators)) for i, p in enumerate(pairs)]
     jobs = [job for job in jobs if job[-1]]
-    for position, outcomes in _robust(jobs, min(workers, len(jobs)), progress):
+    for position, outcomes in run_pose_jobs(jobs, min(workers, len(jobs)), progress):
         pair = pairs[position]
         for method, R, t, mask, ms in outcomes:
             ms += pair.network_ms if method in NETWORK_METHODS else 0.0
