@@ -96,6 +96,18 @@ def test_every_estimator_fails_cleanly_on_too_few_matches(m):
             assert angle_errors(R, t, np.eye(3), np.array([1.0, 0, 0])) == 180.0
 
 
+def test_an_opencv_error_scores_as_a_failed_pair(monkeypatch):
+    """An assertion inside cv2.findEssentialMat (OpenCV 5.1's solvePoly on exact matches) is a
+    failed pair (NaN pose, no inliers), not an exception that stops the evaluation."""
+    def raise_cv2_error(*args, **kwargs):
+        raise cv2.error("solvePoly")
+    monkeypatch.setattr(estimators.cv2, "findEssentialMat", raise_cv2_error)
+    x, *_ = scene(4, n=100, inliers=60)
+    for name in ("ransac", "magsac"):
+        R, t, inliers = estimate_pose(x, name)
+        assert np.isnan(R).all() and np.isnan(t).all() and inliers.shape == (100,) and not inliers.any()
+
+
 def test_registry_names_and_poselib_needs_intrinsics():
     assert set(ESTIMATORS) >= {"ransac", "magsac", "poselib"}
     assert all(est.name == name for name, est in ESTIMATORS.items())

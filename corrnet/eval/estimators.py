@@ -82,8 +82,11 @@ class OpenCVEstimator:
             return failed(len(x))
         p1, p2 = np.ascontiguousarray(x[:, :2]), np.ascontiguousarray(x[:, 2:])
         cv2.setRNGSeed(self.seed)
-        E, mask = cv2.findEssentialMat(p1, p2, np.eye(3), method=OPENCV_METHODS[self.name],
-                                       prob=PROB, threshold=self.threshold, maxIters=MAX_ITERS)
+        try:
+            E, mask = cv2.findEssentialMat(p1, p2, np.eye(3), method=OPENCV_METHODS[self.name],
+                                           prob=PROB, threshold=self.threshold, maxIters=MAX_ITERS)
+        except cv2.error:  # a degenerate minimal sample can trip an assertion in its solver
+            return failed(len(x))
         if E is None or mask is None or E.shape[0] < 3 or E.shape[0] % 3:
             return failed(len(x))
         inliers = mask.reshape(-1).astype(bool)
