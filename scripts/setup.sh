@@ -30,8 +30,16 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 
+# scripts/constraints.txt holds the versions the tests last passed with on Linux x86_64 under
+# Python 3.11; elsewhere, or with CORRNET_UNPINNED=1, pip resolves pyproject.toml's ranges.
+constraints=""
+platform=$(.venv/bin/python -c 'import platform, sys; print(sys.platform, platform.machine(), *sys.version_info[:2])')
+if [ "${CORRNET_UNPINNED:-0}" != "1" ] && [ "$platform" = "linux x86_64 3 11" ]; then
+    constraints=scripts/constraints.txt
+fi
+
 stamp=.venv/.corrnet-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml ${constraints:-} | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[setup] installing Python packages into .venv (first run: about a minute)"
     # Pin torch first so that nothing pulls a multi-GB CUDA build onto a CPU machine: where a
@@ -40,7 +48,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     {
         .venv/bin/python -m pip install -q --upgrade pip
         .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-        .venv/bin/python -m pip install -q -e ".[dev]"
+        .venv/bin/python -m pip install -q ${constraints:+-c "$constraints"} -e ".[dev]"
     } 2> >(grep -v -e "is ignored: it is neither a file nor a directory" >&2)
     echo "$want" > "$stamp"
 fi
