@@ -2,7 +2,7 @@
 
     python benchmarks/kept_rule.py --data data/real-train/val-sceaux-kitchen.hdf5 \\
         [--checkpoint CKPT [CKPT ...]] [--thresholds -0.5 0 0.5 1 2] [--seeds 1 2 3 4] \\
-        [--groups sceaux_castle:0:55 kitchen:55:167] [--workers 2]
+        [--groups sceaux_castle:0:55 kitchen:55:167] [--oracle [PX ...]] [--workers 2]
 
 Rows, each PoseLib's LO-RANSAC at 1 px (``eval.py``'s ``poselib``) on a subset of the matches:
 
@@ -10,7 +10,11 @@ Rows, each PoseLib's LO-RANSAC at 1 px (``eval.py``'s ``poselib``) on a subset o
   matches: the 8 best, as :func:`corrnet.eval.predict.kept_matches`); T = 0 is ``corrnet+poselib``;
 * ``logit > 0, PROSAC``: the same kept matches, best logit first, with PoseLib's progressive
   sampling (minimal samples drawn from the most confident matches first);
-* ``ratio < 0.8``: ``ratio+poselib``, the reference.
+* ``ratio < 0.8``: ``ratio+poselib``, the reference;
+* with ``--oracle``, the ceilings of a perfect classifier: ``labels``, the file's labelled inliers
+  (what the network is scored against), and ``labels < PX px`` for each PX given (default 1), the
+  labelled inliers whose Sampson error under the ground truth is below PX pixels (the network's
+  ``label_px`` positives).  Neither needs the network.
 
 With several checkpoints the logits are their mean (an ensemble).  Columns, per group of pairs
 (``NAME:START:END``, pair positions; default all): OANet's mAP5 / mAP10 / mAP20 in %, each the
@@ -36,9 +40,16 @@ from corrnet.eval.metrics import oanet_map
 from corrnet.eval.predict import kept_matches
 from corrnet.geometry import pose_errors
 from corrnet.models import make_predictor
+from corrnet.models.loss import pixel_positives
 
 PROSAC = "logit > 0, PROSAC"
 RATIO = f"ratio < {RATIO_THRESHOLD}"
+LABELS = "labels"
+
+
+def oracle_row(px: float) -> str:
+    """The row name of the labelled inliers within ``px`` pixels of the ground truth."""
+    return f"labels < {px:g} px"
 
 
 def threshold_row(T: float) -> str:
@@ -53,28 +64,36 @@ def mean_logits(samples: Sequence[dict], models: Sequence[torch.nn.Module]) -> l
             for s in tqdm(samples, desc="network", unit="pair")]
 
 
-def subsets(logits: np.ndarray, ratios: np.ndarray,
-            thresholds: Sequence[float]) -> dict[str, tuple[np.ndarray, bool]]:
+def subsets(logits: np.ndarray, ratios: np.ndarray, thresholds: Sequence[float],
+            sample: dict | None = None, oracle: Sequence[float] = ()) -> dict[str, tuple[np.ndarray, bool]]:
     """Each row's match indices (in the order PoseLib gets them) and whether it samples
-    progressively, for one pair: logits, ratios (N,)."""
+    progressively, for one pair: logits, ratios (N,); with ``sample`` (its ``labels``, ``xs``, ``R``,
+    ``t``, ``K1``, ``K2``) also the oracle rows, the labelled inliers and those within each
+    ``oracle`` pixels of the ground truth."""
     scores = torch.from_numpy(np.asarray(logits, np.float64))[None]
     rows = {threshold_row(T): (np.flatnonzero(kept_matches(scores - T)[0].numpy()), False)
             for T in thresholds}
     kept = np.flatnonzero(kept_matches(scores)[0].numpy())
     rows[PROSAC] = (kept[np.argsort(-logits[kept], kind="stable")], True)
     rows[RATIO] = (np.flatnonzero(ratios < RATIO_THRESHOLD), False)
+    if sample is not None:
+        for name, px in ((LABELS, None), *((oracle_row(px), px) for px in oracle)):
+            rows[name] = (np.flatnonzero(pixel_positives(sample, px).numpy()), False)
     return rows
 
 
 def measure(samples: Sequence[dict], logits: Sequence[np.ndarray], thresholds: Sequence[float],
-            seeds: Sequence[int], workers: int) -> dict[tuple[str, int], np.ndarray]:
-    """Pose errors (P,) in degrees, max(rotation, translation), of every (row, seed)."""
+            seeds: Sequence[int], workers: int,
+            oracle: Sequence[float] | None = None) -> dict[tuple[str, int], np.ndarray]:
+    """Pose errors (P,) in degrees, max(rotation, translation), of every (row, seed); with
+    ``oracle`` (pixel thresholds, possibly none) the oracle rows too."""
     jobs = []
     for i, (s, lg) in enumerate(zip(samples, logits)):
         f64 = lambda k: np.asarray(s[k], np.float64)  # noqa: E731
         tasks: list[PoseTask] = [
             (f"{row}|{seed}", PoseLibEstimator(seed=seed, progressive=progressive), indices)
-            for row, (indices, progressive) in subsets(lg, f64("ratios").reshape(-1), thresholds).items()
+            for row, (indices, progressive) in subsets(lg, f64("ratios").reshape(-1), thresholds,
+                                                       None if oracle is None else s, oracle or ()).items()
             for seed in seeds]
         jobs.append((i, f64("xs").reshape(-1, 4), f64("K1").reshape(3, 3), f64("K2").reshape(3, 3), tasks))
     errors: dict[tuple[str, int], np.ndarray] = {}
@@ -121,10 +140,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--thresholds", nargs="+", type=float, default=[-0.5, 0.0, 0.5, 1.0, 2.0], metavar="T")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4], metavar="S")
     parser.add_argument("--groups", nargs="+", type=parse_group, metavar="NAME:START:END")
+    parser.add_argument("--oracle", nargs="*", type=float, metavar="PX",
+                        help="add the oracle rows: the labelled inliers, and those within each PX pixels "
+                             "of the ground truth (default 1)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers: expected a positive number")
+    if args.oracle == []:
+        args.oracle = [1.0]
+    if args.oracle and not all(px > 0 for px in args.oracle):
+        parser.error(f"--oracle: expected positive numbers of pixels, got {args.oracle}")
     try:
         [check_seed(s) for s in args.seeds]
     except ValueError as error:
@@ -140,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         parser.error(f"--groups: {bad[0][0]}: expected 0 <= START < END <= {len(samples)} pairs of {args.data}")
     torch.set_num_threads(1)
-    errors = measure(samples, mean_logits(samples, models), args.thresholds, args.seeds, args.workers)
+    errors = measure(samples, mean_logits(samples, models), args.thresholds, args.seeds, args.workers,
+                     args.oracle)
     print(f"{args.data}, {len(samples)} pairs, checkpoints {' '.join(args.checkpoint)}, PoseLib seeds "
           f"{' '.join(map(str, args.seeds))}: mAP5/10/20 (%) averaged over the seeds [lowest-highest mAP5]")
     print(table(errors, groups))

@@ -62,3 +62,43 @@ def test_cli_on_a_toy_file_and_bad_groups(kept_rule, tmp_path, capsys):
         with pytest.raises(SystemExit):
             kept_rule.main(["--data", str(tmp_path / "toy.hdf5"), "--groups", *groups])
         assert "--groups" in capsys.readouterr().err
+
+
+def _pixel_sampson(sample: dict) -> np.ndarray:
+    """Independent reference: Sampson error (pixels) of every match under F = K2⁻ᵀ [t]ₓ R K1⁻¹,
+    numpy float64 on the pixel coordinates."""
+    xs, R, t = (np.asarray(sample[k], np.float64) for k in ("xs", "R", "t"))
+    K1, K2 = (np.asarray(sample[k], np.float64) for k in ("K1", "K2"))
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    F = np.linalg.inv(K2).T @ tx @ R @ np.linalg.inv(K1)
+    p1 = np.c_[xs[:, :2], np.ones(len(xs))] @ K1.T
+    p2 = np.c_[xs[:, 2:], np.ones(len(xs))] @ K2.T
+    Fp1, Ftp2 = p1 @ F.T, p2 @ F
+    return np.abs(np.sum(p2 * Fp1, 1)) / np.sqrt(Fp1[:, 0] ** 2 + Fp1[:, 1] ** 2 + Ftp2[:, 0] ** 2 + Ftp2[:, 1] ** 2)
+
+
+def test_oracle_rows_are_the_labelled_inliers_and_those_within_px(kept_rule):
+    sample = pair(90, n=300, inliers=120, noise=2e-3)      # 600 px focal: inliers ~1 px off
+    labels = sample["labels"].numpy() > 0.5
+    rows = kept_rule.subsets(np.zeros(300), sample["ratios"].numpy(), [0.0], sample, [0.5, 1.0])
+    assert list(rows[kept_rule.LABELS][0]) == list(np.flatnonzero(labels))
+    d = _pixel_sampson(sample)
+    for px in (0.5, 1.0):
+        expected = np.flatnonzero(labels & (d < px))
+        assert list(rows[kept_rule.oracle_row(px)][0]) == list(expected) and not rows[kept_rule.oracle_row(px)][1]
+        assert 0 < len(expected) < labels.sum()
+    assert kept_rule.LABELS not in kept_rule.subsets(np.zeros(300), sample["ratios"].numpy(), [0.0])
+
+
+def test_oracle_on_exact_inliers_recovers_the_pose_and_cli_checks_px(kept_rule, tmp_path, capsys):
+    samples = [pair(seed, n=200, inliers=60) for seed in (91, 92)]
+    errors = kept_rule.measure(samples, [np.zeros(200)] * 2, [0.0], [1], workers=1, oracle=[1.0])
+    assert (errors[kept_rule.LABELS, 1] < 0.1).all() and (errors[kept_rule.oracle_row(1.0), 1] < 0.1).all()
+    write_oanet(tmp_path / "toy.hdf5", samples)
+    kept_rule.main(["--data", str(tmp_path / "toy.hdf5"), "--seeds", "3", "--thresholds", "0",
+                    "--workers", "1", "--oracle"])
+    out = capsys.readouterr().out
+    assert "labels < 1 px" in out and out.count("\n") == 7   # header, columns, three rows, two oracle rows
+    with pytest.raises(SystemExit):
+        kept_rule.main(["--data", str(tmp_path / "toy.hdf5"), "--oracle", "0"])
+    assert "--oracle" in capsys.readouterr().err

@@ -77,6 +77,18 @@ def virtual_correspondences(R: torch.Tensor, t: torch.Tensor, grid: int = 10,
     return torch.cat([x1, X2[..., :2] / z2.unsqueeze(-1)], -1), valid
 
 
+def pixel_positives(batch: dict[str, torch.Tensor], label_px: float | None) -> torch.Tensor:
+    """The labelled inliers (``labels`` > 0.5, (..., N)) whose Sampson error under the ground truth
+    (``xs`` (..., N, 4) normalised, ``R``, ``t``, ``K1``, ``K2``) is below ``label_px`` pixels;
+    every labelled inlier with ``label_px`` None.  (..., N) bool."""
+    labels = torch.as_tensor(batch["labels"]) > 0.5
+    if label_px is None:
+        return labels
+    x = torch.as_tensor(batch["xs"]).double()
+    E = essential_from_pose(torch.as_tensor(batch["R"]).to(x.dtype), torch.as_tensor(batch["t"]).to(x.dtype))
+    return labels & (pixel_sampson_distance(x, E, batch["K1"], batch["K2"]) < label_px ** 2)
+
+
 class CorrNetLoss(nn.Module):
     """Total loss = Σ_stages (cls_weight · balanced BCE(logits) + graph_weight · balanced
     BCE(graph logits)) + [step >= essential_warmup] · essential_weight ·
@@ -134,12 +146,7 @@ class CorrNetLoss(nn.Module):
         """The positives the classification terms train on, (B, N) bool: ``labels`` > 0.5, and with
         ``label_px`` also a Sampson error below it under the ground truth (needs ``xs`` (B, N, 4),
         ``R``, ``t``, ``K1``, ``K2``)."""
-        labels = batch["labels"] > 0.5
-        if self.label_px is None:
-            return labels
-        x = batch["xs"].double()
-        E = essential_from_pose(batch["R"].to(x.dtype), batch["t"].to(x.dtype))
-        return labels & (pixel_sampson_distance(x, E, batch["K1"], batch["K2"]) < self.label_px ** 2)
+        return pixel_positives(batch, self.label_px)
 
     def forward(self, out: dict, batch: dict[str, torch.Tensor],
                 step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
