@@ -50,9 +50,14 @@ def test_reads_oanet_written_file(tmp_path):
     assert s["features"].shape == (50, 6) and int(s["index"]) == 1 and "image1" not in s
     # a minimal file (OANet's training dumps without side info or intrinsics)
     _oanet_file(tmp_path / "b.hdf5", raw, extra=False)
-    s = OANetPairs(tmp_path / "b.hdf5")[0]
+    data = OANetPairs(tmp_path / "b.hdf5")
+    s = data[0]
     assert torch.equal(s["K1"], torch.eye(3)) and torch.equal(s["ratios"], torch.zeros(50))
     assert torch.equal(s["features"], s["xs"])
+    assert data.lacks(["ratios", "f1s", "xs"]) == ["ratios", "f1s"]
+    # the side-information channels cannot stand in as zeros
+    with pytest.raises(BadPairError, match=r"b.hdf5: missing key\(s\) \['ratios', 'mutuals'\], the network's side_info"):
+        OANetPairs(tmp_path / "b.hdf5", side_info=True)
 
 
 def test_written_file_has_oanet_layout_and_round_trips(tmp_path):

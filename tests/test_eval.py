@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS, SIDE_INFO_KEYS
 from corrnet.datasets.sample import episym, intrinsics, make_sample
 from corrnet.eval.estimators import ESTIMATORS, PoseLibEstimator, estimate_pose
-from corrnet.eval.evaluate import METHODS, evaluate, inlier_scores, run_network, torch_threads
+from corrnet.eval.evaluate import METHODS, evaluate, inlier_scores, inputs_needed, run_network, torch_threads
 from corrnet.eval.predict import FALLBACK_TOP_K, kept_matches
 from corrnet.eval.report import REPORT_FILES, fresh_dir, summarize, write_report
 from corrnet.geometry import essential_from_pose
@@ -191,8 +192,9 @@ def test_report_schema_and_no_silent_overwrite(tmp_path):
     assert write_report(result, tmp_path / "r", overwrite=True)["pairs"] == 3
 
 
-def write_oanet(path: Path, samples: list[dict], labels: bool = True) -> None:
-    """OANet's layout, written here with h5py (independent of the dataset writer)."""
+def write_oanet(path: Path, samples: list[dict], drop: tuple[str, ...] = ()) -> None:
+    """OANet's layout, written here with h5py (independent of the dataset writer), without the
+    groups ``drop``."""
     with h5py.File(path, "w") as f:
         for i, s in enumerate(samples):
             n = len(s["xs"])
@@ -202,7 +204,7 @@ def write_oanet(path: Path, samples: list[dict], labels: bool = True) -> None:
                       "cx1s": [K[0, 2]], "cy1s": [K[1, 2]], "cx2s": [K[0, 2]], "cy2s": [K[1, 2]],
                       "f1s": [[K[0, 0], K[1, 1]]], "f2s": [[K[0, 0], K[1, 1]]]}
             for key, value in arrays.items():
-                if labels or key != "ys":
+                if key not in drop:
                     f.require_group(key).create_dataset(str(i), data=np.asarray(value, np.float32))
 
 
@@ -268,7 +270,7 @@ def test_eval_cli_bad_input_fails_clearly(tmp_path, case):
     data = tmp_path / "toy.hdf5"
     args = ["--methods", "ransac"]
     if case == "no-labels":
-        write_oanet(data, [pair(50)], labels=False)
+        write_oanet(data, [pair(50)], drop=("ys",))
     elif case == "foreign-checkpoint":
         write_oanet(data, [pair(50)])
         torch.save({"state_dict": {"conv.weight": torch.zeros(3)}}, tmp_path / "other.pt")
@@ -279,3 +281,27 @@ def test_eval_cli_bad_input_fails_clearly(tmp_path, case):
     expected = {"missing": "no such", "no-labels": "ys", "foreign-checkpoint": "not a corrnet checkpoint"}
     assert expected[case] in done.stderr and str(tmp_path) in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_needed_names_the_ratio_subset_and_the_pixel_estimators():
+    needs = inputs_needed(["corrnet", "ransac", "ratio+ransac", "poselib", "ratio+poselib", "corrnet+magsac"])
+    assert needs == {"ratios": ["ratio+ransac", "ratio+poselib"], "intrinsics": ["poselib", "ratio+poselib"]}
+    assert inputs_needed(["corrnet", "corrnet-8pt", "ransac", "corrnet+ransac"]) == {}
+
+
+@pytest.mark.parametrize("drop, methods, key", [
+    (INTRINSICS_KEYS, ["ransac", "corrnet+poselib"], "'f1s'"),
+    (("ratios",), ["ransac", "ratio+ransac"], "'ratios'"),
+    (SIDE_INFO_KEYS, ["corrnet"], "side_info"),        # the shipped weights take the ratio and mutual flag
+])
+def test_eval_cli_refuses_a_file_without_the_groups_a_method_needs(tmp_path, drop, methods, key):
+    """Absent groups would read as zeros (ratios) or the identity (K): refused, not scored."""
+    data = tmp_path / "toy.hdf5"
+    write_oanet(data, [pair(51, n=100, inliers=50)], drop=drop)
+    done = run_eval("--data", str(data), "--out", str(tmp_path / "out"), "--methods", *methods)
+    assert done.returncode == 2 and done.stderr.startswith("eval.py: error:") and "Traceback" not in done.stderr
+    assert str(data) in done.stderr and key in done.stderr and not (tmp_path / "out").exists()
+    if drop != SIDE_INFO_KEYS:
+        assert methods[-1] in done.stderr
+        done = run_eval("--data", str(data), "--out", str(tmp_path / "out"), "--methods", methods[0])
+        assert done.returncode == 0, done.stderr

@@ -26,7 +26,10 @@ from corrnet.geometry.checks import intrinsics_problem, rotation_problem, transl
 from .sample import MIN_MATCHES, intrinsics, make_sample
 
 REQUIRED_KEYS = ("xs", "ys", "Rs", "ts")
-OPTIONAL_KEYS = ("ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s")
+SIDE_INFO_KEYS = ("ratios", "mutuals")
+"""The groups of the network's side information (Lowe ratio, mutual-NN flag)."""
+INTRINSICS_KEYS = ("cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s")
+OPTIONAL_KEYS = SIDE_INFO_KEYS + INTRINSICS_KEYS
 IMAGE_KEYS = ("image1s", "image2s")
 MAX_COORDINATE = 100.0
 """Largest |x| a normalised coordinate may have: |x| = (u - cx) / f is below ~2 for ordinary
@@ -215,8 +218,10 @@ class OANetPairs(LazyHDF5, Dataset):
         side_info: ``features`` is [xs, ratio, mutual] (N, 6) instead of xs (N, 4).
         on_bad: "raise" or "skip".
         min_matches: fewest matches a valid pair has.
-    Missing ``ratios``/``mutuals`` read as zeros, missing intrinsics as the identity
-    (the coordinates are already normalised).
+    Without ``side_info``, missing ``ratios``/``mutuals`` read as zeros; with it, a file that
+    lacks them is refused (zeros would pass for perfectly distinctive, never mutual matches).
+    Missing intrinsics read as the identity (the coordinates are already normalised);
+    :meth:`lacks` tells which optional groups a file has not.
     """
 
     def __init__(self, path: str | Path, side_info: bool = False, on_bad: str = "raise",
@@ -229,7 +234,13 @@ class OANetPairs(LazyHDF5, Dataset):
 
     def _check_file(self, f: h5py.File) -> None:
         """Check the groups of an open file and find the pairs (all, or the valid ones)."""
-        n = self._pair_count(f, REQUIRED_KEYS)
+        missing = [k for k in SIDE_INFO_KEYS if self.side_info and k not in f]
+        if missing:
+            raise BadPairError(f"{self.path}: missing key(s) {missing}, the network's side_info input "
+                               f"(Lowe ratio and mutual-NN channels); use weights without side_info, or a "
+                               f"file that has them (data/prepare.py writes them)")
+        self.required = REQUIRED_KEYS + (SIDE_INFO_KEYS if self.side_info else ())
+        n = self._pair_count(f, self.required)
         self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
         self.indices = list(range(n))
         if self.on_bad == "skip":
@@ -243,10 +254,14 @@ class OANetPairs(LazyHDF5, Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def lacks(self, keys: Sequence[str]) -> list[str]:
+        """Those of the groups ``keys`` that the file has not."""
+        return [k for k in keys if k not in self.required + self.optional]
+
     def _read(self, f: h5py.File, i: int) -> dict[str, np.ndarray]:
         """Arrays of pair i (absent optional keys left out), checked; raises BadPairError."""
         name = str(i)
-        missing = [k for k in REQUIRED_KEYS if name not in f[k]]
+        missing = [k for k in self.required if name not in f[k]]
         if missing:
             raise BadPairError(f"{self.path}: pair {i}: missing dataset(s) {[f'{k}/{name}' for k in missing]}")
         try:

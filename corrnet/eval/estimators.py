@@ -1,9 +1,10 @@
 """Robust relative-pose estimators behind one interface, and the worker jobs that run them.
 
-An estimator (:class:`RobustEstimator`) has a ``name`` and ``estimate(x, K1, K2) -> (R, t,
-inliers)`` for matches x (M, 4) in normalised coordinates; :data:`ESTIMATORS` maps every
-name to an instance.  Adding one (say GC-RANSAC) is one class and one entry here; the
-evaluation then offers it on every subset of matches (``<subset>+<name>``).
+An estimator (:class:`RobustEstimator`) has a ``name``, ``needs_intrinsics`` (whether it works
+in pixels) and ``estimate(x, K1, K2) -> (R, t, inliers)`` for matches x (M, 4) in normalised
+coordinates; :data:`ESTIMATORS` maps every name to an instance.  Adding one (say GC-RANSAC) is
+one class and one entry here; the evaluation then offers it on every subset of matches
+(``<subset>+<name>``).
 
 * ``ransac`` / ``magsac`` (:class:`OpenCVEstimator`), OANet's protocol: ``cv2.findEssentialMat``
   on normalised coordinates with an identity camera matrix (threshold :data:`THRESHOLD` = 1e-3
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import cv2
 import numpy as np
@@ -54,6 +55,8 @@ class RobustEstimator(Protocol):
     """A robust relative-pose estimator (picklable: it travels to worker processes)."""
 
     name: str
+    needs_intrinsics: bool
+    """Whether it works in pixels (K1, K2 must be the true intrinsics, not the identity)."""
 
     def estimate(self, x: np.ndarray, K1: np.ndarray | None = None,
                  K2: np.ndarray | None = None) -> Pose:
@@ -73,6 +76,7 @@ class OpenCVEstimator:
     name: str
     threshold: float = THRESHOLD
     seed: int = SEED
+    needs_intrinsics: ClassVar[bool] = False
 
     def estimate(self, x: np.ndarray, K1: np.ndarray | None = None,
                  K2: np.ndarray | None = None) -> Pose:
@@ -116,6 +120,7 @@ class PoseLibEstimator:
     seed: int = SEED
     progressive: bool = False
     """PROSAC: draw the minimal samples from the first matches first (give them best first)."""
+    needs_intrinsics: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not self.max_epipolar_error > 0:

@@ -256,6 +256,23 @@ def check_methods(methods: Sequence[str] | None, predictor: Predictor | None, kn
     return methods, needs_net
 
 
+def inputs_needed(methods: Sequence[str],
+                  estimators: Mapping[str, RobustEstimator] | None = None) -> dict[str, list[str]]:
+    """What ``methods`` read of a pair beyond its matches and ground truth, each with the methods
+    that read it: ``"ratios"`` (the ``ratio`` subset) and ``"intrinsics"`` (an estimator that
+    works in pixels, :attr:`RobustEstimator.needs_intrinsics`)."""
+    estimators = {**ESTIMATORS, **(estimators or {})}
+    needs: dict[str, list[str]] = {}
+    for m in methods:
+        if m in ROBUST:
+            subset, name = ROBUST[m]
+            if subset == "ratio":
+                needs.setdefault("ratios", []).append(m)
+            if estimators[name].needs_intrinsics:
+                needs.setdefault("intrinsics", []).append(m)
+    return needs
+
+
 def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
              methods: Sequence[str] | None = None, workers: int | None = None,
              progress: bool = True, dataset: str = "",
