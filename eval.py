@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
 from corrnet.eval import registration
-from corrnet.eval.estimators import POSELIB_THRESHOLD, SEED, RobustEstimator, make_estimators
-from corrnet.eval.evaluate import (BASELINES, METHODS, NETWORK_METHODS, EvalResult, Predictor, evaluate,
-                                   inputs_needed)
+from corrnet.eval.estimators import POSELIB_THRESHOLD, SEED, make_estimators
+from corrnet.eval.evaluate import (BASELINES, METHODS, NETWORK_METHODS, EvalResult, Predictor, check_inputs,
+                                   evaluate)
 from corrnet.errors import run_command
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
 
@@ -109,24 +109,6 @@ def _dataset(args: argparse.Namespace, side_info: bool, geometry: str = "two_vie
     if args.max_pairs is not None and args.max_pairs < len(dataset):
         dataset = Subset(dataset, range(args.max_pairs))
     return dataset, name
-
-
-def _check_inputs(dataset: Dataset, methods: Sequence[str],
-                  estimators: Mapping[str, RobustEstimator] | None) -> None:
-    """ValueError naming the file and the groups it lacks where a method needs them: a missing
-    ``ratios`` group would read as zeros (every match passes the ratio test), missing intrinsics
-    as the identity (a threshold in pixels becomes one in normalised units)."""
-    from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
-
-    pairs = dataset.dataset if isinstance(dataset, Subset) else dataset
-    if not isinstance(pairs, OANetPairs):
-        return
-    groups = {"ratios": ("ratios",), "intrinsics": INTRINSICS_KEYS}
-    for need, users in inputs_needed(methods, estimators).items():
-        lacking = pairs.lacks(groups[need])
-        if lacking:
-            raise ValueError(f"{pairs.path}: missing key(s) {lacking}, the {need} that {users} need; "
-                             f"leave those methods out (--methods) or use a file that has them")
 
 
 def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalResult) -> None:
@@ -214,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         progress=not args.quiet, dataset=name)
             render = _render_registration
         else:
-            _check_inputs(dataset, methods, args.estimators)
+            check_inputs(dataset, methods, args.estimators)
             result = evaluate(dataset, predictor, methods, workers=args.workers,
                               progress=not args.quiet, dataset=name, estimators=args.estimators)
             render = _render

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.datasets.factory import open_dataset
 from corrnet.eval.estimators import PoseLibEstimator, PoseTask, check_seed
-from corrnet.eval.evaluate import RATIO_THRESHOLD, run_network, run_pose_jobs
+from corrnet.eval.evaluate import RATIO_THRESHOLD, check_inputs, run_network, run_pose_jobs
 from corrnet.eval.metrics import oanet_map
 from corrnet.eval.predict import kept_matches
 from corrnet.geometry import pose_errors
@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(side_info) > 1:
         parser.error("--checkpoint: the weights differ in side_info (their inputs differ)")
     dataset = open_dataset(args.data, "test", side_info=side_info.pop())
+    try:   # every row is PoseLib (pixels), one of them on the ratio test
+        check_inputs(dataset, ["ratio+poselib"])
+    except ValueError as error:
+        parser.error(str(error))
     samples = [dataset[i] for i in range(len(dataset))]
     groups = args.groups or [("all", 0, len(samples))]
     bad = [g for g in groups if not 0 <= g[1] < g[2] <= len(samples)]

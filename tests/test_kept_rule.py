@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS
 from corrnet.eval.estimators import make_estimators
 from corrnet.eval.evaluate import evaluate
 from tests.conftest import load_benchmark
@@ -100,3 +101,7 @@ def test_oracle_on_exact_inliers_recovers_the_pose_and_cli_checks_px(kept_rule, 
     with pytest.raises(SystemExit):
         kept_rule.main(["--data", str(tmp_path / "toy.hdf5"), "--oracle", "0"])
     assert "--oracle" in capsys.readouterr().err
+    write_oanet(tmp_path / "noK.hdf5", samples, drop=INTRINSICS_KEYS)   # PoseLib's pixels need K
+    with pytest.raises(SystemExit):
+        kept_rule.main(["--data", str(tmp_path / "noK.hdf5")])
+    assert "noK.hdf5: missing key(s) ['cx1s'" in capsys.readouterr().err
