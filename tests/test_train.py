@@ -12,10 +12,12 @@ import torch
 
 from corrnet.checkpoint import FORMAT_VERSION, PRETRAINED, export_model, load_model
 from corrnet.datasets import collate_pairs, generate_pair
+from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS
 from corrnet.models import CorrNetConfig
 from corrnet.training.cli import CorrNetCLI, main
 from corrnet.training.datamodule import CorrNetDataModule
 from corrnet.training.module import CorrNetModule
+from tests.test_eval import pair, write_oanet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,6 +108,8 @@ def test_missing_data_file_is_one_clear_error(tmp_path, capsys):
     ("other-width", "last.ckpt: weights of another architecture"),
     ("no-last", "--ckpt_path last: no "),
     ("pickled", "pickled.ckpt: not a corrnet checkpoint"),
+    ("label-px-without-intrinsics", "noK.hdf5: missing key(s) ['cx1s', 'cy1s', 'cx2s', 'cy2s', 'f1s', 'f2s'], "
+                                    "the intrinsics that model.loss.label_px needs"),
 ])
 def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsys, case, message):
     run = tmp_path / "run"
@@ -121,6 +125,9 @@ def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsy
         args += ["--model.net.width", "16", "--ckpt_path", str(trained / "ckpt/last.ckpt")]
     elif case == "no-last":
         args += ["--ckpt_path", "last"]
+    elif case == "label-px-without-intrinsics":   # its pixels would be normalised units
+        write_oanet(tmp_path / "noK.hdf5", [pair(60, n=100, inliers=50)], drop=INTRINSICS_KEYS)
+        args += ["--data.train", str(tmp_path / "noK.hdf5"), "--model.loss.label_px", "1.0"]
     else:
         torch.save({"state_dict": {}, "loops": np.zeros(1)}, tmp_path / "pickled.ckpt")
         args += ["--ckpt_path", str(tmp_path / "pickled.ckpt")]

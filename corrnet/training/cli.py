@@ -12,6 +12,8 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from corrnet.checkpoint import check_resumable
+from corrnet.datasets.factory import check_data_spec
+from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
 from corrnet.errors import USER_ERRORS, run_command
 
 from .datamodule import CorrNetDataModule
@@ -84,6 +86,19 @@ def resume_path(cli: LightningCLI, ckpt_path: str | None) -> str | None:
     return str(check_resumable(ckpt_path, cli.model))
 
 
+def check_label_px(model: CorrNetModule, data: CorrNetDataModule) -> None:
+    """ValueError for ``model.loss.label_px`` with a training file that lacks the intrinsics: its
+    pixels would be normalised units (the identity K), and every labelled inlier would pass."""
+    if model.loss_fn.label_px is None:
+        return
+    for spec in data.train_specs:
+        path = check_data_spec(spec)
+        lacking = [] if path is None else OANetPairs(path).lacks(INTRINSICS_KEYS)
+        if lacking:
+            raise ValueError(f"{path}: missing key(s) {lacking}, the intrinsics that model.loss.label_px "
+                             f"needs (a threshold in pixels); leave it null or use a file that has them")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train; bad input (data, config values, ``--ckpt_path``) ends with one line, exit 2."""
 
@@ -91,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False, args=argv,
                          seed_everything_default=0, save_config_kwargs={"overwrite": True},
                          parser_kwargs={"exit_on_error": False})
+        check_label_px(cli.model, cli.datamodule)
         ckpt_path = resume_path(cli, cli.config.ckpt_path)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=NOT_RESUMABLE, category=PossibleUserWarning)
