@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.hdf5:
         if not path.is_file():
             parser.error(f"{path}: HDF5 file not found")
-        data = OANetPairs(path, on_bad="skip")
+        try:   # side_info: the ratio and mutual statistics need those groups, not zeros in their place
+            data = OANetPairs(path, side_info=True, on_bad="skip")
+        except ValueError as error:
+            parser.error(str(error))
         columns[path.stem] = collect((data[i] for i in range(len(data))), len(data), path.name)
     if args.synthetic > 0:
         for mode in args.modes:

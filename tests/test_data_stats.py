@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from corrnet.datasets.oanet_hdf5 import SIDE_INFO_KEYS
 from corrnet.datasets.synthetic import write_synthetic
 from tests.conftest import load_benchmark
+from tests.test_eval import pair, write_oanet
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +44,11 @@ def test_cli_prints_a_column_per_source(stats, tmp_path, capsys):
     assert any(line.startswith("ratio AUC (in vs out)") and len(line.split()) == 7 for line in lines)
     with pytest.raises(SystemExit):
         stats.main(["--hdf5", str(tmp_path / "missing.hdf5")])
+
+
+def test_cli_refuses_a_file_without_ratios(stats, tmp_path, capsys):
+    """Zeros in place of the ratios would be measured as if they were real."""
+    write_oanet(tmp_path / "bare.hdf5", [pair(61, n=100, inliers=50)], drop=SIDE_INFO_KEYS)
+    with pytest.raises(SystemExit):
+        stats.main(["--hdf5", str(tmp_path / "bare.hdf5")])
+    assert "bare.hdf5: missing key(s) ['ratios', 'mutuals']" in capsys.readouterr().err
