@@ -187,8 +187,9 @@ def test_bad_raw_input(tmp_path, real_dev):
     with pytest.raises(FileNotFoundError, match=r"calibration_0000.h5: calibration file not found"):
         prep.read_sequence(seq.parent)
     with pytest.raises(FileNotFoundError, match="no sequence folders"):
-        prep.find_sequences(tmp_path / "broken")
+        prep.find_sequences(seq)   # broken/test holds no <seq>/test/images.txt, nor test/images.txt
     assert prep.find_sequences(tmp_path) == [seq.parent]
+    assert prep.find_sequences(seq.parent) == [seq.parent]   # one sequence folder itself
     (tmp_path / "p.json").write_text(json.dumps([{"image1": "a.jpg", "image2": "b.jpg", "K1": np.eye(3).tolist()}]))
     with pytest.raises(ValueError, match=r"p.json: pair 0: missing key\(s\) \['K2', 'R', 't'\]"):
         prep.read_pairs_file(tmp_path / "p.json")

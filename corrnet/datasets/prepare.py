@@ -126,7 +126,8 @@ def relative_pose(R1: np.ndarray, T1: np.ndarray, R2: np.ndarray,
 
 
 def find_sequences(raw: Path, names: Sequence[str] | None = None) -> list[Path]:
-    """Sequence folders under ``raw`` (those with ``test/images.txt``), or the named ones."""
+    """Sequence folders under ``raw`` (those with ``test/images.txt``), or the named ones; ``raw``
+    itself where it is one sequence folder."""
     if not raw.is_dir():
         raise FileNotFoundError(f"{raw}: no such folder (expected OANet's raw layout <seq>/test/)")
     if names:
@@ -135,6 +136,8 @@ def find_sequences(raw: Path, names: Sequence[str] | None = None) -> list[Path]:
             if not (s / "test" / "images.txt").is_file():
                 raise FileNotFoundError(f"{s}: expected a sequence folder with test/images.txt")
         return seqs
+    if (raw / "test" / "images.txt").is_file():
+        return [raw]
     seqs = sorted(p.parent.parent for p in raw.glob("*/test/images.txt"))
     if not seqs:
         raise FileNotFoundError(f"{raw}: no sequence folders <seq>/test/images.txt found")
