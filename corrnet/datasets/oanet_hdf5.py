@@ -234,11 +234,11 @@ class OANetPairs(LazyHDF5, Dataset):
 
     def _check_file(self, f: h5py.File) -> None:
         """Check the groups of an open file and find the pairs (all, or the valid ones)."""
-        missing = [k for k in SIDE_INFO_KEYS if self.side_info and k not in f]
-        if missing:
-            raise BadPairError(f"{self.path}: missing key(s) {missing}, the network's side_info input "
-                               f"(Lowe ratio and mutual-NN channels); use weights without side_info, or a "
-                               f"file that has them (data/prepare.py writes them)")
+        self.groups = frozenset(f.keys())
+        if self.side_info:
+            self.require(SIDE_INFO_KEYS, "the network's side_info input (Lowe ratio and mutual-NN channels); "
+                                         "use weights without side_info, or a file that has them "
+                                         "(data/prepare.py writes them)")
         self.required = REQUIRED_KEYS + (SIDE_INFO_KEYS if self.side_info else ())
         n = self._pair_count(f, self.required)
         self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
@@ -256,7 +256,13 @@ class OANetPairs(LazyHDF5, Dataset):
 
     def lacks(self, keys: Sequence[str]) -> list[str]:
         """Those of the groups ``keys`` that the file has not."""
-        return [k for k in keys if k not in self.required + self.optional]
+        return [k for k in keys if k not in self.groups]
+
+    def require(self, keys: Sequence[str], why: str) -> None:
+        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group ``keys``."""
+        lacking = self.lacks(keys)
+        if lacking:
+            raise BadPairError(f"{self.path}: missing key(s) {lacking}, {why}")
 
     def _read(self, f: h5py.File, i: int) -> dict[str, np.ndarray]:
         """Arrays of pair i (absent optional keys left out), checked; raises BadPairError."""

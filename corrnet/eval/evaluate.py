@@ -277,19 +277,17 @@ def inputs_needed(methods: Sequence[str],
 
 def check_inputs(dataset: object, methods: Sequence[str],
                  estimators: Mapping[str, RobustEstimator] | None = None) -> None:
-    """ValueError naming the file and the groups it lacks where one of ``methods`` needs them, for
-    an :class:`~corrnet.datasets.OANetPairs` (or a ``Subset`` of one; other datasets have every
-    input): a missing ``ratios`` group would read as zeros (every match passes the ratio test),
+    """BadPairError (a ValueError) naming the file and the groups it lacks where one of ``methods``
+    needs them, for an :class:`~corrnet.datasets.OANetPairs` (or a ``Subset`` of one; other
+    datasets have every input): a missing ``ratios`` group would read as zeros (every match passes the ratio test),
     missing intrinsics as the identity (a threshold in pixels becomes one in normalised units)."""
     pairs = dataset.dataset if isinstance(dataset, Subset) else dataset
     if not isinstance(pairs, OANetPairs):
         return
     groups = {"ratios": ("ratios",), "intrinsics": INTRINSICS_KEYS}
     for need, users in inputs_needed(methods, estimators).items():
-        lacking = pairs.lacks(groups[need])
-        if lacking:
-            raise ValueError(f"{pairs.path}: missing key(s) {lacking}, the {need} that {users} need; "
-                             f"leave those methods out (--methods) or use a file that has them")
+        pairs.require(groups[need], f"the {need} that {users} need; leave those methods out (--methods) "
+                                    f"or use a file that has them")
 
 
 def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,

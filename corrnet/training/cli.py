@@ -93,10 +93,9 @@ def check_label_px(model: CorrNetModule, data: CorrNetDataModule) -> None:
         return
     for spec in data.train_specs:
         path = check_data_spec(spec)
-        lacking = [] if path is None else OANetPairs(path).lacks(INTRINSICS_KEYS)
-        if lacking:
-            raise ValueError(f"{path}: missing key(s) {lacking}, the intrinsics that model.loss.label_px "
-                             f"needs (a threshold in pixels); leave it null or use a file that has them")
+        if path is not None:
+            OANetPairs(path).require(INTRINSICS_KEYS, "the intrinsics that model.loss.label_px needs (a threshold "
+                                                      "in pixels); leave it null or use a file that has them")
 
 
 def main(argv: list[str] | None = None) -> int:
