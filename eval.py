@@ -30,11 +30,18 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
+from corrnet.errors import run_command
 from corrnet.eval import registration
 from corrnet.eval.estimators import POSELIB_THRESHOLD, SEED, make_estimators
-from corrnet.eval.evaluate import (BASELINES, METHODS, NETWORK_METHODS, EvalResult, Predictor, check_inputs,
-                                   evaluate)
-from corrnet.errors import run_command
+from corrnet.eval.evaluate import (
+    BASELINES,
+    METHODS,
+    NETWORK_METHODS,
+    EvalResult,
+    Predictor,
+    check_inputs,
+    evaluate,
+)
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
 
 ROOT = Path(__file__).resolve().parent
@@ -43,27 +50,57 @@ VIZ_METHOD = "corrnet+poselib"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="OANet HDF5 file, 'synthetic', or a raw folder")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", required=True, help="OANet HDF5 file, 'synthetic', or a raw folder"
+    )
     parser.add_argument("--checkpoint", help="corrnet checkpoint (default: the shipped weights)")
-    parser.add_argument("--out", type=Path, help="report folder (default: a fresh runs/eval/<data>)")
+    parser.add_argument(
+        "--out", type=Path, help="report folder (default: a fresh runs/eval/<data>)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a report in --out")
-    parser.add_argument("--workers", type=int, help="robust-estimation processes (default: all cores)")
+    parser.add_argument(
+        "--workers", type=int, help="robust-estimation processes (default: all cores)"
+    )
     parser.add_argument("--max-pairs", type=int, help="evaluate the first K pairs only")
-    parser.add_argument("--viz", type=int, default=0, metavar="K", help="render the K worst and K best pairs")
-    parser.add_argument("--methods", nargs="+", choices=tuple(dict.fromkeys(METHODS + registration.METHODS)),
-                        metavar="METHOD",
-                        help=f"default: all of {' '.join(METHODS)}; {' '.join(BASELINES)} "
-                             f"need no network (3-D pairs: {' '.join(registration.METHODS)})")
-    parser.add_argument("--poselib-threshold", type=float, default=POSELIB_THRESHOLD, metavar="PX",
-                        help="PoseLib's max_epipolar_error in pixels (default %(default)s; the "
-                             "OpenCV estimators use 1e-3 in normalised coordinates)")
-    parser.add_argument("--seed", type=int, default=SEED, metavar="S",
-                        help="RANSAC seed of every two-view estimator, set before each estimate "
-                             "(default %(default)s); other seeds show how much a score owes to sampling")
-    parser.add_argument("--synthetic-pairs", type=int, default=1000, help="size of the synthetic split")
-    parser.add_argument("--cache", type=Path, default=ROOT / "data" / "generated",
-                        help="where a raw folder is prepared into HDF5")
+    parser.add_argument(
+        "--viz", type=int, default=0, metavar="K", help="render the K worst and K best pairs"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=tuple(dict.fromkeys(METHODS + registration.METHODS)),
+        metavar="METHOD",
+        help=f"default: all of {' '.join(METHODS)}; {' '.join(BASELINES)} "
+        f"need no network (3-D pairs: {' '.join(registration.METHODS)})",
+    )
+    parser.add_argument(
+        "--poselib-threshold",
+        type=float,
+        default=POSELIB_THRESHOLD,
+        metavar="PX",
+        help="PoseLib's max_epipolar_error in pixels (default %(default)s; the "
+        "OpenCV estimators use 1e-3 in normalised coordinates)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        metavar="S",
+        help="RANSAC seed of every two-view estimator, set before each estimate "
+        "(default %(default)s); other seeds show how much a score owes to sampling",
+    )
+    parser.add_argument(
+        "--synthetic-pairs", type=int, default=1000, help="size of the synthetic split"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=ROOT / "data" / "generated",
+        help="where a raw folder is prepared into HDF5",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     for name in ("workers", "max_pairs"):
@@ -93,7 +130,9 @@ def _hdf5_of_raw_folder(folder: Path, cache: Path, workers: int | None) -> Path:
     return out
 
 
-def _dataset(args: argparse.Namespace, side_info: bool, geometry: str = "two_view") -> tuple[Dataset, str]:
+def _dataset(
+    args: argparse.Namespace, side_info: bool, geometry: str = "two_view"
+) -> tuple[Dataset, str]:
     """The dataset named by --data and its name for the report; ``geometry="rigid"`` for a
     3-D pairs file (:func:`corrnet.datasets.factory.open_dataset`)."""
     from corrnet.datasets.factory import data_path, open_dataset
@@ -104,8 +143,13 @@ def _dataset(args: argparse.Namespace, side_info: bool, geometry: str = "two_vie
         data = _hdf5_of_raw_folder(data, args.cache, args.workers)
     else:
         name = "synthetic-test" if data is None else data.stem
-    dataset = open_dataset(args.data if data is None else str(data), "test", side_info=side_info,
-                           synthetic_pairs=args.synthetic_pairs, geometry=geometry)
+    dataset = open_dataset(
+        args.data if data is None else str(data),
+        "test",
+        side_info=side_info,
+        synthetic_pairs=args.synthetic_pairs,
+        geometry=geometry,
+    )
     if args.max_pairs is not None and args.max_pairs < len(dataset):
         dataset = Subset(dataset, range(args.max_pairs))
     return dataset, name
@@ -117,14 +161,21 @@ def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalR
 
     method = VIZ_METHOD if VIZ_METHOD in result.methods else result.methods[0]
     rows = sorted(result.of(method), key=lambda r: r.err)
-    for kind, chosen in (("worst", rows[::-1][:args.viz]), ("best", rows[:args.viz])):
+    for kind, chosen in (("worst", rows[::-1][: args.viz]), ("best", rows[: args.viz])):
         for rank, r in enumerate(chosen, 1):
             sample = dataset[r.position]
             image = {key: sample.get(key) for key in ("image1", "image2")}
-            render_pair(out / "viz" / f"{kind}-{rank:02d}-pair{r.index}.png",   # creates viz/
-                        sample["xs"].numpy(), sample["labels"].numpy() > 0.5, r.selected,
-                        title=f"{method}, pair {r.index} ({kind} {rank})", pose_error_deg=r.err,
-                        K1=sample["K1"].numpy(), K2=sample["K2"].numpy(), **image)
+            render_pair(
+                out / "viz" / f"{kind}-{rank:02d}-pair{r.index}.png",  # creates viz/
+                sample["xs"].numpy(),
+                sample["labels"].numpy() > 0.5,
+                r.selected,
+                title=f"{method}, pair {r.index} ({kind} {rank})",
+                pose_error_deg=r.err,
+                K1=sample["K1"].numpy(),
+                K2=sample["K2"].numpy(),
+                **image,
+            )
 
 
 def _report(args: argparse.Namespace, out: Path, result, summary: dict, render) -> int:
@@ -146,11 +197,13 @@ def _render_registration(args: argparse.Namespace, out: Path, dataset: Dataset, 
     """PNGs of the K worst and K best 3-D pairs under out/viz/."""
     from corrnet.visualization.registration import render_registration_pairs
 
-    pairs = dataset.dataset if isinstance(dataset, Subset) else dataset   # the Pairs3D
+    pairs = dataset.dataset if isinstance(dataset, Subset) else dataset  # the Pairs3D
     render_registration_pairs(out / "viz", pairs, result, args.viz)
 
 
-def _network(args: argparse.Namespace, geometry: str) -> tuple[Sequence[str], Predictor | None, bool]:
+def _network(
+    args: argparse.Namespace, geometry: str
+) -> tuple[Sequence[str], Predictor | None, bool]:
     """The methods of --methods (default: all for ``geometry``, "rigid" for a 3-D pairs file,
     else "two_view"), and the predictor and side_info of the weights they need (None, False
     when no method needs the network).  ValueError for a method or weights of the other
@@ -159,21 +212,30 @@ def _network(args: argparse.Namespace, geometry: str) -> tuple[Sequence[str], Pr
     from corrnet.models import make_predictor
 
     rigid = geometry == "rigid"
-    known, network = (registration.METHODS, registration.NETWORK_METHODS) if rigid else (METHODS, NETWORK_METHODS)
+    known, network = (
+        (registration.METHODS, registration.NETWORK_METHODS)
+        if rigid
+        else (METHODS, NETWORK_METHODS)
+    )
     methods = args.methods or known
     wrong = [m for m in methods if m not in known]
     if wrong:
-        raise ValueError(f"--methods: {wrong} are two-view methods; a 3-D pairs file takes {list(known)}"
-                         if rigid else f"--methods: {wrong} are 3-D registration methods; {args.data} "
-                         f"is not a 3-D pairs file")
+        raise ValueError(
+            f"--methods: {wrong} are two-view methods; a 3-D pairs file takes {list(known)}"
+            if rigid
+            else f"--methods: {wrong} are 3-D registration methods; {args.data} "
+            f"is not a 3-D pairs file"
+        )
     if not any(m in network for m in methods):
         return methods, None, False
     weights = args.checkpoint or (PRETRAINED_REGISTRATION if rigid else PRETRAINED)
     model = load_model(weights)
     if model.config.geometry != geometry:
-        raise ValueError(f"{weights}: a {'two-view' if rigid else 'rigid'} network (model.net.geometry "
-                         f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
-                         f"{'rigid' if rigid else 'two-view'} one")
+        raise ValueError(
+            f"{weights}: a {'two-view' if rigid else 'rigid'} network (model.net.geometry "
+            f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
+            f"{'rigid' if rigid else 'two-view'} one"
+        )
     return methods, make_predictor(model), model.config.side_info
 
 
@@ -187,23 +249,34 @@ def main(argv: list[str] | None = None) -> int:
 
         out = check_out_dir(args.out, args.overwrite) if args.out else None
         data = data_path(args.data)
-        geometry = "rigid" if data is not None and data.is_file() and is_pairs3d(data) else "two_view"
+        geometry = (
+            "rigid" if data is not None and data.is_file() and is_pairs3d(data) else "two_view"
+        )
         methods, predictor, side_info = _network(args, geometry)
         dataset, name = _dataset(args, side_info, geometry)
         out = out or fresh_dir(ROOT / "runs" / "eval" / name)
         if geometry == "rigid":
-            result = registration.evaluate_registration(dataset, predictor, methods,
-                                                        progress=not args.quiet, dataset=name)
+            result = registration.evaluate_registration(
+                dataset, predictor, methods, progress=not args.quiet, dataset=name
+            )
             render = _render_registration
         else:
             check_inputs(dataset, methods, args.estimators)
-            result = evaluate(dataset, predictor, methods, workers=args.workers,
-                              progress=not args.quiet, dataset=name, estimators=args.estimators)
+            result = evaluate(
+                dataset,
+                predictor,
+                methods,
+                workers=args.workers,
+                progress=not args.quiet,
+                dataset=name,
+                estimators=args.estimators,
+            )
             render = _render
         summary = write_report(result, out, args.overwrite)
         return _report(args, out, result, summary, lambda: render(args, out, dataset, result))
 
     return run_command("eval.py", run)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -101,14 +101,19 @@ def time_calls(fn: Callable[[int], object], device: torch.device, repeats: int) 
     return times
 
 
-def adaptive_timing(fn: Callable[[int], object], device: torch.device,
-                    args: argparse.Namespace) -> dict:
+def adaptive_timing(
+    fn: Callable[[int], object], device: torch.device, args: argparse.Namespace
+) -> dict:
     """One warm-up call, then repeats filling about ``--target-s``: median / best ms per call."""
     first = time_calls(fn, device, 1)[0]
     repeats = int(min(args.repeats, max(args.min_repeats, args.target_s * 1e3 // max(first, 1e-3))))
     times = time_calls(fn, device, repeats)
-    return {"median_ms": statistics.median(times), "best_ms": min(times), "repeats": repeats,
-            "first_ms": first}
+    return {
+        "median_ms": statistics.median(times),
+        "best_ms": min(times),
+        "repeats": repeats,
+        "first_ms": first,
+    }
 
 
 # --------------------------------------------------------------------------- memory
@@ -134,7 +139,7 @@ def cuda_peak_mib(fn: Callable[[], object], device: torch.device) -> float:
     before = torch.cuda.memory_allocated(device)
     fn()
     synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def probe_job(job: dict) -> float | None:
@@ -156,6 +161,7 @@ def probe_job(job: dict) -> float | None:
         def fn() -> None:
             with torch.inference_mode():
                 layer(x, w)
+
     return cuda_peak_mib(fn, device) if device.type == "cuda" else cpu_peak_mib(fn)
 
 
@@ -163,8 +169,13 @@ def run_probe(job: dict) -> float | None:
     """Peak memory of a job: in this process on CUDA, in a fresh interpreter on the CPU."""
     if job["device"] == "cuda":
         return probe_job(job)
-    done = subprocess.run([sys.executable, __file__, "--probe", json.dumps(job)], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--probe", json.dumps(job)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)
 
 
@@ -174,8 +185,15 @@ def opencv_ms(xs: np.ndarray, estimator: str) -> float:
     p1, p2 = np.ascontiguousarray(xs[:, :2]), np.ascontiguousarray(xs[:, 2:])
     cv2.setRNGSeed(SEED)
     start = time.perf_counter()
-    cv2.findEssentialMat(p1, p2, np.eye(3), method=OPENCV_METHODS[estimator], prob=PROB,
-                         threshold=THRESHOLD, maxIters=MAX_ITERS)
+    cv2.findEssentialMat(
+        p1,
+        p2,
+        np.eye(3),
+        method=OPENCV_METHODS[estimator],
+        prob=PROB,
+        threshold=THRESHOLD,
+        maxIters=MAX_ITERS,
+    )
     return 1e3 * (time.perf_counter() - start)
 
 
@@ -193,31 +211,58 @@ def laplacian_row(n: int, width: int, device: torch.device, args: argparse.Names
         row["rel_diff"] = float((laplacian_aggregate(x, w).double() - ref).norm() / ref.norm())
     if not args.no_memory:
         for name in ("fast", "dense"):
-            row[f"{name}_mib"] = run_probe({"kind": name, "device": device.type, "n": n,
-                                            "width": width, "threads": args.threads})
+            row[f"{name}_mib"] = run_probe(
+                {
+                    "kind": name,
+                    "device": device.type,
+                    "n": n,
+                    "width": width,
+                    "threads": args.threads,
+                }
+            )
     return row
 
 
 # --------------------------------------------------------------------------- network
-def network_row(net: CorrNet, config: dict, features: torch.Tensor, batch: int, device: torch.device,
-                dtype: str, args: argparse.Namespace, estimate_ms: float | None) -> dict:
+def network_row(
+    net: CorrNet,
+    config: dict,
+    features: torch.Tensor,
+    batch: int,
+    device: torch.device,
+    dtype: str,
+    args: argparse.Namespace,
+    estimate_ms: float | None,
+) -> dict:
     """Time (and peak memory) of the network on batches cycled from ``features`` (P, N, C)."""
     pairs, n, _ = features.shape
     row: dict = {"n": n, "batch": batch, "device": device.type, "dtype": dtype}
     if estimate_ms is not None and estimate_ms * (1 + args.min_repeats) > 1e3 * args.budget_s:
         return {**row, "skipped": True, "estimated_ms_per_batch": estimate_ms}
     predict = make_predictor(net, DTYPES[dtype], compile=args.compile)
-    batches = [features[(torch.arange(batch) + i * batch) % pairs].to(device)
-               for i in range(pairs)]
+    batches = [features[(torch.arange(batch) + i * batch) % pairs].to(device) for i in range(pairs)]
     timing = adaptive_timing(lambda i: predict(batches[i % pairs]), device, args)
-    row.update(skipped=False, compiled=predict.compiled, repeats=timing["repeats"],
-               ms_per_batch=timing["median_ms"], ms_per_pair=timing["median_ms"] / batch,
-               best_ms_per_pair=timing["best_ms"] / batch,
-               pairs_per_s=1e3 * batch / timing["median_ms"])
+    row.update(
+        skipped=False,
+        compiled=predict.compiled,
+        repeats=timing["repeats"],
+        ms_per_batch=timing["median_ms"],
+        ms_per_pair=timing["median_ms"] / batch,
+        best_ms_per_pair=timing["best_ms"] / batch,
+        pairs_per_s=1e3 * batch / timing["median_ms"],
+    )
     if not args.no_memory:
-        row["peak_mib"] = run_probe({"kind": "network", "device": device.type, "n": n,
-                                     "batch": batch, "dtype": dtype, "net": config,
-                                     "threads": args.threads})
+        row["peak_mib"] = run_probe(
+            {
+                "kind": "network",
+                "device": device.type,
+                "n": n,
+                "batch": batch,
+                "dtype": dtype,
+                "net": config,
+                "threads": args.threads,
+            }
+        )
     return row
 
 
@@ -227,10 +272,17 @@ def machine() -> dict:
     if Path("/proc/cpuinfo").exists():
         found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
         cpu = found[1] if found else cpu
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "cores_available": available_cores(),
-            "torch": torch.__version__, "opencv": cv2.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads(),
-            "load_average_start": os.getloadavg()}
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cores_available": available_cores(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "opencv_threads": cv2.getNumThreads(),
+        "load_average_start": os.getloadavg(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -241,9 +293,11 @@ def cell(value: float | None, digits: int = 1) -> str:
 
 
 def print_table(results: dict) -> None:
-    head = (f"{'model':<18} {'dev':<4} {'dtype':<8} {'N':>6} {'B':>3} {'ms/pair':>9} {'best':>8} "
-            f"{'pairs/s':>8} {'peak MiB':>9} {'RANSAC':>8} {'MAGSAC':>8} {'net/RANSAC':>10} "
-            f"{'L dense ms':>10} {'L O(N) ms':>9} {'dense MiB':>9} {'O(N) MiB':>8}")
+    head = (
+        f"{'model':<18} {'dev':<4} {'dtype':<8} {'N':>6} {'B':>3} {'ms/pair':>9} {'best':>8} "
+        f"{'pairs/s':>8} {'peak MiB':>9} {'RANSAC':>8} {'MAGSAC':>8} {'net/RANSAC':>10} "
+        f"{'L dense ms':>10} {'L O(N) ms':>9} {'dense MiB':>9} {'O(N) MiB':>8}"
+    )
     print(head)
     print("-" * len(head))
     base = {b["n"]: b for b in results["baselines"]}
@@ -255,34 +309,54 @@ def print_table(results: dict) -> None:
             est = f"skipped (estimated {r['estimated_ms_per_batch'] / 1e3:.0f} s per call)"
             print(start + est)
             continue
-        print(start + f"{cell(r['ms_per_pair'], 2):>9} {cell(r['best_ms_per_pair'], 2):>8} "
-              f"{cell(r['pairs_per_s'], 0):>8} {cell(r.get('peak_mib')):>9} "
-              f"{cell(b['ransac_ms']):>8} {cell(b['magsac_ms']):>8} "
-              f"{cell(r['ms_per_pair'] / b['ransac_ms'], 2):>10} "
-              f"{cell(lap.get('dense_ms'), 2):>10} {cell(lap.get('fast_ms'), 3):>9} "
-              f"{cell(lap.get('dense_mib')):>9} {cell(lap.get('fast_mib')):>8}")
+        print(
+            start + f"{cell(r['ms_per_pair'], 2):>9} {cell(r['best_ms_per_pair'], 2):>8} "
+            f"{cell(r['pairs_per_s'], 0):>8} {cell(r.get('peak_mib')):>9} "
+            f"{cell(b['ransac_ms']):>8} {cell(b['magsac_ms']):>8} "
+            f"{cell(r['ms_per_pair'] / b['ransac_ms'], 2):>10} "
+            f"{cell(lap.get('dense_ms'), 2):>10} {cell(lap.get('fast_ms'), 3):>9} "
+            f"{cell(lap.get('dense_mib')):>9} {cell(lap.get('fast_mib')):>8}"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, nargs="+", default=[Path("configs/model/default.yaml")],
-                        help="model YAMLs, or training configs (their model.net is used)")
-    parser.add_argument("--n", type=int, nargs="+", help="matches per pair (default 1000 ... 16000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        nargs="+",
+        default=[Path("configs/model/default.yaml")],
+        help="model YAMLs, or training configs (their model.net is used)",
+    )
+    parser.add_argument(
+        "--n", type=int, nargs="+", help="matches per pair (default 1000 ... 16000)"
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes")
     parser.add_argument("--device", nargs="+", help="default: cpu, and cuda when available")
-    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES),
-                        help="default: float32 on the CPU, float32 and bfloat16 on CUDA")
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        choices=sorted(DTYPES),
+        help="default: float32 on the CPU, float32 and bfloat16 on CUDA",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--threads", type=int, help="torch and OpenCV threads (default: all cores)")
     parser.add_argument("--pairs", type=int, default=4, help="synthetic pairs per N")
     parser.add_argument("--repeats", type=int, default=20, help="most timed calls per row")
     parser.add_argument("--min-repeats", type=int, default=3, help="fewest timed calls per row")
     parser.add_argument("--target-s", type=float, default=2.0, help="timed seconds per row")
-    parser.add_argument("--budget-s", type=float, default=30.0,
-                        help="skip a row whose warm-up and fewest repeats would take longer")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=30.0,
+        help="skip a row whose warm-up and fewest repeats would take longer",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
-    parser.add_argument("--quick", action="store_true",
-                        help="N 1000 2000 4000, 2 pairs, 0.5 s per row, 5 s budget")
+    parser.add_argument(
+        "--quick", action="store_true", help="N 1000 2000 4000, 2 pairs, 0.5 s per row, 5 s budget"
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -306,40 +380,71 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    results: dict = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "probe"},
-                     "models": {}, "baselines": [], "network": [], "laplacian": {}}
+    results: dict = {
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "probe"},
+        "models": {},
+        "baselines": [],
+        "network": [],
+        "laplacian": {},
+    }
     configs = {}
     for path in args.config:
         config = load_net_config(path)
         configs[f"{path.stem}/w{config.get('width', 128)}"] = config
     nets = {name: CorrNet(CorrNetConfig.from_dict(config)) for name, config in configs.items()}
     for name, net in nets.items():
-        results["models"][name] = {"config": configs[name],
-                                   "parameters": sum(p.numel() for p in net.parameters())}
+        results["models"][name] = {
+            "config": configs[name],
+            "parameters": sum(p.numel() for p in net.parameters()),
+        }
         print(f"{name}: {results['models'][name]['parameters']:,} parameters")
     m = results["machine"]
-    print(f"{m['cpu']}, {m['cores_available']} cores, torch {m['torch']} ({args.threads} threads), "
-          f"OpenCV {m['opencv']}{', ' + m['gpu'] if 'gpu' in m else ''}; load {m['load_average_start'][0]:.2f}\n")
+    print(
+        f"{m['cpu']}, {m['cores_available']} cores, torch {m['torch']} ({args.threads} threads), "
+        f"OpenCV {m['opencv']}{', ' + m['gpu'] if 'gpu' in m else ''}; load {m['load_average_start'][0]:.2f}\n"
+    )
 
-    last: dict[tuple, tuple[int, int, float]] = {}   # (model, device, dtype) -> last measured row
+    last: dict[tuple, tuple[int, int, float]] = {}  # (model, device, dtype) -> last measured row
     for n in args.n:
         samples = [generate_pair(0, i, num_matches=n, side_info=True) for i in range(args.pairs)]
-        features = torch.stack([s["features"] for s in samples])            # (P, N, 6)
+        features = torch.stack([s["features"] for s in samples])  # (P, N, 6)
         xs = [s["xs"].double().numpy() for s in samples]
-        results["baselines"].append({"n": n, **{f"{e}_ms": statistics.median(opencv_ms(x, e) for x in xs)
-                                                for e in OPENCV_METHODS}})
+        results["baselines"].append(
+            {
+                "n": n,
+                **{
+                    f"{e}_ms": statistics.median(opencv_ms(x, e) for x in xs)
+                    for e in OPENCV_METHODS
+                },
+            }
+        )
         for device in map(torch.device, args.device):
             for width in sorted({c.get("width", 128) for c in configs.values()}):
-                results["laplacian"][f"{device.type}/{width}/{n}"] = laplacian_row(n, width, device, args)
+                results["laplacian"][f"{device.type}/{width}/{n}"] = laplacian_row(
+                    n, width, device, args
+                )
             for name, net in nets.items():
                 net.to(device)
-                for dtype in args.dtype or (["float32"] + (["bfloat16"] if device.type == "cuda" else [])):
+                for dtype in args.dtype or (
+                    ["float32"] + (["bfloat16"] if device.type == "cuda" else [])
+                ):
                     for batch in args.batch:
                         key = (name, device.type, dtype)
-                        prev = last.get(key)   # quadratic in N, linear in batch
-                        estimate = None if prev is None else prev[2] * (n / prev[0]) ** 2 * batch / prev[1]
-                        row = network_row(net, configs[name], features[..., :net.in_channels], batch,
-                                          device, dtype, args, estimate)
+                        prev = last.get(key)  # quadratic in N, linear in batch
+                        estimate = (
+                            None if prev is None else prev[2] * (n / prev[0]) ** 2 * batch / prev[1]
+                        )
+                        row = network_row(
+                            net,
+                            configs[name],
+                            features[..., : net.in_channels],
+                            batch,
+                            device,
+                            dtype,
+                            args,
+                            estimate,
+                        )
                         row.update(model=name, width=configs[name].get("width", 128))
                         results["network"].append(row)
                         if not row["skipped"]:
@@ -347,11 +452,13 @@ def main(argv: list[str] | None = None) -> None:
                 net.cpu()
     results["machine"]["load_average_end"] = os.getloadavg()
     print_table(results)
-    print(f"\nload average (1 min) {m['load_average_start'][0]:.2f} at start, "
-          f"{m['load_average_end'][0]:.2f} at the end")
+    print(
+        f"\nload average (1 min) {m['load_average_start'][0]:.2f} at start, "
+        f"{m['load_average_end'][0]:.2f} at the end"
+    )
     if args.out:
         results["laplacian"] = list(results["laplacian"].values())
-        with atomic_path(args.out) as tmp:   # minutes of timing: never a half-written file
+        with atomic_path(args.out) as tmp:  # minutes of timing: never a half-written file
             tmp.write_text(json.dumps(results, indent=2, default=str))
         print(f"wrote {args.out}")
 

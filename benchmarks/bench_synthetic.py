@@ -19,7 +19,9 @@ from corrnet.datasets.synthetic import MODES, SyntheticPairs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--num-matches", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
@@ -35,16 +37,21 @@ def main() -> None:
             for i in range(len(data)):
                 data[i]
             seconds.append(time.perf_counter() - start)
-        print(f"{mode:8s} single process: {args.pairs / min(seconds):8.1f} pairs/s (N={args.num_matches})")
+        print(
+            f"{mode:8s} single process: {args.pairs / min(seconds):8.1f} pairs/s (N={args.num_matches})"
+        )
     data = SyntheticPairs(args.pairs, seed=0, mode="mixed", num_matches=args.num_matches)
-    loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers,
-                        collate_fn=PairCollator(seed=0))
+    loader = DataLoader(
+        data, batch_size=args.batch_size, num_workers=args.workers, collate_fn=PairCollator(seed=0)
+    )
     start = time.perf_counter()
     for _ in loader:
         pass
     rate = args.pairs / (time.perf_counter() - start)
-    print(f"mixed    DataLoader, {args.workers} workers, batch {args.batch_size}: {rate:8.1f} pairs/s "
-          f"(includes worker start-up)")
+    print(
+        f"mixed    DataLoader, {args.workers} workers, batch {args.batch_size}: {rate:8.1f} pairs/s "
+        f"(includes worker start-up)"
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,11 @@ def _nearest(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def pair_stats(xs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Per-pair statistics: Clark-Evans index of outliers, coherent shares, many-to-one flags."""
     out: dict[str, float] = {}
+
     def repeated(a: np.ndarray) -> np.ndarray:
-        _, inverse, counts = np.unique(np.round(a, 6), axis=0, return_inverse=True, return_counts=True)
+        _, inverse, counts = np.unique(
+            np.round(a, 6), axis=0, return_inverse=True, return_counts=True
+        )
         return counts[inverse.reshape(-1)] > 1
 
     dup = repeated(xs)
@@ -93,43 +96,72 @@ def collect(samples: Iterable[dict], total: int, desc: str) -> dict[str, float]:
         ys, ratios, mutuals = (s[k].double().numpy() for k in ("ys", "ratios", "mutuals"))
         n_matches.append(len(xs))
         inlier_pct.append(100 * labels.mean())
-        ratio_in.append(ratios[labels]); ratio_out.append(ratios[~labels])  # noqa: E702
-        mutual_in.append(mutuals[labels]); mutual_out.append(mutuals[~labels])  # noqa: E702
+        ratio_in.append(ratios[labels])
+        ratio_out.append(ratios[~labels])
+        mutual_in.append(mutuals[labels])
+        mutual_out.append(mutuals[~labels])
         ys_out.append(ys[~labels])
         per_pair.append(pair_stats(xs, labels))
     cat = np.concatenate
-    r_in, r_out, m_in, m_out, y_out = cat(ratio_in), cat(ratio_out), cat(mutual_in), cat(mutual_out), cat(ys_out)
+    r_in, r_out, m_in, m_out, y_out = (
+        cat(ratio_in),
+        cat(ratio_out),
+        cat(mutual_in),
+        cat(mutual_out),
+        cat(ys_out),
+    )
     q = np.percentile(inlier_pct, [10, 25, 50, 75, 90])
     pp = {k: np.nanmedian([p[k] for p in per_pair]) for k in per_pair[0]}
     return {
-        "pairs": len(inlier_pct), "matches/pair (median)": np.median(n_matches),
-        "inlier % p10": q[0], "inlier % p25": q[1], "inlier % median": q[2], "inlier % p75": q[3],
-        "inlier % p90": q[4], "pairs < 5 % inliers (%)": 100 * np.mean(np.array(inlier_pct) < 5),
-        "ratio median, inliers": np.median(r_in), "ratio median, outliers": np.median(r_out),
-        "ratio < 0.8: inliers %": 100 * np.mean(r_in < 0.8), "ratio < 0.8: outliers %": 100 * np.mean(r_out < 0.8),
+        "pairs": len(inlier_pct),
+        "matches/pair (median)": np.median(n_matches),
+        "inlier % p10": q[0],
+        "inlier % p25": q[1],
+        "inlier % median": q[2],
+        "inlier % p75": q[3],
+        "inlier % p90": q[4],
+        "pairs < 5 % inliers (%)": 100 * np.mean(np.array(inlier_pct) < 5),
+        "ratio median, inliers": np.median(r_in),
+        "ratio median, outliers": np.median(r_out),
+        "ratio < 0.8: inliers %": 100 * np.mean(r_in < 0.8),
+        "ratio < 0.8: outliers %": 100 * np.mean(r_out < 0.8),
         "ratio AUC (in vs out)": auc(-r_in, -r_out),
-        "mutual: inliers %": 100 * m_in.mean(), "mutual: outliers %": 100 * m_out.mean(),
+        "mutual: inliers %": 100 * m_in.mean(),
+        "mutual: outliers %": 100 * m_out.mean(),
         "mutual AUC": auc(m_in, m_out),
-        "outliers ys < 1e-3 %": 100 * np.mean(y_out < 1e-3), "outliers ys < 1e-2 %": 100 * np.mean(y_out < 1e-2),
-        "duplicates: inliers %": 100 * pp["dup_in"], "duplicates: outliers %": 100 * pp["dup_out"],
-        "many-to-one: inliers %": 100 * pp["many_in"], "many-to-one: outliers %": 100 * pp["many_out"],
-        "Clark-Evans x1: outliers": pp["ce_out"], "Clark-Evans x1: inliers": pp["ce_in"],
-        "coherent: outliers %": 100 * pp["coh_out"], "coherent: inliers %": 100 * pp["coh_in"],
+        "outliers ys < 1e-3 %": 100 * np.mean(y_out < 1e-3),
+        "outliers ys < 1e-2 %": 100 * np.mean(y_out < 1e-2),
+        "duplicates: inliers %": 100 * pp["dup_in"],
+        "duplicates: outliers %": 100 * pp["dup_out"],
+        "many-to-one: inliers %": 100 * pp["many_in"],
+        "many-to-one: outliers %": 100 * pp["many_out"],
+        "Clark-Evans x1: outliers": pp["ce_out"],
+        "Clark-Evans x1: inliers": pp["ce_in"],
+        "coherent: outliers %": 100 * pp["coh_out"],
+        "coherent: inliers %": 100 * pp["coh_in"],
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hdf5", type=Path, nargs="*", default=[], help="OANet-layout files (one column each)")
-    parser.add_argument("--synthetic", type=int, default=300, help="synthetic pairs per mode (0: none)")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=["mixed"], help="synthetic modes")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--hdf5", type=Path, nargs="*", default=[], help="OANet-layout files (one column each)"
+    )
+    parser.add_argument(
+        "--synthetic", type=int, default=300, help="synthetic pairs per mode (0: none)"
+    )
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=["mixed"], help="synthetic modes"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic pairs")
     args = parser.parse_args(argv)
     columns: dict[str, dict[str, float]] = {}
     for path in args.hdf5:
         if not path.is_file():
             parser.error(f"{path}: HDF5 file not found")
-        try:   # side_info: the ratio and mutual statistics need those groups, not zeros in their place
+        try:  # side_info: the ratio and mutual statistics need those groups, not zeros in their place
             data = OANetPairs(path, side_info=True, on_bad="skip")
         except ValueError as error:
             parser.error(str(error))
@@ -144,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     width = max(12, *(len(n) + 2 for n in names))
     print(f"{'statistic':28s}" + "".join(f"{n:>{width}s}" for n in names))
     for row in columns[names[0]]:
-        cells = "".join(f"{columns[n][row]:>{width}.{0 if row in ('pairs',) else 2}f}" for n in names)
+        cells = "".join(
+            f"{columns[n][row]:>{width}.{0 if row in ('pairs',) else 2}f}" for n in names
+        )
         print(f"{row:28s}{cells}")
 
 

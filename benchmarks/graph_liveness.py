@@ -29,8 +29,12 @@ from corrnet.models.graph_stats import graph_liveness
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graph_liveness.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="exported .pt or Lightning .ckpt (default: the shipped weights)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="exported .pt or Lightning .ckpt (default: the shipped weights)",
+    )
     parser.add_argument("--data", default="synthetic", help="OANet-format HDF5 file or 'synthetic'")
     parser.add_argument("--max-pairs", type=int, default=None, help="first K pairs only")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -48,12 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.checkpoint or 'shipped weights'} on {args.data}: {pairs} pairs")
     print(f"{'stage':>5} {'matches':>9} {'open %':>7} {'auc':>6} {'auc/pair':>8}")
     for s, row in enumerate(stats):
-        print(f"{s:>5} {row['matches']:>9} {100 * row['open']:>7.1f} {row['auc']:>6.3f} "
-              f"{row['auc_pair_mean']:>8.3f}")
+        print(
+            f"{s:>5} {row['matches']:>9} {100 * row['open']:>7.1f} {row['auc']:>6.3f} "
+            f"{row['auc_pair_mean']:>8.3f}"
+        )
     if args.json:
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"checkpoint": str(args.checkpoint or "shipped"),
-                                       "data": args.data, "pairs": pairs, "stages": stats}, indent=2))
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "checkpoint": str(args.checkpoint or "shipped"),
+                        "data": args.data,
+                        "pairs": pairs,
+                        "stages": stats,
+                    },
+                    indent=2,
+                )
+            )
     return 0
 
 

@@ -60,19 +60,28 @@ def threshold_row(T: float) -> str:
 def mean_logits(samples: Sequence[dict], models: Sequence[torch.nn.Module]) -> list[np.ndarray]:
     """The mean over ``models`` of each sample's logits (N,), batch size 1, on the CPU."""
     predictors = [make_predictor(m) for m in models]
-    return [np.mean([run_network(s, p, ("logits",))[0]["logits"].numpy() for p in predictors], 0)
-            for s in tqdm(samples, desc="network", unit="pair")]
+    return [
+        np.mean([run_network(s, p, ("logits",))[0]["logits"].numpy() for p in predictors], 0)
+        for s in tqdm(samples, desc="network", unit="pair")
+    ]
 
 
-def subsets(logits: np.ndarray, ratios: np.ndarray, thresholds: Sequence[float],
-            sample: dict | None = None, oracle: Sequence[float] = ()) -> dict[str, tuple[np.ndarray, bool]]:
+def subsets(
+    logits: np.ndarray,
+    ratios: np.ndarray,
+    thresholds: Sequence[float],
+    sample: dict | None = None,
+    oracle: Sequence[float] = (),
+) -> dict[str, tuple[np.ndarray, bool]]:
     """Each row's match indices (in the order PoseLib gets them) and whether it samples
     progressively, for one pair: logits, ratios (N,); with ``sample`` (its ``labels``, ``xs``, ``R``,
     ``t``, ``K1``, ``K2``) also the oracle rows, the labelled inliers and those within each
     ``oracle`` pixels of the ground truth."""
     scores = torch.from_numpy(np.asarray(logits, np.float64))[None]
-    rows = {threshold_row(T): (np.flatnonzero(kept_matches(scores - T)[0].numpy()), False)
-            for T in thresholds}
+    rows = {
+        threshold_row(T): (np.flatnonzero(kept_matches(scores - T)[0].numpy()), False)
+        for T in thresholds
+    }
     kept = np.flatnonzero(kept_matches(scores)[0].numpy())
     rows[PROSAC] = (kept[np.argsort(-logits[kept], kind="stable")], True)
     rows[RATIO] = (np.flatnonzero(ratios < RATIO_THRESHOLD), False)
@@ -82,9 +91,14 @@ def subsets(logits: np.ndarray, ratios: np.ndarray, thresholds: Sequence[float],
     return rows
 
 
-def measure(samples: Sequence[dict], logits: Sequence[np.ndarray], thresholds: Sequence[float],
-            seeds: Sequence[int], workers: int,
-            oracle: Sequence[float] | None = None) -> dict[tuple[str, int], np.ndarray]:
+def measure(
+    samples: Sequence[dict],
+    logits: Sequence[np.ndarray],
+    thresholds: Sequence[float],
+    seeds: Sequence[int],
+    workers: int,
+    oracle: Sequence[float] | None = None,
+) -> dict[tuple[str, int], np.ndarray]:
     """Pose errors (P,) in degrees, max(rotation, translation), of every (row, seed); with
     ``oracle`` (pixel thresholds, possibly none) the oracle rows too."""
     jobs = []
@@ -92,10 +106,18 @@ def measure(samples: Sequence[dict], logits: Sequence[np.ndarray], thresholds: S
         f64 = lambda k: np.asarray(s[k], np.float64)  # noqa: E731
         tasks: list[PoseTask] = [
             (f"{row}|{seed}", PoseLibEstimator(seed=seed, progressive=progressive), indices)
-            for row, (indices, progressive) in subsets(lg, f64("ratios").reshape(-1), thresholds,
-                                                       None if oracle is None else s, oracle or ()).items()
-            for seed in seeds]
-        jobs.append((i, f64("xs").reshape(-1, 4), f64("K1").reshape(3, 3), f64("K2").reshape(3, 3), tasks))
+            for row, (indices, progressive) in subsets(
+                lg,
+                f64("ratios").reshape(-1),
+                thresholds,
+                None if oracle is None else s,
+                oracle or (),
+            ).items()
+            for seed in seeds
+        ]
+        jobs.append(
+            (i, f64("xs").reshape(-1, 4), f64("K1").reshape(3, 3), f64("K2").reshape(3, 3), tasks)
+        )
     errors: dict[tuple[str, int], np.ndarray] = {}
     for i, outcomes in run_pose_jobs(jobs, workers, progress=True):
         R_gt = torch.from_numpy(np.asarray(samples[i]["R"], np.float64).reshape(3, 3))
@@ -103,7 +125,9 @@ def measure(samples: Sequence[dict], logits: Sequence[np.ndarray], thresholds: S
         for name, R, t, _, _ in outcomes:
             row, seed = name.rsplit("|", 1)
             err_R, err_t = pose_errors(torch.from_numpy(R), torch.from_numpy(t), R_gt, t_gt)
-            errors.setdefault((row, int(seed)), np.zeros(len(samples)))[i] = max(float(err_R), float(err_t))
+            errors.setdefault((row, int(seed)), np.zeros(len(samples)))[i] = max(
+                float(err_R), float(err_t)
+            )
     return errors
 
 
@@ -111,12 +135,17 @@ def table(errors: dict[tuple[str, int], np.ndarray], groups: Sequence[tuple[str,
     """One line per row: per group, mAP5/10/20 (%) averaged over the seeds and the seeds' mAP5 range."""
     rows = list(dict.fromkeys(row for row, _ in errors))
     seeds = sorted({seed for _, seed in errors})
-    lines = [f"{'matches':20s}" + "".join(f"  {name + f' ({end - start})':>30s}" for name, start, end in groups)]
+    lines = [
+        f"{'matches':20s}"
+        + "".join(f"  {name + f' ({end - start})':>30s}" for name, start, end in groups)
+    ]
     for row in rows:
         cells = []
         for _, start, end in groups:
             maps = [oanet_map(errors[row, seed][start:end]) for seed in seeds]
-            mean = "/".join(f"{100 * np.mean([m[k] for m in maps]):.1f}" for k in ("mAP5", "mAP10", "mAP20"))
+            mean = "/".join(
+                f"{100 * np.mean([m[k] for m in maps]):.1f}" for k in ("mAP5", "mAP10", "mAP20")
+            )
             five = [100 * m["mAP5"] for m in maps]
             cells.append(f"{mean} [{min(five):.1f}-{max(five):.1f}]")
         lines.append(f"{row:20s}" + "".join(f"  {c:>30s}" for c in cells))
@@ -129,20 +158,36 @@ def parse_group(text: str) -> tuple[str, int, int]:
         name, start, end = text.rsplit(":", 2)
         return name, int(start), int(end)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME:START:END (pair positions), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:START:END (pair positions), got {text!r}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True, help="OANet-format HDF5 file (or 'synthetic')")
-    parser.add_argument("--checkpoint", nargs="+", default=[str(PRETRAINED)], metavar="CKPT",
-                        help="weights; several: their logits are averaged (default: the shipped ones)")
-    parser.add_argument("--thresholds", nargs="+", type=float, default=[-0.5, 0.0, 0.5, 1.0, 2.0], metavar="T")
+    parser.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=[str(PRETRAINED)],
+        metavar="CKPT",
+        help="weights; several: their logits are averaged (default: the shipped ones)",
+    )
+    parser.add_argument(
+        "--thresholds", nargs="+", type=float, default=[-0.5, 0.0, 0.5, 1.0, 2.0], metavar="T"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4], metavar="S")
     parser.add_argument("--groups", nargs="+", type=parse_group, metavar="NAME:START:END")
-    parser.add_argument("--oracle", nargs="*", type=float, metavar="PX",
-                        help="add the oracle rows: the labelled inliers, and those within each PX pixels "
-                             "of the ground truth (default 1)")
+    parser.add_argument(
+        "--oracle",
+        nargs="*",
+        type=float,
+        metavar="PX",
+        help="add the oracle rows: the labelled inliers, and those within each PX pixels "
+        "of the ground truth (default 1)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -160,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(side_info) > 1:
         parser.error("--checkpoint: the weights differ in side_info (their inputs differ)")
     dataset = open_dataset(args.data, "test", side_info=side_info.pop())
-    try:   # every row is PoseLib (pixels), one of them on the ratio test
+    try:  # every row is PoseLib (pixels), one of them on the ratio test
         check_inputs(dataset, ["ratio+poselib"])
     except ValueError as error:
         parser.error(str(error))
@@ -168,12 +213,22 @@ def main(argv: list[str] | None = None) -> None:
     groups = args.groups or [("all", 0, len(samples))]
     bad = [g for g in groups if not 0 <= g[1] < g[2] <= len(samples)]
     if bad:
-        parser.error(f"--groups: {bad[0][0]}: expected 0 <= START < END <= {len(samples)} pairs of {args.data}")
+        parser.error(
+            f"--groups: {bad[0][0]}: expected 0 <= START < END <= {len(samples)} pairs of {args.data}"
+        )
     torch.set_num_threads(1)
-    errors = measure(samples, mean_logits(samples, models), args.thresholds, args.seeds, args.workers,
-                     args.oracle)
-    print(f"{args.data}, {len(samples)} pairs, checkpoints {' '.join(args.checkpoint)}, PoseLib seeds "
-          f"{' '.join(map(str, args.seeds))}: mAP5/10/20 (%) averaged over the seeds [lowest-highest mAP5]")
+    errors = measure(
+        samples,
+        mean_logits(samples, models),
+        args.thresholds,
+        args.seeds,
+        args.workers,
+        args.oracle,
+    )
+    print(
+        f"{args.data}, {len(samples)} pairs, checkpoints {' '.join(args.checkpoint)}, PoseLib seeds "
+        f"{' '.join(map(str, args.seeds))}: mAP5/10/20 (%) averaged over the seeds [lowest-highest mAP5]"
+    )
     print(table(errors, groups))
 
 

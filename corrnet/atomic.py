@@ -32,7 +32,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp{os.getpid()}-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.tmp{os.getpid()}-", suffix=suffix, dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
@@ -47,7 +49,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # another user's live process
+    except PermissionError:  # another user's live process
         return True
     return True
 

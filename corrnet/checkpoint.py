@@ -39,32 +39,42 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:   # torch's text advises weights_only=False: not quoted
+    except pickle.UnpicklingError as err:  # torch's text advises weights_only=False: not quoted
         found = re.search(r"GLOBAL (\S+)", str(err))
         first = f" (first: {found.group(1)})" if found else ""
-        raise ValueError(f"{path}: not a corrnet checkpoint: it holds Python objects other than tensors "
-                         f"and plain data{first}, which corrnet never loads") from None
+        raise ValueError(
+            f"{path}: not a corrnet checkpoint: it holds Python objects other than tensors "
+            f"and plain data{first}, which corrnet never loads"
+        ) from None
     except Exception:  # a truncated or foreign file
         raise ValueError(f"{path}: not a corrnet checkpoint (not a readable torch file)") from None
 
 
-def _net_config_and_state(ckpt: dict[str, Any], path: Path) -> tuple[CorrNetConfig, dict[str, torch.Tensor]]:
+def _net_config_and_state(
+    ckpt: dict[str, Any], path: Path
+) -> tuple[CorrNetConfig, dict[str, torch.Tensor]]:
     """Accept an exported file (format version 1 or 2) or a Lightning checkpoint of
     :class:`CorrNetModule` (old ``in_channels`` or new ``side_info`` hyperparameters)."""
     if not isinstance(ckpt, dict):
-        ckpt = {}   # a bare tensor or list: refused below with the same message
+        ckpt = {}  # a bare tensor or list: refused below with the same message
     if ckpt.get("format") == LEGACY_FORMAT or ckpt.get("format") == FORMAT:
         version = ckpt.get("format_version", 1)
         if version not in (1, FORMAT_VERSION):
-            raise ValueError(f"{path}: corrnet weights of format_version {version!r}; this "
-                             f"corrnet reads format_version 1 and {FORMAT_VERSION}")
+            raise ValueError(
+                f"{path}: corrnet weights of format_version {version!r}; this "
+                f"corrnet reads format_version 1 and {FORMAT_VERSION}"
+            )
         config, state = ckpt["net"], ckpt["state_dict"]
     elif isinstance(ckpt.get("hyper_parameters"), dict) and "state_dict" in ckpt:
         config = ckpt["hyper_parameters"].get("net") or {}
-        state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        state = {
+            k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
+        }
     else:
-        raise ValueError(f"{path}: not a corrnet checkpoint (expected a Lightning checkpoint of "
-                         f"CorrNetModule or a file written by corrnet.checkpoint.export_model)")
+        raise ValueError(
+            f"{path}: not a corrnet checkpoint (expected a Lightning checkpoint of "
+            f"CorrNetModule or a file written by corrnet.checkpoint.export_model)"
+        )
     try:
         return CorrNetConfig.from_dict(config, f"{path}: network configuration"), state
     except (TypeError, ValueError) as err:
@@ -78,15 +88,18 @@ def load_state(model: CorrNet, state: dict[str, torch.Tensor], path: Path) -> No
     model.load_state_dict(state)
 
 
-def check_same_architecture(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
-                            path: Path) -> None:
+def check_same_architecture(
+    own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path: Path
+) -> None:
     """ValueError naming ``path`` and the first mismatching keys unless ``state`` fits ``own``."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if missing or unexpected or shapes:
-        raise ValueError(f"{path}: weights of another architecture: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}, wrong shape {shapes[:5]}")
+        raise ValueError(
+            f"{path}: weights of another architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {shapes[:5]}"
+        )
 
 
 def check_resumable(path: str | os.PathLike, module: torch.nn.Module) -> Path:
@@ -99,24 +112,33 @@ def check_resumable(path: str | os.PathLike, module: torch.nn.Module) -> Path:
     path = Path(path)
     ckpt = read_checkpoint(path, mmap=True)
     if isinstance(ckpt, dict) and ckpt.get("format") in (FORMAT, LEGACY_FORMAT):
-        raise ValueError(f"{path}: exported weights (corrnet.checkpoint.export_model), not a training "
-                         f"checkpoint; resume from a .ckpt in checkpoint.dirpath")
-    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and "loops" in ckpt):
-        raise ValueError(f"{path}: not a corrnet training checkpoint (expected a Lightning .ckpt "
-                         f"written by train.py)")
+        raise ValueError(
+            f"{path}: exported weights (corrnet.checkpoint.export_model), not a training "
+            f"checkpoint; resume from a .ckpt in checkpoint.dirpath"
+        )
+    if not (
+        isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and "loops" in ckpt
+    ):
+        raise ValueError(
+            f"{path}: not a corrnet training checkpoint (expected a Lightning .ckpt "
+            f"written by train.py)"
+        )
     check_same_architecture(module.state_dict(), ckpt["state_dict"], path)
     return path
 
 
-def read_weights(path: str | os.PathLike | None = None
-                 ) -> tuple[CorrNetConfig, dict[str, torch.Tensor]]:
+def read_weights(
+    path: str | os.PathLike | None = None,
+) -> tuple[CorrNetConfig, dict[str, torch.Tensor]]:
     """The network config and state dict of an exported file or a Lightning checkpoint
     (default: the shipped weights), with the errors of :func:`load_model`."""
     path = Path(path) if path is not None else PRETRAINED
     return _net_config_and_state(read_checkpoint(path), path)
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> CorrNet:
+def load_model(
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> CorrNet:
     """CorrNet in eval mode from ``path`` (default: the shipped pretrained weights).
 
     Raises:
@@ -131,17 +153,22 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     return model.to(device).eval()
 
 
-def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike,
-                 meta: dict[str, Any] | None = None) -> Path:
+def export_model(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, meta: dict[str, Any] | None = None
+) -> Path:
     """Write the network config and weights of a checkpoint to a small file, atomically.
 
     Weights are stored in float32.  ``meta`` holds plain data (the training command, scores).
     """
     out = Path(out)
     config, state = read_weights(checkpoint)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "net": config.to_dict(),
-               "meta": meta or {},
-               "state_dict": {k: v.float() if v.is_floating_point() else v for k, v in state.items()}}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "net": config.to_dict(),
+        "meta": meta or {},
+        "state_dict": {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+    }
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)
     return out

@@ -6,8 +6,10 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {"match": "two images in, relative pose and picture out (python -m corrnet.match)"}
-USAGE = "usage: corrnet COMMAND [ARGS] (corrnet COMMAND --help for its options)\ncommands:\n" + \
-    "\n".join(f"  {name:8s}{what}" for name, what in COMMANDS.items())
+USAGE = (
+    "usage: corrnet COMMAND [ARGS] (corrnet COMMAND --help for its options)\ncommands:\n"
+    + "\n".join(f"  {name:8s}{what}" for name, what in COMMANDS.items())
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,8 +27,9 @@ def one_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def run_command(prog: str, body: Callable[[], int | None],
-                errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:
+def run_command(
+    prog: str, body: Callable[[], int | None], errors: tuple[type[BaseException], ...] = USER_ERRORS
+) -> int:
     """Run ``body()``; one of ``errors`` prints ``prog: error: ...`` and returns 2.
 
     Returns body's exit status (None counts as 0).

@@ -78,14 +78,17 @@ class Estimate:
     threshold_unit: str
 
 
-def _estimate(x: np.ndarray, K1: np.ndarray, K2: np.ndarray, threshold_px: float | None = None) -> Estimate:
+def _estimate(
+    x: np.ndarray, K1: np.ndarray, K2: np.ndarray, threshold_px: float | None = None
+) -> Estimate:
     """The pose of the kept matches x (M, 4) normalised; K1, K2 (3, 3) pixels.
 
     The one place that picks the estimator: PoseLib's LO-RANSAC on pixels, as ``eval.py``'s
     ``corrnet+poselib`` runs it (threshold ``threshold_px``, default 1 px).
     """
     estimator = estimators.PoseLibEstimator(
-        max_epipolar_error=estimators.POSELIB_THRESHOLD if threshold_px is None else threshold_px)
+        max_epipolar_error=estimators.POSELIB_THRESHOLD if threshold_px is None else threshold_px
+    )
     R, t, inliers = estimator.estimate(x, K1, K2)
     return Estimate(R, t, inliers, estimator.name, estimator.max_epipolar_error, "px")
 
@@ -131,18 +134,27 @@ class MatchResult:
     def to_json(self) -> dict:
         """The content of ``pose.json`` (plain lists and numbers)."""
         return {
-            "image1": str(self.image1), "image2": str(self.image2),
-            "R": self.R.tolist(), "t": self.t.tolist(), "E": self.E.tolist(),
+            "image1": str(self.image1),
+            "image2": str(self.image2),
+            "R": self.R.tolist(),
+            "t": self.t.tolist(),
+            "E": self.E.tolist(),
             "convention": "x2 = R x1 + t (camera 1 to camera 2), |t| = 1; K in pixels, "
-                          "pixel-centre convention",
-            "K1": self.K1.tolist(), "K2": self.K2.tolist(),
+            "pixel-centre convention",
+            "K1": self.K1.tolist(),
+            "K2": self.K2.tolist(),
             "intrinsics": "approximate" if self.approximate else "given",
             "intrinsics_source": self.intrinsics,
-            "num_matches": int(len(self.xs)), "num_kept": int(self.kept.sum()),
+            "num_matches": int(len(self.xs)),
+            "num_kept": int(self.kept.sum()),
             "num_inliers": int(self.inliers.sum()),
-            "kept": np.flatnonzero(self.kept).tolist(), "inliers": np.flatnonzero(self.inliers).tolist(),
-            "estimator": {"name": self.estimator, "threshold": self.threshold,
-                          "threshold_unit": self.threshold_unit},
+            "kept": np.flatnonzero(self.kept).tolist(),
+            "inliers": np.flatnonzero(self.inliers).tolist(),
+            "estimator": {
+                "name": self.estimator,
+                "threshold": self.threshold,
+                "threshold_unit": self.threshold_unit,
+            },
             "times_ms": {k: round(v, 2) for k, v in self.times_ms.items()},
             "weights": str(self.weights),
         }
@@ -156,9 +168,9 @@ def exif_focal_35mm(path: str | Path) -> float | None:
         return None
     pos = 2
     while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        if data[pos + 1] == 0xE1 and data[pos + 4:pos + 10] == b"Exif\0\0":
-            return _tiff_focal_35mm(data[pos + 10:pos + 2 + length])
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\0\0":
+            return _tiff_focal_35mm(data[pos + 10 : pos + 2 + length])
         pos += 2 + length
     return None
 
@@ -207,14 +219,18 @@ def as_intrinsics(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected 4 numbers FX FY CX CY, got {value!r}") from None
     if a.shape == (3, 3):
         if a[0, 1] != 0 or a[1, 0] != 0 or not np.array_equal(a[2], [0.0, 0.0, 1.0]):
-            raise ValueError(f"{name}: expected [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {a.tolist()}")
+            raise ValueError(
+                f"{name}: expected [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {a.tolist()}"
+            )
         a = a[[0, 1, 0, 1], [0, 1, 2, 2]]
     if a.shape != (4,):
         raise ValueError(f"{name}: expected 4 numbers FX FY CX CY (or a 3x3 matrix), got {a.size}")
     if not np.isfinite(a).all():
         raise ValueError(f"{name}: expected finite numbers, got {a.tolist()}")
     if (a[:2] <= 0).any():
-        raise ValueError(f"{name}: expected positive focal lengths FX FY in pixels, got {a[0]:g} {a[1]:g}")
+        raise ValueError(
+            f"{name}: expected positive focal lengths FX FY in pixels, got {a[0]:g} {a[1]:g}"
+        )
     return intrinsics(*a)
 
 
@@ -235,8 +251,10 @@ def _network_input(matches: PutativeMatches, in_channels: int) -> torch.Tensor:
     """Features (1, N, C) float32: [xs] (C = 4) or [xs, ratio, mutual] (C = 6)."""
     columns = {4: [matches.xs], 6: [matches.xs, matches.ratios[:, None], matches.mutuals[:, None]]}
     if in_channels not in columns:
-        raise ValueError(f"checkpoint: the network takes {in_channels} channels per match; "
-                         f"corrnet.match provides 4 (coordinates) or 6 (with ratio and mutual flag)")
+        raise ValueError(
+            f"checkpoint: the network takes {in_channels} channels per match; "
+            f"corrnet.match provides 4 (coordinates) or 6 (with ratio and mutual flag)"
+        )
     return torch.as_tensor(np.concatenate(columns[in_channels], 1), dtype=torch.float32)[None]
 
 
@@ -250,9 +268,15 @@ def _device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def match_images(img1: str | Path, img2: str | Path, K1: Sequence[float] | np.ndarray | None = None,
-                 K2: Sequence[float] | np.ndarray | None = None, checkpoint: str | Path | None = None,
-                 device: str | torch.device = "cpu", threshold: float | None = None) -> MatchResult:
+def match_images(
+    img1: str | Path,
+    img2: str | Path,
+    K1: Sequence[float] | np.ndarray | None = None,
+    K2: Sequence[float] | np.ndarray | None = None,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    threshold: float | None = None,
+) -> MatchResult:
     """Relative pose of two image files (see the module docstring for the pipeline).
 
     K1, K2: (fx, fy, cx, cy) or (3, 3) in pixels; None approximates it (with an
@@ -276,11 +300,17 @@ def match_images(img1: str | Path, img2: str | Path, K1: Sequence[float] | np.nd
         name = f"K{i + 1}"
         if K is None:
             K, sources[name] = approximate_intrinsics(path, img.shape[1], img.shape[0])
-            what = "EXIF 35 mm focal length" if sources[name] == "exif" else \
-                f"{DEFAULT_FOCAL_FACTOR:g} x the larger image side"
-            warnings.warn(f"{path}: no {name} given; approximate intrinsics f = {K[0, 0]:.1f} px "
-                          f"({what}), principal point at the centre ({K[0, 2]:g}, {K[1, 2]:g})",
-                          ApproximateIntrinsicsWarning, stacklevel=2)
+            what = (
+                "EXIF 35 mm focal length"
+                if sources[name] == "exif"
+                else f"{DEFAULT_FOCAL_FACTOR:g} x the larger image side"
+            )
+            warnings.warn(
+                f"{path}: no {name} given; approximate intrinsics f = {K[0, 0]:.1f} px "
+                f"({what}), principal point at the centre ({K[0, 2]:g}, {K[1, 2]:g})",
+                ApproximateIntrinsicsWarning,
+                stacklevel=2,
+            )
         else:
             sources[name] = "given"
         Ks.append(K)
@@ -297,7 +327,7 @@ def match_images(img1: str | Path, img2: str | Path, K1: Sequence[float] | np.nd
     model = load_model(weights, dev)
     times["load"] = (time.perf_counter() - start) * 1e3
     features = _network_input(matches, model.config.in_channels).to(dev)
-    with torch_threads(NETWORK_THREADS):   # see NETWORK_THREADS: faster than all cores under load
+    with torch_threads(NETWORK_THREADS):  # see NETWORK_THREADS: faster than all cores under load
         start = time.perf_counter()
         logits = make_predictor(model)(features)["logits"][0].double().cpu().numpy()
         times["network"] = (time.perf_counter() - start) * 1e3
@@ -307,17 +337,39 @@ def match_images(img1: str | Path, img2: str | Path, K1: Sequence[float] | np.nd
     est = _estimate(matches.xs[kept], *Ks, threshold)
     times["estimator"] = (time.perf_counter() - start) * 1e3
     if not (np.isfinite(est.R).all() and np.isfinite(est.t).all()):
-        raise MatchError(f"{paths[0]}, {paths[1]}: no pose found: the estimator '{est.name}' found "
-                         f"{int(est.inliers.sum())} inliers among the {int(kept.sum())} kept matches "
-                         f"(of {len(kept)})")
+        raise MatchError(
+            f"{paths[0]}, {paths[1]}: no pose found: the estimator '{est.name}' found "
+            f"{int(est.inliers.sum())} inliers among the {int(kept.sum())} kept matches "
+            f"(of {len(kept)})"
+        )
     inliers = np.zeros(len(kept), bool)
     inliers[np.flatnonzero(kept)[est.inliers]] = True
     R, t = np.asarray(est.R, np.float64), np.asarray(est.t, np.float64).reshape(3)
     t = t / np.linalg.norm(t)
     E = essential_from_pose(torch.from_numpy(R), torch.from_numpy(t)).numpy()
-    return MatchResult(paths[0], paths[1], R, t, E, Ks[0], Ks[1], sources, matches.uv1, matches.uv2,
-                       matches.xs, matches.ratios, matches.mutuals, logits, kept, inliers, est.name,
-                       est.threshold, est.threshold_unit, weights, times)
+    return MatchResult(
+        paths[0],
+        paths[1],
+        R,
+        t,
+        E,
+        Ks[0],
+        Ks[1],
+        sources,
+        matches.uv1,
+        matches.uv2,
+        matches.xs,
+        matches.ratios,
+        matches.mutuals,
+        logits,
+        kept,
+        inliers,
+        est.name,
+        est.threshold,
+        est.threshold_unit,
+        weights,
+        times,
+    )
 
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
@@ -327,8 +379,10 @@ def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
         raise FileExistsError(f"{out}: exists and is not a folder")
     existing = [name for name in RESULT_FILES if (out / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{out}: already holds a result ({', '.join(existing)}); choose "
-                              f"another folder or pass --overwrite")
+        raise FileExistsError(
+            f"{out}: already holds a result ({', '.join(existing)}); choose "
+            f"another folder or pass --overwrite"
+        )
     return out
 
 
@@ -337,13 +391,26 @@ def render_matches(result: MatchResult, out_png: str | Path) -> Path:
     estimator calls them inliers, vermilion where it rejects them (no ground truth here)."""
     from corrnet.visualization import render_pair
 
-    title = (f"{result.image1.name} - {result.image2.name}: kept matches vs the {result.estimator} "
-             f"pose (TP = estimator inlier, FP = rejected)")
-    return render_pair(out_png, result.xs, result.inliers, result.kept, title=title,
-                       image1=result.image1, image2=result.image2, K1=result.K1, K2=result.K2)
+    title = (
+        f"{result.image1.name} - {result.image2.name}: kept matches vs the {result.estimator} "
+        f"pose (TP = estimator inlier, FP = rejected)"
+    )
+    return render_pair(
+        out_png,
+        result.xs,
+        result.inliers,
+        result.kept,
+        title=title,
+        image1=result.image1,
+        image2=result.image2,
+        K1=result.K1,
+        K2=result.K2,
+    )
 
 
-def write_result(result: MatchResult, out: str | Path, overwrite: bool = False, picture: bool = True) -> Path:
+def write_result(
+    result: MatchResult, out: str | Path, overwrite: bool = False, picture: bool = True
+) -> Path:
     """Render ``out/matches.png`` (timed into ``result.times_ms["picture"]``), then write
     ``out/pose.json``, both atomically (pose.json also when rendering raises RuntimeError).
     ``picture=False`` writes pose.json alone and removes a matches.png of an earlier result
@@ -367,10 +434,12 @@ def summary(result: MatchResult, out: Path) -> str:
     """The one stdout line: counts, rotation angle, t, intrinsics, time, where the files are."""
     angle = math.degrees(math.acos(float(np.clip((np.trace(result.R) - 1) / 2, -1.0, 1.0))))
     total = sum(result.times_ms.get(s, 0.0) for s in STAGES)
-    return (f"{result.image1.name} {result.image2.name}: {len(result.xs)} matches, "
-            f"{int(result.kept.sum())} kept, {int(result.inliers.sum())} inliers ({result.estimator}); "
-            f"rotation {angle:.2f} deg, t [{' '.join(f'{v:+.3f}' for v in result.t)}]; intrinsics "
-            f"{'approximate' if result.approximate else 'given'}; {total:.0f} ms; {out}")
+    return (
+        f"{result.image1.name} {result.image2.name}: {len(result.xs)} matches, "
+        f"{int(result.kept.sum())} kept, {int(result.inliers.sum())} inliers ({result.estimator}); "
+        f"rotation {angle:.2f} deg, t [{' '.join(f'{v:+.3f}' for v in result.t)}]; intrinsics "
+        f"{'approximate' if result.approximate else 'given'}; {total:.0f} ms; {out}"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -382,20 +451,42 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
-    parser = _Parser(prog=prog, description="Relative pose of two images: SIFT, corrnet, robust "
-                     "estimation; writes DIR/pose.json and DIR/matches.png.")
+    parser = _Parser(
+        prog=prog,
+        description="Relative pose of two images: SIFT, corrnet, robust "
+        "estimation; writes DIR/pose.json and DIR/matches.png.",
+    )
     parser.add_argument("image1", type=Path, metavar="IMG1")
     parser.add_argument("image2", type=Path, metavar="IMG2")
     for i in (1, 2):
-        parser.add_argument(f"--K{i}", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
-                            help=f"intrinsics of image {i} in pixels (default: approximated, see docs)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for pose.json and matches.png")
-    parser.add_argument("--checkpoint", type=Path, help="corrnet weights (default: the shipped ones)")
+        parser.add_argument(
+            f"--K{i}",
+            type=float,
+            nargs=4,
+            metavar=("FX", "FY", "CX", "CY"),
+            help=f"intrinsics of image {i} in pixels (default: approximated, see docs)",
+        )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for pose.json and matches.png",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="corrnet weights (default: the shipped ones)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device of the network (default cpu)")
-    parser.add_argument("--threshold", type=float, metavar="PX", help="estimator inlier threshold in pixels")
+    parser.add_argument(
+        "--threshold", type=float, metavar="PX", help="estimator inlier threshold in pixels"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
-    parser.add_argument("--no-picture", dest="picture", action="store_false",
-                        help="write pose.json only (no renderer needed; skips the slowest stage)")
+    parser.add_argument(
+        "--no-picture",
+        dest="picture",
+        action="store_false",
+        help="write pose.json only (no renderer needed; skips the slowest stage)",
+    )
     args = parser.parse_args(argv)
     for i in (1, 2):
         K = getattr(args, f"K{i}")
@@ -417,14 +508,26 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match
         check_out_dir(args.out, args.overwrite)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ApproximateIntrinsicsWarning)
-            result = match_images(args.image1, args.image2, args.K1, args.K2, args.checkpoint,
-                                  args.device, args.threshold)
+            result = match_images(
+                args.image1,
+                args.image2,
+                args.K1,
+                args.K2,
+                args.checkpoint,
+                args.device,
+                args.threshold,
+            )
         for w in caught:
             print(f"{prog}: warning: {w.message}", file=sys.stderr)
         try:
             write_result(result, args.out, args.overwrite, args.picture)
-        except RuntimeError as err:  # the renderer: the environment, not the input; pose.json is written
-            print(f"{prog}: error: {args.out / 'pose.json'} written, but no picture: {err}", file=sys.stderr)
+        except (
+            RuntimeError
+        ) as err:  # the renderer: the environment, not the input; pose.json is written
+            print(
+                f"{prog}: error: {args.out / 'pose.json'} written, but no picture: {err}",
+                file=sys.stderr,
+            )
             return 1
         print(summary(result, args.out))
         return 0

@@ -22,15 +22,18 @@ PROG = "merge.py"
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("inputs", type=Path, nargs="+", help="OANet-layout HDF5 files")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
 
     def run() -> None:
-        check_output(args.out, {f"input {i + 1}": p for i, p in enumerate(args.inputs)}, args.overwrite)
+        check_output(
+            args.out, {f"input {i + 1}": p for i, p in enumerate(args.inputs)}, args.overwrite
+        )
         count = merge_oanet_hdf5(args.inputs, args.out)
         print(f"{args.out}: {count} pairs")
 

@@ -36,32 +36,46 @@ def sequences(folder: Path) -> list[Path]:
         return [folder]
     found = sorted(p for p in folder.iterdir() if (p / "depth").is_dir())
     if not found:
-        raise FileNotFoundError(f"{folder}: no sequence (a folder with depth/, pose/ and "
-                                f"camera-intrinsics.txt) in it")
+        raise FileNotFoundError(
+            f"{folder}: no sequence (a folder with depth/, pose/ and camera-intrinsics.txt) in it"
+        )
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--rgbd", type=Path, help="RGB-D sequence folder, or a folder of them")
     src.add_argument("--synthetic", action="store_true", help="synthetic rooms (needs --pairs)")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     parser.add_argument("--pairs", type=int, help="number of synthetic pairs")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic pair i is fixed by (seed, i)")
-    parser.add_argument("--min-overlap", type=float, default=MIN_OVERLAP,
-                        help="RGB-D pairs with less overlap are left out (default %(default)s)")
-    parser.add_argument("--num-matches", type=int, default=NUM_MATCHES,
-                        help="source points matched per pair (default %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="synthetic pair i is fixed by (seed, i)"
+    )
+    parser.add_argument(
+        "--min-overlap",
+        type=float,
+        default=MIN_OVERLAP,
+        help="RGB-D pairs with less overlap are left out (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-matches",
+        type=int,
+        default=NUM_MATCHES,
+        help="source points matched per pair (default %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.synthetic and (args.pairs is None or args.pairs < 1):
         parser.error("--synthetic: expected --pairs K with K >= 1")
     if args.num_matches < MIN_RIGID_MATCHES:
-        parser.error(f"--num-matches: expected at least {MIN_RIGID_MATCHES}, got {args.num_matches}")
+        parser.error(
+            f"--num-matches: expected at least {MIN_RIGID_MATCHES}, got {args.num_matches}"
+        )
     if not 0.0 <= args.min_overlap <= 1.0:
         parser.error(f"--min-overlap: expected a fraction in [0, 1], got {args.min_overlap}")
 
@@ -73,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             total = args.pairs
         else:
             seqs = sequences(args.rgbd)
-            pairs = (p for seq in seqs for p in rgbd_pairs(seq, args.min_overlap, args.num_matches,
-                                                          progress=not args.quiet))
+            pairs = (
+                p
+                for seq in seqs
+                for p in rgbd_pairs(
+                    seq, args.min_overlap, args.num_matches, progress=not args.quiet
+                )
+            )
             attrs = {"source": f"rgbd {args.rgbd.resolve()}", "min_overlap": args.min_overlap}
             total = None
         overlaps: list[float] = []
@@ -87,10 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         count = write_pairs3d(args.out, recorded(), total, attrs, progress=not args.quiet)
         if count == 0:
             args.out.unlink()
-            raise ValueError(f"{args.rgbd}: no pair with overlap >= {args.min_overlap}; nothing written")
+            raise ValueError(
+                f"{args.rgbd}: no pair with overlap >= {args.min_overlap}; nothing written"
+            )
         q = np.percentile(overlaps, [0, 10, 50, 90, 100])
-        print(f"{args.out}: {count} pairs; overlap min / p10 / median / p90 / max "
-              f"{' / '.join(f'{v:.2f}' for v in q)}")
+        print(
+            f"{args.out}: {count} pairs; overlap min / p10 / median / p90 / max "
+            f"{' / '.join(f'{v:.2f}' for v in q)}"
+        )
 
     return run_command(parser.prog, run)
 

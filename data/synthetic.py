@@ -20,13 +20,16 @@ PROG = "synthetic.py"
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     parser.add_argument("--pairs", type=int, required=True, help="number of pairs (at least 1)")
     parser.add_argument("--seed", type=int, default=0, help="pair i is determined by (seed, i)")
     parser.add_argument("--mode", choices=MODES, default="mixed", help="scene type (default mixed)")
-    parser.add_argument("--num-matches", type=int, default=2000, help="matches per pair (default 2000)")
+    parser.add_argument(
+        "--num-matches", type=int, default=2000, help="matches per pair (default 2000)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     if args.pairs < 1:

@@ -17,7 +17,9 @@ def episym_np(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     Fx1 = x1 @ E.T
     Ftx2 = x2 @ E
     x2Fx1 = (x2 * Fx1).sum(1)
-    return x2Fx1 ** 2 * (1 / (Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2) + 1 / (Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2))
+    return x2Fx1**2 * (
+        1 / (Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2) + 1 / (Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2)
+    )
 
 
 def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
@@ -28,12 +30,15 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
 
 def ransac_pose_error(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> float:
     """cv2.findEssentialMat + recoverPose on normalised matches; max(rotation, translation) error in degrees."""
-    x1, x2 = np.ascontiguousarray(xs[:, :2], np.float64), np.ascontiguousarray(xs[:, 2:], np.float64)
+    x1, x2 = (
+        np.ascontiguousarray(xs[:, :2], np.float64),
+        np.ascontiguousarray(xs[:, 2:], np.float64),
+    )
     cv2.setRNGSeed(1234)
     E, _ = cv2.findEssentialMat(x1, x2, np.eye(3), cv2.RANSAC, 0.999, 1e-3)
     best = None
     for k in range(0, len(E), 3):
-        n, R_est, t_est, _ = cv2.recoverPose(E[k:k + 3], x1, x2)
+        n, R_est, t_est, _ = cv2.recoverPose(E[k : k + 3], x1, x2)
         if best is None or n > best[0]:
             best = (n, R_est, t_est[:, 0])
     _, R_est, t_est = best

@@ -12,7 +12,6 @@ import torch
 
 from corrnet.geometry import skew
 
-
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 """The development data: beside the repository in CI and in the project's own checkout."""
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -45,21 +44,26 @@ def rotation(axis_angle: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_exp(skew(axis_angle))
 
 
-def make_problem(batch: int, n: int, seed: int = 0, outliers: int = 0,
-                 dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+def make_problem(
+    batch: int, n: int, seed: int = 0, outliers: int = 0, dtype: torch.dtype = torch.float64
+) -> dict[str, torch.Tensor]:
     """Random points in front of two cameras; the last ``outliers`` matches are random."""
     g = torch.Generator().manual_seed(seed)
     axis = torch.randn(batch, 3, generator=g, dtype=torch.float64)
     R = rotation(0.3 * axis / axis.norm(dim=-1, keepdim=True))
     t = torch.randn(batch, 3, generator=g, dtype=torch.float64)
     t = t / t.norm(dim=-1, keepdim=True)
-    X1 = torch.randn(batch, n, 3, generator=g, dtype=torch.float64) + torch.tensor([0.0, 0.0, 6.0], dtype=torch.float64)
+    X1 = torch.randn(batch, n, 3, generator=g, dtype=torch.float64) + torch.tensor(
+        [0.0, 0.0, 6.0], dtype=torch.float64
+    )
     X2 = X1 @ R.transpose(-1, -2) + t[:, None]
     x = torch.cat([X1[..., :2] / X1[..., 2:], X2[..., :2] / X2[..., 2:]], -1)
     labels = torch.ones(batch, n, dtype=torch.bool)
     if outliers:
-        x[:, n - outliers:, 2:] = torch.rand(batch, outliers, 2, generator=g, dtype=torch.float64) - 0.5
-        labels[:, n - outliers:] = False
+        x[:, n - outliers :, 2:] = (
+            torch.rand(batch, outliers, 2, generator=g, dtype=torch.float64) - 0.5
+        )
+        labels[:, n - outliers :] = False
     return {"x": x.to(dtype), "R": R.to(dtype), "t": t.to(dtype), "labels": labels}
 
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from corrnet.models import (Attention, GeometricRotary, GraphLaplacian, PointCN,
-                            StateCrossAttention, TransformerBlock, laplacian_aggregate, to_3d,
-                            to_4d)
+from corrnet.models import (
+    Attention,
+    GeometricRotary,
+    GraphLaplacian,
+    PointCN,
+    StateCrossAttention,
+    TransformerBlock,
+    laplacian_aggregate,
+    to_3d,
+    to_4d,
+)
 from corrnet.models.blocks import QK_NORM_TEMPERATURE
 
 
@@ -25,7 +33,11 @@ def dense_laplacian(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def test_laplacian_fast_form_matches_dense(n, zero_w):
     g = torch.Generator().manual_seed(n)
     x = torch.randn(3, 5, n, 1, generator=g, dtype=torch.float64)
-    w = torch.zeros(3, n, dtype=torch.float64) if zero_w else 2 * torch.randn(3, n, generator=g, dtype=torch.float64)
+    w = (
+        torch.zeros(3, n, dtype=torch.float64)
+        if zero_w
+        else 2 * torch.randn(3, n, generator=g, dtype=torch.float64)
+    )
     fast, dense = laplacian_aggregate(x, w), dense_laplacian(x, w)
     assert ((fast - dense).norm() / dense.norm()) < 1e-10
     if zero_w:  # A = I: L is the identity
@@ -35,7 +47,9 @@ def test_laplacian_fast_form_matches_dense(n, zero_w):
 def test_laplacian_gradient_wrt_weights_and_features():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 6, 1, generator=g, dtype=torch.float64, requires_grad=True)
-    w = (torch.rand(2, 6, generator=g, dtype=torch.float64) + 0.1).requires_grad_()  # away from the relu kink
+    w = (
+        torch.rand(2, 6, generator=g, dtype=torch.float64) + 0.1
+    ).requires_grad_()  # away from the relu kink
     assert torch.autograd.gradcheck(laplacian_aggregate, (x, w))
     # The same gradient as the dense formula.
     gf = torch.autograd.grad(laplacian_aggregate(x, w).square().sum(), (x, w))
@@ -73,7 +87,7 @@ def reference_attention(attn: Attention, x: torch.Tensor, ctx: torch.Tensor) -> 
         k = k / k.norm(dim=-1, keepdim=True) * attn.k_scale
         scale = QK_NORM_TEMPERATURE
     else:
-        scale = d ** -0.5
+        scale = d**-0.5
     p = torch.softmax(q @ k.transpose(-1, -2) * scale, -1)
     return attn.to_out((p @ v).transpose(1, 2).flatten(-2))
 
@@ -127,7 +141,10 @@ def test_blocks_are_permutation_equivariant():
 def test_transformer_with_key_subset_attends_only_to_those_keys():
     torch.manual_seed(4)
     block, rope = TransformerBlock(16, heads=2).double().eval(), GeometricRotary(8).double()
-    x, coords = torch.randn(2, 16, 30, 1, dtype=torch.float64), torch.randn(2, 30, 4, dtype=torch.float64)
+    x, coords = (
+        torch.randn(2, 16, 30, 1, dtype=torch.float64),
+        torch.randn(2, 30, 4, dtype=torch.float64),
+    )
     angles = rope(coords)
     full = block(x, angles)
     assert torch.allclose(block(x, angles, torch.arange(30).expand(2, 30)), full, atol=1e-12)
@@ -136,5 +153,5 @@ def test_transformer_with_key_subset_attends_only_to_those_keys():
     assert not torch.allclose(out, full, atol=1e-3)
     # The key matches attend to exactly the key set: the same as self-attention on it alone.
     for b in range(2):
-        alone = block(x[b:b + 1, :, keys[b]], angles[b:b + 1, :, keys[b]])
-        assert torch.allclose(out[b:b + 1, :, keys[b]], alone, atol=1e-12)
+        alone = block(x[b : b + 1, :, keys[b]], angles[b : b + 1, :, keys[b]])
+        assert torch.allclose(out[b : b + 1, :, keys[b]], alone, atol=1e-12)

@@ -23,7 +23,7 @@ import torch
 import corrnet.datasets.prepare as prep
 from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.checkpoint import load_model, read_checkpoint
-from corrnet.datasets import BadPairError, OANetPairs, generate_pair, write_oanet_hdf5
+from corrnet.datasets import BadPairError, OANetPairs, generate_pair
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
 from corrnet.visualization.__main__ import main as viz_main
 from data.merge import main as merge_main
@@ -47,10 +47,12 @@ def refused(capsys: pytest.CaptureFixture, code: int, *needles: str) -> str:
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err, err
-    lines = [s for s in err.replace("\r", "\n").splitlines() if s.strip() and "it/s]" not in s]  # no progress bars
+    lines = [
+        s for s in err.replace("\r", "\n").splitlines() if s.strip() and "it/s]" not in s
+    ]  # no progress bars
     line = lines[-1]
     assert line.count(": error: ") == 1, err
-    if "usage:" not in err:   # argparse's own errors print the usage first
+    if "usage:" not in err:  # argparse's own errors print the usage first
         assert len(lines) == 1, err
     for needle in needles:
         assert needle in line, (needle, line)
@@ -68,14 +70,23 @@ def test_ground_truth_checks_against_closed_forms():
     c, s = np.cos(0.3), np.sin(0.3)
     R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
     assert rotation_problem(R) is None and rotation_problem(R.astype(np.float32)) is None
-    for bad in (3 * R, np.zeros((3, 3)), R @ np.diag([1, 1, -1]), R + np.triu(np.ones((3, 3)), 1) * 0.01):
+    for bad in (
+        3 * R,
+        np.zeros((3, 3)),
+        R @ np.diag([1, 1, -1]),
+        R + np.triu(np.ones((3, 3)), 1) * 0.01,
+    ):
         assert "expected a rotation" in rotation_problem(bad)
-    assert "NaN" in rotation_problem(np.full((3, 3), np.nan)) and "shape" in rotation_problem(np.eye(2))
+    assert "NaN" in rotation_problem(np.full((3, 3), np.nan)) and "shape" in rotation_problem(
+        np.eye(2)
+    )
     K = np.array([[500.0, 0, 320], [0, 510, 240], [0, 0, 1]])
     assert intrinsics_problem(K) is None
     assert "positive focal" in intrinsics_problem(np.diag([0.0, 500, 1]))
     assert "NaN" in intrinsics_problem(np.where(np.eye(3) > 0, np.nan, 0))
-    assert translation_problem([0, 0, 1e-9]) is None and "non-zero" in translation_problem(np.zeros(3))
+    assert translation_problem([0, 0, 1e-9]) is None and "non-zero" in translation_problem(
+        np.zeros(3)
+    )
 
 
 # ---------------------------------------------------------------- HDF5 reader and eval.py
@@ -87,9 +98,20 @@ def write_pairs(path: Path, count: int = 3, edit=None) -> Path:
     with h5py.File(path, "w") as f:
         for i in range(count):
             s = generate_pair(5, i, "outdoor", 60)
-            a = {"xs": s["xs"].numpy()[None], "ys": s["ys"].numpy()[:, None], "Rs": s["R"].numpy(),
-                 "ts": s["t"].numpy()[:, None], "ratios": s["ratios"].numpy(), "mutuals": s["mutuals"].numpy(),
-                 "cx1s": [0.0], "cy1s": [0.0], "cx2s": [0.0], "cy2s": [0.0], "f1s": [[1.0, 1.0]], "f2s": [[1.0, 1.0]]}
+            a = {
+                "xs": s["xs"].numpy()[None],
+                "ys": s["ys"].numpy()[:, None],
+                "Rs": s["R"].numpy(),
+                "ts": s["t"].numpy()[:, None],
+                "ratios": s["ratios"].numpy(),
+                "mutuals": s["mutuals"].numpy(),
+                "cx1s": [0.0],
+                "cy1s": [0.0],
+                "cx2s": [0.0],
+                "cy2s": [0.0],
+                "f1s": [[1.0, 1.0]],
+                "f2s": [[1.0, 1.0]],
+            }
             if edit is not None and i == 1:
                 edit(a)
             for key, value in a.items():
@@ -99,7 +121,10 @@ def write_pairs(path: Path, count: int = 3, edit=None) -> Path:
 
 BAD_PAIRS = {
     "rotation-scaled": (lambda a: a.update(Rs=3 * a["Rs"]), "Rs: expected a rotation"),
-    "rotation-sheared": (lambda a: a.update(Rs=a["Rs"] + 0.2 * np.triu(np.ones((3, 3)), 1)), "Rs: expected a rotation"),
+    "rotation-sheared": (
+        lambda a: a.update(Rs=a["Rs"] + 0.2 * np.triu(np.ones((3, 3)), 1)),
+        "Rs: expected a rotation",
+    ),
     "rotation-zero": (lambda a: a.update(Rs=np.zeros((3, 3))), "Rs: expected a rotation"),
     "nan-ratios": (lambda a: a["ratios"].__setitem__(7, np.nan), "ratios: expected finite values"),
     "pixel-units": (lambda a: a.update(xs=a["xs"] * 1e6), "xs: expected normalised coordinates"),
@@ -125,8 +150,20 @@ def test_eval_refuses_bad_pairs_instead_of_scoring_them(tmp_path, capsys, case):
     edit, message = BAD_PAIRS[case]
     path = write_pairs(tmp_path / "d.hdf5", edit=edit)
     before = snapshot(path)
-    code = call(eval_main, ["--data", str(path), "--methods", "ratio+ransac", "--out", str(tmp_path / "out"),
-                      "--workers", "1", "--quiet"])
+    code = call(
+        eval_main,
+        [
+            "--data",
+            str(path),
+            "--methods",
+            "ratio+ransac",
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+    )
     refused(capsys, code, "eval.py: error:", str(path), "pair 1", message)
     assert snapshot(path) == before and not (tmp_path / "out").exists()
 
@@ -136,14 +173,24 @@ def test_damaged_hdf5_names_the_file(tmp_path, capsys):
     with h5py.File(path, "r") as f:
         group, dataset = h5py.h5o.get_info(f["xs"].id).addr, h5py.h5o.get_info(f["Rs/1"].id).addr
     raw = bytearray(path.read_bytes())
-    raw[dataset] ^= 0xFF                       # pair 1's rotation: an unreadable object header
+    raw[dataset] ^= 0xFF  # pair 1's rotation: an unreadable object header
     (tmp_path / "pair.hdf5").write_bytes(raw)
     with pytest.raises(BadPairError, match=r"pair.hdf5: pair 1: cannot read its datasets"):
         OANetPairs(tmp_path / "pair.hdf5")[1]
-    raw[group] ^= 0xFF                         # the xs group itself
+    raw[group] ^= 0xFF  # the xs group itself
     (tmp_path / "group.hdf5").write_bytes(raw)
-    code = call(eval_main, ["--data", str(tmp_path / "group.hdf5"), "--methods", "ransac", "--quiet",
-                      "--out", str(tmp_path / "out")])
+    code = call(
+        eval_main,
+        [
+            "--data",
+            str(tmp_path / "group.hdf5"),
+            "--methods",
+            "ransac",
+            "--quiet",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     refused(capsys, code, str(tmp_path / "group.hdf5"), "damaged HDF5 file")
 
 
@@ -158,8 +205,21 @@ def test_weights_loader_never_suggests_unsafe_loading(tmp_path, capsys):
             load_model(tmp_path / name)
         assert str(err.value).startswith(f"{tmp_path / name}: not a corrnet checkpoint")
         assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
-    code = call(eval_main, ["--data", "synthetic", "--synthetic-pairs", "2", "--methods", "corrnet",
-                      "--checkpoint", str(tmp_path / "pickled.pt"), "--out", str(tmp_path / "out")])
+    code = call(
+        eval_main,
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-pairs",
+            "2",
+            "--methods",
+            "corrnet",
+            "--checkpoint",
+            str(tmp_path / "pickled.pt"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     line = refused(capsys, code, str(tmp_path / "pickled.pt"), "not a corrnet checkpoint")
     assert "weights_only" not in line
     assert isinstance(read_checkpoint(ROOT / "corrnet/pretrained/corrnet-synthetic.pt"), dict)
@@ -172,16 +232,31 @@ def test_synthetic_refuses_to_overwrite_and_empty_output(tmp_path, capsys):
     out = tmp_path / "real.hdf5"
     write_pairs(out)
     before = snapshot(out)
-    refused(capsys, call(synthetic_main, ["--out", str(out), "--pairs", "2", "--num-matches", "50"]),
-            str(out), "already exists", "--overwrite")
+    refused(
+        capsys,
+        call(synthetic_main, ["--out", str(out), "--pairs", "2", "--num-matches", "50"]),
+        str(out),
+        "already exists",
+        "--overwrite",
+    )
     assert snapshot(out) == before
-    refused(capsys, call(synthetic_main, ["--out", str(tmp_path / "empty.hdf5"), "--pairs", "0"]),
-            "--pairs: expected at least 1")
+    refused(
+        capsys,
+        call(synthetic_main, ["--out", str(tmp_path / "empty.hdf5"), "--pairs", "0"]),
+        "--pairs: expected at least 1",
+    )
     assert not (tmp_path / "empty.hdf5").exists()
     with pytest.raises(ValueError, match="pairs: expected at least 1 pair"):
         from corrnet.datasets import write_synthetic
+
         write_synthetic(tmp_path / "empty.hdf5", 0)
-    assert call(synthetic_main, ["--out", str(out), "--pairs", "2", "--num-matches", "50", "--overwrite"]) == 0
+    assert (
+        call(
+            synthetic_main,
+            ["--out", str(out), "--pairs", "2", "--num-matches", "50", "--overwrite"],
+        )
+        == 0
+    )
     assert len(OANetPairs(out)) == 2
 
 
@@ -193,11 +268,21 @@ def test_merge_refuses_bad_inputs_and_keeps_the_output(tmp_path, capsys):
     before = snapshot(out)
     refused(capsys, call(merge_main, [str(a), "--out", str(out)]), str(out), "already exists")
     refused(capsys, call(merge_main, [str(a), "--out", str(a), "--overwrite"]), str(a), "input 1")
-    refused(capsys, call(merge_main, [str(a), str(tmp_path / "missing.hdf5"), "--out", str(out),
-                                      "--overwrite"]), "missing.hdf5", "not found")
+    refused(
+        capsys,
+        call(
+            merge_main, [str(a), str(tmp_path / "missing.hdf5"), "--out", str(out), "--overwrite"]
+        ),
+        "missing.hdf5",
+        "not found",
+    )
     bad = write_pairs(tmp_path / "bad.hdf5", edit=lambda d: d.update(xs=d["xs"] * np.nan))
-    refused(capsys, call(merge_main, [str(a), str(bad), "--out", str(out), "--overwrite"]),
-            str(bad), "pair 1")
+    refused(
+        capsys,
+        call(merge_main, [str(a), str(bad), "--out", str(out), "--overwrite"]),
+        str(bad),
+        "pair 1",
+    )
     assert snapshot(out) == before
     assert call(merge_main, [str(a), str(a), "--out", str(out), "--overwrite"]) == 0
     assert len(OANetPairs(out)) == 6
@@ -208,17 +293,32 @@ def test_merge_refuses_bad_inputs_and_keeps_the_output(tmp_path, capsys):
 
 def test_killed_writer_leaves_temporaries_the_next_run_removes(tmp_path):
     out = tmp_path / "syn.hdf5"
-    killed = subprocess.run([sys.executable, "-c", (
-        "import os, sys\nfrom corrnet.atomic import atomic_path\n"
-        "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n"), str(out)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, sys\nfrom corrnet.atomic import atomic_path\n"
+                "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n"
+            ),
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert killed.returncode == 9
     stale = [p for p in tmp_path.iterdir() if p.name.startswith(".syn.hdf5.tmp")]
     assert len(stale) == 1 and not out.exists()
-    with atomic_path(out) as live:   # a live writer's file is never taken for a stale one
+    with atomic_path(out) as live:  # a live writer's file is never taken for a stale one
         live.write_text("x")
         assert remove_stale_temporaries(tmp_path) == stale and live.exists()
-    assert call(synthetic_main, ["--out", str(out), "--pairs", "1", "--num-matches", "20", "--overwrite"]) == 0
+    assert (
+        call(
+            synthetic_main,
+            ["--out", str(out), "--pairs", "1", "--num-matches", "20", "--overwrite"],
+        )
+        == 0
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["syn.hdf5"]
 
 
@@ -228,24 +328,39 @@ def test_killed_writer_leaves_temporaries_the_next_run_removes(tmp_path):
 def test_visualization_never_overwrites_an_input_or_existing_file(tmp_path, capsys):
     data = write_pairs(tmp_path / "v.hdf5")
     before = snapshot(data)
-    refused(capsys, call(viz_main, ["--data", str(data), "--pair", "0", "--out", str(data)]),
-            str(data), "is also the input --data")
-    refused(capsys, call(viz_main, ["--data", str(data), "--pair", "0", "--out", str(data), "--overwrite"]),
-            "is also the input --data")
+    refused(
+        capsys,
+        call(viz_main, ["--data", str(data), "--pair", "0", "--out", str(data)]),
+        str(data),
+        "is also the input --data",
+    )
+    refused(
+        capsys,
+        call(viz_main, ["--data", str(data), "--pair", "0", "--out", str(data), "--overwrite"]),
+        "is also the input --data",
+    )
     assert snapshot(data) == before
     png = tmp_path / "old.png"
     png.write_bytes(b"an earlier picture")
-    refused(capsys, call(viz_main, ["--data", str(data), "--pair", "0", "--out", str(png)]), str(png), "--overwrite")
+    refused(
+        capsys,
+        call(viz_main, ["--data", str(data), "--pair", "0", "--out", str(png)]),
+        str(png),
+        "--overwrite",
+    )
     assert png.read_bytes() == b"an earlier picture"
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no-logits", "missing key 'logits'"),
-    ("not-npz", "not an .npz file"),
-    ("npy", "a single .npy array"),
-    ("pose-error-array", "pose_error_deg: expected one number"),
-    ("logits-2d", "logits: expected finite numbers of shape (N,)"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no-logits", "missing key 'logits'"),
+        ("not-npz", "not an .npz file"),
+        ("npy", "a single .npy array"),
+        ("pose-error-array", "pose_error_deg: expected one number"),
+        ("logits-2d", "logits: expected finite numbers of shape (N,)"),
+    ],
+)
 def test_visualization_refuses_bad_predictions(tmp_path, capsys, case, message):
     data = write_pairs(tmp_path / "v.hdf5")
     preds = tmp_path / "preds.npz"
@@ -261,8 +376,19 @@ def test_visualization_refuses_bad_predictions(tmp_path, capsys, case, message):
         np.savez(preds, logits=logits, pose_error_deg=np.ones(3))
     else:
         np.savez(preds, logits=logits.reshape(6, 10))
-    code = call(viz_main, ["--data", str(data), "--pair", "0", "--out", str(tmp_path / "p.png"),
-                     "--predictions", str(preds)])
+    code = call(
+        viz_main,
+        [
+            "--data",
+            str(data),
+            "--pair",
+            "0",
+            "--out",
+            str(tmp_path / "p.png"),
+            "--predictions",
+            str(preds),
+        ],
+    )
     refused(capsys, code, "python -m corrnet.visualization: error:", str(preds), message)
     assert not (tmp_path / "p.png").exists()
 
@@ -275,9 +401,15 @@ def _texture(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     return cv2.GaussianBlur(cv2.resize(noise, size, interpolation=cv2.INTER_CUBIC), (0, 0), 1.0)
 
 
-def _calibration(path: Path, f: float = 300.0, T=(0.0, 0.0, 0.0), R=None, drop: str | None = None) -> None:
-    values = {"K": np.array([[f, 0, 0], [0, f, 0], [0, 0, 1.0]]), "R": np.eye(3) if R is None else R,
-              "T": np.asarray(T, float).reshape(3, 1), "imsize": np.array([[240.0, 180.0]])}
+def _calibration(
+    path: Path, f: float = 300.0, T=(0.0, 0.0, 0.0), R=None, drop: str | None = None
+) -> None:
+    values = {
+        "K": np.array([[f, 0, 0], [0, f, 0], [0, 0, 1.0]]),
+        "R": np.eye(3) if R is None else R,
+        "T": np.asarray(T, float).reshape(3, 1),
+        "imsize": np.array([[240.0, 180.0]]),
+    }
     with h5py.File(path, "w") as h:
         for key, value in values.items():
             if key != drop:
@@ -293,10 +425,12 @@ def raw(tmp_path) -> Path:
     (root / "calibration").mkdir()
     texture = _texture(np.random.default_rng(0), (300, 200))
     for k in range(3):
-        cv2.imwrite(str(root / "images" / f"{k}.png"), texture[10:190, 10 + 20 * k: 250 + 20 * k])
+        cv2.imwrite(str(root / "images" / f"{k}.png"), texture[10:190, 10 + 20 * k : 250 + 20 * k])
         _calibration(root / "calibration" / f"calibration_{k}.h5", T=(-0.1 * k, 0.0, 0.0))
     (root / "images.txt").write_text("".join(f"images/{k}.png\n" for k in range(3)))
-    (root / "calibration.txt").write_text("".join(f"calibration/calibration_{k}.h5\n" for k in range(3)))
+    (root / "calibration.txt").write_text(
+        "".join(f"calibration/calibration_{k}.h5\n" for k in range(3))
+    )
     (root / "pairs.txt").write_text("0 1\n1 2\n")
     return tmp_path / "raw"
 
@@ -307,41 +441,73 @@ def test_prepare_refuses_an_output_made_from_other_inputs(raw, tmp_path, capsys)
     assert len(OANetPairs(out)) == 2
     capsys.readouterr()
     before = snapshot(out)
-    assert call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1"]) == 0   # same inputs: kept
+    assert (
+        call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1"]) == 0
+    )  # same inputs: kept
     assert capsys.readouterr().out.strip() == f"{out}: 2 pairs" and snapshot(out) == before
-    code = call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1", "--max-pairs", "1"])
+    code = call(
+        prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1", "--max-pairs", "1"]
+    )
     refused(capsys, code, str(out), "made from other inputs", "--overwrite")
     (raw / "seq/test/pairs.txt").write_text("0 2\n")
-    refused(capsys, call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1"]), "other inputs")
+    refused(
+        capsys,
+        call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1"]),
+        "other inputs",
+    )
     assert snapshot(out) == before
-    assert call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1", "--overwrite"]) == 0
+    assert (
+        call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1", "--overwrite"])
+        == 0
+    )
     assert OANetPairs(out)[0]["image2"].endswith("images/2.png")
     capsys.readouterr()
     text = tmp_path / "notes.hdf5"
     text.write_text("my notes")
-    refused(capsys, call(prepare_main, ["--raw", str(raw), "--out", str(text)]), str(text), "not an HDF5 file")
+    refused(
+        capsys,
+        call(prepare_main, ["--raw", str(raw), "--out", str(text)]),
+        str(text),
+        "not an HDF5 file",
+    )
     assert text.read_text() == "my notes"
 
 
 def test_prepare_removes_temporaries_of_a_killed_run(raw, tmp_path):
     out = tmp_path / "dev.hdf5"
-    code = ("import os, sys\nimport corrnet.datasets.prepare as p\nfrom corrnet.atomic import atomic_path\n"
-            "pairs = p.read_sequence(p.Path(sys.argv[1]))\n"
-            "with atomic_path(p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz', suffix='.tmp.npz'):\n"
-            "    with atomic_path(sys.argv[2]) as tmp:\n        tmp.write_text('half')\n        os._exit(9)\n")
-    killed = subprocess.run([sys.executable, "-c", code, str(raw / "seq"), str(out)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import os, sys\nimport corrnet.datasets.prepare as p\nfrom corrnet.atomic import atomic_path\n"
+        "pairs = p.read_sequence(p.Path(sys.argv[1]))\n"
+        "with atomic_path(p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz', suffix='.tmp.npz'):\n"
+        "    with atomic_path(sys.argv[2]) as tmp:\n        tmp.write_text('half')\n        os._exit(9)\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code, str(raw / "seq"), str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert killed.returncode == 9
     cache = prep.cache_dir_for(out) / "pairs"
-    assert any(p.name.startswith(".dev.hdf5.tmp") for p in tmp_path.iterdir()) and any(cache.iterdir())
-    assert call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1", "--keep-cache"]) == 0
+    assert any(p.name.startswith(".dev.hdf5.tmp") for p in tmp_path.iterdir()) and any(
+        cache.iterdir()
+    )
+    assert (
+        call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1", "--keep-cache"])
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.hdf5", "dev.hdf5.partial", "raw"]
     assert not any(p.name.startswith(".") for p in cache.iterdir())
 
 
 def _json_entry(**change) -> dict:
-    entry = {"image1": "a.png", "image2": "b.png", "K1": [[300, 0, 120], [0, 300, 90], [0, 0, 1]],
-             "K2": [[300, 0, 120], [0, 300, 90], [0, 0, 1]], "R": np.eye(3).tolist(), "t": [1, 0, 0]}
+    entry = {
+        "image1": "a.png",
+        "image2": "b.png",
+        "K1": [[300, 0, 120], [0, 300, 90], [0, 0, 1]],
+        "K2": [[300, 0, 120], [0, 300, 90], [0, 0, 1]],
+        "R": np.eye(3).tolist(),
+        "t": [1, 0, 0],
+    }
     return entry | change
 
 
@@ -368,9 +534,17 @@ def _prepare_case(case: str, raw: Path, tmp: Path) -> tuple[list[str], str]:
     calibrations = {
         "calibration-garbage": (1, None, "calibration_1.h5: not a readable calibration file"),
         "calibration-without-R": (0, {"drop": "R"}, "calibration_0.h5: missing key(s) ['R']"),
-        "calibration-zero-focal": (2, {"f": 0.0}, "calibration_2.h5: K: expected positive focal lengths"),
+        "calibration-zero-focal": (
+            2,
+            {"f": 0.0},
+            "calibration_2.h5: K: expected positive focal lengths",
+        ),
         "calibration-nan-focal": (2, {"f": np.nan}, "calibration_2.h5: K: expected finite values"),
-        "calibration-scaled-R": (1, {"R": 2 * np.eye(3)}, "calibration_1.h5: R: expected a rotation"),
+        "calibration-scaled-R": (
+            1,
+            {"R": 2 * np.eye(3)},
+            "calibration_1.h5: R: expected a rotation",
+        ),
     }
     if case in calibrations:
         k, change, message = calibrations[case]
@@ -380,12 +554,22 @@ def _prepare_case(case: str, raw: Path, tmp: Path) -> tuple[list[str], str]:
             _calibration(calib / f"calibration_{k}.h5", **change)
         return ["--raw", str(raw)], message
     entries = {
-        "json-R-2I": ([_json_entry(R=(2 * np.eye(3)).tolist())], "p.json: pair 0: R: expected a rotation"),
-        "json-singular-K": ([_json_entry(), _json_entry(K2=np.zeros((3, 3)).tolist())],
-                            "p.json: pair 1: K2: expected positive focal lengths"),
-        "json-nan-K": ([_json_entry(K1=[[float("nan"), 0, 1], [0, 1, 1], [0, 0, 1]])],
-                       "p.json: pair 0: K1: expected finite numbers"),
-        "json-image-number": ([_json_entry(image1=3)], "p.json: pair 0: image1: expected a path string"),
+        "json-R-2I": (
+            [_json_entry(R=(2 * np.eye(3)).tolist())],
+            "p.json: pair 0: R: expected a rotation",
+        ),
+        "json-singular-K": (
+            [_json_entry(), _json_entry(K2=np.zeros((3, 3)).tolist())],
+            "p.json: pair 1: K2: expected positive focal lengths",
+        ),
+        "json-nan-K": (
+            [_json_entry(K1=[[float("nan"), 0, 1], [0, 1, 1], [0, 0, 1]])],
+            "p.json: pair 0: K1: expected finite numbers",
+        ),
+        "json-image-number": (
+            [_json_entry(image1=3)],
+            "p.json: pair 0: image1: expected a path string",
+        ),
     }
     if case in entries:
         (tmp / "p.json").write_text(json.dumps(entries[case][0]))
@@ -398,10 +582,25 @@ def _prepare_case(case: str, raw: Path, tmp: Path) -> tuple[list[str], str]:
     return pairs_json + ["--out", str(tmp / "p.json")], "is also the input --pairs-file"
 
 
-PREPARE_CASES = ["missing-raw", "unknown-seq", "max-pairs", "unreadable-image", "missing-image", "pairs-line",
-                 "calibration-garbage", "calibration-without-R", "calibration-zero-focal", "calibration-nan-focal",
-                 "calibration-scaled-R", "json-R-2I", "json-singular-K", "json-nan-K", "json-image-number",
-                 "json-malformed", "out-is-input"]
+PREPARE_CASES = [
+    "missing-raw",
+    "unknown-seq",
+    "max-pairs",
+    "unreadable-image",
+    "missing-image",
+    "pairs-line",
+    "calibration-garbage",
+    "calibration-without-R",
+    "calibration-zero-focal",
+    "calibration-nan-focal",
+    "calibration-scaled-R",
+    "json-R-2I",
+    "json-singular-K",
+    "json-nan-K",
+    "json-image-number",
+    "json-malformed",
+    "out-is-input",
+]
 
 
 @pytest.mark.parametrize("case", PREPARE_CASES)
@@ -417,8 +616,22 @@ def test_prepare_bad_input_is_one_line(raw, tmp_path, capsys, case):
 
 def test_eval_raw_folder_cache_follows_the_pairs_and_calibration(raw, tmp_path, capsys):
     def run(out: str) -> dict:
-        code = call(eval_main, ["--data", str(raw), "--cache", str(tmp_path / "cache"), "--methods", "ransac",
-                          "--workers", "1", "--quiet", "--out", str(tmp_path / out)])
+        code = call(
+            eval_main,
+            [
+                "--data",
+                str(raw),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--methods",
+                "ransac",
+                "--workers",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path / out),
+            ],
+        )
         assert code == 0, capsys.readouterr().err
         return json.loads((tmp_path / out / "report.json").read_text())
 
@@ -428,6 +641,18 @@ def test_eval_raw_folder_cache_follows_the_pairs_and_calibration(raw, tmp_path, 
     assert len(list((tmp_path / "cache").glob("*.hdf5"))) == 2
     _calibration(raw / "seq/test/calibration/calibration_1.h5", drop="R")
     capsys.readouterr()
-    code = call(eval_main, ["--data", str(raw), "--cache", str(tmp_path / "cache"), "--methods", "ransac",
-                      "--quiet", "--out", str(tmp_path / "c")])
+    code = call(
+        eval_main,
+        [
+            "--data",
+            str(raw),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--methods",
+            "ransac",
+            "--quiet",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
     refused(capsys, code, "eval.py: error:", "calibration_1.h5: missing key(s) ['R']")

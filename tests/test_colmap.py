@@ -15,8 +15,14 @@ import pycolmap
 import pytest
 
 from corrnet.datasets import OANetPairs
-from corrnet.datasets.colmap import (colmap_pairs, covisibility, parse_camera, read_model, reconstruct,
-                                     select_pairs)
+from corrnet.datasets.colmap import (
+    colmap_pairs,
+    covisibility,
+    parse_camera,
+    read_model,
+    reconstruct,
+    select_pairs,
+)
 from data.prepare import main as prepare_cli
 from tests._data_reference import episym_np, rotation_angle_deg
 
@@ -32,9 +38,11 @@ def rot(axis: list[float], deg: float) -> np.ndarray:
     return cv2.Rodrigues(v)[0]
 
 
-POSES = [(np.eye(3), np.zeros(3)),
-         (rot([0.2, 1, 0], 8), np.array([-0.5, 0.05, 0.1])),
-         (rot([0, 1, 0.1], -6), np.array([0.4, -0.1, 0.0]))]
+POSES = [
+    (np.eye(3), np.zeros(3)),
+    (rot([0.2, 1, 0], 8), np.array([-0.5, 0.05, 0.1])),
+    (rot([0, 1, 0.1], -6), np.array([0.4, -0.1, 0.0])),
+]
 """World-to-camera (R, T) of the three views."""
 
 
@@ -58,8 +66,13 @@ def scene(tmp_path_factory) -> Path:
     return root
 
 
-def write_model(path: Path, cameras: list[tuple[str, list[float]]], fmt: str,
-                tracks: list[list[int]] | None = None, poses: list | None = None) -> Path:
+def write_model(
+    path: Path,
+    cameras: list[tuple[str, list[float]]],
+    fmt: str,
+    tracks: list[list[int]] | None = None,
+    poses: list | None = None,
+) -> Path:
     """A COLMAP model of the scene: camera k of view k, 3-D points on the plane.
 
     ``cameras``: (model, params) per view in COLMAP's convention.  ``tracks``: views of each
@@ -70,8 +83,9 @@ def write_model(path: Path, cameras: list[tuple[str, list[float]]], fmt: str,
     rec = pycolmap.Reconstruction()
     rng = np.random.default_rng(1)
     for k, (model, params) in enumerate(cameras):
-        rec.add_camera_with_trivial_rig(pycolmap.Camera(camera_id=k + 1, model=model, width=W, height=H,
-                                                        params=params))
+        rec.add_camera_with_trivial_rig(
+            pycolmap.Camera(camera_id=k + 1, model=model, width=W, height=H, params=params)
+        )
     X = np.c_[rng.uniform(-2, 2, (200, 2)), np.full(200, PLANE_Z)]
     if tracks is None:
         tracks = [[k for k, (R, T) in enumerate(poses) if _inside(K @ (R @ x + T))] for x in X]
@@ -83,8 +97,12 @@ def write_model(path: Path, cameras: list[tuple[str, list[float]]], fmt: str,
             obs[k].append(p[:2] / p[2] + 0.5)
     for k in range(len(cameras)):
         R, T = poses[k]
-        image = pycolmap.Image(name=f"view{k}.png", keypoints=np.array(obs[k]).reshape(-1, 2),
-                               camera_id=k + 1, image_id=k + 1)
+        image = pycolmap.Image(
+            name=f"view{k}.png",
+            keypoints=np.array(obs[k]).reshape(-1, 2),
+            camera_id=k + 1,
+            image_id=k + 1,
+        )
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(R), T))
     used = [0] * len(cameras)
     for x, views in zip(X, tracks):
@@ -104,8 +122,11 @@ def _inside(p: np.ndarray) -> bool:
     return 0 <= u < W and 0 <= v < H
 
 
-PINHOLES = [("PINHOLE", [F, F, K[0, 2] + 0.5, K[1, 2] + 0.5]), ("SIMPLE_PINHOLE", [F, K[0, 2] + 0.5, K[1, 2] + 0.5]),
-            ("PINHOLE", [F, F, K[0, 2] + 0.5, K[1, 2] + 0.5])]
+PINHOLES = [
+    ("PINHOLE", [F, F, K[0, 2] + 0.5, K[1, 2] + 0.5]),
+    ("SIMPLE_PINHOLE", [F, K[0, 2] + 0.5, K[1, 2] + 0.5]),
+    ("PINHOLE", [F, F, K[0, 2] + 0.5, K[1, 2] + 0.5]),
+]
 
 
 def _nn_reference(image1: Path, image2: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +145,18 @@ def _nn_reference(image1: Path, image2: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_model_pairs_have_the_known_poses_and_labels(scene, tmp_path, fmt):
     model = write_model(tmp_path / "model", PINHOLES, fmt)
     out = tmp_path / "pairs.hdf5"
-    prepare_cli(["--colmap", str(model), "--images", str(scene / "images"), "--out", str(out), "--workers", "1"])
+    prepare_cli(
+        [
+            "--colmap",
+            str(model),
+            "--images",
+            str(scene / "images"),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ]
+    )
     data = OANetPairs(out)
     assert len(data) == 3
     with h5py.File(out, "r") as f:
@@ -140,7 +172,9 @@ def test_model_pairs_have_the_known_poses_and_labels(scene, tmp_path, fmt):
         np.testing.assert_allclose(t, t_true / np.linalg.norm(t_true), atol=1e-6)
         np.testing.assert_allclose(s["K1"].numpy(), K, atol=1e-4)
         np.testing.assert_allclose(s["K2"].numpy(), K, atol=1e-4)
-        uv1, uv2 = _nn_reference(scene / "images" / f"view{i}.png", scene / "images" / f"view{j}.png")
+        uv1, uv2 = _nn_reference(
+            scene / "images" / f"view{i}.png", scene / "images" / f"view{j}.png"
+        )
         xs = np.c_[(uv1 - K[:2, 2]) / F, (uv2 - K[:2, 2]) / F]
         same = np.abs(s["xs"].numpy() - xs).max(1) < 1e-5
         assert same.mean() > 0.99  # the rest are ties between equally near descriptors
@@ -150,9 +184,14 @@ def test_model_pairs_have_the_known_poses_and_labels(scene, tmp_path, fmt):
         assert labels.sum() >= 100  # the known poses explain the real matches
 
 
-@pytest.mark.parametrize("model, params", [("SIMPLE_RADIAL", [F, 160.0, 120.0, 0.08]),
-                                           ("RADIAL", [F, 160.0, 120.0, -0.2, 0.05]),
-                                           ("OPENCV", [F, 0.9 * F, 161.0, 118.0, -0.2, 0.05, 0.01, -0.005])])
+@pytest.mark.parametrize(
+    "model, params",
+    [
+        ("SIMPLE_RADIAL", [F, 160.0, 120.0, 0.08]),
+        ("RADIAL", [F, 160.0, 120.0, -0.2, 0.05]),
+        ("OPENCV", [F, 0.9 * F, 161.0, 118.0, -0.2, 0.05, 0.01, -0.005]),
+    ],
+)
 def test_distorted_keypoints_are_undistorted(model, params):
     from corrnet.datasets.colmap import pinhole_K, undistorter
 
@@ -163,9 +202,11 @@ def test_distorted_keypoints_are_undistorted(model, params):
     undistorted = undistorter(cam)(uv)
     np.testing.assert_allclose(undistorted, xy @ Kp[:2, :2].T + Kp[:2, 2], atol=1e-6)
     dist = np.zeros(4)
-    dist[:len(params) - (3 if model != "OPENCV" else 4)] = params[3 if model != "OPENCV" else 4:]
+    dist[: len(params) - (3 if model != "OPENCV" else 4)] = params[3 if model != "OPENCV" else 4 :]
     crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-15)
-    reference = cv2.undistortPoints(uv.reshape(-1, 1, 2), Kp, dist, None, None, Kp, crit).reshape(-1, 2)
+    reference = cv2.undistortPoints(uv.reshape(-1, 1, 2), Kp, dist, None, None, Kp, crit).reshape(
+        -1, 2
+    )
     np.testing.assert_allclose(undistorted, reference, atol=1e-6)
     assert np.abs(uv - undistorted).max() > 1.0  # the distortion is not negligible
 
@@ -177,27 +218,47 @@ def test_distorted_camera_in_a_model_undistorts_its_keypoints(scene, tmp_path):
     for name, cams in (("pinhole", PINHOLES), ("radial", distorted)):
         model = write_model(tmp_path / name, cams, "binary")
         out = tmp_path / f"{name}.hdf5"
-        prepare_cli(["--colmap", str(model), "--images", str(scene / "images"), "--out", str(out), "--workers", "1"])
+        prepare_cli(
+            [
+                "--colmap",
+                str(model),
+                "--images",
+                str(scene / "images"),
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+            ]
+        )
         outs[name] = OANetPairs(out)
     for a, b, (i, j) in zip(outs["pinhole"], outs["radial"], [(0, 1), (0, 2), (1, 2)]):
         xa, xb = a["xs"].double().numpy(), b["xs"].double().numpy()
         np.testing.assert_array_equal(a["ratios"].numpy(), b["ratios"].numpy())
         for side, view in ((0, i), (1, j)):
-            raw = xa[:, 2 * side:2 * side + 2]
+            raw = xa[:, 2 * side : 2 * side + 2]
             if view != 1:
-                np.testing.assert_allclose(xb[:, 2 * side:2 * side + 2], raw, atol=1e-6)
+                np.testing.assert_allclose(xb[:, 2 * side : 2 * side + 2], raw, atol=1e-6)
                 continue
             pix = raw * F + K[:2, 2]
-            ref = cv2.undistortPoints(pix.reshape(-1, 1, 2), K, np.array([k, 0, 0, 0.0]), None, None, None,
-                                      (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-15)).reshape(-1, 2)
-            np.testing.assert_allclose(xb[:, 2 * side:2 * side + 2], ref, atol=1e-5)
+            ref = cv2.undistortPoints(
+                pix.reshape(-1, 1, 2),
+                K,
+                np.array([k, 0, 0, 0.0]),
+                None,
+                None,
+                None,
+                (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-15),
+            ).reshape(-1, 2)
+            np.testing.assert_allclose(xb[:, 2 * side : 2 * side + 2], ref, atol=1e-5)
             assert np.abs(ref - raw).max() > 1e-3
 
 
 def test_covisibility_and_pair_selection(tmp_path):
     # views 0..3: 30 points in (0, 1), 10 in (0, 1, 2), 5 in (2, 3), 2 in (0, 3)
     tracks = [[0, 1]] * 30 + [[0, 1, 2]] * 10 + [[2, 3]] * 5 + [[0, 3]] * 2
-    rec = read_model(write_model(tmp_path / "m", PINHOLES + [PINHOLES[0]], "text", tracks, POSES + [POSES[0]]))
+    rec = read_model(
+        write_model(tmp_path / "m", PINHOLES + [PINHOLES[0]], "text", tracks, POSES + [POSES[0]])
+    )
     ids, counts = covisibility(rec)
     assert [rec.images[i].name for i in ids] == [f"view{k}.png" for k in range(4)]
     expected = np.array([[42, 40, 10, 2], [40, 40, 10, 0], [10, 10, 15, 5], [2, 0, 5, 7]])
@@ -213,8 +274,12 @@ def test_covisibility_and_pair_selection(tmp_path):
         assert degree.max() <= 1
         assert all(degree[a] or degree[b] for a, b in eligible)  # no pair could still be added
     pairs = colmap_pairs(rec, tmp_path, "m", min_overlap=0.5)
-    assert [p.key for p in pairs] == ["m/view0.png-view1.png", "m/view0.png-view2.png",
-                                      "m/view1.png-view2.png", "m/view2.png-view3.png"]
+    assert [p.key for p in pairs] == [
+        "m/view0.png-view1.png",
+        "m/view0.png-view2.png",
+        "m/view1.png-view2.png",
+        "m/view2.png-view3.png",
+    ]
     with pytest.raises(ValueError, match="min_overlap"):
         select_pairs(counts, 1.5, None)
 
@@ -222,11 +287,15 @@ def test_covisibility_and_pair_selection(tmp_path):
 def test_bad_models_and_arguments(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="expected a COLMAP sparse model"):
         read_model(tmp_path)
-    model = write_model(tmp_path / "fisheye", [("SIMPLE_RADIAL_FISHEYE", [F, 160, 120, 0.0])] + PINHOLES[1:], "text")
+    model = write_model(
+        tmp_path / "fisheye", [("SIMPLE_RADIAL_FISHEYE", [F, 160, 120, 0.0])] + PINHOLES[1:], "text"
+    )
     with pytest.raises(ValueError, match="camera 1: model SIMPLE_RADIAL_FISHEYE not supported"):
         read_model(model)
-    for argv, message in ((["--colmap", str(model)], "need --images"),
-                          (["--colmap", str(tmp_path / "none"), "--images", str(tmp_path)], "sparse model")):
+    for argv, message in (
+        (["--colmap", str(model)], "need --images"),
+        (["--colmap", str(tmp_path / "none"), "--images", str(tmp_path)], "sparse model"),
+    ):
         try:
             code = prepare_cli([*argv, "--out", str(tmp_path / "x.hdf5")])
         except SystemExit as err:  # argparse
@@ -246,7 +315,10 @@ FOUNTAIN = SHARED / "real-dev" / "fountain_P11" / "test"
 def _fountain_pose_errors(model: Path) -> list[float]:
     """Relative pose error (max of rotation and translation angle, degrees) of each of
     fountain_P11's test pairs in a reconstruction of its images; 180 for a pair not in it."""
-    found = {(p.image1.name, p.image2.name): p for p in colmap_pairs(read_model(model), FOUNTAIN / "images", "f", 0.0)}
+    found = {
+        (p.image1.name, p.image2.name): p
+        for p in colmap_pairs(read_model(model), FOUNTAIN / "images", "f", 0.0)
+    }
     names = (FOUNTAIN / "images.txt").read_text().split()
     errors = []
     for line in (FOUNTAIN / "pairs.txt").read_text().splitlines():
@@ -259,7 +331,9 @@ def _fountain_pose_errors(model: Path) -> list[float]:
         R = Rj @ Ri.T
         t = Tj - R @ Ti
         cos_t = p.t @ t / (np.linalg.norm(p.t) * np.linalg.norm(t))
-        errors.append(max(rotation_angle_deg(R, p.R), float(np.degrees(np.arccos(np.clip(cos_t, -1, 1))))))
+        errors.append(
+            max(rotation_angle_deg(R, p.R), float(np.degrees(np.arccos(np.clip(cos_t, -1, 1)))))
+        )
     return errors
 
 
@@ -284,9 +358,15 @@ def test_sfm_with_fountain_intrinsics_keeps_them(tmp_path):
     with h5py.File(FOUNTAIN / "calibration" / f"calibration_{Path(names[0]).stem}.h5", "r") as f:
         K, (w, h) = f["K"][()], f["imsize"][()]
     # raw-layout K: principal point relative to the image centre; COLMAP's pixel centres are at +0.5
-    params = [float(v) for v in (K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2] + 0.5, (h - 1) / 2 + K[1, 2] + 0.5)]
-    model = reconstruct(FOUNTAIN / "images", tmp_path / "work",
-                        camera=parse_camera("PINHOLE", ",".join(map(repr, params))))
+    params = [
+        float(v)
+        for v in (K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2] + 0.5, (h - 1) / 2 + K[1, 2] + 0.5)
+    ]
+    model = reconstruct(
+        FOUNTAIN / "images",
+        tmp_path / "work",
+        camera=parse_camera("PINHOLE", ",".join(map(repr, params))),
+    )
     cameras = list(read_model(model).cameras.values())
     assert len(cameras) == 1
     np.testing.assert_allclose(cameras[0].params, params, rtol=1e-12)
@@ -299,7 +379,17 @@ def test_sfm_without_a_model_is_an_error(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for k in range(3):  # unrelated noise: nothing to reconstruct
         cv2.imwrite(str(images / f"{k}.png"), (rng.random((120, 160, 3)) * 255).astype(np.uint8))
-    code = prepare_cli(["--sfm", "--images", str(images), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "x.hdf5")])
+    code = prepare_cli(
+        [
+            "--sfm",
+            "--images",
+            str(images),
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(tmp_path / "x.hdf5"),
+        ]
+    )
     assert code == 2 and "COLMAP registered" in capsys.readouterr().err
     assert not (tmp_path / "x.hdf5").exists()
 
@@ -337,12 +427,19 @@ def test_sfm_with_known_intrinsics_holds_them_fixed(tmp_path, monkeypatch):
     seen = {}
 
     def extract(db, path, image_names, camera_mode, reader_options, **kwargs):
-        seen.update(names=image_names, mode=camera_mode, model=reader_options.camera_model,
-                    params=reader_options.camera_params)
+        seen.update(
+            names=image_names,
+            mode=camera_mode,
+            model=reader_options.camera_model,
+            params=reader_options.camera_params,
+        )
 
     def mapping(db, path, out, options, **kwargs):
-        seen["refined"] = (options.ba_refine_focal_length, options.ba_refine_principal_point,
-                           options.ba_refine_extra_params)
+        seen["refined"] = (
+            options.ba_refine_focal_length,
+            options.ba_refine_principal_point,
+            options.ba_refine_extra_params,
+        )
         return {}
 
     monkeypatch.setattr(colmap.pycolmap, "extract_features", extract)
@@ -353,8 +450,10 @@ def test_sfm_with_known_intrinsics_holds_them_fixed(tmp_path, monkeypatch):
         reconstruct(images, tmp_path / "work", camera=camera)
     assert seen["names"] == ["0.png", "1.png"] and seen["mode"] == colmap.pycolmap.CameraMode.SINGLE
     assert seen["model"] == "OPENCV"
-    np.testing.assert_array_equal([float(v) for v in seen["params"].split(",")],
-                                  [520.9, 521, 325.6, 250.2, 0.23, -0.78, -0.0033, -1e-4])
+    np.testing.assert_array_equal(
+        [float(v) for v in seen["params"].split(",")],
+        [520.9, 521, 325.6, 250.2, 0.23, -0.78, -0.0033, -1e-4],
+    )
     assert seen["refined"] == (False, False, False)
     with pytest.raises(ValueError, match="per-image contradicts"):
         reconstruct(images, tmp_path / "work2", camera_mode="per-image", camera=camera)
@@ -370,10 +469,31 @@ def test_bad_known_intrinsics(tmp_path, capsys):
         parse_camera("PINHOLE", "520,521,325,a")
     with pytest.raises(ValueError, match="camera model: expected one of"):
         parse_camera("FOV", "520,521,325,250,0.1")
-    code = prepare_cli(["--sfm", "--images", str(tmp_path), "--camera", "PINHOLE", "1,2,3",
-                        "--out", str(tmp_path / "x.hdf5")])
+    code = prepare_cli(
+        [
+            "--sfm",
+            "--images",
+            str(tmp_path),
+            "--camera",
+            "PINHOLE",
+            "1,2,3",
+            "--out",
+            str(tmp_path / "x.hdf5"),
+        ]
+    )
     assert code == 2 and "camera params of PINHOLE" in capsys.readouterr().err
     with pytest.raises(SystemExit) as err:
-        prepare_cli(["--colmap", str(tmp_path), "--images", str(tmp_path), "--camera", "PINHOLE", "1,2,3,4",
-                     "--out", str(tmp_path / "x.hdf5")])
+        prepare_cli(
+            [
+                "--colmap",
+                str(tmp_path),
+                "--images",
+                str(tmp_path),
+                "--camera",
+                "PINHOLE",
+                "1,2,3,4",
+                "--out",
+                str(tmp_path / "x.hdf5"),
+            ]
+        )
     assert err.value.code == 2 and "--camera: only with --sfm" in capsys.readouterr().err

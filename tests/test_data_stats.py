@@ -24,8 +24,17 @@ def test_auc_counts_ties_half(stats):
 
 def test_pair_stats_duplicates_many_to_one_and_coherence(stats):
     # inliers 0..3: 0 and 1 identical, 2 shares 0's image-2 point from elsewhere; 3 moves like 2
-    xs = np.array([[0.00, 0.00, 0.10, 0.10], [0.00, 0.00, 0.10, 0.10], [0.30, 0.30, 0.10, 0.10],
-                   [0.31, 0.30, 0.115, 0.10], [0.9, 0.9, -0.5, 0.4], [-0.8, 0.7, 0.6, -0.6], [0.5, -0.9, 0.2, 0.9]])
+    xs = np.array(
+        [
+            [0.00, 0.00, 0.10, 0.10],
+            [0.00, 0.00, 0.10, 0.10],
+            [0.30, 0.30, 0.10, 0.10],
+            [0.31, 0.30, 0.115, 0.10],
+            [0.9, 0.9, -0.5, 0.4],
+            [-0.8, 0.7, 0.6, -0.6],
+            [0.5, -0.9, 0.2, 0.9],
+        ]
+    )
     labels = np.array([True, True, True, True, False, False, False])
     out = stats.pair_stats(xs, labels)
     assert out["dup_in"] == pytest.approx(0.5) and out["dup_out"] == 0
@@ -41,7 +50,9 @@ def test_cli_prints_a_column_per_source(stats, tmp_path, capsys):
     stats.main(["--hdf5", str(path), "--synthetic", "2", "--modes", "outdoor"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["statistic", "syn", "syn-outdoor"]
-    assert any(line.startswith("ratio AUC (in vs out)") and len(line.split()) == 7 for line in lines)
+    assert any(
+        line.startswith("ratio AUC (in vs out)") and len(line.split()) == 7 for line in lines
+    )
     with pytest.raises(SystemExit):
         stats.main(["--hdf5", str(tmp_path / "missing.hdf5")])
 

@@ -8,8 +8,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from corrnet.datasets import (BadPairError, OANetPairs, PairCollator, collate_pairs, generate_pair,
-                              make_sample, merge_oanet_hdf5, write_oanet_hdf5)
+from corrnet.datasets import (
+    BadPairError,
+    OANetPairs,
+    PairCollator,
+    collate_pairs,
+    generate_pair,
+    make_sample,
+    merge_oanet_hdf5,
+    write_oanet_hdf5,
+)
 from corrnet.datasets.oanet_hdf5 import write_pairs_hdf5
 from tests._data_reference import episym_np
 
@@ -17,7 +25,9 @@ from tests._data_reference import episym_np
 def _oanet_file(path, pairs: list[dict], extra: bool = True) -> None:
     """Write a file the way OANet's dump code does (plain h5py, OANet's shapes)."""
     with h5py.File(path, "w") as f:
-        keys = ["xs", "ys", "Rs", "ts"] + (["ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s"] if extra else [])
+        keys = ["xs", "ys", "Rs", "ts"] + (
+            ["ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s"] if extra else []
+        )
         groups = {k: f.create_group(k) for k in keys}
         for i, p in enumerate(pairs):
             for k in keys:
@@ -29,10 +39,20 @@ def _raw_pair(rng: np.random.Generator, n: int = 50) -> dict:
     R *= np.linalg.det(R)
     t = rng.normal(size=(3, 1))
     xs = rng.normal(size=(1, n, 4)) * 0.3
-    return {"xs": xs, "ys": episym_np(xs[0], R, t[:, 0] / np.linalg.norm(t))[:, None], "Rs": R, "ts": t,
-            "ratios": rng.uniform(size=n), "mutuals": (rng.uniform(size=n) < 0.5) * 1.0,
-            "cx1s": [320.5], "cy1s": [240.0], "cx2s": [500.0], "cy2s": [380.0],
-            "f1s": [[600.0, 601.0]], "f2s": [[900.0, 905.0]]}
+    return {
+        "xs": xs,
+        "ys": episym_np(xs[0], R, t[:, 0] / np.linalg.norm(t))[:, None],
+        "Rs": R,
+        "ts": t,
+        "ratios": rng.uniform(size=n),
+        "mutuals": (rng.uniform(size=n) < 0.5) * 1.0,
+        "cx1s": [320.5],
+        "cy1s": [240.0],
+        "cx2s": [500.0],
+        "cy2s": [380.0],
+        "f1s": [[600.0, 601.0]],
+        "f2s": [[900.0, 905.0]],
+    }
 
 
 def test_reads_oanet_written_file(tmp_path):
@@ -43,8 +63,12 @@ def test_reads_oanet_written_file(tmp_path):
     assert len(data) == 3
     s = data[1]
     np.testing.assert_allclose(s["xs"].numpy(), raw[1]["xs"][0].astype(np.float32))
-    np.testing.assert_allclose(s["t"].numpy(), raw[1]["ts"][:, 0] / np.linalg.norm(raw[1]["ts"]), rtol=1e-6)
-    np.testing.assert_array_equal(s["labels"].numpy(), (raw[1]["ys"][:, 0].astype(np.float32) < 1e-4) * 1.0)
+    np.testing.assert_allclose(
+        s["t"].numpy(), raw[1]["ts"][:, 0] / np.linalg.norm(raw[1]["ts"]), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        s["labels"].numpy(), (raw[1]["ys"][:, 0].astype(np.float32) < 1e-4) * 1.0
+    )
     np.testing.assert_allclose(s["K1"].numpy(), [[600, 0, 320.5], [0, 601, 240], [0, 0, 1]])
     np.testing.assert_allclose(s["K2"].numpy(), [[900, 0, 500], [0, 905, 380], [0, 0, 1]])
     assert s["features"].shape == (50, 6) and int(s["index"]) == 1 and "image1" not in s
@@ -56,7 +80,10 @@ def test_reads_oanet_written_file(tmp_path):
     assert torch.equal(s["features"], s["xs"])
     assert data.lacks(["ratios", "f1s", "xs"]) == ["ratios", "f1s"]
     # the side-information channels cannot stand in as zeros
-    with pytest.raises(BadPairError, match=r"b.hdf5: missing key\(s\) \['ratios', 'mutuals'\], the network's side_info"):
+    with pytest.raises(
+        BadPairError,
+        match=r"b.hdf5: missing key\(s\) \['ratios', 'mutuals'\], the network's side_info",
+    ):
         OANetPairs(tmp_path / "b.hdf5", side_info=True)
 
 
@@ -68,17 +95,34 @@ def test_written_file_has_oanet_layout_and_round_trips(tmp_path):
     with h5py.File(path, "r") as f:  # how OANet's loader sees it
         assert "image1s" not in f  # only written when every pair has images
         n = 110
-        shapes = {"xs": (1, n, 4), "ys": (n, 1), "Rs": (3, 3), "ts": (3, 1), "ratios": (n,), "mutuals": (n,),
-                  "cx1s": (1,), "cy1s": (1,), "cx2s": (1,), "cy2s": (1,), "f1s": (1, 2), "f2s": (1, 2)}
+        shapes = {
+            "xs": (1, n, 4),
+            "ys": (n, 1),
+            "Rs": (3, 3),
+            "ts": (3, 1),
+            "ratios": (n,),
+            "mutuals": (n,),
+            "cx1s": (1,),
+            "cy1s": (1,),
+            "cx2s": (1,),
+            "cy2s": (1,),
+            "f1s": (1, 2),
+            "f2s": (1, 2),
+        }
         for key, shape in shapes.items():
             assert f[key]["1"].shape == shape and f[key]["1"].dtype == np.float32, key
-        np.testing.assert_array_equal(f["f2s"]["1"][()][0], samples[1]["K2"].numpy()[[0, 1], [0, 1]])
+        np.testing.assert_array_equal(
+            f["f2s"]["1"][()][0], samples[1]["K2"].numpy()[[0, 1], [0, 1]]
+        )
     data = OANetPairs(path)
     for i, ref in enumerate(samples):
         got = data[i]
         for key in ("xs", "ys", "labels", "R", "t", "ratios", "mutuals", "K1", "K2", "index"):
             assert torch.equal(got[key], ref[key]), key
-    samples[1]["image1"], samples[1]["image2"] = samples[2]["image1"], samples[2]["image2"] = "c", "d"
+    samples[1]["image1"], samples[1]["image2"] = samples[2]["image1"], samples[2]["image2"] = (
+        "c",
+        "d",
+    )
     write_oanet_hdf5(path, samples)
     assert OANetPairs(path)[2]["image2"] == "d" and OANetPairs(path)[0]["image1"] == "a.jpg"
 
@@ -87,13 +131,24 @@ def test_shared_writer_keeps_its_groups_and_strings_only_every_pair_has(tmp_path
     def arrays(sample: dict, i: int) -> dict:
         if sample["x"] is None:
             raise ValueError("x: missing")
-        return {"x": np.full(2, sample["x"], np.float32), "name": f"p{i}", **sample.get("extra", {})}
+        return {
+            "x": np.full(2, sample["x"], np.float32),
+            "name": f"p{i}",
+            **sample.get("extra", {}),
+        }
 
     path = tmp_path / "w.hdf5"
     samples = [{"x": 1.0, "extra": {"note": "a"}}, {"x": 2.0}, {"x": 3.0, "extra": {"note": "c"}}]
-    assert write_pairs_hdf5(path, samples, arrays, ("x", "name"), attrs={"kind": "test"}, progress=False) == 3
+    assert (
+        write_pairs_hdf5(
+            path, samples, arrays, ("x", "name"), attrs={"kind": "test"}, progress=False
+        )
+        == 3
+    )
     with h5py.File(path) as f:
-        assert sorted(f) == ["name", "x"] and f.attrs["kind"] == "test"   # "note": not every pair has it
+        assert (
+            sorted(f) == ["name", "x"] and f.attrs["kind"] == "test"
+        )  # "note": not every pair has it
         assert f["name"]["2"][()].decode() == "p2" and f["x"]["1"].dtype == np.float32
     assert write_pairs_hdf5(path, [], arrays, ("x", "name"), progress=False) == 0
     with h5py.File(path) as f:
@@ -109,7 +164,9 @@ def test_merge_keeps_every_pair_in_order(tmp_path):
     _oanet_file(tmp_path / "b.hdf5", raw[2:])
     assert merge_oanet_hdf5([tmp_path / "a.hdf5", tmp_path / "b.hdf5"], tmp_path / "m.hdf5") == 5
     merged = OANetPairs(tmp_path / "m.hdf5")
-    inputs = [OANetPairs(tmp_path / "a.hdf5")[i] for i in range(2)] + [OANetPairs(tmp_path / "b.hdf5")[i] for i in range(3)]
+    inputs = [OANetPairs(tmp_path / "a.hdf5")[i] for i in range(2)] + [
+        OANetPairs(tmp_path / "b.hdf5")[i] for i in range(3)
+    ]
     assert len(merged) == 5
     for i, ref in enumerate(inputs):
         got = merged[i]
@@ -147,13 +204,36 @@ def _broken(tmp_path, name: str, edit) -> str:
     return path
 
 
-@pytest.mark.parametrize("name, edit, message", [
-    ("shape", lambda r: r[2].update(xs=r[2]["xs"][0]), r"pair 2: xs: expected shape \(1, N, 4\), got \(50, 4\)"),
-    ("nan", lambda r: r[2]["xs"].__setitem__((0, 3, 1), np.nan), r"pair 2: xs: expected finite"),
-    ("few", lambda r: r[2].update(xs=r[2]["xs"][:, :5], ys=r[2]["ys"][:5], ratios=r[2]["ratios"][:5],
-                                  mutuals=r[2]["mutuals"][:5]), r"pair 2: xs: expected at least 8 matches, got 5"),
-    ("ys", lambda r: r[2].update(ys=r[2]["ys"][:7]), r"pair 2: ys: expected shape \(50, 1\) or \(50,\), got \(7, 1\)"),
-])
+@pytest.mark.parametrize(
+    "name, edit, message",
+    [
+        (
+            "shape",
+            lambda r: r[2].update(xs=r[2]["xs"][0]),
+            r"pair 2: xs: expected shape \(1, N, 4\), got \(50, 4\)",
+        ),
+        (
+            "nan",
+            lambda r: r[2]["xs"].__setitem__((0, 3, 1), np.nan),
+            r"pair 2: xs: expected finite",
+        ),
+        (
+            "few",
+            lambda r: r[2].update(
+                xs=r[2]["xs"][:, :5],
+                ys=r[2]["ys"][:5],
+                ratios=r[2]["ratios"][:5],
+                mutuals=r[2]["mutuals"][:5],
+            ),
+            r"pair 2: xs: expected at least 8 matches, got 5",
+        ),
+        (
+            "ys",
+            lambda r: r[2].update(ys=r[2]["ys"][:7]),
+            r"pair 2: ys: expected shape \(50, 1\) or \(50,\), got \(7, 1\)",
+        ),
+    ],
+)
 def test_bad_pairs_raise_or_skip(tmp_path, name, edit, message):
     path = _broken(tmp_path, name, edit)
     data = OANetPairs(path)
@@ -188,7 +268,9 @@ def test_bad_files(tmp_path):
 def test_write_rejects_bad_samples_naming_pair_and_key(tmp_path):
     good = generate_pair(0, 0, "indoor", 20)
     short = dict(good, ratios=good["ratios"][:5])
-    with pytest.raises(ValueError, match=r"bad.hdf5: pair 1: ratios: expected shape \(20,\) .*got \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"bad.hdf5: pair 1: ratios: expected shape \(20,\) .*got \(5,\)"
+    ):
         write_oanet_hdf5(tmp_path / "bad.hdf5", [good, short])
     partial = {k: v for k, v in good.items() if k != "K2"}
     with pytest.raises(ValueError, match=r"bad.hdf5: pair 0: missing key\(s\) \['K2'\]"):
@@ -210,7 +292,9 @@ def test_dataloader_workers(tmp_path):
 
 def test_collate_subsample_draws_real_rows_without_replacement():
     batch = [generate_pair(9, i, "outdoor", n, side_info=True) for i, n in enumerate((40, 30, 55))]
-    for s in batch:  # unique row tags: synthetic pairs hold exact duplicate matches, as real ones do
+    for (
+        s
+    ) in batch:  # unique row tags: synthetic pairs hold exact duplicate matches, as real ones do
         s["ratios"] = torch.arange(len(s["xs"]), dtype=torch.float32) / len(s["xs"])
         s["features"] = torch.cat([s["xs"], s["ratios"][:, None], s["mutuals"][:, None]], 1)
     out = collate_pairs(batch, generator=torch.Generator().manual_seed(0))
@@ -221,7 +305,9 @@ def test_collate_subsample_draws_real_rows_without_replacement():
         assert len(set(rows)) == 30
         for key in ("ys", "labels", "ratios", "mutuals"):
             assert torch.equal(out[key][b], s[key][rows]), key
-    assert torch.equal(out["xs"][1].sort(0).values, batch[1]["xs"].sort(0).values)  # smallest: all kept
+    assert torch.equal(
+        out["xs"][1].sort(0).values, batch[1]["xs"].sort(0).values
+    )  # smallest: all kept
     fixed = collate_pairs(batch, num_matches=35, generator=torch.Generator().manual_seed(0))
     assert fixed["xs"].shape == (3, 35, 4) and fixed["mask"].sum(1).tolist() == [35, 30, 35]
     assert_padding_repeats_real_matches(fixed, 1, batch[1], 30)
@@ -244,7 +330,9 @@ def test_collate_pad_and_collator_seed():
     assert torch.equal(out["xs"][1, :30], batch[1]["xs"]) and out["image1"] == ["x.jpg", "y.jpg"]
     assert_padding_repeats_real_matches(out, 1, batch[1], 30)
     a, b, c = PairCollator(seed=3), PairCollator(seed=3), PairCollator(seed=4)
-    assert torch.equal(a(batch)["xs"], b(batch)["xs"]) and not torch.equal(a(batch)["xs"], c(batch)["xs"])
+    assert torch.equal(a(batch)["xs"], b(batch)["xs"]) and not torch.equal(
+        a(batch)["xs"], c(batch)["xs"]
+    )
     with pytest.raises(ValueError, match="mode"):
         PairCollator(mode="crop")
 
@@ -252,8 +340,17 @@ def test_collate_pad_and_collator_seed():
 def test_labels_at_threshold_survive_round_trip(tmp_path):
     s = generate_pair(0, 1, "indoor", 12)
     ys = np.full(12, 1e-4) * (1 + np.linspace(-1e-9, 1e-9, 12))  # straddles 1e-4, one float32 value
-    sample = make_sample(s["xs"].numpy(), ys, s["R"].numpy(), s["t"].numpy(), s["ratios"].numpy(),
-                         s["mutuals"].numpy(), s["K1"].numpy(), s["K2"].numpy(), 1)
+    sample = make_sample(
+        s["xs"].numpy(),
+        ys,
+        s["R"].numpy(),
+        s["t"].numpy(),
+        s["ratios"].numpy(),
+        s["mutuals"].numpy(),
+        s["K1"].numpy(),
+        s["K2"].numpy(),
+        1,
+    )
     assert sample["labels"].unique().numel() == 1
     write_oanet_hdf5(tmp_path / "t.hdf5", [sample])
     assert torch.equal(OANetPairs(tmp_path / "t.hdf5")[0]["labels"], sample["labels"])

@@ -9,13 +9,20 @@ import torch
 
 from corrnet.datasets.sample import to_pixels
 from corrnet.eval import estimators
-from corrnet.eval.estimators import (ESTIMATORS, MIN_MATCHES, SEED, PoseLibEstimator, estimate_pose,
-                                     make_estimators, pinhole)
+from corrnet.eval.estimators import (
+    ESTIMATORS,
+    MIN_MATCHES,
+    SEED,
+    PoseLibEstimator,
+    estimate_pose,
+    make_estimators,
+    pinhole,
+)
 from corrnet.eval.predict import FALLBACK_TOP_K, kept_matches, predict
 from corrnet.geometry import essential_from_pose, pose_errors, recover_pose, sampson_distance
 from corrnet.geometry.robust import KERNELS, robust_eight_point
 
-K1 = np.array([[800.0, 0.0, 320.0], [0.0, 400.0, 240.0], [0.0, 0.0, 1.0]])   # fx != fy
+K1 = np.array([[800.0, 0.0, 320.0], [0.0, 400.0, 240.0], [0.0, 0.0, 1.0]])  # fx != fy
 K2 = np.array([[500.0, 0.0, 300.0], [0.0, 1000.0, 250.0], [0.0, 0.0, 1.0]])
 
 
@@ -38,8 +45,9 @@ def scene(seed: int, n: int = 400, inliers: int = 200, noise_px: float = 0.0):
 
 
 def angle_errors(R: np.ndarray, t: np.ndarray, R_gt: np.ndarray, t_gt: np.ndarray) -> float:
-    err_R, err_t = pose_errors(torch.as_tensor(R), torch.as_tensor(t), torch.as_tensor(R_gt),
-                               torch.as_tensor(t_gt))
+    err_R, err_t = pose_errors(
+        torch.as_tensor(R), torch.as_tensor(t), torch.as_tensor(R_gt), torch.as_tensor(t_gt)
+    )
     return max(float(err_R), float(err_t))
 
 
@@ -66,16 +74,16 @@ def test_poselib_threshold_is_pixels_through_the_mean_focal_length():
     rng = np.random.default_rng(1)
     u2 = to_pixels(x[:, 2:], K2)
     d, a = rng.uniform(0, 12, 200), rng.uniform(0, 2 * np.pi, 200)
-    u2[200:] += np.c_[d * np.cos(a), d * np.sin(a)]   # displaced by 0-12 px
+    u2[200:] += np.c_[d * np.cos(a), d * np.sin(a)]  # displaced by 0-12 px
     x[:, 2:] = (u2 - K2[:2, 2]) / np.diag(K2)[:2]
     E = essential_from_pose(torch.as_tensor(R), torch.as_tensor(t))
     f_mean = (K1[0, 0] + K1[1, 1] + K2[0, 0] + K2[1, 1]) / 4
     error = np.sqrt(sampson_distance(torch.as_tensor(x), E).numpy()) * f_mean
     for px in (1.0, 2.0):
         _, _, inliers = PoseLibEstimator(max_epipolar_error=px).estimate(x, K1, K2)
-        clear = np.abs(error - px) > 0.25 * px   # its pose is refined on 0-px inliers too
+        clear = np.abs(error - px) > 0.25 * px  # its pose is refined on 0-px inliers too
         assert np.array_equal(inliers[clear], error[clear] < px), px
-        assert 30 < (inliers[200:]).sum() < 170   # the displaced matches straddle the threshold
+        assert 30 < (inliers[200:]).sum() < 170  # the displaced matches straddle the threshold
 
 
 def test_poselib_same_pair_same_result():
@@ -99,13 +107,20 @@ def test_every_estimator_fails_cleanly_on_too_few_matches(m):
 def test_an_opencv_error_scores_as_a_failed_pair(monkeypatch):
     """An assertion inside cv2.findEssentialMat (OpenCV 5.1's solvePoly on exact matches) is a
     failed pair (NaN pose, no inliers), not an exception that stops the evaluation."""
+
     def raise_cv2_error(*args, **kwargs):
         raise cv2.error("solvePoly")
+
     monkeypatch.setattr(estimators.cv2, "findEssentialMat", raise_cv2_error)
     x, *_ = scene(4, n=100, inliers=60)
     for name in ("ransac", "magsac"):
         R, t, inliers = estimate_pose(x, name)
-        assert np.isnan(R).all() and np.isnan(t).all() and inliers.shape == (100,) and not inliers.any()
+        assert (
+            np.isnan(R).all()
+            and np.isnan(t).all()
+            and inliers.shape == (100,)
+            and not inliers.any()
+        )
 
 
 def test_registry_names_and_poselib_needs_intrinsics():
@@ -125,19 +140,29 @@ def test_every_estimator_seeds_its_sampler_with_its_seed(monkeypatch):
     (``progressive``) reaches PoseLib's options, off by default."""
     seen = []
     real_poselib, real_cv2 = estimators.poselib.estimate_relative_pose, estimators.cv2.setRNGSeed
-    monkeypatch.setattr(estimators.cv2, "setRNGSeed", lambda s: (seen.append(("cv2", s)), real_cv2(s)))
-    monkeypatch.setattr(estimators.poselib, "estimate_relative_pose",
-                        lambda *a: (seen.append(("poselib", a[4]["seed"])), real_poselib(*a))[1])
+    monkeypatch.setattr(
+        estimators.cv2, "setRNGSeed", lambda s: (seen.append(("cv2", s)), real_cv2(s))
+    )
+    monkeypatch.setattr(
+        estimators.poselib,
+        "estimate_relative_pose",
+        lambda *a: (seen.append(("poselib", a[4]["seed"])), real_poselib(*a))[1],
+    )
     x, R, t, _ = scene(5, n=100, inliers=60)
     for seed in (7, SEED):
         chosen = make_estimators(seed) if seed != SEED else ESTIMATORS
         for name in ("ransac", "magsac", "poselib"):
             seen.clear()
             _, _, inliers = chosen[name].estimate(x, K1, K2)
-            assert seen == [("poselib" if name == "poselib" else "cv2", seed)] and inliers.sum() >= 60
+            assert (
+                seen == [("poselib" if name == "poselib" else "cv2", seed)] and inliers.sum() >= 60
+            )
     assert make_estimators(9, poselib_threshold=2.5)["poselib"].max_epipolar_error == 2.5
-    monkeypatch.setattr(estimators.poselib, "estimate_relative_pose",
-                        lambda *a: (seen.append(a[4]["progressive_sampling"]), real_poselib(*a))[1])
+    monkeypatch.setattr(
+        estimators.poselib,
+        "estimate_relative_pose",
+        lambda *a: (seen.append(a[4]["progressive_sampling"]), real_poselib(*a))[1],
+    )
     for progressive in (False, True):
         seen.clear()
         assert PoseLibEstimator(progressive=progressive).estimate(x, K1, K2)[2].sum() >= 60
@@ -161,10 +186,15 @@ def test_irls_recovers_a_pose_where_plain_weighted_eight_point_fails():
         x, w, R, t = contaminated(10 + seed)
         plain = robust_eight_point(x, w, iterations=0, starts=(None,))
         robust = robust_eight_point(x, w)
-        errors = [angle_errors(*(a[0].numpy() for a in recover_pose(fit.E, x, fit.inliers)[:2]), R, t)
-                  for fit in (plain, robust)]
+        errors = [
+            angle_errors(*(a[0].numpy() for a in recover_pose(fit.E, x, fit.inliers)[:2]), R, t)
+            for fit in (plain, robust)
+        ]
         assert errors[0] > 10 and errors[1] < 1.0, (seed, errors)
-        assert robust.inliers[0, :60].float().mean() > 0.9 and robust.inliers[0, 60:].float().mean() < 0.1
+        assert (
+            robust.inliers[0, :60].float().mean() > 0.9
+            and robust.inliers[0, 60:].float().mean() < 0.1
+        )
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -179,11 +209,14 @@ def test_robust_cost_never_increases_at_each_scale(kernel):
     fit = robust_eight_point(x, w, scales, kernel, iterations=6, refine_steps=8)
     assert fit.costs.shape == (2, 3, 7) and fit.refine_costs.shape == (2, 9)
     assert (fit.costs.diff(dim=-1) <= 0).all() and (fit.refine_costs.diff(dim=-1) <= 0).all()
-    assert (fit.costs[..., -1] < fit.costs[..., 0]).any()        # the iterations did something
+    assert (fit.costs[..., -1] < fit.costs[..., 0]).any()  # the iterations did something
     assert (fit.refine_costs[:, -1] < fit.refine_costs[:, 0]).all()
     u = sampson_distance(x, fit.E) / scales[-1] ** 2
-    rho = {"cauchy": torch.log1p(u), "geman-mcclure": u / (1 + u),
-           "tukey": (1 - (1 - u).clamp_min(0) ** 3) / 3}[kernel]
+    rho = {
+        "cauchy": torch.log1p(u),
+        "geman-mcclure": u / (1 + u),
+        "tukey": (1 - (1 - u).clamp_min(0) ** 3) / 3,
+    }[kernel]
     assert torch.allclose((w * rho).sum(-1), fit.refine_costs[:, -1], rtol=1e-6)
     sv = torch.linalg.svdvals(fit.E)
     assert torch.allclose(sv[:, 0], sv[:, 1]) and (sv[:, 2] < 1e-12).all()
@@ -240,14 +273,17 @@ def test_predict_of_a_pair_does_not_depend_on_its_batch():
     no part (not even the eight-point floor's vote), so a pair solved in a batch gets the E it
     gets alone.  Checked before the Levenberg-Marquardt steps, which amplify float noise."""
     from tests.conftest import make_problem
+
     p = make_problem(batch=2, n=120, seed=4, outliers=60)
     g = torch.Generator().manual_seed(2)
     x = p["x"] + 2e-3 * torch.randn(p["x"].shape, generator=g, dtype=torch.float64)
-    logits = torch.where(p["labels"], 1.0, -1.0) + 0.5 * torch.randn(2, 120, generator=g, dtype=torch.float64)
-    logits[1, 20:] = -5.0                                   # pair 1 keeps far fewer matches than pair 0
+    logits = torch.where(p["labels"], 1.0, -1.0) + 0.5 * torch.randn(
+        2, 120, generator=g, dtype=torch.float64
+    )
+    logits[1, 20:] = -5.0  # pair 1 keeps far fewer matches than pair 0
     batched = predict(logits, x, refine_steps=0)
     assert batched.kept[0].sum() > 2 * batched.kept[1].sum() >= 2 * FALLBACK_TOP_K
     for b in range(2):
-        alone = predict(logits[b:b + 1], x[b:b + 1], refine_steps=0)
+        alone = predict(logits[b : b + 1], x[b : b + 1], refine_steps=0)
         cos = (batched.E[b].flatten() * alone.E[0].flatten()).sum().abs()
         assert cos > 1 - 1e-12, b

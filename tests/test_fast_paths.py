@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def model(name: str, seed: int = 0) -> CorrNet:
     torch.manual_seed(seed)
-    return CorrNet(CorrNetConfig(**yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text()))).eval()
+    return CorrNet(
+        CorrNetConfig(**yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text()))
+    ).eval()
 
 
 def pairs(count: int, n: int) -> torch.Tensor:
@@ -48,9 +50,11 @@ def test_batch_equals_single_pairs():
     predict = make_predictor(net)
     batched = predict(x)
     for i in range(len(x)):
-        single = predict(x[i:i + 1])
+        single = predict(x[i : i + 1])
         torch.testing.assert_close(batched["logits"][i], single["logits"][0], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(batched["weights"][i], single["weights"][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            batched["weights"][i], single["weights"][0], atol=1e-5, rtol=1e-5
+        )
         assert torch.equal(batched["stage_indices"][-1][i], single["stage_indices"][-1][0])
 
 
@@ -64,7 +68,7 @@ def test_bf16_autocast_close_to_float32():
     assert first.max() <= 0.5 and first.mean() <= 0.02
     logits, logits_bf16 = full["logits"], half["logits"].float()
     confident = logits.abs() > 0.1
-    assert confident.float().mean() > 0.5   # the check covers most matches
+    assert confident.float().mean() > 0.5  # the check covers most matches
     agree = ((logits > 0) == (logits_bf16 > 0))[confident].float().mean()
     assert agree >= 0.99
 
@@ -87,7 +91,7 @@ def test_compile_failure_falls_back_to_eager():
     net, x = model("tiny"), pairs(1, 100)
     eager = make_predictor(net)(x)
     predict = make_predictor(net, compile=True, backend=failing_backend)
-    with pytest.raises(ValueError, match="expected shape"):   # a bad input is the caller's error
+    with pytest.raises(ValueError, match="expected shape"):  # a bad input is the caller's error
         predict(x[..., :3])
     assert predict.compiled
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
@@ -106,7 +110,9 @@ def test_compile_unavailable_falls_back_to_eager(monkeypatch):
     with pytest.warns(RuntimeWarning, match="torch.compile unavailable"):
         predict = make_predictor(net, compile=True)
     assert not predict.compiled
-    torch.testing.assert_close(predict(x)["logits"], make_predictor(net)(x)["logits"], atol=0, rtol=0)
+    torch.testing.assert_close(
+        predict(x)["logits"], make_predictor(net)(x)["logits"], atol=0, rtol=0
+    )
 
 
 def test_predictor_runs_in_eval_mode_without_autograd():
@@ -131,13 +137,41 @@ def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
     bench = load_benchmark("bench_network")
     out = tmp_path / "bench.json"
     # a budget of 0 s skips every row that has an estimate: all but the first
-    bench.main(["--config", "configs/model/tiny.yaml", "--n", "64", "128", "--batch", "1", "2",
-                "--pairs", "2", "--repeats", "2", "--min-repeats", "1", "--target-s", "0",
-                "--budget-s", "0", "--no-memory", "--threads", "1", "--out", str(out)])
+    bench.main(
+        [
+            "--config",
+            "configs/model/tiny.yaml",
+            "--n",
+            "64",
+            "128",
+            "--batch",
+            "1",
+            "2",
+            "--pairs",
+            "2",
+            "--repeats",
+            "2",
+            "--min-repeats",
+            "1",
+            "--target-s",
+            "0",
+            "--budget-s",
+            "0",
+            "--no-memory",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     rows = result["network"]
     assert [(r["n"], r["batch"], r["skipped"]) for r in rows] == [
-        (64, 1, False), (64, 2, True), (128, 1, True), (128, 2, True)]
+        (64, 1, False),
+        (64, 2, True),
+        (128, 1, True),
+        (128, 2, True),
+    ]
     assert rows[0]["ms_per_pair"] > 0 and rows[0]["repeats"] == 1
     assert [b["n"] for b in result["baselines"]] == [64, 128]
     assert all(b["ransac_ms"] > 0 and b["magsac_ms"] > 0 for b in result["baselines"])
@@ -148,7 +182,7 @@ def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
 
 def test_benchmark_cpu_memory_probe_sees_a_large_tensor():
     bench = load_benchmark("bench_network")
-    mib = bench.cpu_peak_mib(lambda: torch.ones(64, 2 ** 20).sum())   # 256 MiB
+    mib = bench.cpu_peak_mib(lambda: torch.ones(64, 2**20).sum())  # 256 MiB
     if mib is None:
         pytest.skip("no /proc/self/clear_refs on this system")
     assert 200 < mib < 400
@@ -157,7 +191,7 @@ def test_benchmark_cpu_memory_probe_sees_a_large_tensor():
     n = 3000
     dense = bench.run_probe({"kind": "dense", "device": "cpu", "n": n, "width": 32, "threads": 1})
     fast = bench.run_probe({"kind": "fast", "device": "cpu", "n": n, "width": 32, "threads": 1})
-    assert dense > 2.5 * n ** 2 * 4 / 2 ** 20 > 10 * fast   # A, a aᵀ and I alive at once
+    assert dense > 2.5 * n**2 * 4 / 2**20 > 10 * fast  # A, a aᵀ and I alive at once
 
 
 def test_evaluation_times_the_network_on_one_thread():

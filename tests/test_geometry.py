@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from corrnet.geometry import (INLIER_THRESHOLD, essential_from_pose, normalize_keypoints,
-                              pixel_sampson_distance, pose_errors, recover_pose, sampson_distance, skew,
-                              symmetric_epipolar_distance, weighted_eight_point, WEIGHT_FLOOR)
+from corrnet.geometry import (
+    INLIER_THRESHOLD,
+    WEIGHT_FLOOR,
+    essential_from_pose,
+    normalize_keypoints,
+    pixel_sampson_distance,
+    pose_errors,
+    recover_pose,
+    sampson_distance,
+    skew,
+    symmetric_epipolar_distance,
+    weighted_eight_point,
+)
 from corrnet.geometry.epipolar import epipolar_terms
 from tests.conftest import make_problem, rotation
 
@@ -19,7 +29,9 @@ from tests.conftest import make_problem, rotation
 def test_skew_is_cross_product():
     g = torch.Generator().manual_seed(1)
     v, u = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
-    assert torch.allclose(skew(v) @ u.unsqueeze(-1), torch.linalg.cross(v, u).unsqueeze(-1), atol=1e-14)
+    assert torch.allclose(
+        skew(v) @ u.unsqueeze(-1), torch.linalg.cross(v, u).unsqueeze(-1), atol=1e-14
+    )
 
 
 def test_skew_without_validation_is_the_same_matrix_and_passes_nan_through():
@@ -57,7 +69,9 @@ def test_essential_matrix_satisfies_epipolar_constraint(problem):
     x2 = torch.cat([x[..., 2:], torch.ones_like(x[..., :1])], -1)
     residual = torch.einsum("bni,bij,bnj->bn", x2, E, x1)
     assert residual.abs().max() < 1e-12
-    E_bad = essential_from_pose(problem["R"] @ rotation(torch.tensor([0.0, 0.05, 0.0], dtype=torch.float64)), problem["t"])
+    E_bad = essential_from_pose(
+        problem["R"] @ rotation(torch.tensor([0.0, 0.05, 0.0], dtype=torch.float64)), problem["t"]
+    )
     assert torch.einsum("bni,bij,bnj->bn", x2, E_bad, x1).abs().max() > 1e-3
     # An essential matrix has two equal singular values and one zero.
     s = torch.linalg.svdvals(E)
@@ -89,19 +103,23 @@ def test_symmetric_epipolar_distance_against_numpy_and_closed_form():
     d = symmetric_epipolar_distance(p["x"], E)
     ref = _numpy_symmetric_epipolar_distance(p["x"][0].numpy(), E[0].numpy())
     assert np.allclose(d[0].numpy(), ref, rtol=1e-10, atol=1e-30)
-    assert (d[p["labels"]] < 1e-20).all() and (d[~p["labels"]] > INLIER_THRESHOLD).float().mean() > 0.9
+    assert (d[p["labels"]] < 1e-20).all() and (
+        d[~p["labels"]] > INLIER_THRESHOLD
+    ).float().mean() > 0.9
     # Closed form: moving x2 by delta along the normal of its epipolar line puts it at
     # distance delta from that line.
     x = p["x"][:, :30].clone()
     l2 = torch.cat([x[..., :2], torch.ones_like(x[..., :1])], -1) @ E[0].T
     normal = l2[..., :2] / l2[..., :2].norm(dim=-1, keepdim=True)
     x[..., 2:] += 3e-3 * normal
-    E_scaled = 7.0 * E                                   # the scale of E must cancel
+    E_scaled = 7.0 * E  # the scale of E must cancel
     d2_only = symmetric_epipolar_distance(x, E_scaled)
     ref = _numpy_symmetric_epipolar_distance(x[0].numpy(), E[0].numpy())
     assert np.allclose(d2_only[0].numpy(), ref, rtol=1e-9)
     l1 = torch.cat([x[..., 2:], torch.ones_like(x[..., :1])], -1) @ E[0]
-    dist_image1 = (torch.cat([x[..., :2], torch.ones_like(x[..., :1])], -1) * l1).sum(-1) / l1[..., :2].norm(dim=-1)
+    dist_image1 = (torch.cat([x[..., :2], torch.ones_like(x[..., :1])], -1) * l1).sum(-1) / l1[
+        ..., :2
+    ].norm(dim=-1)
     assert torch.allclose(d2_only - dist_image1.square(), torch.full_like(d2_only, 9e-6), rtol=1e-9)
 
 
@@ -117,7 +135,9 @@ def test_sampson_distance_matches_opencv_and_optimal_correction():
     # Sampson is the first-order approximation of the squared distance to the optimally
     # corrected matches (Hartley-Sturm, cv2.correctMatches).
     c1, c2 = cv2.correctMatches(E.numpy(), x[None, :, :2].numpy(), x[None, :, 2:].numpy())
-    geometric = ((c1[0] - x[:, :2].numpy()) ** 2).sum(-1) + ((c2[0] - x[:, 2:].numpy()) ** 2).sum(-1)
+    geometric = ((c1[0] - x[:, :2].numpy()) ** 2).sum(-1) + ((c2[0] - x[:, 2:].numpy()) ** 2).sum(
+        -1
+    )
     assert np.allclose(d.numpy(), geometric, rtol=1e-2)
 
 
@@ -154,10 +174,14 @@ def test_weighted_eight_point_recovers_e_and_ignores_zero_weight_outliers():
 
 
 def test_weighted_eight_point_gradcheck():
-    p = make_problem(2, 12, seed=11)   # noisy, so that the weights matter
-    noise = 0.02 * torch.randn(2, 12, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    p = make_problem(2, 12, seed=11)  # noisy, so that the weights matter
+    noise = 0.02 * torch.randn(
+        2, 12, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
     x = (p["x"] + noise).requires_grad_(True)
-    w = (0.5 + torch.rand(2, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    w = (
+        0.5 + torch.rand(2, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ).requires_grad_(True)
 
     def outer(x, w):  # e eᵀ does not depend on the eigenvector's arbitrary sign
         e = weighted_eight_point(x, w).flatten(-2)
@@ -194,10 +218,14 @@ def test_recover_pose_matches_opencv_and_ground_truth():
     err_r, err_t = pose_errors(R, t, p["R"], p["t"])
     assert err_r.max() < 1e-6 and err_t.max() < 1e-6
     for b in range(4):
-        _, Rc, tc, _ = cv2.recoverPose(E[b].numpy(), p["x"][b, :, :2].numpy(), p["x"][b, :, 2:].numpy(), np.eye(3))
+        _, Rc, tc, _ = cv2.recoverPose(
+            E[b].numpy(), p["x"][b, :, :2].numpy(), p["x"][b, :, 2:].numpy(), np.eye(3)
+        )
         assert np.allclose(R[b].numpy(), Rc, atol=1e-9)
         assert np.allclose(t[b].numpy(), tc.ravel(), atol=1e-9)
-    E_bad = essential_from_pose(p["R"] @ rotation(torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)), p["t"])
+    E_bad = essential_from_pose(
+        p["R"] @ rotation(torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)), p["t"]
+    )
     err_bad, _ = pose_errors(*recover_pose(E_bad, p["x"])[:2], p["R"], p["t"])
     assert (err_bad > 5.0).all()
 
@@ -208,8 +236,10 @@ def test_pose_errors_closed_form():
     axis = torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64)
     R_est = R_gt @ rotation(math.radians(theta) * axis)
     t_gt = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
-    t_est = -torch.tensor([[math.cos(math.radians(phi)), math.sin(math.radians(phi)), 0.0]], dtype=torch.float64)
-    err_r, err_t = pose_errors(R_est, 3.0 * t_est, R_gt, t_gt)   # scale and sign of t ignored
+    t_est = -torch.tensor(
+        [[math.cos(math.radians(phi)), math.sin(math.radians(phi)), 0.0]], dtype=torch.float64
+    )
+    err_r, err_t = pose_errors(R_est, 3.0 * t_est, R_gt, t_gt)  # scale and sign of t ignored
     assert torch.allclose(err_r, torch.tensor([theta], dtype=torch.float64), atol=1e-10)
     assert torch.allclose(err_t, torch.tensor([phi], dtype=torch.float64), atol=1e-10)
     err_r, err_t = pose_errors(R_gt, t_gt, R_gt, t_gt)
@@ -219,16 +249,19 @@ def test_pose_errors_closed_form():
     assert err_r.item() == 180.0 and err_t.item() == 90.0
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: skew(torch.zeros(4)), "v"),
-    (lambda: essential_from_pose(torch.eye(3), torch.zeros(3, 1)), "t"),
-    (lambda: symmetric_epipolar_distance(torch.zeros(10, 3), torch.eye(3)), "x"),
-    (lambda: symmetric_epipolar_distance(torch.full((10, 4), float("nan")), torch.eye(3)), "x"),
-    (lambda: weighted_eight_point(torch.zeros(2, 10, 4), torch.zeros(2, 9)), "weights"),
-    (lambda: weighted_eight_point(torch.zeros(2, 10, 4), -torch.ones(2, 10)), "weights"),
-    (lambda: recover_pose(torch.eye(3), torch.zeros(1, 10, 4)), "E"),
-    (lambda: normalize_keypoints(torch.zeros(5, 2), torch.eye(2)), "K"),
-])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: skew(torch.zeros(4)), "v"),
+        (lambda: essential_from_pose(torch.eye(3), torch.zeros(3, 1)), "t"),
+        (lambda: symmetric_epipolar_distance(torch.zeros(10, 3), torch.eye(3)), "x"),
+        (lambda: symmetric_epipolar_distance(torch.full((10, 4), float("nan")), torch.eye(3)), "x"),
+        (lambda: weighted_eight_point(torch.zeros(2, 10, 4), torch.zeros(2, 9)), "weights"),
+        (lambda: weighted_eight_point(torch.zeros(2, 10, 4), -torch.ones(2, 10)), "weights"),
+        (lambda: recover_pose(torch.eye(3), torch.zeros(1, 10, 4)), "E"),
+        (lambda: normalize_keypoints(torch.zeros(5, 2), torch.eye(2)), "K"),
+    ],
+)
 def test_bad_input_raises_value_error_naming_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}"):
         call()
@@ -241,22 +274,33 @@ def test_weighted_eight_point_agrees_with_opencv_five_point():
     for b in range(2):
         pts1, pts2 = p["x"][b, :, :2].numpy(), p["x"][b, :, 2:].numpy()
         cv2.setRNGSeed(0)
-        E_cv, mask = cv2.findEssentialMat(pts1, pts2, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=1e-4)
+        E_cv, mask = cv2.findEssentialMat(
+            pts1, pts2, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=1e-4
+        )
         assert _same_up_to_sign(E[b], torch.from_numpy(E_cv[:3])) > 1 - 1e-8
         assert np.array_equal(mask.ravel().astype(bool), p["labels"][b].numpy())
 
 
 def test_pixel_sampson_distance_equals_opencv_for_unequal_focal_lengths():
     p = make_problem(batch=2, n=50, seed=5, outliers=20)
-    x = p["x"] + 1e-3 * torch.randn(p["x"].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    K1 = torch.tensor([[800.0, 0, 320], [0, 620, 240], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
-    K2 = torch.tensor([[500.0, 0, 300], [0, 700, 200], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+    x = p["x"] + 1e-3 * torch.randn(
+        p["x"].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    K1 = torch.tensor([[800.0, 0, 320], [0, 620, 240], [0, 0, 1]], dtype=torch.float64).expand(
+        2, 3, 3
+    )
+    K2 = torch.tensor([[500.0, 0, 300], [0, 700, 200], [0, 0, 1]], dtype=torch.float64).expand(
+        2, 3, 3
+    )
     E = essential_from_pose(p["R"], p["t"])
     d = pixel_sampson_distance(x, E, K1, K2)
     for b in range(2):
         F = np.linalg.inv(K2[b].numpy()).T @ E[b].numpy() @ np.linalg.inv(K1[b].numpy())
         u1 = x[b, :, :2].numpy() @ K1[b, :2, :2].numpy().T + K1[b, :2, 2].numpy()
         u2 = x[b, :, 2:].numpy() @ K2[b, :2, :2].numpy().T + K2[b, :2, 2].numpy()
-        ref = [cv2.sampsonDistance(np.r_[a, 1.0][:, None], np.r_[c, 1.0][:, None], F) for a, c in zip(u1, u2)]
+        ref = [
+            cv2.sampsonDistance(np.r_[a, 1.0][:, None], np.r_[c, 1.0][:, None], F)
+            for a, c in zip(u1, u2)
+        ]
         np.testing.assert_allclose(d[b].numpy(), ref, rtol=1e-9, atol=1e-12)
-    assert d[:, :30].max() < 1e-3 * d[:, 30:].median()      # exact matches up to the small noise
+    assert d[:, :30].max() < 1e-3 * d[:, 30:].median()  # exact matches up to the small noise

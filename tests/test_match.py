@@ -10,13 +10,13 @@ import json
 import struct
 import subprocess
 import sys
-import tomllib
 from importlib import import_module
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import tomllib
 import torch
 
 import corrnet
@@ -33,20 +33,28 @@ K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
 
 def _texture(rng: np.random.Generator, side: int = 512) -> np.ndarray:
     """Colour noise at three scales (uint8 (side, side, 3)): rich in SIFT keypoints."""
-    layers = [cv2.GaussianBlur(rng.standard_normal((side, side, 3)), (0, 0), s) * s for s in (1.0, 3.0, 9.0)]
+    layers = [
+        cv2.GaussianBlur(rng.standard_normal((side, side, 3)), (0, 0), s) * s
+        for s in (1.0, 3.0, 9.0)
+    ]
     img = sum(layers)
     return np.clip(128 + 60 * img / img.std(), 0, 255).astype(np.uint8)
 
 
-def _render(planes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], R: np.ndarray,
-            t: np.ndarray) -> np.ndarray:
+def _render(
+    planes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    R: np.ndarray,
+    t: np.ndarray,
+) -> np.ndarray:
     """Image of textured planes (texture, origin O, axes a, b per texture pixel), painted far to
     near, by the camera K [R | t]: texture pixel (u, v) is the point O + u a + v b."""
     out = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
     for texture, O, a, b in planes:
         H = K @ np.column_stack([R @ a, R @ b, R @ O + t])
         warped = cv2.warpPerspective(texture, H, SIZE, flags=cv2.INTER_LINEAR)
-        mask = cv2.warpPerspective(np.ones(texture.shape[:2], np.uint8), H, SIZE, flags=cv2.INTER_NEAREST)
+        mask = cv2.warpPerspective(
+            np.ones(texture.shape[:2], np.uint8), H, SIZE, flags=cv2.INTER_NEAREST
+        )
         out[mask > 0] = warped[mask > 0]
     return out
 
@@ -56,9 +64,20 @@ def synthetic_pair(tmp_path_factory) -> dict:
     """Two views of a wall at depth 8 and a tilted panel at depth ~4; x2 = R x1 + t."""
     rng = np.random.default_rng(0)
     tilt = np.radians(30)
-    planes = [(_texture(rng), np.array([-6.0, -6.0, 8.0]), np.array([12 / 512, 0, 0]), np.array([0, 12 / 512, 0])),
-              (_texture(rng), np.array([-1.5, -1.5, 4.0]), 3 / 512 * np.array([np.cos(tilt), 0, np.sin(tilt)]),
-               np.array([0, 3 / 512, 0]))]
+    planes = [
+        (
+            _texture(rng),
+            np.array([-6.0, -6.0, 8.0]),
+            np.array([12 / 512, 0, 0]),
+            np.array([0, 12 / 512, 0]),
+        ),
+        (
+            _texture(rng),
+            np.array([-1.5, -1.5, 4.0]),
+            3 / 512 * np.array([np.cos(tilt), 0, np.sin(tilt)]),
+            np.array([0, 3 / 512, 0]),
+        ),
+    ]
     angle = np.radians(6)
     R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     t = np.array([-1.0, 0.1, 0.2])
@@ -83,7 +102,9 @@ def _cli(argv: list[str], capsys, entry=cm.main) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _error(argv: list[str], capsys, match: str, prog: str = "python -m corrnet.match", entry=cm.main) -> None:
+def _error(
+    argv: list[str], capsys, match: str, prog: str = "python -m corrnet.match", entry=cm.main
+) -> None:
     """The command fails with status 2 and one stderr line ``PROG: error: ...match...``."""
     code, out, err = _cli(argv, capsys, entry)
     assert code == 2 and out == ""
@@ -92,14 +113,26 @@ def _error(argv: list[str], capsys, match: str, prog: str = "python -m corrnet.m
 
 
 def _pose_error(R: np.ndarray, t: np.ndarray, R_gt: np.ndarray, t_gt: np.ndarray) -> float:
-    err_R, err_t = pose_errors(*(torch.as_tensor(np.asarray(a, np.float64)) for a in (R, t, R_gt, t_gt)))
+    err_R, err_t = pose_errors(
+        *(torch.as_tensor(np.asarray(a, np.float64)) for a in (R, t, R_gt, t_gt))
+    )
     return max(float(err_R), float(err_t))
 
 
 def test_synthetic_pair_cli(synthetic_pair, tmp_path, capsys):
     out = tmp_path / "result"
-    code, stdout, err = _cli([*map(str, synthetic_pair["images"]), "--K1", *_kargs(K), "--K2", *_kargs(K),
-                              "--out", str(out)], capsys)
+    code, stdout, err = _cli(
+        [
+            *map(str, synthetic_pair["images"]),
+            "--K1",
+            *_kargs(K),
+            "--K2",
+            *_kargs(K),
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert err == "" and len(stdout.splitlines()) == 1 and "inliers" in stdout
     pose = json.loads((out / "pose.json").read_text())
@@ -122,9 +155,17 @@ def test_synthetic_pair_cli(synthetic_pair, tmp_path, capsys):
     assert isinstance(result, corrnet.MatchResult)
     assert np.flatnonzero(result.inliers).tolist() == pose["inliers"]
     gt = episym_np(result.xs[result.inliers], synthetic_pair["R"], synthetic_pair["t"])
-    assert np.median(gt) < 1e-6   # about (0.3 px / 500 px)^2
+    assert np.median(gt) < 1e-6  # about (0.3 px / 500 px)^2
     # a second run into the same folder is refused; --overwrite replaces it
-    argv = [*map(str, synthetic_pair["images"]), "--K1", *_kargs(K), "--K2", *_kargs(K), "--out", str(out)]
+    argv = [
+        *map(str, synthetic_pair["images"]),
+        "--K1",
+        *_kargs(K),
+        "--K2",
+        *_kargs(K),
+        "--out",
+        str(out),
+    ]
     _error(argv, capsys, "already holds a result (pose.json, matches.png)")
 
 
@@ -133,18 +174,39 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
     (out).mkdir()
     (out / "pose.json").write_text("{}")
     drawn = []
-    monkeypatch.setattr(cm, "render_matches", lambda result, png: drawn.append(png) or Path(png).write_bytes(b""))
-    code, stdout, err = _cli([*map(str, synthetic_pair["images"]), "--out", str(out), "--overwrite"], capsys)
+    monkeypatch.setattr(
+        cm, "render_matches", lambda result, png: drawn.append(png) or Path(png).write_bytes(b"")
+    )
+    code, stdout, err = _cli(
+        [*map(str, synthetic_pair["images"]), "--out", str(out), "--overwrite"], capsys
+    )
     assert code == 0 and drawn == [out / "matches.png"]
     lines = err.splitlines()
-    assert len(lines) == 2 and all(line.startswith("python -m corrnet.match: warning: ") for line in lines)
+    assert len(lines) == 2 and all(
+        line.startswith("python -m corrnet.match: warning: ") for line in lines
+    )
     assert "approximate intrinsics f = 768.0 px (1.2 x the larger image side)" in lines[0]
     pose = json.loads((out / "pose.json").read_text())
-    assert pose["intrinsics"] == "approximate" and pose["intrinsics_source"] == {"K1": "default", "K2": "default"}
+    assert pose["intrinsics"] == "approximate" and pose["intrinsics_source"] == {
+        "K1": "default",
+        "K2": "default",
+    }
     np.testing.assert_allclose(pose["K1"], [[768, 0, 319.5], [0, 768, 239.5], [0, 0, 1]])
     # --no-picture: pose.json alone, no renderer called, the earlier result's picture removed
-    code, stdout, err = _cli([*map(str, synthetic_pair["images"]), "--out", str(out), "--overwrite",
-                              "--K1", *_kargs(K), "--K2", *_kargs(K), "--no-picture"], capsys)
+    code, stdout, err = _cli(
+        [
+            *map(str, synthetic_pair["images"]),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--K1",
+            *_kargs(K),
+            "--K2",
+            *_kargs(K),
+            "--no-picture",
+        ],
+        capsys,
+    )
     assert code == 0 and err == "" and drawn == [out / "matches.png"]
     assert sorted(p.name for p in out.iterdir()) == ["pose.json"]
     pose = json.loads((out / "pose.json").read_text())
@@ -153,12 +215,29 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
     (out / "pose.json").unlink()
 
     def no_driver(result, png):
-        raise RuntimeError("Open3D rendering failed: worker exited with status 1\n    apt-get install ...")
+        raise RuntimeError(
+            "Open3D rendering failed: worker exited with status 1\n    apt-get install ..."
+        )
 
     monkeypatch.setattr(cm, "render_matches", no_driver)
-    code, stdout, err = _cli([*map(str, synthetic_pair["images"]), "--out", str(out), "--overwrite",
-                              "--K1", *_kargs(K), "--K2", *_kargs(K)], capsys)
-    assert code == 1 and stdout == "" and "pose.json written, but no picture: Open3D rendering failed" in err
+    code, stdout, err = _cli(
+        [
+            *map(str, synthetic_pair["images"]),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--K1",
+            *_kargs(K),
+            "--K2",
+            *_kargs(K),
+        ],
+        capsys,
+    )
+    assert (
+        code == 1
+        and stdout == ""
+        and "pose.json written, but no picture: Open3D rendering failed" in err
+    )
     assert json.loads((out / "pose.json").read_text())["intrinsics"] == "given"
     with pytest.warns(cm.ApproximateIntrinsicsWarning, match="no K2 given"):
         result = cm.match_images(*synthetic_pair["images"], K1=(500, 500, 319.5, 239.5))
@@ -170,9 +249,17 @@ def _jpeg_with_exif(path: Path, focal_35mm: int, order: str) -> None:
     """A JPEG whose EXIF (byte order "<" or ">") holds FocalLengthIn35mmFilm, built by hand."""
     tag = b"II" if order == "<" else b"MM"
     # TIFF header, IFD0 at 8 with one entry (ExifIFD pointer -> 26), Exif IFD with two entries
-    ifd0 = struct.pack(order + "H", 1) + struct.pack(order + "HHII", 0x8769, 4, 1, 26) + struct.pack(order + "I", 0)
-    exif_ifd = (struct.pack(order + "H", 2) + struct.pack(order + "HHIHH", 0x829A, 5, 1, 0, 0)
-                + struct.pack(order + "HHIHH", 0xA405, 3, 1, focal_35mm, 0) + struct.pack(order + "I", 0))
+    ifd0 = (
+        struct.pack(order + "H", 1)
+        + struct.pack(order + "HHII", 0x8769, 4, 1, 26)
+        + struct.pack(order + "I", 0)
+    )
+    exif_ifd = (
+        struct.pack(order + "H", 2)
+        + struct.pack(order + "HHIHH", 0x829A, 5, 1, 0, 0)
+        + struct.pack(order + "HHIHH", 0xA405, 3, 1, focal_35mm, 0)
+        + struct.pack(order + "I", 0)
+    )
     tiff = tag + struct.pack(order + "HI", 42, 8) + ifd0 + exif_ifd
     app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
     ok, jpeg = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))
@@ -187,12 +274,14 @@ def test_exif_focal_length(tmp_path, order):
     assert cm.exif_focal_35mm(path) == 28.0
     K_exif, source = cm.approximate_intrinsics(path, 640, 480)
     # 28 mm on the 36 x 24 mm frame (diagonal 43.27 mm); this image's diagonal is 800 px
-    assert source == "exif" and K_exif[0, 0] == pytest.approx(28 * 800 / np.hypot(36, 24), rel=1e-12)
+    assert source == "exif" and K_exif[0, 0] == pytest.approx(
+        28 * 800 / np.hypot(36, 24), rel=1e-12
+    )
     assert (K_exif[0, 2], K_exif[1, 2]) == (319.5, 239.5)
     ok, plain = cv2.imencode(".jpg", np.zeros((10, 10, 3), np.uint8))
     (tmp_path / "plain.jpg").write_bytes(plain.tobytes())
     assert cm.exif_focal_35mm(tmp_path / "plain.jpg") is None
-    (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:40])   # EXIF cut short: no focal length
+    (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:40])  # EXIF cut short: no focal length
     assert cm.exif_focal_35mm(tmp_path / "cut.jpg") is None
 
 
@@ -202,30 +291,59 @@ def test_bad_input(synthetic_pair, tmp_path, capsys, monkeypatch):
     _error([str(tmp_path / "missing.jpg"), img2, *out], capsys, "missing.jpg: no such image file")
     (tmp_path / "notes.jpg").write_text("not a picture\n")
     _error([img1, str(tmp_path / "notes.jpg"), *out], capsys, "notes.jpg: cannot read as an image")
-    _error([img1, img2, "--K1", "0", "500", "320", "240", *out], capsys,
-           "--K1: expected positive focal lengths FX FY in pixels, got 0 500")
-    _error([img1, img2, "--K2", "500", "-1", "320", "240", *out], capsys, "--K2: expected positive focal")
-    _error([img1, img2, "--K1", "500", "500", "320", *out], capsys, "argument --K1: expected 4 arguments")
+    _error(
+        [img1, img2, "--K1", "0", "500", "320", "240", *out],
+        capsys,
+        "--K1: expected positive focal lengths FX FY in pixels, got 0 500",
+    )
+    _error(
+        [img1, img2, "--K2", "500", "-1", "320", "240", *out],
+        capsys,
+        "--K2: expected positive focal",
+    )
+    _error(
+        [img1, img2, "--K1", "500", "500", "320", *out],
+        capsys,
+        "argument --K1: expected 4 arguments",
+    )
     _error([img1, img2, "--K1", "500", "500", "320", "x", *out], capsys, "invalid float value: 'x'")
-    _error([img1, img2, "--threshold", "0", *out], capsys, "--threshold: expected a positive number")
+    _error(
+        [img1, img2, "--threshold", "0", *out], capsys, "--threshold: expected a positive number"
+    )
     for name in ("flat1.png", "flat2.png"):
         cv2.imwrite(str(tmp_path / name), np.full((480, 640, 3), 90, np.uint8))
-    _error([str(tmp_path / "flat1.png"), str(tmp_path / "flat2.png"), *out], capsys,
-           "too few matches: expected at least 8 keypoints in image 1 and 2 in image 2, got 0")
+    _error(
+        [str(tmp_path / "flat1.png"), str(tmp_path / "flat2.png"), *out],
+        capsys,
+        "too few matches: expected at least 8 keypoints in image 1 and 2 in image 2, got 0",
+    )
     (tmp_path / "file").write_text("")
-    _error([img1, img2, "--out", str(tmp_path / "file")], capsys, "file: exists and is not a folder")
+    _error(
+        [img1, img2, "--out", str(tmp_path / "file")], capsys, "file: exists and is not a folder"
+    )
     _error([img1, img2, *out, "--device", "nonsense"], capsys, "--device:")
-    assert not (tmp_path / "out").exists()   # nothing written on any error
-    with pytest.raises(ValueError, match=r"K1: expected 4 numbers FX FY CX CY \(or a 3x3 matrix\), got 5"):
+    assert not (tmp_path / "out").exists()  # nothing written on any error
+    with pytest.raises(
+        ValueError, match=r"K1: expected 4 numbers FX FY CX CY \(or a 3x3 matrix\), got 5"
+    ):
         cm.match_images(img1, img2, K1=[1, 2, 3, 4, 5])
     with pytest.raises(ValueError, match=r"K2: expected \[\[fx, 0, cx\]"):
         cm.match_images(img1, img2, K2=np.ones((3, 3)))
     with pytest.raises(cm.MatchError, match="too few matches"):
         cm.match_images(tmp_path / "flat1.png", tmp_path / "flat2.png", K, K)
     nan = np.full((3, 3), np.nan)
-    monkeypatch.setattr(cm, "_estimate", lambda x, K1, K2, threshold: cm.Estimate(
-        nan, nan[0], np.zeros(len(x), bool), "ransac", 1e-3, "normalised"))
-    _error([img1, img2, *out], capsys, "no pose found: the estimator 'ransac' found 0 inliers among the")
+    monkeypatch.setattr(
+        cm,
+        "_estimate",
+        lambda x, K1, K2, threshold: cm.Estimate(
+            nan, nan[0], np.zeros(len(x), bool), "ransac", 1e-3, "normalised"
+        ),
+    )
+    _error(
+        [img1, img2, *out],
+        capsys,
+        "no pose found: the estimator 'ransac' found 0 inliers among the",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -233,23 +351,58 @@ def test_console_command(tmp_path, capsys):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, name = scripts["corrnet"].split(":")
     assert getattr(import_module(module), name) is corrnet_cli
-    _error(["match", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), "--out", str(tmp_path / "o")], capsys,
-           "a.jpg: no such image file", prog="corrnet match", entry=corrnet_cli)
-    _error(["frobnicate"], capsys, "expected a command (match), got 'frobnicate'", prog="corrnet",
-           entry=corrnet_cli)
+    _error(
+        ["match", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), "--out", str(tmp_path / "o")],
+        capsys,
+        "a.jpg: no such image file",
+        prog="corrnet match",
+        entry=corrnet_cli,
+    )
+    _error(
+        ["frobnicate"],
+        capsys,
+        "expected a command (match), got 'frobnicate'",
+        prog="corrnet",
+        entry=corrnet_cli,
+    )
     # the real entry point, in a fresh process
-    done = subprocess.run([sys.executable, "-m", "corrnet.match", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"),
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "corrnet.match",
+            str(tmp_path / "a.jpg"),
+            str(tmp_path / "b.jpg"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [f"python -m corrnet.match: error: {tmp_path / 'a.jpg'}: no such image file"]
+    assert done.stderr.splitlines() == [
+        f"python -m corrnet.match: error: {tmp_path / 'a.jpg'}: no such image file"
+    ]
 
 
 @pytest.mark.parametrize("seq, pair", [("fountain_P11", (0, 1)), ("lund_door", (2, 4))])
 def test_real_dev_pairs(real_dev, tmp_path, capsys, seq, pair):
     spec = next(s for s in read_sequence(real_dev / seq) if s.key == f"{seq}/{pair[0]}-{pair[1]}")
     out = tmp_path / "result"
-    code, stdout, err = _cli([str(spec.image1), str(spec.image2), "--K1", *_kargs(spec.K1),
-                              "--K2", *_kargs(spec.K2), "--out", str(out)], capsys)
+    code, stdout, err = _cli(
+        [
+            str(spec.image1),
+            str(spec.image2),
+            "--K1",
+            *_kargs(spec.K1),
+            "--K2",
+            *_kargs(spec.K2),
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     pose = json.loads((out / "pose.json").read_text())
     np.testing.assert_allclose(pose["K1"], spec.K1, rtol=1e-12)

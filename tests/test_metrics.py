@@ -37,7 +37,9 @@ def test_pose_auc_against_numerical_integration_and_closed_form():
         assert auc[f"auc{T}"] == pytest.approx(_auc_by_integration(errors, T), abs=1e-6)
     # n errors evenly spread on (0, T]: the curve is the diagonal, AUC = 1/2.
     n = 1000
-    assert pose_auc(np.arange(1, n + 1) * 20.0 / n, thresholds=(20,))["auc20"] == pytest.approx(0.5, abs=1e-3)
+    assert pose_auc(np.arange(1, n + 1) * 20.0 / n, thresholds=(20,))["auc20"] == pytest.approx(
+        0.5, abs=1e-3
+    )
     assert pose_auc(np.zeros(10))["auc5"] == pytest.approx(1.0)
     assert pose_auc(np.full(10, 90.0))["auc20"] == 0.0
 

@@ -8,10 +8,20 @@ import pytest
 import torch
 import yaml
 
-from corrnet.geometry import (essential_from_pose, pixel_sampson_distance, symmetric_epipolar_distance,
-                              weighted_eight_point)
-from corrnet.models import (CorrNet, CorrNetConfig, CorrNetLoss, balanced_bce, laplacian_aggregate,
-                            virtual_correspondences)
+from corrnet.geometry import (
+    essential_from_pose,
+    pixel_sampson_distance,
+    symmetric_epipolar_distance,
+    weighted_eight_point,
+)
+from corrnet.models import (
+    CorrNet,
+    CorrNetConfig,
+    CorrNetLoss,
+    balanced_bce,
+    laplacian_aggregate,
+    virtual_correspondences,
+)
 from corrnet.models.graph_stats import graph_liveness, roc_auc
 from tests.conftest import make_problem, rotation
 
@@ -30,8 +40,14 @@ def synthetic_batch(batch: int, n: int, seed: int = 0) -> dict[str, torch.Tensor
     """Random 3-D points seen by two cameras, half the matches uniform outliers (float32)."""
     p = make_problem(batch, n, seed=seed, outliers=n // 2)
     xs = p["x"].float()
-    return {"xs": xs, "features": xs, "labels": p["labels"].float(), "R": p["R"].float(),
-            "t": p["t"].float(), "ys": symmetric_epipolar_distance(p["x"], essential_from_pose(p["R"], p["t"])).float()}
+    return {
+        "xs": xs,
+        "features": xs,
+        "labels": p["labels"].float(),
+        "R": p["R"].float(),
+        "t": p["t"].float(),
+        "ys": symmetric_epipolar_distance(p["x"], essential_from_pose(p["R"], p["t"])).float(),
+    }
 
 
 @pytest.mark.parametrize("n", [8, 9, 100, 2000])
@@ -47,10 +63,14 @@ def test_output_shapes_and_consistency(n, b):
     sizes = [lg.shape[-1] for lg in out["stage_logits"]]
     assert sizes[0] == n and all(s >= min(n, 8) for s in sizes)
     assert torch.equal(out["stage_indices"][0], torch.arange(n).expand(b, n))
-    for prev, idx, lg in zip(out["stage_indices"], out["stage_indices"][1:], out["stage_logits"][1:]):
+    for prev, idx, lg in zip(
+        out["stage_indices"], out["stage_indices"][1:], out["stage_logits"][1:]
+    ):
         assert idx.shape == lg.shape and idx.dtype == torch.long
-        assert all(set(i.tolist()) <= set(p.tolist()) and len(set(i.tolist())) == i.numel()
-                   for i, p in zip(idx, prev))
+        assert all(
+            set(i.tolist()) <= set(p.tolist()) and len(set(i.tolist())) == i.numel()
+            for i, p in zip(idx, prev)
+        )
     # The last stage's logits are the output logits of its matches.
     last = out["stage_indices"][-1]
     assert torch.equal(out["logits"].gather(1, last), out["stage_logits"][-1])
@@ -82,7 +102,9 @@ def test_num_kept_per_pair_counts_follow_the_int_rule():
 @pytest.mark.parametrize("attention_keys", [1024, 40])
 def test_eval_is_deterministic_and_permutation_equivariant(attention_keys):
     torch.manual_seed(1)
-    net = CorrNet(CorrNetConfig(**{**model_config("default"), "attention_keys": attention_keys})).eval()
+    net = CorrNet(
+        CorrNetConfig(**{**model_config("default"), "attention_keys": attention_keys})
+    ).eval()
     x = synthetic_batch(2, 300, seed=4)["xs"]
     perm = torch.randperm(300)
     with torch.no_grad():
@@ -116,10 +138,12 @@ def test_every_parameter_gets_a_finite_gradient():
     out = net(batch["xs"])
     total, parts = CorrNetLoss(essential_warmup=0)(out, batch, step=0)
     total.backward()
-    missing = [k for k, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    missing = [
+        k for k, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+    ]
     assert not missing
     zero = [k for k, p in net.named_parameters() if not p.grad.abs().sum() > 0]
-    assert not zero      # the graph heads included: their gates start open and w is supervised
+    assert not zero  # the graph heads included: their gates start open and w is supervised
     assert {"cls_0", "cls_1", "cls_2", "graph_0", "graph_1", "graph_2", "essential"} == set(parts)
 
 
@@ -182,7 +206,9 @@ def test_balanced_bce_matches_closed_form():
     # Padded matches (mask False) do not count.
     mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
     first_masked = 0.5 * sp(-2.0) + 0.5 * (sp(-1.0) + sp(0.5)) / 2
-    assert torch.allclose(balanced_bce(logits, labels, mask).double(), (first_masked + second) / 2, atol=1e-6)
+    assert torch.allclose(
+        balanced_bce(logits, labels, mask).double(), (first_masked + second) / 2, atol=1e-6
+    )
 
 
 def test_essential_loss_uses_exact_virtual_matches():
@@ -219,7 +245,7 @@ def test_tiny_model_overfits_one_batch():
     x, labels = batch["xs"], batch["labels"] > 0.5
     loss = CorrNetLoss(essential_warmup=0)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for step in range(120):   # 80 reached 1.0 with two threads but 0.93 with one
+    for step in range(120):  # 80 reached 1.0 with two threads but 0.93 with one
         opt.zero_grad()
         total, _ = loss(net(x), batch, step)
         total.backward()
@@ -246,15 +272,21 @@ def test_padding_does_not_change_the_real_matches():
         for b, p in enumerate(pairs):
             single = net(p[None])
             n = len(p)
-            assert torch.allclose(padded["logits"][b, :n], single["logits"][0], atol=1e-5, rtol=1e-4)
+            assert torch.allclose(
+                padded["logits"][b, :n], single["logits"][0], atol=1e-5, rtol=1e-4
+            )
             assert torch.allclose(padded["E"][b], single["E"][0], atol=1e-5)
             assert torch.equal(padded["weights"][b, n:], torch.zeros(200 - n))
             for s, (idx, m) in enumerate(zip(padded["stage_indices"], padded["stage_masks"])):
                 kept = int(m[b].sum())
                 assert kept == single["stage_indices"][s].shape[-1]
                 assert torch.equal(idx[b, :kept], single["stage_indices"][s][0])
-                assert torch.allclose(padded["graph_logits"][s][b, :kept],
-                                      single["graph_logits"][s][0], atol=1e-5, rtol=1e-4)
+                assert torch.allclose(
+                    padded["graph_logits"][s][b, :kept],
+                    single["graph_logits"][s][0],
+                    atol=1e-5,
+                    rtol=1e-4,
+                )
     # Without the mask the copies do change the short pair's logits.
     with torch.no_grad():
         unmasked = net(x)["logits"][1, :90]
@@ -267,14 +299,14 @@ def test_padding_does_not_change_the_real_matches():
 
 def test_roc_auc_matches_pairwise_count():
     g = torch.Generator().manual_seed(10)
-    scores = torch.randint(0, 6, (300,), generator=g).double()   # many ties
+    scores = torch.randint(0, 6, (300,), generator=g).double()  # many ties
     labels = torch.rand(300, generator=g) < 0.3
     pos, neg = scores[labels], scores[~labels]
     diff = pos[:, None] - neg[None]
     expected = ((diff > 0).double() + 0.5 * (diff == 0).double()).mean()
     assert abs(roc_auc(scores.numpy(), labels.numpy()) - float(expected)) < 1e-12
     assert roc_auc([0.1, 0.9], [False, True]) == 1.0 and roc_auc([0.0, 0.0], [True, False]) == 0.5
-    assert roc_auc([1.0, 2.0], [True, True]) != roc_auc([1.0, 2.0], [True, True])   # NaN
+    assert roc_auc([1.0, 2.0], [True, True]) != roc_auc([1.0, 2.0], [True, True])  # NaN
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +318,7 @@ def graph_trained():
     try:
         torch.manual_seed(11)
         net = tiny().train()
-        loss = CorrNetLoss(essential_warmup=10 ** 9)
+        loss = CorrNetLoss(essential_warmup=10**9)
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
         for step in range(80):
             batch = synthetic_batch(4, 256, seed=100 + step)
@@ -296,8 +328,10 @@ def graph_trained():
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
         held_out = synthetic_batch(8, 256, seed=99)
-        yield net.eval(), [{"features": f, "labels": y}
-                           for f, y in zip(held_out["xs"], held_out["labels"])]
+        yield (
+            net.eval(),
+            [{"features": f, "labels": y} for f, y in zip(held_out["xs"], held_out["labels"])],
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -306,7 +340,7 @@ def test_graph_weights_separate_inliers_after_training(graph_trained):
     net, pairs = graph_trained
     stats = graph_liveness(net, pairs)
     assert len(stats) == 2
-    for stage in stats:    # measured: AUC 0.89 / 0.89 after 50 steps, 0.93 / 0.91 after 100
+    for stage in stats:  # measured: AUC 0.89 / 0.89 after 50 steps, 0.93 / 0.91 after 100
         assert stage["auc"] > 0.8 and stage["auc_pair_mean"] > 0.8
         assert 0.05 < stage["open"] < 1.0
     # The gates start open (GRAPH_GATE_BIAS), so the graph passes gradients from step 0.
@@ -326,14 +360,14 @@ def test_trained_laplacian_changes_the_features(graph_trained):
     x, w, _ = seen[0]
     lx = laplacian_aggregate(x, w)
     change = ((lx - x).norm() / x.norm()).item()
-    assert change > 0.1, change     # measured 0.23
-    assert torch.equal(laplacian_aggregate(x, torch.full_like(w, -1.0)), x)   # closed gates: L = I
+    assert change > 0.1, change  # measured 0.23
+    assert torch.equal(laplacian_aggregate(x, torch.full_like(w, -1.0)), x)  # closed gates: L = I
 
 
 def test_float64_input_and_non_finite_pairs():
     """float64 matches run in the network's dtype; a NaN pair is named, not an eigh failure."""
     model = tiny().eval()
-    x = make_problem(2, 64, outliers=20)["x"]           # float64
+    x = make_problem(2, 64, outliers=20)["x"]  # float64
     with torch.no_grad():
         assert torch.equal(model(x)["logits"], model(x.float())["logits"])
         x[1, 5, 2] = float("nan")
@@ -344,14 +378,22 @@ def test_float64_input_and_non_finite_pairs():
 def test_label_px_keeps_the_labelled_inliers_within_that_many_pixels():
     p = make_problem(batch=2, n=60, seed=3, outliers=10)
     g = torch.Generator().manual_seed(0)
-    xs = p["x"] + 0.004 * torch.rand(p["x"].shape, generator=g, dtype=torch.float64)   # ~0-3 px off
-    K = torch.tensor([[600.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
-    batch = {"xs": xs.float(), "R": p["R"].float(), "t": p["t"].float(), "K1": K.float(), "K2": K.float(),
-             "labels": p["labels"].float()}
+    xs = p["x"] + 0.004 * torch.rand(p["x"].shape, generator=g, dtype=torch.float64)  # ~0-3 px off
+    K = torch.tensor([[600.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=torch.float64).expand(
+        2, 3, 3
+    )
+    batch = {
+        "xs": xs.float(),
+        "R": p["R"].float(),
+        "t": p["t"].float(),
+        "K1": K.float(),
+        "K2": K.float(),
+        "labels": p["labels"].float(),
+    }
     assert torch.equal(CorrNetLoss().targets(batch), p["labels"])
-    d = pixel_sampson_distance(xs, essential_from_pose(p["R"], p["t"]), K, K)   # float64 reference
+    d = pixel_sampson_distance(xs, essential_from_pose(p["R"], p["t"]), K, K)  # float64 reference
     got = CorrNetLoss(label_px=1.5).targets(batch)
-    assert torch.equal(got, p["labels"] & (d < 1.5 ** 2))
+    assert torch.equal(got, p["labels"] & (d < 1.5**2))
     assert 0 < got.sum() < p["labels"].sum()
     with pytest.raises(ValueError, match="label_px"):
         CorrNetLoss(label_px=1.0, geometry="rigid")

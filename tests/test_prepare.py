@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import h5py
@@ -32,7 +31,9 @@ def _camera(seq: str, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     name = (root / "calibration.txt").read_text().split()[k]
     with h5py.File(root / name, "r") as f:
         K, R, T, (w, h) = f["K"][()], f["R"][()], f["T"][()].ravel(), f["imsize"][()].ravel()
-    K_abs = np.array([[K[0, 0], 0, (w - 1) / 2 + K[0, 2]], [0, K[1, 1], (h - 1) / 2 + K[1, 2]], [0, 0, 1]])
+    K_abs = np.array(
+        [[K[0, 0], 0, (w - 1) / 2 + K[0, 2]], [0, K[1, 1], (h - 1) / 2 + K[1, 2]], [0, 0, 1]]
+    )
     return K_abs, R, T
 
 
@@ -47,14 +48,43 @@ def _gt(seq: str, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
 def prepared(tmp_path_factory, real_dev) -> dict:
     """The chosen pairs through the CLI, via a JSON pairs file, with two workers."""
     tmp = tmp_path_factory.mktemp("prepare")
-    specs = [s for seq, pairs in CHOSEN.items() for s in prep.read_sequence(real_dev / seq)
-             if tuple(map(int, s.key.split("/")[1].split("-"))) in pairs]
-    entries = [{"name": s.key, "image1": str(s.image1), "image2": str(s.image2), "K1": s.K1.tolist(),
-                "K2": s.K2.tolist(), "R": s.R.tolist(), "t": s.t.tolist()} for s in specs]
+    specs = [
+        s
+        for seq, pairs in CHOSEN.items()
+        for s in prep.read_sequence(real_dev / seq)
+        if tuple(map(int, s.key.split("/")[1].split("-"))) in pairs
+    ]
+    entries = [
+        {
+            "name": s.key,
+            "image1": str(s.image1),
+            "image2": str(s.image2),
+            "K1": s.K1.tolist(),
+            "K2": s.K2.tolist(),
+            "R": s.R.tolist(),
+            "t": s.t.tolist(),
+        }
+        for s in specs
+    ]
     (tmp / "pairs.json").write_text(json.dumps(entries))
     out = tmp / "dev.hdf5"
-    prepare_cli(["--pairs-file", str(tmp / "pairs.json"), "--out", str(out), "--workers", "2", "--keep-cache"])
-    return {"specs": specs, "out": out, "json": tmp / "pairs.json", "data": OANetPairs(out, side_info=True)}
+    prepare_cli(
+        [
+            "--pairs-file",
+            str(tmp / "pairs.json"),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--keep-cache",
+        ]
+    )
+    return {
+        "specs": specs,
+        "out": out,
+        "json": tmp / "pairs.json",
+        "data": OANetPairs(out, side_info=True),
+    }
 
 
 def test_pairs_file_and_raw_layout_agree(prepared):
@@ -85,7 +115,9 @@ def test_matches_agree_with_opencv_matcher(prepared):
     """SIFT + cv2.BFMatcher computed here agree with the stored matches of one pair."""
     spec, s = prepared["specs"][-1], prepared["data"][len(prepared["specs"]) - 1]
     sift = cv2.SIFT_create(nfeatures=2000, contrastThreshold=1e-5)
-    (k1, d1), (k2, d2) = (sift.detectAndCompute(cv2.imread(str(p)), None) for p in (spec.image1, spec.image2))
+    (k1, d1), (k2, d2) = (
+        sift.detectAndCompute(cv2.imread(str(p)), None) for p in (spec.image1, spec.image2)
+    )
     knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d1[:2000], d2[:2000], k=2)
     back = {m.queryIdx: m.trainIdx for m in cv2.BFMatcher(cv2.NORM_L2).match(d2[:2000], d1[:2000])}
     uv1 = np.array([k.pt for k in k1[:2000]])
@@ -118,7 +150,9 @@ def test_gt_inliers_recover_pose(prepared):
     errors = []
     for s in prepared["data"]:
         inl = s["labels"].numpy().astype(bool)
-        errors.append(ransac_pose_error(s["xs"].double().numpy()[inl], s["R"].numpy(), s["t"].numpy()))
+        errors.append(
+            ransac_pose_error(s["xs"].double().numpy()[inl], s["R"].numpy(), s["t"].numpy())
+        )
     assert np.mean(np.array(errors) < 5) >= 0.85 and np.median(errors) < 2
 
 
@@ -162,11 +196,14 @@ def test_pair_selection_and_small_translation(tmp_path, real_dev):
     assert [s.key for s in a] == [s.key for s in b] and len(a) == 5
     assert [s.key for s in a] == [s.key for s in specs if s in a]
     assert prep.select_pairs(specs, None, 0) == specs
-    still = prep.PairSpec("still", specs[0].image1, specs[0].image2, specs[0].K1, specs[0].K2,
-                          specs[0].R, np.zeros(3))
+    still = prep.PairSpec(
+        "still", specs[0].image1, specs[0].image2, specs[0].K1, specs[0].K2, specs[0].R, np.zeros(3)
+    )
     # the cached matches of a pair follow its inputs, not only its name
     assert prep._pair_cache_name(specs[0]) == prep._pair_cache_name(dataclasses.replace(specs[0]))
-    assert prep._pair_cache_name(specs[0]) != prep._pair_cache_name(dataclasses.replace(specs[0], t=2 * specs[0].t))
+    assert prep._pair_cache_name(specs[0]) != prep._pair_cache_name(
+        dataclasses.replace(specs[0], t=2 * specs[0].t)
+    )
     with pytest.warns(UserWarning, match=r"dropped 1 pair\(s\) with \|t\| < 1e-05"):
         assert prep.prepare([still], tmp_path / "still.hdf5", workers=1) == 0
 
@@ -187,16 +224,26 @@ def test_bad_raw_input(tmp_path, real_dev):
     with pytest.raises(FileNotFoundError, match=r"calibration_0000.h5: calibration file not found"):
         prep.read_sequence(seq.parent)
     with pytest.raises(FileNotFoundError, match="no sequence folders"):
-        prep.find_sequences(seq)   # broken/test holds no <seq>/test/images.txt, nor test/images.txt
+        prep.find_sequences(seq)  # broken/test holds no <seq>/test/images.txt, nor test/images.txt
     assert prep.find_sequences(tmp_path) == [seq.parent]
-    assert prep.find_sequences(seq.parent) == [seq.parent]   # one sequence folder itself
-    (tmp_path / "p.json").write_text(json.dumps([{"image1": "a.jpg", "image2": "b.jpg", "K1": np.eye(3).tolist()}]))
+    assert prep.find_sequences(seq.parent) == [seq.parent]  # one sequence folder itself
+    (tmp_path / "p.json").write_text(
+        json.dumps([{"image1": "a.jpg", "image2": "b.jpg", "K1": np.eye(3).tolist()}])
+    )
     with pytest.raises(ValueError, match=r"p.json: pair 0: missing key\(s\) \['K2', 'R', 't'\]"):
         prep.read_pairs_file(tmp_path / "p.json")
-    entry = {"image1": "a.jpg", "image2": "b.jpg", "K1": np.eye(3).tolist(), "K2": np.eye(3).tolist(),
-             "R": np.eye(3).tolist(), "t": [1, 0, "x"]}
+    entry = {
+        "image1": "a.jpg",
+        "image2": "b.jpg",
+        "K1": np.eye(3).tolist(),
+        "K2": np.eye(3).tolist(),
+        "R": np.eye(3).tolist(),
+        "t": [1, 0, "x"],
+    }
     (tmp_path / "p.json").write_text(json.dumps([entry]))
-    with pytest.raises(ValueError, match=r"p.json: pair 0: t: expected finite numbers of shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"p.json: pair 0: t: expected finite numbers of shape \(3,\)"
+    ):
         prep.read_pairs_file(tmp_path / "p.json")
     (tmp_path / "p.json").write_text(json.dumps([entry | {"t": [1, 0]}]))
     with pytest.raises(ValueError, match=r"p.json: pair 0: t: .* got shape \(2,\)"):

@@ -10,7 +10,7 @@ import corrnet.models
 
 def test_eval_package_exports_the_functions():
     from corrnet.eval import evaluate, write_report
-    from corrnet.eval.evaluate import METHODS   # the module stays importable by its path
+    from corrnet.eval.evaluate import METHODS  # the module stays importable by its path
 
     assert inspect.isfunction(evaluate) and evaluate.__module__ == "corrnet.eval.evaluate"
     assert inspect.isfunction(write_report) and "corrnet" in METHODS
@@ -22,5 +22,7 @@ def test_every_exported_name_exists():
         assert all(hasattr(package, name) for name in package.__all__), package.__name__
     from corrnet.models import CorrNet, CorrNetConfig, InferenceModel, make_predictor
 
-    assert isinstance(make_predictor(CorrNet(CorrNetConfig(width=16, heads=2, num_states=2,
-                                                            blocks_per_stage=2))), InferenceModel)
+    assert isinstance(
+        make_predictor(CorrNet(CorrNetConfig(width=16, heads=2, num_states=2, blocks_per_stage=2))),
+        InferenceModel,
+    )

@@ -22,12 +22,24 @@ def pairs() -> list[dict]:
 
 def test_sample_contract(pairs):
     s = generate_pair(0, 3, "indoor", 300, side_info=True)
-    shapes = {"xs": (300, 4), "ys": (300,), "labels": (300,), "R": (3, 3), "t": (3,),
-              "ratios": (300,), "mutuals": (300,), "K1": (3, 3), "K2": (3, 3), "features": (300, 6)}
+    shapes = {
+        "xs": (300, 4),
+        "ys": (300,),
+        "labels": (300,),
+        "R": (3, 3),
+        "t": (3,),
+        "ratios": (300,),
+        "mutuals": (300,),
+        "K1": (3, 3),
+        "K2": (3, 3),
+        "features": (300, 6),
+    }
     for key, shape in shapes.items():
         assert s[key].dtype == torch.float32 and tuple(s[key].shape) == shape, key
     assert s["index"].dtype == torch.int64 and int(s["index"]) == 3
-    torch.testing.assert_close(s["features"], torch.cat([s["xs"], s["ratios"][:, None], s["mutuals"][:, None]], 1))
+    torch.testing.assert_close(
+        s["features"], torch.cat([s["xs"], s["ratios"][:, None], s["mutuals"][:, None]], 1)
+    )
     assert torch.equal(pairs[0]["features"], pairs[0]["xs"])
     assert set(s["mutuals"].unique().tolist()) <= {0.0, 1.0}
     R = s["R"].double()
@@ -89,7 +101,12 @@ def test_gt_inliers_recover_pose(pairs):
         E = weighted_eight_point(s["xs"][None].double(), s["labels"][None].double())
         R, t, _ = recover_pose(E, s["xs"][None].double(), inl[None])
         cos_t = abs(float(t[0] @ s["t"].double()))
-        eight.append(max(rotation_angle_deg(R[0].numpy(), s["R"].numpy()), np.degrees(np.arccos(min(cos_t, 1.0)))))
+        eight.append(
+            max(
+                rotation_angle_deg(R[0].numpy(), s["R"].numpy()),
+                np.degrees(np.arccos(min(cos_t, 1.0))),
+            )
+        )
     assert np.median(ransac) < 2 and np.mean(np.array(ransac) < 5) >= 0.9
     assert np.median(eight) < 2 and np.mean(np.array(eight) < 5) >= 0.9
 
@@ -108,7 +125,20 @@ def test_side_info_correlates_but_overlaps(pairs):
 
 def test_hdf5_round_trip_equals_generator(tmp_path):
     out = tmp_path / "syn.hdf5"
-    synthetic_cli(["--out", str(out), "--pairs", "5", "--seed", "3", "--mode", "outdoor", "--num-matches", "500"])
+    synthetic_cli(
+        [
+            "--out",
+            str(out),
+            "--pairs",
+            "5",
+            "--seed",
+            "3",
+            "--mode",
+            "outdoor",
+            "--num-matches",
+            "500",
+        ]
+    )
     data = OANetPairs(out)
     assert len(data) == 5
     for i in range(5):
@@ -132,8 +162,12 @@ def test_structure_of_real_nearest_neighbour_matches(pairs):
         d = ((p[:, None] - p[None]) ** 2).sum(-1)
         d[d < 1e-18] = np.inf
         j = d.argmin(1)
-        coherent.append(np.mean((np.sqrt(d[np.arange(len(p)), j]) < 0.05)
-                                & (np.linalg.norm(motion - motion[j], axis=1) < 0.01)))
+        coherent.append(
+            np.mean(
+                (np.sqrt(d[np.arange(len(p)), j]) < 0.05)
+                & (np.linalg.norm(motion - motion[j], axis=1) < 0.01)
+            )
+        )
     assert 0.005 < np.median(dup) < 0.3  # exact copies of true matches (a second SIFT orientation)
     assert 0.3 < np.median(many) < 0.8  # as measured on real pairs (benchmarks/data_stats.py)
     assert np.median(coherent) > 0.3  # piecewise-planar scenes: neighbours move alike

@@ -23,21 +23,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _args(run: Path, max_steps: int) -> list[str]:
-    return ["--config", str(ROOT / "configs/demo.yaml"),
-            "--trainer.max_steps", str(max_steps), "--trainer.val_check_interval", "2",
-            "--trainer.limit_val_batches", "3", "--trainer.log_every_n_steps", "1",
-            "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run / "ckpt"),
-            "--trainer.logger.init_args.save_dir", str(run),
-            "--data.num_workers", "0", "--data.batch_size", "2", "--data.num_matches", "128",
-            "--data.synthetic_val_pairs", "3"]
+    return [
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        "--trainer.max_steps",
+        str(max_steps),
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "3",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(run),
+        "--checkpoint.dirpath",
+        str(run / "ckpt"),
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "2",
+        "--data.num_matches",
+        "128",
+        "--data.synthetic_val_pairs",
+        "3",
+    ]
 
 
 def _logged_steps(run: Path) -> list[int]:
     steps = []
     for f in sorted(run.glob("lightning_logs/version_*/metrics.csv")):
         with open(f) as fh:
-            steps.append(sorted({int(r["step"]) for r in csv.DictReader(fh) if r.get("train/loss")}))
+            steps.append(
+                sorted({int(r["step"]) for r in csv.DictReader(fh) if r.get("train/loss")})
+            )
     return steps
 
 
@@ -65,7 +87,7 @@ def test_resume_continues_exactly_where_it_stopped(trained, tmp_path):
     resumed = torch.load(trained / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 6
     first, second = _logged_steps(trained)
-    assert max(first) < 4 and min(second) >= 4      # the second run did only steps 4 and 5
+    assert max(first) < 4 and min(second) >= 4  # the second run did only steps 4 and 5
     # Same data, same order, same subsamples: 4 + 2 steps equal 6 steps in one go.
     assert main(_args(tmp_path, 6)) == 0
     straight = torch.load(tmp_path / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
@@ -75,7 +97,9 @@ def test_resume_continues_exactly_where_it_stopped(trained, tmp_path):
 
 def test_load_and_export_give_the_same_network(trained, tmp_path):
     model = load_model(trained / "ckpt/last.ckpt")
-    exported = load_model(export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt", {"cmd": "test"}))
+    exported = load_model(
+        export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt", {"cmd": "test"})
+    )
     x = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         assert torch.allclose(model(x)["logits"], exported(x)["logits"], atol=1e-6)
@@ -101,16 +125,25 @@ def test_missing_data_file_is_one_clear_error(tmp_path, capsys):
     assert "nope.hdf5" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case, message", [
-    ("corrupt-data", "bad.hdf5: cannot open as an HDF5 file"),
-    ("unknown-net-key", "unrecognized arguments: --model.net.widthh"),
-    ("exported-weights", "w.pt: exported weights (corrnet.checkpoint.export_model), not a training checkpoint"),
-    ("other-width", "last.ckpt: weights of another architecture"),
-    ("no-last", "--ckpt_path last: no "),
-    ("pickled", "pickled.ckpt: not a corrnet checkpoint"),
-    ("label-px-without-intrinsics", "noK.hdf5: missing key(s) ['cx1s', 'cy1s', 'cx2s', 'cy2s', 'f1s', 'f2s'], "
-                                    "the intrinsics that model.loss.label_px needs"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("corrupt-data", "bad.hdf5: cannot open as an HDF5 file"),
+        ("unknown-net-key", "unrecognized arguments: --model.net.widthh"),
+        (
+            "exported-weights",
+            "w.pt: exported weights (corrnet.checkpoint.export_model), not a training checkpoint",
+        ),
+        ("other-width", "last.ckpt: weights of another architecture"),
+        ("no-last", "--ckpt_path last: no "),
+        ("pickled", "pickled.ckpt: not a corrnet checkpoint"),
+        (
+            "label-px-without-intrinsics",
+            "noK.hdf5: missing key(s) ['cx1s', 'cy1s', 'cx2s', 'cy2s', 'f1s', 'f2s'], "
+            "the intrinsics that model.loss.label_px needs",
+        ),
+    ],
+)
 def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsys, case, message):
     run = tmp_path / "run"
     args = _args(run, 1)
@@ -125,7 +158,7 @@ def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsy
         args += ["--model.net.width", "16", "--ckpt_path", str(trained / "ckpt/last.ckpt")]
     elif case == "no-last":
         args += ["--ckpt_path", "last"]
-    elif case == "label-px-without-intrinsics":   # its pixels would be normalised units
+    elif case == "label-px-without-intrinsics":  # its pixels would be normalised units
         write_oanet(tmp_path / "noK.hdf5", [pair(60, n=100, inliers=50)], drop=INTRINSICS_KEYS)
         args += ["--data.train", str(tmp_path / "noK.hdf5"), "--model.loss.label_px", "1.0"]
     else:
@@ -135,11 +168,11 @@ def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("train.py: error: ") and message in err[-1], err
     assert "Traceback" not in "\n".join(err) and "weights_only" not in err[-1]
-    assert not (run / "ckpt").exists()   # refused before training: nothing started from scratch
+    assert not (run / "ckpt").exists()  # refused before training: nothing started from scratch
 
 
 def test_shipped_weights_load_without_executing_code():
-    model = load_model()            # corrnet/pretrained/corrnet-real.pt, weights_only=True
+    model = load_model()  # corrnet/pretrained/corrnet-real.pt, weights_only=True
     x = torch.randn(1, 100, model.in_channels, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         out = model(x)
@@ -153,9 +186,12 @@ def test_validation_ignores_padded_copies():
     from corrnet.eval.predict import predict
     from corrnet.geometry import pose_errors
 
-    config = load_model(PRETRAINED).config   # trained weights: something is kept and found
+    config = load_model(PRETRAINED).config  # trained weights: something is kept and found
     module = CorrNetModule(net=config, init_weights=str(PRETRAINED), reset_graph_heads=False).eval()
-    batch = [generate_pair(5, i, "outdoor", n, side_info=config.side_info) for i, n in enumerate((300, 200))]
+    batch = [
+        generate_pair(5, i, "outdoor", n, side_info=config.side_info)
+        for i, n in enumerate((300, 200))
+    ]
     padded = collate_pairs(batch, mode="pad", generator=torch.Generator().manual_seed(0))
     # Make every copy look like a confident inlier: counted, it would inflate all three numbers.
     padded["labels"][~padded["mask"]] = 1.0
@@ -163,21 +199,32 @@ def test_validation_ignores_padded_copies():
         module.validation_step(padded, 0)
         out = module(padded["features"], padded["mask"])
     moved = padded["xs"].clone()
-    moved[~padded["mask"]] = torch.rand(int((~padded["mask"]).sum()), 4, generator=torch.Generator().manual_seed(1))
+    moved[~padded["mask"]] = torch.rand(
+        int((~padded["mask"]).sum()), 4, generator=torch.Generator().manual_seed(1)
+    )
     errors = []
     for xs in (padded["xs"], moved):
         pred = predict(out["logits"], xs, padded["mask"], weights=out["weights"])
-        errors.append(torch.maximum(*pose_errors(pred.R, pred.t, padded["R"].double(), padded["t"].double())))
+        errors.append(
+            torch.maximum(*pose_errors(pred.R, pred.t, padded["R"].double(), padded["t"].double()))
+        )
     assert errors[1].tolist() == errors[0].tolist()
     # each pair's pose is not compared with the pair solved alone: the Levenberg-Marquardt steps
     # amplify float noise on a failed pair (1.8 deg here); test_estimators checks that predict
     # is batch-independent before them
     for i, real in enumerate(padded["mask"]):
-        pred = predict(out["logits"][i, real][None], padded["xs"][i, real][None],
-                       weights=out["weights"][i, real][None])
+        pred = predict(
+            out["logits"][i, real][None],
+            padded["xs"][i, real][None],
+            weights=out["weights"][i, real][None],
+        )
         labels = padded["labels"][i, real][None] > 0.5
         tp = float((pred.inliers & labels).sum())
-        expected = [float(errors[0][i]), tp / max(int(pred.inliers.sum()), 1), tp / int(labels.sum())]
+        expected = [
+            float(errors[0][i]),
+            tp / max(int(pred.inliers.sum()), 1),
+            tp / int(labels.sum()),
+        ]
         got = module._val[0][i].tolist()
         assert expected[1] > 0 and got == pytest.approx(expected, abs=1e-9), i
 
@@ -208,18 +255,22 @@ def test_print_config_shows_the_network_defaults(capsys):
         main(["--config", str(ROOT / "configs/synthetic.yaml"), "--print_config"])
     assert done.value.code in (0, None)
     printed = capsys.readouterr().out
-    net = printed[printed.index("  net:"):printed.index("  loss:")]
+    net = printed[printed.index("  net:") : printed.index("  loss:")]
     for field in ("side_info: false", "width: 128", "attention_keys: 1024", "prune_ratio: 0.5"):
         assert f"    {field}" in net
 
 
 def test_data_side_info_follows_the_network(tmp_path, capsys):
-    cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False,
-                     args=_args(tmp_path, 1) + ["--model.net.side_info", "true"])
+    cli = CorrNetCLI(
+        CorrNetModule,
+        CorrNetDataModule,
+        run=False,
+        args=_args(tmp_path, 1) + ["--model.net.side_info", "true"],
+    )
     assert cli.model.net.in_channels == 6 and cli.datamodule.hparams.side_info is True
     batch = next(iter(cli.datamodule.train_dataloader()))
     assert batch["features"].shape[-1] == 6
-    assert main(_args(tmp_path, 1) + ["--data.side_info", "true"]) == 2   # set in one place only
+    assert main(_args(tmp_path, 1) + ["--data.side_info", "true"]) == 2  # set in one place only
     assert "model.net.side_info" in _one_error_line(capsys)
 
 
@@ -230,9 +281,11 @@ def test_old_checkpoint_formats_load_or_name_their_version(trained, tmp_path):
     ckpt = torch.load(trained / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
     net = dict(ckpt["hyper_parameters"]["net"])
     assert net.pop("side_info") is False
-    ckpt["hyper_parameters"]["net"] = {"in_channels": 4, **net}         # corrnet 0.1 hparams
+    ckpt["hyper_parameters"]["net"] = {"in_channels": 4, **net}  # corrnet 0.1 hparams
     torch.save(ckpt, tmp_path / "old.ckpt")
-    exported = torch.load(export_model(trained / "ckpt/last.ckpt", tmp_path / "new.pt"), weights_only=True)
+    exported = torch.load(
+        export_model(trained / "ckpt/last.ckpt", tmp_path / "new.pt"), weights_only=True
+    )
     assert exported["format_version"] == FORMAT_VERSION and "side_info" in exported["net"]
     old_pt = {**exported, "format": "corrnet-weights-v1", "net": {"in_channels": 4, **net}}
     del old_pt["format_version"]
@@ -273,8 +326,8 @@ def test_mixture_draws_each_source_at_its_rate():
     assert len(mix) == 55
     picks = [mix.source(i) for i in range(4000)]
     share = sum(k == 0 for k, _ in picks) / 4000
-    assert abs(share - 0.3) < 4 * (0.3 * 0.7 / 4000) ** 0.5          # 4 sigma
-    assert {i for k, i in picks if k == 0} == set(range(5))           # every real pair used
+    assert abs(share - 0.3) < 4 * (0.3 * 0.7 / 4000) ** 0.5  # 4 sigma
+    assert {i for k, i in picks if k == 0} == set(range(5))  # every real pair used
     assert picks == [Mixture([real, fake], [3, 7], seed=4).source(i) for i in range(4000)]
     assert set(mix[next(i for i, (k, _) in enumerate(picks) if k == 0)]) == {"xs"}
     with pytest.raises(ValueError, match="train_weights"):
@@ -287,11 +340,17 @@ def test_training_on_a_mix_of_files(tmp_path):
     from corrnet.datasets import write_synthetic
 
     write_synthetic(tmp_path / "extra.hdf5", pairs=6, seed=3, num_matches=150)
-    args = _args(tmp_path, 2) + ["--data.train", f"[synthetic, {tmp_path / 'extra.hdf5'}]",
-                                 "--data.train_weights", "[0.5, 0.5]"]
+    args = _args(tmp_path, 2) + [
+        "--data.train",
+        f"[synthetic, {tmp_path / 'extra.hdf5'}]",
+        "--data.train_weights",
+        "[0.5, 0.5]",
+    ]
     assert main(args) == 0
-    assert main(_args(tmp_path, 1) + ["--data.train", "[synthetic]",
-                                      "--data.train_weights", "[1, 2]"]) == 2
+    assert (
+        main(_args(tmp_path, 1) + ["--data.train", "[synthetic]", "--data.train_weights", "[1, 2]"])
+        == 2
+    )
 
 
 def test_init_weights_loads_a_file_and_reopens_the_graph_heads(trained, tmp_path):
@@ -300,7 +359,9 @@ def test_init_weights_loads_a_file_and_reopens_the_graph_heads(trained, tmp_path
     path = export_model(trained / "ckpt/last.ckpt", tmp_path / "w.pt")
     source = load_model(path).state_dict()
     config = load_model(path).config
-    kept = CorrNetModule(net=config, init_weights=str(path), reset_graph_heads=False).net.state_dict()
+    kept = CorrNetModule(
+        net=config, init_weights=str(path), reset_graph_heads=False
+    ).net.state_dict()
     assert all(torch.equal(kept[k], v) for k, v in source.items())
     fresh = CorrNetModule(net=config, init_weights=str(path)).net.state_dict()
     heads = [k for k in source if ".graph_head." in k]
@@ -322,14 +383,23 @@ def test_validation_metrics_equal_the_report():
 
     model = load_model(PRETRAINED)
     module = CorrNetModule(net=model.config, init_weights=str(PRETRAINED), reset_graph_heads=False)
-    pairs = SyntheticPairs(length=12, seed=5, mode="mixed", num_matches=600, side_info=model.config.side_info)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, accelerator="cpu")
+    pairs = SyntheticPairs(
+        length=12, seed=5, mode="mixed", num_matches=600, side_info=model.config.side_info
+    )
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+    )
     # one pair per batch, as CorrNetDataModule's validation loader gives them
-    val = trainer.validate(module, DataLoader(pairs, batch_size=1, collate_fn=PairCollator(mode="pad")),
-                           verbose=False)[0]
-    report = summarize(evaluate(pairs, make_predictor(module.net), ["corrnet"], workers=1,
-                                progress=False))["methods"]["corrnet"]
+    val = trainer.validate(
+        module, DataLoader(pairs, batch_size=1, collate_fn=PairCollator(mode="pad")), verbose=False
+    )[0]
+    report = summarize(
+        evaluate(pairs, make_predictor(module.net), ["corrnet"], workers=1, progress=False)
+    )["methods"]["corrnet"]
     assert 0 < report["mAP20"] and any(0 < report[k] < 1 for k in ("mAP5", "mAP10", "mAP20"))
-    for key in ("mAP5", "mAP10", "mAP20", "auc20", "precision", "recall"):   # logged in float32
+    for key in ("mAP5", "mAP10", "mAP20", "auc20", "precision", "recall"):  # logged in float32
         assert val[f"val/{key}"] == pytest.approx(report[key], abs=1e-6), key

@@ -12,13 +12,24 @@ import pytest
 from corrnet.visualization import render_pair
 from corrnet.visualization.__main__ import main as cli_main
 from corrnet.visualization.render import layout
-from corrnet.visualization.scene import (OUTCOMES, PALETTE, build_scene, check_inputs, embed,
-                                         fit_essential, outcomes, pair_stats, sampson_residual)
+from corrnet.visualization.scene import (
+    OUTCOMES,
+    PALETTE,
+    build_scene,
+    check_inputs,
+    embed,
+    fit_essential,
+    outcomes,
+    pair_stats,
+    sampson_residual,
+)
 
 SIZE = (960, 440)
 
 
-def synthetic_pair(n: int = 600, inlier_ratio: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_pair(
+    n: int = 600, inlier_ratio: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalised matches (n, 4) of a random rigid motion and the (n,) ground-truth inlier mask."""
     rng = np.random.default_rng(seed)
     R = cv2.Rodrigues(rng.normal(size=3) * 0.1)[0]
@@ -101,17 +112,30 @@ def test_scene_places_keypoints_on_image_pixels(tmp_path: Path) -> None:
     K2 = np.array([[250.0, 0, 100], [0, 250, 200], [0, 0, 1]])
     pix1, pix2 = np.array([[10.0, 20.0], [300.0, 200.0]]), np.array([[50.0, 390.0], [199.0, 0.0]])
     xs = np.column_stack([(pix1 - [160, 120]) / 300, (pix2 - [100, 200]) / 250])
-    scene = build_scene(xs, np.array([True, False]), np.array([True, True]), image1=paths[0], image2=paths[1],
-                        K1=K1, K2=K2)
+    scene = build_scene(
+        xs,
+        np.array([True, False]),
+        np.array([True, True]),
+        image1=paths[0],
+        image2=paths[1],
+        K1=K1,
+        K2=K2,
+    )
     # Each image has height 1; image 2 starts after image 1 (width 320/240) plus the gap.
     x0 = scene.panels[1][0, 0]
     assert x0 > 320 / 240
-    np.testing.assert_allclose(scene.lines["tp"][0, :, :2], [[10 / 240, 1 - 20 / 240], [x0 + 50 / 400, 1 - 390 / 400]])
-    np.testing.assert_allclose(scene.lines["fp"][0, :, :2], [[300 / 240, 1 - 200 / 240], [x0 + 199 / 400, 1.0]])
+    np.testing.assert_allclose(
+        scene.lines["tp"][0, :, :2], [[10 / 240, 1 - 20 / 240], [x0 + 50 / 400, 1 - 390 / 400]]
+    )
+    np.testing.assert_allclose(
+        scene.lines["fp"][0, :, :2], [[300 / 240, 1 - 200 / 240], [x0 + 199 / 400, 1.0]]
+    )
     assert [t.shape for t in scene.textures] == [(240, 320, 3), (400, 200, 3)]
     assert len(scene.lines["tn"]) == 0 and len(scene.keypoints) == 0
     with pytest.raises(ValueError, match="K1/K2"):
-        build_scene(xs, np.array([True, False]), np.array([True, True]), image1=paths[0], image2=paths[1])
+        build_scene(
+            xs, np.array([True, False]), np.array([True, True]), image1=paths[0], image2=paths[1]
+        )
 
 
 def test_render_size_and_outcome_colours(rendered: Path, pair) -> None:
@@ -131,8 +155,11 @@ def test_render_size_and_outcome_colours(rendered: Path, pair) -> None:
 def test_render_changes_with_predictions(rendered: Path, pair, tmp_path: Path) -> None:
     xs, inlier, _ = pair
     before = layout(SIZE).pair.crop(read_rgb(rendered))
-    truth = read_rgb(render_pair(tmp_path / "truth.png", xs, inlier, inlier.copy(), size=SIZE,
-                                 show_true_negatives=True))
+    truth = read_rgb(
+        render_pair(
+            tmp_path / "truth.png", xs, inlier, inlier.copy(), size=SIZE, show_true_negatives=True
+        )
+    )
     after = layout(SIZE).pair.crop(truth)
     assert colour_pixels(after, "tn") > 5 * colour_pixels(before, "tn")  # hidden unless asked for
     assert colour_pixels(after, "fp") < 20 < colour_pixels(before, "fp")
@@ -151,8 +178,17 @@ def test_render_textured_planes(tmp_path: Path) -> None:
         cv2.imwrite(str(images[-1]), image)
     K1 = np.array([[60.0, 0, 80], [0, 60, 60], [0, 0, 1]])
     K2 = np.array([[60.0, 0, 60], [0, 60, 60], [0, 0, 1]])
-    out = render_pair(tmp_path / "textured.png", xs, inlier, predicted(inlier), image1=images[0],
-                      image2=images[1], K1=K1, K2=K2, size=(800, 400))
+    out = render_pair(
+        tmp_path / "textured.png",
+        xs,
+        inlier,
+        predicted(inlier),
+        image1=images[0],
+        image2=images[1],
+        K1=K1,
+        K2=K2,
+        size=(800, 400),
+    )
     rgb = read_rgb(out)
     assert rgb.shape == (400, 800, 3)
     view = layout((800, 400)).pair.crop(rgb)
@@ -170,7 +206,16 @@ def test_show_geometries_place_embedding_beside_pair(pair) -> None:
     xs, inlier, kept = pair
     scene = build_scene(xs, inlier, kept)
     items = {item["name"]: item["geometry"] for item in show_geometries(scene)}
-    assert {"frame0", "frame1", "keypoints", "lines_tp", "lines_fp", "lines_fn", "axes", "points_tn"} <= set(items)
+    assert {
+        "frame0",
+        "frame1",
+        "keypoints",
+        "lines_tp",
+        "lines_fp",
+        "lines_fn",
+        "axes",
+        "points_tn",
+    } <= set(items)
     assert "lines_tn" not in items
     assert len(items["lines_fp"].lines) == pair_stats(inlier, kept).fp
     embedded = np.concatenate([np.asarray(items[f"points_{name}"].points) for name in OUTCOMES])
@@ -191,32 +236,73 @@ def test_missing_vulkan_raises_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
 def write_oanet_file(path: Path, xs: np.ndarray, inlier: np.ndarray) -> None:
     """One-pair HDF5 file in OANet's layout: a group per key, a dataset per pair."""
     with h5py.File(path, "w") as f:
-        values = {"xs": xs[None], "ys": np.where(inlier, 1e-6, 1e-2)[:, None], "Rs": np.eye(3),
-                  "ts": np.ones((3, 1)), "cx1s": [160.0], "cy1s": [120.0], "cx2s": [160.0], "cy2s": [120.0],
-                  "f1s": [[200.0, 200.0]], "f2s": [[200.0, 200.0]]}
+        values = {
+            "xs": xs[None],
+            "ys": np.where(inlier, 1e-6, 1e-2)[:, None],
+            "Rs": np.eye(3),
+            "ts": np.ones((3, 1)),
+            "cx1s": [160.0],
+            "cy1s": [120.0],
+            "cx2s": [160.0],
+            "cy2s": [120.0],
+            "f1s": [[200.0, 200.0]],
+            "f2s": [[200.0, 200.0]],
+        }
         for key, value in values.items():
             f.create_group(key)["0"] = np.asarray(value)
 
 
-def test_cli_renders_hdf5_pair_with_predictions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_renders_hdf5_pair_with_predictions(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     xs, inlier = synthetic_pair(n=400, seed=5)
     write_oanet_file(tmp_path / "pairs.hdf5", xs, inlier)
-    np.savez(tmp_path / "preds.npz", logits=np.where(inlier | (np.arange(400) % 4 == 0), 2.0, -2.0),
-             pose_error_deg=3.25)
+    np.savez(
+        tmp_path / "preds.npz",
+        logits=np.where(inlier | (np.arange(400) % 4 == 0), 2.0, -2.0),
+        pose_error_deg=3.25,
+    )
     out = tmp_path / "cli.png"
-    code = cli_main(["--data", str(tmp_path / "pairs.hdf5"), "--pair", "0", "--out", str(out),
-                     "--predictions", str(tmp_path / "preds.npz"), "--size", "640", "320"])
+    code = cli_main(
+        [
+            "--data",
+            str(tmp_path / "pairs.hdf5"),
+            "--pair",
+            "0",
+            "--out",
+            str(out),
+            "--predictions",
+            str(tmp_path / "preds.npz"),
+            "--size",
+            "640",
+            "320",
+        ]
+    )
     assert code == 0 and capsys.readouterr().out.strip() == str(out)
     rgb = read_rgb(out)
     assert rgb.shape == (320, 640, 3)
     view = layout((640, 320)).pair.crop(rgb)
     assert colour_pixels(view, "fp") > 50 and colour_pixels(view, "tp") > 50
-    assert cli_main(["--data", str(tmp_path / "pairs.hdf5"), "--pair", "7", "--out", str(out), "--overwrite"]) == 2
+    assert (
+        cli_main(
+            [
+                "--data",
+                str(tmp_path / "pairs.hdf5"),
+                "--pair",
+                "7",
+                "--out",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 2
+    )
     assert "no pair 7" in capsys.readouterr().err
 
 
-def test_cli_show_without_display(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture) -> None:
+def test_cli_show_without_display(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     xs, inlier = synthetic_pair(n=100)
     write_oanet_file(tmp_path / "pairs.hdf5", xs, inlier)
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -233,10 +319,18 @@ def test_input_check_serves_two_view_and_3d_matches(tmp_path: Path) -> None:
     mask = np.zeros(5, bool)
     xs, inlier, kept = check_inputs(np.zeros((5, 6), np.float32), mask, mask, RIGID_COLUMNS)
     assert xs.dtype == np.float64 and xs.shape == (5, 6) and inlier.shape == kept.shape == (5,)
-    with pytest.raises(ValueError, match=r"xs must have shape \(N, 4\) as \[x1, y1, x2, y2\], got \(5, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"xs must have shape \(N, 4\) as \[x1, y1, x2, y2\], got \(5, 6\)"
+    ):
         check_inputs(xs, mask, mask)
-    with pytest.raises(ValueError, match=r"xs must have shape \(N, 6\) as \[x1, y1, z1, x2, y2, z2\]"):
-        render_registration(tmp_path / "r.png", xs[:, :3], xs[:, 3:], xs[:, :4], mask, mask, np.eye(3), np.zeros(3))
+    with pytest.raises(
+        ValueError, match=r"xs must have shape \(N, 6\) as \[x1, y1, z1, x2, y2, z2\]"
+    ):
+        render_registration(
+            tmp_path / "r.png", xs[:, :3], xs[:, 3:], xs[:, :4], mask, mask, np.eye(3), np.zeros(3)
+        )
     with pytest.raises(ValueError, match=r"is_kept must have shape \(5,\), got \(4,\)"):
-        render_registration(tmp_path / "r.png", xs[:, :3], xs[:, 3:], xs, mask, mask[:4], np.eye(3), np.zeros(3))
+        render_registration(
+            tmp_path / "r.png", xs[:, :3], xs[:, 3:], xs, mask, mask[:4], np.eye(3), np.zeros(3)
+        )
     assert not (tmp_path / "r.png").exists()

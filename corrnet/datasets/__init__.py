@@ -8,6 +8,19 @@ from .sample import make_sample
 from .synthetic import SyntheticPairs, generate_pair, write_synthetic
 from .synthetic3d import Synthetic3DPairs, generate_pair3d
 
-__all__ = ["BadPairError", "OANetPairs", "PairCollator", "Pairs3D", "Synthetic3DPairs", "SyntheticPairs",
-           "collate_pairs", "generate_pair", "generate_pair3d", "make_sample", "merge_oanet_hdf5",
-           "write_oanet_hdf5", "write_pairs3d", "write_synthetic"]
+__all__ = [
+    "BadPairError",
+    "OANetPairs",
+    "PairCollator",
+    "Pairs3D",
+    "Synthetic3DPairs",
+    "SyntheticPairs",
+    "collate_pairs",
+    "generate_pair",
+    "generate_pair3d",
+    "make_sample",
+    "merge_oanet_hdf5",
+    "write_oanet_hdf5",
+    "write_pairs3d",
+    "write_synthetic",
+]

@@ -12,9 +12,12 @@ from .sample import PER_MATCH_KEYS
 MODES = ("subsample", "pad")
 
 
-def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: int | None = None,
-                  generator: torch.Generator | Sequence[torch.Generator] | None = None
-                  ) -> dict[str, torch.Tensor | list[str]]:
+def collate_pairs(
+    batch: Sequence[dict],
+    mode: str = "subsample",
+    num_matches: int | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+) -> dict[str, torch.Tensor | list[str]]:
     """Stack sample dictionaries into a batch.
 
     ``"subsample"`` (OANet's way): every pair keeps a common number n of matches drawn
@@ -44,8 +47,11 @@ def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: i
     generators = generator if isinstance(generator, Sequence) else [generator] * len(batch)
     for s, size, gen in zip(batch, sizes, generators):
         keep = min(size, n)
-        idx = (torch.randperm(size, generator=gen)[:keep] if mode == "subsample" and size > n
-               else torch.arange(keep))
+        idx = (
+            torch.randperm(size, generator=gen)[:keep]
+            if mode == "subsample" and size > n
+            else torch.arange(keep)
+        )
         idx = torch.cat([idx, torch.randint(size, (n - keep,), generator=gen)])
         for k in keys:
             out[k].append(s[k][idx])
@@ -54,7 +60,9 @@ def collate_pairs(batch: Sequence[dict], mode: str = "subsample", num_matches: i
     for k, v in batch[0].items():
         if k in keys:
             continue
-        result[k] = [s[k] for s in batch] if isinstance(v, str) else torch.stack([s[k] for s in batch])
+        result[k] = (
+            [s[k] for s in batch] if isinstance(v, str) else torch.stack([s[k] for s in batch])
+        )
     return result
 
 
@@ -67,7 +75,9 @@ class PairCollator:
     by (seed, draw) instead, so a batch is the same whatever came before it.
     """
 
-    def __init__(self, mode: str = "subsample", num_matches: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, mode: str = "subsample", num_matches: int | None = None, seed: int = 0
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         self.mode, self.num_matches, self.seed = mode, num_matches, seed
@@ -86,6 +96,8 @@ class PairCollator:
             self._generator = torch.Generator().manual_seed(self.seed * 1009 + worker)
             self._pid = os.getpid()
         if all("draw" in s for s in batch):
-            generators = [torch.Generator().manual_seed(self.seed * 1_000_003 + int(s["draw"])) for s in batch]
+            generators = [
+                torch.Generator().manual_seed(self.seed * 1_000_003 + int(s["draw"])) for s in batch
+            ]
             return collate_pairs(batch, self.mode, self.num_matches, generators)
         return collate_pairs(batch, self.mode, self.num_matches, self._generator)

@@ -40,22 +40,30 @@ MIN_REGISTERED = 3
 """A reconstruction with fewer registered images is reported as failed."""
 EXHAUSTIVE_MAX_IMAGES = 60
 """``matcher="auto"`` matches exhaustively up to this many images, sequentially above."""
-POSE_NOTE = ("pseudo-ground-truth: COLMAP incremental SfM (pycolmap) of the same images, "
-             "not an independent measurement")
+POSE_NOTE = (
+    "pseudo-ground-truth: COLMAP incremental SfM (pycolmap) of the same images, "
+    "not an independent measurement"
+)
 
 
 def read_model(model_dir: str | Path) -> pycolmap.Reconstruction:
     """A COLMAP sparse model (binary or text) with its cameras checked against CAMERA_MODELS."""
     model_dir = Path(model_dir)
-    if not any(all((model_dir / f"{n}{ext}").is_file() for n in MODEL_FILES) for ext in (".bin", ".txt")):
-        raise FileNotFoundError(f"{model_dir}: expected a COLMAP sparse model "
-                                f"({', '.join(MODEL_FILES)} as .bin or .txt)")
+    if not any(
+        all((model_dir / f"{n}{ext}").is_file() for n in MODEL_FILES) for ext in (".bin", ".txt")
+    ):
+        raise FileNotFoundError(
+            f"{model_dir}: expected a COLMAP sparse model "
+            f"({', '.join(MODEL_FILES)} as .bin or .txt)"
+        )
     rec = pycolmap.Reconstruction()
     rec.read(str(model_dir))
     for cam_id, cam in rec.cameras.items():
         if cam.model_name not in CAMERA_MODELS:
-            raise ValueError(f"{model_dir}: camera {cam_id}: model {cam.model_name} not supported; "
-                             f"expected one of {', '.join(CAMERA_MODELS)}")
+            raise ValueError(
+                f"{model_dir}: camera {cam_id}: model {cam.model_name} not supported; "
+                f"expected one of {', '.join(CAMERA_MODELS)}"
+            )
     return rec
 
 
@@ -77,7 +85,9 @@ def undistorter(camera: pycolmap.Camera) -> Undistorter | None:
     extra = [float(camera.params[i]) for i in camera.extra_params_idxs()]
     K = pinhole_K(camera)
     k1, k2, p1, p2 = (extra + [0.0] * 4)[:4]
-    return Undistorter(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), (k1, k2, p1, p2))
+    return Undistorter(
+        float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), (k1, k2, p1, p2)
+    )
 
 
 def covisibility(rec: pycolmap.Reconstruction) -> tuple[list[int], np.ndarray]:
@@ -95,8 +105,9 @@ def covisibility(rec: pycolmap.Reconstruction) -> tuple[list[int], np.ndarray]:
     return ids, counts
 
 
-def select_pairs(counts: np.ndarray, min_overlap: float, max_pairs_per_image: int | None,
-                 seed: int = 0) -> list[tuple[int, int]]:
+def select_pairs(
+    counts: np.ndarray, min_overlap: float, max_pairs_per_image: int | None, seed: int = 0
+) -> list[tuple[int, int]]:
     """Covisible pairs (a, b), a < b, as indices into ``counts`` (from :func:`covisibility`).
 
     The overlap of a pair is its shared 3-D points over the smaller of the two images' 3-D
@@ -129,9 +140,14 @@ def select_pairs(counts: np.ndarray, min_overlap: float, max_pairs_per_image: in
     return sorted(kept)
 
 
-def colmap_pairs(rec: pycolmap.Reconstruction, images_dir: str | Path, prefix: str,
-                 min_overlap: float = 0.1, max_pairs_per_image: int | None = None,
-                 seed: int = 0) -> list[PairSpec]:
+def colmap_pairs(
+    rec: pycolmap.Reconstruction,
+    images_dir: str | Path,
+    prefix: str,
+    min_overlap: float = 0.1,
+    max_pairs_per_image: int | None = None,
+    seed: int = 0,
+) -> list[PairSpec]:
     """Covisible pairs of a reconstruction as :class:`PairSpec` (keys ``prefix/name1-name2``).
 
     Image paths are ``images_dir / image.name``; see :func:`select_pairs` for the selection.
@@ -144,11 +160,27 @@ def colmap_pairs(rec: pycolmap.Reconstruction, images_dir: str | Path, prefix: s
     for a, b in select_pairs(counts, min_overlap, max_pairs_per_image, seed):
         im1, im2 = rec.images[ids[a]], rec.images[ids[b]]
         poses = [im.cam_from_world() for im in (im1, im2)]
-        R, t = relative_pose(*(np.asarray(x, np.float64) for p in poses
-                               for x in (p.rotation.matrix(), p.translation)))
+        R, t = relative_pose(
+            *(
+                np.asarray(x, np.float64)
+                for p in poses
+                for x in (p.rotation.matrix(), p.translation)
+            )
+        )
         (K1, undistort1), (K2, undistort2) = cameras[im1.camera_id], cameras[im2.camera_id]
-        pairs.append(PairSpec(f"{prefix}/{im1.name}-{im2.name}", images_dir / im1.name,
-                              images_dir / im2.name, K1, K2, R, t, undistort1, undistort2))
+        pairs.append(
+            PairSpec(
+                f"{prefix}/{im1.name}-{im2.name}",
+                images_dir / im1.name,
+                images_dir / im2.name,
+                K1,
+                K2,
+                R,
+                t,
+                undistort1,
+                undistort2,
+            )
+        )
     return pairs
 
 
@@ -156,7 +188,9 @@ def _quiet_colmap() -> None:
     pycolmap.logging.minloglevel = 2  # warnings from COLMAP's glog would flood the bars
 
 
-def _camera_groups(images_dir: Path, names: list[str], camera_mode: str) -> tuple[list[list[str]], str]:
+def _camera_groups(
+    images_dir: Path, names: list[str], camera_mode: str
+) -> tuple[list[list[str]], str]:
     """The image names in feature-extraction groups, and the COLMAP camera mode of each.
 
     "auto" decodes every image for its size: one group per size, one shared camera each
@@ -165,7 +199,9 @@ def _camera_groups(images_dir: Path, names: list[str], camera_mode: str) -> tupl
     if camera_mode != "auto":
         return [names], camera_mode
     sizes = [cv2.imread(str(images_dir / n), cv2.IMREAD_GRAYSCALE).shape for n in names]
-    return [[n for n, z in zip(names, sizes) if z == size] for size in dict.fromkeys(sizes)], "single"
+    return [
+        [n for n, z in zip(names, sizes) if z == size] for size in dict.fromkeys(sizes)
+    ], "single"
 
 
 def parse_camera(model: str, params: str) -> tuple[str, list[float]]:
@@ -181,16 +217,25 @@ def parse_camera(model: str, params: str) -> tuple[str, list[float]]:
     try:
         values = [float(v) for v in params.split(",")]
     except ValueError:
-        raise ValueError(f"camera params: expected comma-separated numbers ({default.params_info}), "
-                         f"got {params!r}") from None
+        raise ValueError(
+            f"camera params: expected comma-separated numbers ({default.params_info}), "
+            f"got {params!r}"
+        ) from None
     if len(values) != default.params.size or not all(np.isfinite(values)):
-        raise ValueError(f"camera params of {model}: expected {default.params_info}, got {params!r}")
+        raise ValueError(
+            f"camera params of {model}: expected {default.params_info}, got {params!r}"
+        )
     return model, values
 
 
-def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
-                camera_mode: str = "auto", threads: int = 2,
-                camera: tuple[str, list[float]] | None = None) -> Path:
+def reconstruct(
+    images_dir: str | Path,
+    work: str | Path,
+    matcher: str = "auto",
+    camera_mode: str = "auto",
+    threads: int = 2,
+    camera: tuple[str, list[float]] | None = None,
+) -> Path:
     """Reconstruct an unposed image folder with pycolmap; returns the model's folder.
 
     Cameras are SIMPLE_RADIAL with self-calibrated focal length and distortion (no EXIF is
@@ -212,9 +257,16 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     if matcher not in ("auto", "exhaustive", "sequential"):
         raise ValueError(f"matcher: expected auto, exhaustive or sequential, got {matcher!r}")
     if camera is not None and camera_mode == "per-image":
-        raise ValueError("camera: known intrinsics are one shared camera; camera_mode per-image contradicts it")
-    names = sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
-        if images_dir.is_dir() else []
+        raise ValueError(
+            "camera: known intrinsics are one shared camera; camera_mode per-image contradicts it"
+        )
+    names = (
+        sorted(
+            p.name for p in images_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
+        if images_dir.is_dir()
+        else []
+    )
     if len(names) < 2:
         raise FileNotFoundError(f"{images_dir}: expected a folder with at least 2 .jpg/.png images")
     model = work / "model"
@@ -235,16 +287,26 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
         else:  # COLMAP would silently skip the images of another size than the first
             groups, group_mode = _camera_groups(images_dir, names, "auto")
             if len(groups) > 1:
-                raise ValueError(f"{images_dir}: camera: known intrinsics are one camera, but the images have "
-                                 f"{len(groups)} sizes ({groups[0][0]} and {groups[1][0]} differ)")
-            reader = pycolmap.ImageReaderOptions(camera_model=camera[0],
-                                                 camera_params=",".join(map(repr, camera[1])))
+                raise ValueError(
+                    f"{images_dir}: camera: known intrinsics are one camera, but the images have "
+                    f"{len(groups)} sizes ({groups[0][0]} and {groups[1][0]} differ)"
+                )
+            reader = pycolmap.ImageReaderOptions(
+                camera_model=camera[0], camera_params=",".join(map(repr, camera[1]))
+            )
         for group in groups:
             pycolmap.extract_features(
-                db, images_dir, image_names=group, camera_mode=modes[group_mode], reader_options=reader,
+                db,
+                images_dir,
+                image_names=group,
+                camera_mode=modes[group_mode],
+                reader_options=reader,
                 extraction_options=pycolmap.FeatureExtractionOptions(
-                    num_threads=threads, sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES)),
-                device=pycolmap.Device.cpu)
+                    num_threads=threads,
+                    sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES),
+                ),
+                device=pycolmap.Device.cpu,
+            )
         (work / "features.done").touch()
     stages.update()
     if not (work / "matches.done").exists():  # COLMAP skips pairs already in the database
@@ -253,8 +315,12 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
         if matcher == "exhaustive":
             pycolmap.match_exhaustive(db, matching_options=options, device=pycolmap.Device.cpu)
         else:
-            pycolmap.match_sequential(db, matching_options=options, device=pycolmap.Device.cpu,
-                                      pairing_options=pycolmap.SequentialPairingOptions(num_threads=threads))
+            pycolmap.match_sequential(
+                db,
+                matching_options=options,
+                device=pycolmap.Device.cpu,
+                pairing_options=pycolmap.SequentialPairingOptions(num_threads=threads),
+            )
         (work / "matches.done").touch()
     stages.update()
     stages.set_postfix_str("mapping")
@@ -263,27 +329,35 @@ def reconstruct(images_dir: str | Path, work: str | Path, matcher: str = "auto",
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     # one model, grown from the best initial pair: the others would be smaller and are not used
-    options = pycolmap.IncrementalPipelineOptions(num_threads=threads, random_seed=0, multiple_models=False)
+    options = pycolmap.IncrementalPipelineOptions(
+        num_threads=threads, random_seed=0, multiple_models=False
+    )
     if camera is not None:
         options.ba_refine_focal_length = options.ba_refine_principal_point = False
         options.ba_refine_extra_params = False
-    recs = pycolmap.incremental_mapping(db, images_dir, tmp, options,
-                                        next_image_callback=lambda: registered.update())
+    recs = pycolmap.incremental_mapping(
+        db, images_dir, tmp, options, next_image_callback=lambda: registered.update()
+    )
     registered.close()
     if not recs:
         raise RuntimeError(f"{images_dir}: COLMAP registered no model")
     best = max(recs.values(), key=lambda r: r.num_reg_images())
     m = options.mapper
-    bogus = {i for i, c in best.cameras.items()
-             if c.has_bogus_params(m.min_focal_length_ratio, m.max_focal_length_ratio, m.max_extra_param)}
+    bogus = {
+        i
+        for i, c in best.cameras.items()
+        if c.has_bogus_params(m.min_focal_length_ratio, m.max_focal_length_ratio, m.max_extra_param)
+    }
     registered = best.num_reg_images()
     for image_id in list(best.reg_image_ids()):  # images of implausible cameras are left out
         if best.images[image_id].camera_id in bogus:
             best.deregister_frame(best.images[image_id].frame_id)
     if best.num_reg_images() < max(MIN_REGISTERED, registered / 2):
-        raise RuntimeError(f"{images_dir}: COLMAP registered {registered} of {len(names)} images, "
-                           f"{best.num_reg_images()} with plausible intrinsics; expected at least "
-                           f"{MIN_REGISTERED} and half of them (too little baseline or texture?)")
+        raise RuntimeError(
+            f"{images_dir}: COLMAP registered {registered} of {len(names)} images, "
+            f"{best.num_reg_images()} with plausible intrinsics; expected at least "
+            f"{MIN_REGISTERED} and half of them (too little baseline or texture?)"
+        )
     out = work / "model.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()

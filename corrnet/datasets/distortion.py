@@ -39,5 +39,7 @@ class Undistorter:
         if not len(pts):
             return pts.reshape(0, 2)
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ITERATIONS, 1e-14)
-        out = cv2.undistortPoints(pts, K, np.asarray(self.dist, np.float64), None, None, K, criteria)
+        out = cv2.undistortPoints(
+            pts, K, np.asarray(self.dist, np.float64), None, None, K, criteria
+        )
         return out.reshape(-1, 2).astype(np.float64)

@@ -22,9 +22,17 @@ def synthetic_seed(seed: int, split: str) -> int:
     return 1_000_003 * SPLITS.index(split) + seed
 
 
-def open_dataset(spec: str, split: str, *, side_info: bool = False, seed: int = 0,
-                 synthetic_pairs: int = 1000, synthetic_mode: str = "mixed",
-                 num_matches: int = 2000, geometry: str = "two_view") -> Dataset:
+def open_dataset(
+    spec: str,
+    split: str,
+    *,
+    side_info: bool = False,
+    seed: int = 0,
+    synthetic_pairs: int = 1000,
+    synthetic_mode: str = "mixed",
+    num_matches: int = 2000,
+    geometry: str = "two_view",
+) -> Dataset:
     """``"synthetic"`` -> the generator's split; anything else is an OANet-format HDF5 path.
 
     With ``geometry="rigid"`` the same for 3-D pairs: the synthetic 3-D generator
@@ -36,8 +44,13 @@ def open_dataset(spec: str, split: str, *, side_info: bool = False, seed: int = 
     if path is None:
         kind = Synthetic3DPairs if rigid else SyntheticPairs
         extra = {} if rigid else {"mode": synthetic_mode}
-        return kind(length=synthetic_pairs, seed=synthetic_seed(seed, split),
-                    num_matches=num_matches, side_info=side_info, **extra)
+        return kind(
+            length=synthetic_pairs,
+            seed=synthetic_seed(seed, split),
+            num_matches=num_matches,
+            side_info=side_info,
+            **extra,
+        )
     return Pairs3D(path, side_info=side_info) if rigid else OANetPairs(path, side_info=side_info)
 
 
@@ -48,8 +61,10 @@ def data_path(spec: str) -> Path | None:
         return None
     path = Path(os.path.expandvars(os.path.expanduser(spec)))
     if "$" in str(path):
-        raise FileNotFoundError(f"{spec}: an environment variable in this path is not set "
-                                f"(for example: export CORRNET_DATA=/path/to/oanet/dumps)")
+        raise FileNotFoundError(
+            f"{spec}: an environment variable in this path is not set "
+            f"(for example: export CORRNET_DATA=/path/to/oanet/dumps)"
+        )
     return path
 
 
@@ -68,9 +83,11 @@ def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
         raise FileNotFoundError(f"{path}: no such OANet-format HDF5 file")
     three_d = is_pairs3d(path)
     if three_d != (geometry == "rigid"):
-        raise ValueError(f"{path}: a {'3-D' if three_d else 'two-view'} pairs file, but the "
-                         f"network's geometry is {geometry!r} (model.net.geometry: "
-                         f"{'rigid' if three_d else 'two_view'} reads it)")
+        raise ValueError(
+            f"{path}: a {'3-D' if three_d else 'two-view'} pairs file, but the "
+            f"network's geometry is {geometry!r} (model.net.geometry: "
+            f"{'rigid' if three_d else 'two_view'} reads it)"
+        )
     # opens it and checks its groups: fails now, not in a DataLoader worker
     (Pairs3D if geometry == "rigid" else OANetPairs)(path)
     return path

@@ -60,19 +60,31 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
 
     K1, K2 = f32("K1", 3, 3), f32("K2", 3, 3)
     return {
-        "xs": f32("xs", 1, n, 4), "ys": f32("ys", n, 1), "Rs": f32("R", 3, 3), "ts": f32("t", 3, 1),
-        "ratios": f32("ratios", n), "mutuals": f32("mutuals", n),
-        "cx1s": K1[0, 2].reshape(1), "cy1s": K1[1, 2].reshape(1),
-        "cx2s": K2[0, 2].reshape(1), "cy2s": K2[1, 2].reshape(1),
+        "xs": f32("xs", 1, n, 4),
+        "ys": f32("ys", n, 1),
+        "Rs": f32("R", 3, 3),
+        "ts": f32("t", 3, 1),
+        "ratios": f32("ratios", n),
+        "mutuals": f32("mutuals", n),
+        "cx1s": K1[0, 2].reshape(1),
+        "cy1s": K1[1, 2].reshape(1),
+        "cx2s": K2[0, 2].reshape(1),
+        "cy2s": K2[1, 2].reshape(1),
         "f1s": np.array([[K1[0, 0], K1[1, 1]]], np.float32),
         "f2s": np.array([[K2[0, 0], K2[1, 1]]], np.float32),
     }
 
 
-def write_pairs_hdf5(path: str | Path, samples: Iterable[dict],
-                     arrays: Callable[[dict, int], Mapping[str, np.ndarray | str]], groups: Sequence[str],
-                     total: int | None = None, desc: str = "writing",
-                     attrs: Mapping[str, str | int | float] | None = None, progress: bool = True) -> int:
+def write_pairs_hdf5(
+    path: str | Path,
+    samples: Iterable[dict],
+    arrays: Callable[[dict, int], Mapping[str, np.ndarray | str]],
+    groups: Sequence[str],
+    total: int | None = None,
+    desc: str = "writing",
+    attrs: Mapping[str, str | int | float] | None = None,
+    progress: bool = True,
+) -> int:
     """Write samples, one dataset per pair named "0", "1", ... in each group; returns the count.
 
     ``arrays(sample, i)`` gives the datasets of pair i by group: every pair has those of
@@ -83,6 +95,7 @@ def write_pairs_hdf5(path: str | Path, samples: Iterable[dict],
     run never leaves a partial file at ``path``; temporary files that killed writers left
     beside ``path`` are removed first.  ``attrs`` are stored as file attributes.
     """
+
     def put(group: h5py.Group, i: int, value: np.ndarray | str) -> None:
         dtype = h5py.string_dtype() if isinstance(value, str) else None
         group.create_dataset(str(i), data=value, dtype=dtype)
@@ -102,7 +115,7 @@ def write_pairs_hdf5(path: str | Path, samples: Iterable[dict],
                 for key, value in pair.items():
                     if key in created:
                         put(created[key], count, value)
-                    elif len(deferred.setdefault(key, [])) == count:   # every pair so far has it
+                    elif len(deferred.setdefault(key, [])) == count:  # every pair so far has it
                         deferred[key].append(value)
                 count += 1
             for key, values in deferred.items():
@@ -122,8 +135,13 @@ def _oanet_pair(sample: dict, index: int) -> dict[str, np.ndarray | str]:
     return pair
 
 
-def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | None = None,
-                     desc: str = "writing", attrs: dict[str, str | int | float] | None = None) -> int:
+def write_oanet_hdf5(
+    path: str | Path,
+    samples: Iterable[dict],
+    total: int | None = None,
+    desc: str = "writing",
+    attrs: dict[str, str | int | float] | None = None,
+) -> int:
     """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
 
     Written atomically by :func:`write_pairs_hdf5`.  Image paths are stored in the
@@ -132,7 +150,9 @@ def write_oanet_hdf5(path: str | Path, samples: Iterable[dict], total: int | Non
     and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs,
     where the poses come from).
     """
-    return write_pairs_hdf5(path, samples, _oanet_pair, REQUIRED_KEYS + OPTIONAL_KEYS, total, desc, attrs)
+    return write_pairs_hdf5(
+        path, samples, _oanet_pair, REQUIRED_KEYS + OPTIONAL_KEYS, total, desc, attrs
+    )
 
 
 def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
@@ -144,8 +164,9 @@ def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
     datasets = [OANetPairs(path) for path in inputs]
     record = "; ".join(f"{d.path}: {len(d)}" for d in datasets)
     samples = (d[i] for d in datasets for i in range(len(d)))
-    return write_oanet_hdf5(out, samples, sum(map(len, datasets)), desc="merging",
-                            attrs={"merged_from": record})
+    return write_oanet_hdf5(
+        out, samples, sum(map(len, datasets)), desc="merging", attrs={"merged_from": record}
+    )
 
 
 class LazyHDF5:
@@ -182,7 +203,7 @@ class LazyHDF5:
         try:
             with file as f:
                 self._check_file(f)
-        except (KeyError, RuntimeError, OSError) as err:   # h5py's errors of a damaged file
+        except (KeyError, RuntimeError, OSError) as err:  # h5py's errors of a damaged file
             raise OSError(f"{self.path}: damaged HDF5 file ({one_line(err)})") from None
 
     def _check_file(self, f: h5py.File) -> None:
@@ -194,13 +215,17 @@ class LazyHDF5:
         as many pairs as the first; raises BadPairError naming the file and the group."""
         missing = [k for k in required if k not in f]
         if missing:
-            raise BadPairError(f"{self.path}: missing key(s) {missing}; expected groups "
-                               f"{list(required)} (found {sorted(f.keys())})")
+            raise BadPairError(
+                f"{self.path}: missing key(s) {missing}; expected groups "
+                f"{list(required)} (found {sorted(f.keys())})"
+            )
         n = len(f[required[0]])
         for k in required:
             if len(f[k]) != n:
-                raise BadPairError(f"{self.path}: group {k!r} has {len(f[k])} pairs, "
-                                   f"expected {n} like {required[0]!r}")
+                raise BadPairError(
+                    f"{self.path}: group {k!r} has {len(f[k])} pairs, "
+                    f"expected {n} like {required[0]!r}"
+                )
         return n
 
 
@@ -224,8 +249,13 @@ class OANetPairs(LazyHDF5, Dataset):
     :meth:`lacks` tells which optional groups a file has not.
     """
 
-    def __init__(self, path: str | Path, side_info: bool = False, on_bad: str = "raise",
-                 min_matches: int = MIN_MATCHES) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        side_info: bool = False,
+        on_bad: str = "raise",
+        min_matches: int = MIN_MATCHES,
+    ) -> None:
         if on_bad not in ("raise", "skip"):
             raise ValueError(f"on_bad: expected 'raise' or 'skip', got {on_bad!r}")
         self.path, self.side_info, self.on_bad = Path(path), side_info, on_bad
@@ -236,20 +266,28 @@ class OANetPairs(LazyHDF5, Dataset):
         """Check the groups of an open file and find the pairs (all, or the valid ones)."""
         self.groups = frozenset(f.keys())
         if self.side_info:
-            self.require(SIDE_INFO_KEYS, "the network's side_info input (Lowe ratio and mutual-NN channels); "
-                                         "use weights without side_info, or a file that has them "
-                                         "(data/prepare.py writes them)")
+            self.require(
+                SIDE_INFO_KEYS,
+                "the network's side_info input (Lowe ratio and mutual-NN channels); "
+                "use weights without side_info, or a file that has them "
+                "(data/prepare.py writes them)",
+            )
         self.required = REQUIRED_KEYS + (SIDE_INFO_KEYS if self.side_info else ())
         n = self._pair_count(f, self.required)
         self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
         self.indices = list(range(n))
         if self.on_bad == "skip":
-            self.indices = [i for i in tqdm(range(n), desc=f"checking {self.path.name}",
-                                            leave=False) if self._valid(f, i)]
+            self.indices = [
+                i
+                for i in tqdm(range(n), desc=f"checking {self.path.name}", leave=False)
+                if self._valid(f, i)
+            ]
             if len(self.indices) < n:
-                warnings.warn(f"{self.path}: skipped {n - len(self.indices)} of {n} bad pairs "
-                              f"(wrong shapes, NaN, bad ground truth or < {self.min_matches} matches)",
-                              stacklevel=3)
+                warnings.warn(
+                    f"{self.path}: skipped {n - len(self.indices)} of {n} bad pairs "
+                    f"(wrong shapes, NaN, bad ground truth or < {self.min_matches} matches)",
+                    stacklevel=3,
+                )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -269,11 +307,15 @@ class OANetPairs(LazyHDF5, Dataset):
         name = str(i)
         missing = [k for k in self.required if name not in f[k]]
         if missing:
-            raise BadPairError(f"{self.path}: pair {i}: missing dataset(s) {[f'{k}/{name}' for k in missing]}")
+            raise BadPairError(
+                f"{self.path}: pair {i}: missing dataset(s) {[f'{k}/{name}' for k in missing]}"
+            )
         try:
             a = {k: f[k][name][()] for k in REQUIRED_KEYS + self.optional if name in f[k]}
-        except (KeyError, OSError, RuntimeError) as err:   # a damaged dataset
-            raise BadPairError(f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})") from None
+        except (KeyError, OSError, RuntimeError) as err:  # a damaged dataset
+            raise BadPairError(
+                f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})"
+            ) from None
         reason = self._problem(a)
         if reason is not None:
             raise BadPairError(f"{self.path}: pair {i}: {reason}")
@@ -287,10 +329,19 @@ class OANetPairs(LazyHDF5, Dataset):
         n = xs.shape[1]
         if n < self.min_matches:
             return f"xs: expected at least {self.min_matches} matches, got {n}"
-        shapes = {"ys": [(n, 1), (n,)], "Rs": [(3, 3)], "ts": [(3, 1), (3,)],
-                  "ratios": [(n,), (n, 1)], "mutuals": [(n,), (n, 1)],
-                  "cx1s": [(1,), ()], "cy1s": [(1,), ()], "cx2s": [(1,), ()], "cy2s": [(1,), ()],
-                  "f1s": [(1, 2), (2,)], "f2s": [(1, 2), (2,)]}
+        shapes = {
+            "ys": [(n, 1), (n,)],
+            "Rs": [(3, 3)],
+            "ts": [(3, 1), (3,)],
+            "ratios": [(n,), (n, 1)],
+            "mutuals": [(n,), (n, 1)],
+            "cx1s": [(1,), ()],
+            "cy1s": [(1,), ()],
+            "cx2s": [(1,), ()],
+            "cy2s": [(1,), ()],
+            "f1s": [(1, 2), (2,)],
+            "f2s": [(1, 2), (2,)],
+        }
         for key, allowed in shapes.items():
             if key in a and np.shape(a[key]) not in allowed:
                 return f"{key}: expected shape {' or '.join(map(str, allowed))}, got {np.shape(a[key])}"
@@ -299,8 +350,10 @@ class OANetPairs(LazyHDF5, Dataset):
                 return f"{key}: expected finite values, got NaN or inf"
         largest = float(np.abs(xs).max())
         if largest > MAX_COORDINATE:
-            return (f"xs: expected normalised coordinates (|x| <= {MAX_COORDINATE:g}), got "
-                    f"|x| up to {largest:.3g} (pixels? divide by the focal length)")
+            return (
+                f"xs: expected normalised coordinates (|x| <= {MAX_COORDINATE:g}), got "
+                f"|x| up to {largest:.3g} (pixels? divide by the focal length)"
+            )
         problems = {"Rs": rotation_problem(a["Rs"]), "ts": translation_problem(a["ts"])}
         for key in ("f1s", "f2s"):
             if key in a:
@@ -326,12 +379,26 @@ class OANetPairs(LazyHDF5, Dataset):
             if f"cx{c}s" not in a or fk not in a:
                 return np.eye(3)
             fx, fy = np.asarray(a[fk]).reshape(2)
-            return intrinsics(fx, fy, float(np.ravel(a[f"cx{c}s"])[0]), float(np.ravel(a[f"cy{c}s"])[0]))
+            return intrinsics(
+                fx, fy, float(np.ravel(a[f"cx{c}s"])[0]), float(np.ravel(a[f"cy{c}s"])[0])
+            )
 
         image1 = image2 = None
         if "image1s" in a and "image2s" in a:
-            image1, image2 = (v.decode() if isinstance(v, bytes) else str(v)
-                              for v in (a["image1s"], a["image2s"]))
-        return make_sample(a["xs"].reshape(n, 4), a["ys"].reshape(n), a["Rs"], a["ts"].reshape(3),
-                           a.get("ratios", zeros).reshape(n), a.get("mutuals", zeros).reshape(n),
-                           K("1", "f1s"), K("2", "f2s"), i, self.side_info, image1, image2)
+            image1, image2 = (
+                v.decode() if isinstance(v, bytes) else str(v) for v in (a["image1s"], a["image2s"])
+            )
+        return make_sample(
+            a["xs"].reshape(n, 4),
+            a["ys"].reshape(n),
+            a["Rs"],
+            a["ts"].reshape(3),
+            a.get("ratios", zeros).reshape(n),
+            a.get("mutuals", zeros).reshape(n),
+            K("1", "f1s"),
+            K("2", "f2s"),
+            i,
+            self.side_info,
+            image1,
+            image2,
+        )

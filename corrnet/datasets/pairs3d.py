@@ -65,8 +65,9 @@ class Fragment:
     features: np.ndarray
 
 
-def _nearest(a: torch.Tensor, b: torch.Tensor, k: int = 1,
-             chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest(
+    a: torch.Tensor, b: torch.Tensor, k: int = 1, chunk: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances and indices (A, k) of the k nearest rows of b (B, D) for each row of a (A, D)."""
     found = [torch.cdist(part, b).topk(k, dim=-1, largest=False) for part in a.split(chunk)]
     return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
@@ -81,12 +82,19 @@ def describe(points: np.ndarray, voxel: float = VOXEL_SIZE) -> Fragment:
     cloud = cloud.voxel_down_sample(voxel)
     search = o3d.geometry.KDTreeSearchParamHybrid
     cloud.estimate_normals(search(radius=NORMAL_RADIUS_VOXELS * voxel, max_nn=30))
-    fpfh = reg.compute_fpfh_feature(cloud, search(radius=FPFH_RADIUS_VOXELS * voxel, max_nn=FPFH_MAX_NN))
+    fpfh = reg.compute_fpfh_feature(
+        cloud, search(radius=FPFH_RADIUS_VOXELS * voxel, max_nn=FPFH_MAX_NN)
+    )
     return Fragment(np.asarray(cloud.points).copy(), np.ascontiguousarray(fpfh.data.T, np.float32))
 
 
-def overlap(points1: np.ndarray, points2: np.ndarray, R: np.ndarray, t: np.ndarray,
-            radius: float = OVERLAP_RADIUS) -> float:
+def overlap(
+    points1: np.ndarray,
+    points2: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    radius: float = OVERLAP_RADIUS,
+) -> float:
     """The smaller of the two fractions: source points (M₁, 3) that the ground truth moves
     within ``radius`` of a target point (M₂, 3), and target points within it of a moved
     source point (Open3D's nearest-neighbour distances)."""
@@ -102,12 +110,20 @@ def overlap(points1: np.ndarray, points2: np.ndarray, R: np.ndarray, t: np.ndarr
 def residuals(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """‖R x₁ + t − x₂‖ in float64 of matches xs (N, 6), R (3, 3), t (3,) -> (N,) metres."""
     xs = np.asarray(xs, np.float64)
-    return np.linalg.norm(xs[:, :3] @ np.asarray(R, np.float64).T + np.asarray(t, np.float64).reshape(3)
-                          - xs[:, 3:], axis=1)
+    return np.linalg.norm(
+        xs[:, :3] @ np.asarray(R, np.float64).T + np.asarray(t, np.float64).reshape(3) - xs[:, 3:],
+        axis=1,
+    )
 
 
-def match_fragments(frag1: Fragment, frag2: Fragment, R: np.ndarray, t: np.ndarray,
-                    num_matches: int = NUM_MATCHES, seed: int = 0) -> dict[str, np.ndarray]:
+def match_fragments(
+    frag1: Fragment,
+    frag2: Fragment,
+    R: np.ndarray,
+    t: np.ndarray,
+    num_matches: int = NUM_MATCHES,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Putative matches of a pair and their labels, as the arrays of one HDF5 pair.
 
     Up to ``num_matches`` source points (a random subset fixed by ``seed``), each matched to
@@ -122,35 +138,68 @@ def match_fragments(frag1: Fragment, frag2: Fragment, R: np.ndarray, t: np.ndarr
     dist, idx = _nearest(f1[chosen], f2, k=2)
     nn = idx[:, 0].numpy()
     targets, inverse = np.unique(nn, return_inverse=True)
-    back = _nearest(f2[targets], f1)[1][:, 0].numpy()[inverse]         # target -> source NN
+    back = _nearest(f2[targets], f1)[1][:, 0].numpy()[inverse]  # target -> source NN
     xs = np.concatenate([frag1.points[chosen], frag2.points[nn]], 1).astype(np.float32)
     R, t = np.asarray(R, np.float64), np.asarray(t, np.float64).reshape(3)
     ratios = (dist[:, 0] / dist[:, 1].clamp_min(1e-12)).numpy()
-    return {"xs": xs, "ys": residuals(xs, R, t).astype(np.float32), "R": R, "t": t,
-            "ratios": ratios.astype(np.float32),
-            "mutuals": (back == chosen).astype(np.float32),
-            "cloud1": frag1.points.astype(np.float32), "cloud2": frag2.points.astype(np.float32)}
+    return {
+        "xs": xs,
+        "ys": residuals(xs, R, t).astype(np.float32),
+        "R": R,
+        "t": t,
+        "ratios": ratios.astype(np.float32),
+        "mutuals": (back == chosen).astype(np.float32),
+        "cloud1": frag1.points.astype(np.float32),
+        "cloud2": frag2.points.astype(np.float32),
+    }
 
 
 def _pair_arrays(pair: dict, index: int) -> dict[str, np.ndarray | str]:
     """Pair ``index`` (a dict of :func:`match_fragments` with ``overlap`` and an optional
     ``name``, by default the index) as the float32 arrays and the name of the 3-D layout."""
     n = len(pair["xs"])
-    arrays = {"xs": np.reshape(pair["xs"], (1, n, 6)), "ys": np.reshape(pair["ys"], (n, 1)),
-              "Rs": pair["R"], "ts": np.reshape(pair["t"], (3, 1)), "ratios": pair["ratios"],
-              "mutuals": pair["mutuals"], "overlaps": np.reshape(pair["overlap"], (1,)),
-              "cloud1s": pair["cloud1"], "cloud2s": pair["cloud2"]}
-    return {**{k: np.asarray(v, np.float32) for k, v in arrays.items()}, "names": str(pair.get("name", index))}
+    arrays = {
+        "xs": np.reshape(pair["xs"], (1, n, 6)),
+        "ys": np.reshape(pair["ys"], (n, 1)),
+        "Rs": pair["R"],
+        "ts": np.reshape(pair["t"], (3, 1)),
+        "ratios": pair["ratios"],
+        "mutuals": pair["mutuals"],
+        "overlaps": np.reshape(pair["overlap"], (1,)),
+        "cloud1s": pair["cloud1"],
+        "cloud2s": pair["cloud2"],
+    }
+    return {
+        **{k: np.asarray(v, np.float32) for k, v in arrays.items()},
+        "names": str(pair.get("name", index)),
+    }
 
 
-def write_pairs3d(path: str | Path, pairs: Iterable[dict], total: int | None = None,
-                  attrs: dict[str, str | int | float] | None = None, progress: bool = True) -> int:
+def write_pairs3d(
+    path: str | Path,
+    pairs: Iterable[dict],
+    total: int | None = None,
+    attrs: dict[str, str | int | float] | None = None,
+    progress: bool = True,
+) -> int:
     """Write pairs (dicts of :func:`match_fragments` plus ``overlap`` and an optional ``name``)
     in the 3-D layout, atomically (:func:`~corrnet.datasets.oanet_hdf5.write_pairs_hdf5`).
     Returns the number of pairs."""
-    layout = {"corrnet_layout": LAYOUT, "voxel_size": VOXEL_SIZE, "inlier_threshold": INLIER_THRESHOLD}
-    return write_pairs_hdf5(path, pairs, _pair_arrays, PER_PAIR_KEYS + ("names",), total, "pairs",
-                            {**layout, **(attrs or {})}, progress)
+    layout = {
+        "corrnet_layout": LAYOUT,
+        "voxel_size": VOXEL_SIZE,
+        "inlier_threshold": INLIER_THRESHOLD,
+    }
+    return write_pairs_hdf5(
+        path,
+        pairs,
+        _pair_arrays,
+        PER_PAIR_KEYS + ("names",),
+        total,
+        "pairs",
+        {**layout, **(attrs or {})},
+        progress,
+    )
 
 
 def is_pairs3d(path: str | Path) -> bool:
@@ -162,9 +211,16 @@ def is_pairs3d(path: str | Path) -> bool:
         return False
 
 
-def make_sample3d(xs: np.ndarray, R: np.ndarray, t: np.ndarray, ratios: np.ndarray,
-                  mutuals: np.ndarray, index: int, side_info: bool = False,
-                  threshold: float = INLIER_THRESHOLD) -> dict[str, torch.Tensor]:
+def make_sample3d(
+    xs: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    ratios: np.ndarray,
+    mutuals: np.ndarray,
+    index: int,
+    side_info: bool = False,
+    threshold: float = INLIER_THRESHOLD,
+) -> dict[str, torch.Tensor]:
     """The sample dictionary of a 3-D pair (as :mod:`corrnet.datasets.sample`'s, 6-D).
 
     ``xs`` (N, 6) float32 metres, ``ys`` (N,) residuals (float64 from ``xs``, rounded),
@@ -175,9 +231,16 @@ def make_sample3d(xs: np.ndarray, R: np.ndarray, t: np.ndarray, ratios: np.ndarr
     as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     xs32 = np.asarray(xs, np.float32)
     ys = residuals(xs32, R, t)
-    sample = {"xs": as32(xs32), "ys": as32(ys), "labels": as32(ys < threshold),
-              "R": as32(R), "t": as32(np.reshape(t, 3)), "ratios": as32(ratios),
-              "mutuals": as32(mutuals), "index": torch.tensor(index, dtype=torch.int64)}
+    sample = {
+        "xs": as32(xs32),
+        "ys": as32(ys),
+        "labels": as32(ys < threshold),
+        "R": as32(R),
+        "t": as32(np.reshape(t, 3)),
+        "ratios": as32(ratios),
+        "mutuals": as32(mutuals),
+        "index": torch.tensor(index, dtype=torch.int64),
+    }
     sample["features"] = network_input(sample, side_info)
     return sample
 
@@ -198,8 +261,10 @@ class Pairs3D(LazyHDF5, Dataset):
     def _check_file(self, f: h5py.File) -> None:
         """Check the layout and the groups of an open file; read its length and attributes."""
         if f.attrs.get("corrnet_layout") != LAYOUT:
-            raise ValueError(f"{self.path}: not a 3-D pairs file (expected the attribute "
-                             f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)")
+            raise ValueError(
+                f"{self.path}: not a 3-D pairs file (expected the attribute "
+                f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)"
+            )
         self.length = self._pair_count(f, PER_PAIR_KEYS[:4])
         self.threshold = float(f.attrs.get("inlier_threshold", INLIER_THRESHOLD))
         self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
@@ -244,11 +309,22 @@ class Pairs3D(LazyHDF5, Dataset):
             raise ValueError(f"{self.path}: pair {i}: {problem}")
         n = xs.shape[1]
         f = self._h5()
-        side = {k: self._array(k, i).reshape(-1) if k in f else np.zeros(n) for k in ("ratios", "mutuals")}
+        side = {
+            k: self._array(k, i).reshape(-1) if k in f else np.zeros(n)
+            for k in ("ratios", "mutuals")
+        }
         for k, v in side.items():
             if v.shape != (n,):
-                raise ValueError(f"{self.path}: pair {i}: {k}: expected {n} values (one per match), "
-                                 f"got {v.size}")
-        return make_sample3d(xs.reshape(n, 6), R, t.reshape(3), side["ratios"], side["mutuals"], i,
-                             self.side_info, self.threshold)
-
+                raise ValueError(
+                    f"{self.path}: pair {i}: {k}: expected {n} values (one per match), got {v.size}"
+                )
+        return make_sample3d(
+            xs.reshape(n, 6),
+            R,
+            t.reshape(3),
+            side["ratios"],
+            side["mutuals"],
+            i,
+            self.side_info,
+            self.threshold,
+        )

@@ -101,16 +101,23 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             missing = [k for k in ("K", "R", "T", "imsize") if k not in f]
             if missing:
                 raise ValueError(f"{path}: missing key(s) {missing}; expected K, R, T, imsize")
-            K, R, T, size = (np.asarray(f[k][()], np.float64).reshape(-1) for k in ("K", "R", "T", "imsize"))
-    except (OSError, KeyError, RuntimeError, TypeError) as err:   # not HDF5, damaged, or not numbers
+            K, R, T, size = (
+                np.asarray(f[k][()], np.float64).reshape(-1) for k in ("K", "R", "T", "imsize")
+            )
+    except (OSError, KeyError, RuntimeError, TypeError) as err:  # not HDF5, damaged, or not numbers
         raise ValueError(f"{path}: not a readable calibration file ({one_line(err)})") from None
     if K.size != 9 or R.size != 9 or T.size != 3 or size.size != 2:
-        raise ValueError(f"{path}: expected K (3,3), R (3,3), T (3,), imsize (2,), got sizes "
-                         f"{K.size}, {R.size}, {T.size}, {size.size}")
+        raise ValueError(
+            f"{path}: expected K (3,3), R (3,3), T (3,), imsize (2,), got sizes "
+            f"{K.size}, {R.size}, {T.size}, {size.size}"
+        )
     K, R = K.reshape(3, 3), R.reshape(3, 3)
-    problems = {"K": intrinsics_problem(K), "R": rotation_problem(R),
-                "T": None if np.isfinite(T).all() else "expected finite values, got NaN or inf",
-                "imsize": None if (size > 0).all() else f"expected a positive size, got {size.tolist()}"}
+    problems = {
+        "K": intrinsics_problem(K),
+        "R": rotation_problem(R),
+        "T": None if np.isfinite(T).all() else "expected finite values, got NaN or inf",
+        "imsize": None if (size > 0).all() else f"expected a positive size, got {size.tolist()}",
+    }
     for key, problem in problems.items():
         if problem is not None:
             raise ValueError(f"{path}: {key}: {problem}")
@@ -118,8 +125,9 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return intrinsics(K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2], (h - 1) / 2 + K[1, 2]), R, T
 
 
-def relative_pose(R1: np.ndarray, T1: np.ndarray, R2: np.ndarray,
-                  T2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def relative_pose(
+    R1: np.ndarray, T1: np.ndarray, R2: np.ndarray, T2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Relative motion of world-to-camera poses: R = R2 R1ᵀ, t = T2 - R T1 (not normalised)."""
     R = R2 @ R1.T
     return R, T2 - R @ T1
@@ -150,15 +158,21 @@ def read_sequence(seq: Path) -> list[PairSpec]:
     images = [root / p for p in _read_list(root / "images.txt")]
     calibs = [root / p for p in _read_list(root / "calibration.txt")]
     if len(images) != len(calibs):
-        raise ValueError(f"{root}: images.txt has {len(images)} lines, calibration.txt {len(calibs)}")
+        raise ValueError(
+            f"{root}: images.txt has {len(images)} lines, calibration.txt {len(calibs)}"
+        )
     index_pairs = []
     for n, line in enumerate(_read_list(root / "pairs.txt")):
         try:
             i, j = (int(v) for v in line.split())
         except ValueError:
-            raise ValueError(f"{root / 'pairs.txt'}: line {n + 1}: expected 'i j', got {line!r}") from None
+            raise ValueError(
+                f"{root / 'pairs.txt'}: line {n + 1}: expected 'i j', got {line!r}"
+            ) from None
         if not (0 <= i < len(images) and 0 <= j < len(images)):
-            raise ValueError(f"{root / 'pairs.txt'}: line {n + 1}: index outside 0..{len(images) - 1}")
+            raise ValueError(
+                f"{root / 'pairs.txt'}: line {n + 1}: index outside 0..{len(images) - 1}"
+            )
         index_pairs.append((i, j))
     cams = {k: load_calibration(calibs[k]) for k in sorted({k for p in index_pairs for k in p})}
     pairs = []
@@ -174,7 +188,9 @@ def _finite_array(value: object, shape: tuple[int, ...], where: str) -> np.ndarr
     try:
         a = np.asarray(value, np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected finite numbers of shape {shape}, got {value!r}") from None
+        raise ValueError(
+            f"{where}: expected finite numbers of shape {shape}, got {value!r}"
+        ) from None
     if a.shape != shape:
         raise ValueError(f"{where}: expected finite numbers of shape {shape}, got shape {a.shape}")
     if not np.isfinite(a).all():
@@ -204,9 +220,14 @@ def read_pairs_file(path: Path) -> list[PairSpec]:
         missing = [k for k in ("image1", "image2", *shapes) if k not in e]
         if missing:
             raise ValueError(f"{path}: pair {n}: missing key(s) {missing}")
-        arrays = {k: _finite_array(e[k], shape, f"{path}: pair {n}: {k}") for k, shape in shapes.items()}
-        problems = {"K1": intrinsics_problem(arrays["K1"]), "K2": intrinsics_problem(arrays["K2"]),
-                    "R": rotation_problem(arrays["R"])}
+        arrays = {
+            k: _finite_array(e[k], shape, f"{path}: pair {n}: {k}") for k, shape in shapes.items()
+        }
+        problems = {
+            "K1": intrinsics_problem(arrays["K1"]),
+            "K2": intrinsics_problem(arrays["K2"]),
+            "R": rotation_problem(arrays["R"]),
+        }
         for key, problem in problems.items():
             if problem is not None:
                 raise ValueError(f"{path}: pair {n}: {key}: {problem}")
@@ -230,7 +251,9 @@ def read_image(image: str | Path) -> np.ndarray:
     """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; ValueError naming the file if unreadable."""
     img = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"{image}: cannot read as an image (expected a file OpenCV decodes: JPEG, PNG, ...)")
+        raise ValueError(
+            f"{image}: cannot read as an image (expected a file OpenCV decodes: JPEG, PNG, ...)"
+        )
     return img
 
 
@@ -283,10 +306,15 @@ class PutativeMatches:
     mutuals: np.ndarray
 
 
-def putative_matches(feats1: tuple[np.ndarray, np.ndarray], feats2: tuple[np.ndarray, np.ndarray],
-                     K1: np.ndarray, K2: np.ndarray, what: str = "pair",
-                     names: tuple[object, object] = ("image 1", "image 2"),
-                     undistort: tuple[Undistort | None, Undistort | None] = (None, None)) -> PutativeMatches:
+def putative_matches(
+    feats1: tuple[np.ndarray, np.ndarray],
+    feats2: tuple[np.ndarray, np.ndarray],
+    K1: np.ndarray,
+    K2: np.ndarray,
+    what: str = "pair",
+    names: tuple[object, object] = ("image 1", "image 2"),
+    undistort: tuple[Undistort | None, Undistort | None] = (None, None),
+) -> PutativeMatches:
     """The nearest neighbour in image 2 of every keypoint of image 1, with ratio and mutual flag.
 
     feats: (keypoints (n, 2) pixels, descriptors (n, 128)); K1, K2 (3, 3) absolute intrinsics
@@ -298,22 +326,41 @@ def putative_matches(feats1: tuple[np.ndarray, np.ndarray], feats2: tuple[np.nda
     """
     (kp1, d1), (kp2, d2) = feats1, feats2
     if len(kp1) < MIN_MATCHES or len(kp2) < 2:
-        raise ValueError(f"{what}: expected at least {MIN_MATCHES} keypoints in image 1 "
-                         f"and 2 in image 2, got {len(kp1)} ({names[0]}) and {len(kp2)} ({names[1]})")
+        raise ValueError(
+            f"{what}: expected at least {MIN_MATCHES} keypoints in image 1 "
+            f"and 2 in image 2, got {len(kp1)} ({names[0]}) and {len(kp2)} ({names[1]})"
+        )
     nn, ratio, mutual = nearest_neighbours(d1, d2)
     uv1, uv2 = (uv if f is None else f(uv) for uv, f in zip((kp1, kp2[nn]), undistort))
     return PutativeMatches(kp1, kp2[nn], normalized_matches(uv1, uv2, K1, K2), nn, ratio, mutual)
 
 
-def match_pair(spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray],
-               feats2: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray | str]:
+def match_pair(
+    spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray], feats2: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray | str]:
     """Putative matches of a pair as a numpy sample (keys as the corrnet sample, no labels)."""
-    m = putative_matches(feats1, feats2, spec.K1, spec.K2, f"pair {spec.key}", (spec.image1, spec.image2),
-                         (spec.undistort1, spec.undistort2))
+    m = putative_matches(
+        feats1,
+        feats2,
+        spec.K1,
+        spec.K2,
+        f"pair {spec.key}",
+        (spec.image1, spec.image2),
+        (spec.undistort1, spec.undistort2),
+    )
     t = spec.t / np.linalg.norm(spec.t)
-    return {"xs": m.xs, "ys": episym(m.xs, spec.R, t), "R": spec.R, "t": t, "ratios": m.ratios,
-            "mutuals": m.mutuals.astype(np.float64), "K1": spec.K1, "K2": spec.K2,
-            "image1": str(spec.image1), "image2": str(spec.image2)}
+    return {
+        "xs": m.xs,
+        "ys": episym(m.xs, spec.R, t),
+        "R": spec.R,
+        "t": t,
+        "ratios": m.ratios,
+        "mutuals": m.mutuals.astype(np.float64),
+        "K1": spec.K1,
+        "K2": spec.K2,
+        "image1": str(spec.image1),
+        "image2": str(spec.image2),
+    }
 
 
 def _cache_name(text: str) -> str:
@@ -343,11 +390,24 @@ def _feature_cache_name(image: Path) -> str:
 
 def _pair_cache_name(spec: PairSpec) -> str:
     """Cache file name of a pair's matches: changes with its key, images' content and geometry."""
-    geometry = np.concatenate([np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)])
-    return _cache_name("\n".join([PROTOCOL, spec.key, str(Path(spec.image1).resolve()),
-                                   str(Path(spec.image2).resolve()), image_digest(spec.image1),
-                                   image_digest(spec.image2), geometry.tobytes().hex(),
-                                   repr(spec.undistort1), repr(spec.undistort2)]))
+    geometry = np.concatenate(
+        [np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)]
+    )
+    return _cache_name(
+        "\n".join(
+            [
+                PROTOCOL,
+                spec.key,
+                str(Path(spec.image1).resolve()),
+                str(Path(spec.image2).resolve()),
+                image_digest(spec.image1),
+                image_digest(spec.image2),
+                geometry.tobytes().hex(),
+                repr(spec.undistort1),
+                repr(spec.undistort2),
+            ]
+        )
+    )
 
 
 def inputs_digest(pairs: Sequence[PairSpec]) -> str:
@@ -372,8 +432,10 @@ def recorded_inputs(out: Path) -> str | None:
         with h5py.File(out, "r") as f:
             value = f.attrs.get(INPUTS_ATTR)
     except OSError:
-        raise FileExistsError(f"{out}: exists and is not an HDF5 file; pass --overwrite to replace "
-                              f"it or choose another --out") from None
+        raise FileExistsError(
+            f"{out}: exists and is not an HDF5 file; pass --overwrite to replace "
+            f"it or choose another --out"
+        ) from None
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -424,9 +486,14 @@ def cache_dir_for(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
-            keep_cache: bool = False, overwrite: bool = False,
-            attrs: dict[str, str | int | float] | None = None) -> int:
+def prepare(
+    pairs: Iterable[PairSpec],
+    out: str | Path,
+    workers: int = 2,
+    keep_cache: bool = False,
+    overwrite: bool = False,
+    attrs: dict[str, str | int | float] | None = None,
+) -> int:
     """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout).
 
     Resumable: features and per-pair matches already in ``<out>.partial/`` are reused.  If
@@ -445,34 +512,56 @@ def prepare(pairs: Iterable[PairSpec], out: str | Path, workers: int = 2,
         raise ValueError(f"{out}: is also one of the input images; choose another output path")
     kept = [p for p in pairs if np.linalg.norm(p.t) >= MIN_TRANSLATION]
     if len(kept) < len(pairs):
-        warnings.warn(f"dropped {len(pairs) - len(kept)} pair(s) with |t| < {MIN_TRANSLATION}", stacklevel=2)
+        warnings.warn(
+            f"dropped {len(pairs) - len(kept)} pair(s) with |t| < {MIN_TRANSLATION}", stacklevel=2
+        )
     digest = inputs_digest(kept)
     if out.exists():
         if recorded_inputs(out) == digest:
             with h5py.File(out, "r") as f:
                 return len(f["xs"])
         if not overwrite:
-            raise FileExistsError(f"{out}: exists and was made from other inputs (other pairs, sequences, "
-                                  f"--max-pairs or images); pass --overwrite to replace it or choose another --out")
+            raise FileExistsError(
+                f"{out}: exists and was made from other inputs (other pairs, sequences, "
+                f"--max-pairs or images); pass --overwrite to replace it or choose another --out"
+            )
     cache = cache_dir_for(out)
     for sub in ("features", "pairs"):
         (cache / sub).mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(cache / sub)
-    feat = {img: cache / "features" / _feature_cache_name(img) for p in kept for img in (p.image1, p.image2)}
+    feat = {
+        img: cache / "features" / _feature_cache_name(img)
+        for p in kept
+        for img in (p.image1, p.image2)
+    }
     pair_file = {p.key: cache / "pairs" / _pair_cache_name(p) for p in kept}
     todo = [p for p in kept if not pair_file[p.key].exists()]
     images = list(dict.fromkeys(img for p in todo for img in (p.image1, p.image2)))
-    _run(_features_job, [(img, feat[img]) for img in images if not feat[img].exists()],
-         workers, "SIFT")
-    _run(_pair_job, [(p, feat[p.image1], feat[p.image2], pair_file[p.key]) for p in todo],
-         workers, "matching")
+    _run(
+        _features_job,
+        [(img, feat[img]) for img in images if not feat[img].exists()],
+        workers,
+        "SIFT",
+    )
+    _run(
+        _pair_job,
+        [(p, feat[p.image1], feat[p.image2], pair_file[p.key]) for p in todo],
+        workers,
+        "matching",
+    )
 
     def samples() -> Iterable[dict]:
         for p in kept:
             with np.load(pair_file[p.key]) as z:
                 yield {k: (str(z[k]) if k.startswith("image") else z[k]) for k in z.files}
 
-    count = write_oanet_hdf5(out, samples(), total=len(kept), desc="writing", attrs={**(attrs or {}), INPUTS_ATTR: digest})
+    count = write_oanet_hdf5(
+        out,
+        samples(),
+        total=len(kept),
+        desc="writing",
+        attrs={**(attrs or {}), INPUTS_ATTR: digest},
+    )
     if not keep_cache:
         shutil.rmtree(cache)
     return count

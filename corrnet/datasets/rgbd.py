@@ -48,8 +48,10 @@ def read_sequence(folder: Path) -> list[tuple[str, Path, np.ndarray]]:
     depth_dir = folder / "depth"
     frames = sorted(depth_dir.glob("*.depth.png")) if depth_dir.is_dir() else []
     if not frames:
-        raise FileNotFoundError(f"{depth_dir}: no depth/frame-*.depth.png files (expected the "
-                                f"layout of ../shared/real-dev-3d)")
+        raise FileNotFoundError(
+            f"{depth_dir}: no depth/frame-*.depth.png files (expected the "
+            f"layout of ../shared/real-dev-3d)"
+        )
     out = []
     for png in frames:
         name = png.name.removesuffix(".depth.png")
@@ -80,19 +82,32 @@ def read_depth(png: Path) -> np.ndarray:
     return depth.astype(np.float64) / 1000.0
 
 
-def rgbd_pairs(folder: Path, min_overlap: float = MIN_OVERLAP, num_matches: int = NUM_MATCHES,
-               seed: int = 0, progress: bool = True) -> Iterator[dict]:
+def rgbd_pairs(
+    folder: Path,
+    min_overlap: float = MIN_OVERLAP,
+    num_matches: int = NUM_MATCHES,
+    seed: int = 0,
+    progress: bool = True,
+) -> Iterator[dict]:
     """The pairs of one sequence folder with overlap >= ``min_overlap``, as
     :func:`~corrnet.datasets.pairs3d.match_fragments` dictionaries with a ``name``."""
     K = read_intrinsics(folder)
     frames = read_sequence(folder)
-    frags: list[Fragment] = [describe(depth_points(read_depth(png), K))
-                             for _, png, _ in tqdm(frames, desc=f"FPFH {folder.name}", disable=not progress)]
+    frags: list[Fragment] = [
+        describe(depth_points(read_depth(png), K))
+        for _, png, _ in tqdm(frames, desc=f"FPFH {folder.name}", disable=not progress)
+    ]
     for i in range(len(frames)):
         for j in range(i + 1, len(frames)):
             rel = np.linalg.inv(frames[j][2]) @ frames[i][2]
             R, t = rel[:3, :3], rel[:3, 3]
             share = overlap(frags[i].points, frags[j].points, R, t)
             if share >= min_overlap:
-                pair = match_fragments(frags[i], frags[j], R, t, num_matches, seed=seed * 1_000_003 + i * 1000 + j)
-                yield {**pair, "overlap": share, "name": f"{folder.name}/{frames[i][0]}/{frames[j][0]}"}
+                pair = match_fragments(
+                    frags[i], frags[j], R, t, num_matches, seed=seed * 1_000_003 + i * 1000 + j
+                )
+                yield {
+                    **pair,
+                    "overlap": share,
+                    "name": f"{folder.name}/{frames[i][0]}/{frames[j][0]}",
+                }

@@ -13,8 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..geometry import (INLIER_THRESHOLD, essential_from_pose, normalize_keypoints,
-                        symmetric_epipolar_distance)
+from ..geometry import (
+    INLIER_THRESHOLD,
+    essential_from_pose,
+    normalize_keypoints,
+    symmetric_epipolar_distance,
+)
 
 MIN_MATCHES = 8
 """Fewest matches a pair may have (the eight-point algorithm needs eight)."""
@@ -28,18 +32,23 @@ def episym(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
 
     xs (N, 4) normalised, R (3, 3), t (3,) -> (N,) float64 in squared normalised units.
     """
-    E = essential_from_pose(torch.as_tensor(R, dtype=torch.float64),
-                            torch.as_tensor(t, dtype=torch.float64).reshape(3))
+    E = essential_from_pose(
+        torch.as_tensor(R, dtype=torch.float64), torch.as_tensor(t, dtype=torch.float64).reshape(3)
+    )
     return symmetric_epipolar_distance(torch.as_tensor(xs, dtype=torch.float64), E).numpy()
 
 
-def normalized_matches(uv1: np.ndarray, uv2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
+def normalized_matches(
+    uv1: np.ndarray, uv2: np.ndarray, K1: np.ndarray, K2: np.ndarray
+) -> np.ndarray:
     """Pixel matches to normalised [x1, y1, x2, y2], in float64.
 
     uv1, uv2 (N, 2) pixels, K1, K2 (3, 3) intrinsics without skew -> xs (N, 4) float64.
     """
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
-    return torch.cat([normalize_keypoints(t(uv1), t(K1)), normalize_keypoints(t(uv2), t(K2))], 1).numpy()
+    return torch.cat(
+        [normalize_keypoints(t(uv1), t(K1)), normalize_keypoints(t(uv2), t(K2))], 1
+    ).numpy()
 
 
 def to_pixels(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -60,13 +69,27 @@ def network_input(sample: dict[str, torch.Tensor], side_info: bool) -> torch.Ten
     """The network's input of a sample: its coordinates ``xs`` (N, D), with ``side_info`` followed
     by the ``ratios`` and ``mutuals`` columns -> (N, D) or (N, D + 2)."""
     xs = sample["xs"]
-    return torch.cat([xs, sample["ratios"][:, None], sample["mutuals"][:, None]], 1) if side_info else xs
+    return (
+        torch.cat([xs, sample["ratios"][:, None], sample["mutuals"][:, None]], 1)
+        if side_info
+        else xs
+    )
 
 
-def make_sample(xs: np.ndarray, ys: np.ndarray, R: np.ndarray, t: np.ndarray,
-                ratios: np.ndarray, mutuals: np.ndarray, K1: np.ndarray, K2: np.ndarray,
-                index: int, side_info: bool = False, image1: str | None = None,
-                image2: str | None = None) -> dict[str, torch.Tensor | str]:
+def make_sample(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    ratios: np.ndarray,
+    mutuals: np.ndarray,
+    K1: np.ndarray,
+    K2: np.ndarray,
+    index: int,
+    side_info: bool = False,
+    image1: str | None = None,
+    image2: str | None = None,
+) -> dict[str, torch.Tensor | str]:
     """Build the sample dictionary (see module docstring) from numpy arrays.
 
     xs (N, 4), ys (N,), R (3, 3), t (3,) (normalised here), ratios (N,), mutuals (N,),
@@ -74,12 +97,20 @@ def make_sample(xs: np.ndarray, ys: np.ndarray, R: np.ndarray, t: np.ndarray,
     """
     as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     t = np.asarray(t, dtype=np.float64).reshape(3)
-    ys32 = np.asarray(ys, dtype=np.float32)  # labels from the stored precision: same after a round trip
+    ys32 = np.asarray(
+        ys, dtype=np.float32
+    )  # labels from the stored precision: same after a round trip
     sample: dict[str, torch.Tensor | str] = {
-        "xs": as32(xs), "ys": as32(ys32), "labels": as32(ys32.astype(np.float64) < INLIER_THRESHOLD),
-        "R": as32(R), "t": as32(t / np.linalg.norm(t)),
-        "ratios": as32(ratios), "mutuals": as32(mutuals),
-        "K1": as32(K1), "K2": as32(K2), "index": torch.tensor(index, dtype=torch.int64),
+        "xs": as32(xs),
+        "ys": as32(ys32),
+        "labels": as32(ys32.astype(np.float64) < INLIER_THRESHOLD),
+        "R": as32(R),
+        "t": as32(t / np.linalg.norm(t)),
+        "ratios": as32(ratios),
+        "mutuals": as32(mutuals),
+        "K1": as32(K1),
+        "K2": as32(K2),
+        "index": torch.tensor(index, dtype=torch.int64),
     }
     sample["features"] = network_input(sample, side_info)
     if image1 is not None and image2 is not None:

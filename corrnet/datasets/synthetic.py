@@ -87,7 +87,12 @@ def _camera(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if rng.random() < 0.2:
         w, h = h, w
     f = rng.uniform(0.8, 1.2) * w
-    K = intrinsics(f, f * (1 + rng.normal(0, 2e-3)), (w - 1) / 2 + rng.normal(0, 5), (h - 1) / 2 + rng.normal(0, 5))
+    K = intrinsics(
+        f,
+        f * (1 + rng.normal(0, 2e-3)),
+        (w - 1) / 2 + rng.normal(0, 5),
+        (h - 1) / 2 + rng.normal(0, 5),
+    )
     return K, np.array([w, h], np.float64)
 
 
@@ -108,14 +113,18 @@ def _scene(rng: np.random.Generator, mode: str):
         near, far = rng.uniform(5, 20), rng.uniform(40, 150)
         K2, size2 = _camera(rng)
         mid = np.sqrt(near * far)
-        direction = np.array([rng.choice([-1, 1]) * rng.uniform(0.5, 1), rng.normal(0, 0.2), rng.normal(0, 0.4)])
+        direction = np.array(
+            [rng.choice([-1, 1]) * rng.uniform(0.5, 1), rng.normal(0, 0.2), rng.normal(0, 0.4)]
+        )
         centre = direction / np.linalg.norm(direction) * mid * rng.uniform(0.05, 0.35)
         target = np.array([rng.normal(0, 0.1), rng.normal(0, 0.1), 1.0]) * mid
     else:
         near, far = rng.uniform(0.4, 1.2), rng.uniform(2.5, 6)
         K2, size2 = K1, size1
         mid = np.sqrt(near * far)
-        direction = np.array([rng.normal(0, 0.3), rng.normal(0, 0.15), 1.0]) * rng.choice([-1, 1], p=[0.2, 0.8])
+        direction = np.array([rng.normal(0, 0.3), rng.normal(0, 0.15), 1.0]) * rng.choice(
+            [-1, 1], p=[0.2, 0.8]
+        )
         centre = direction / np.linalg.norm(direction) * rng.uniform(0.1, 0.5)
         target = centre + np.array([rng.normal(0, 0.25), rng.normal(0, 0.1), 1.0]) * mid
     R = rotation(np.array([0.0, 0.0, 1.0]), np.deg2rad(rng.normal(0, 3))) @ _look_at(centre, target)
@@ -133,7 +142,9 @@ def _planes(rng: np.random.Generator, size: np.ndarray, near: float, far: float)
     slope = rng.normal(0, 0.4, (k, 2)) * inv[:, None]
 
     def depth(uv: np.ndarray) -> np.ndarray:
-        cell = ((sites ** 2).sum(1)[None] - 2 * uv @ sites.T).argmin(1)  # nearest site (|uv|² is common)
+        cell = ((sites**2).sum(1)[None] - 2 * uv @ sites.T).argmin(
+            1
+        )  # nearest site (|uv|² is common)
         d = 1 / np.maximum(inv[cell] + (slope[cell] * (uv / (size - 1) - 0.5)).sum(1), 1 / far)
         return np.clip(d, near, far)
 
@@ -179,8 +190,9 @@ def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t
     return None
 
 
-def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int = 2000,
-                  side_info: bool = False) -> dict[str, torch.Tensor]:
+def generate_pair(
+    seed: int, index: int, mode: str = "mixed", num_matches: int = 2000, side_info: bool = False
+) -> dict[str, torch.Tensor]:
     """One synthetic pair as a corrnet sample dictionary (N = ``num_matches``)."""
     _check_args(mode, num_matches)
     rng = np.random.default_rng([seed, index])
@@ -189,14 +201,19 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     for _ in range(SCENE_ATTEMPTS):  # a rare scene whose cameras hardly overlap is drawn again
         K1, size1, K2, size2, R, t, near, far = _scene(rng, mode)
         lo, hi = INLIER_RATIO[mode]
-        n_in = max(MIN_MATCHES, int(round(np.exp(rng.uniform(np.log(lo), np.log(hi))) * num_matches)))
-        kind = np.concatenate([np.zeros(n_in, int),
-                               1 + rng.choice(4, num_matches - n_in, p=OUTLIER_KINDS)])
+        n_in = max(
+            MIN_MATCHES, int(round(np.exp(rng.uniform(np.log(lo), np.log(hi))) * num_matches))
+        )
+        kind = np.concatenate(
+            [np.zeros(n_in, int), 1 + rng.choice(4, num_matches - n_in, p=OUTLIER_KINDS)]
+        )
         points = _visible_points(rng, num_matches, K1, size1, K2, size2, R, t, near, far)
         if points is not None:
             break
     else:
-        raise RuntimeError(f"synthetic pair ({seed}, {index}): no overlapping scene in {SCENE_ATTEMPTS} draws")
+        raise RuntimeError(
+            f"synthetic pair ({seed}, {index}): no overlapping scene in {SCENE_ATTEMPTS} draws"
+        )
     uv1, uv2, X1 = points
     sigma = rng.uniform(0.5, 1.5)
     uv1 = uv1 + rng.normal(0, sigma, uv1.shape)
@@ -207,7 +224,9 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     # near misses
     near_miss = kind == 2
     angle = rng.uniform(0, 2 * np.pi, near_miss.sum())
-    uv2[near_miss] += rng.uniform(10, 60, near_miss.sum())[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+    uv2[near_miss] += rng.uniform(10, 60, near_miss.sum())[:, None] * np.stack(
+        [np.cos(angle), np.sin(angle)], 1
+    )
     # a wrong motion: the true points seen by a perturbed second camera
     wrong = kind == 3
     R_w = _random_rotation(rng, 0, 15) @ R
@@ -227,7 +246,7 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     # uniform outliers end on hubs: image-2 points that are the nearest neighbour of many
     uniform = kind == 1
     if uniform.any():
-        hubs = uv2[uniform][:max(1, int(rng.uniform(*HUBS) * uniform.sum()))]
+        hubs = uv2[uniform][: max(1, int(rng.uniform(*HUBS) * uniform.sum()))]
         uv2[uniform] = hubs[rng.integers(len(hubs), size=int(uniform.sum()))]
     uv1 = np.clip(uv1, 0, size1 - 1)
     uv2 = np.clip(uv2, 0, size2 - 1)
@@ -244,26 +263,52 @@ def generate_pair(seed: int, index: int, mode: str = "mixed", num_matches: int =
     exact = true_src & (rng.random(len(src)) < EXACT_COPY)
     near = true_src & ~exact
     jitter = rng.normal(0, 1, (len(src), 2)) * rng.uniform(0.5, 3.0)
-    uv1[sat] = np.clip(np.where(true_src[:, None], uv1[src] + jitter * near[:, None],
-                                uv1[rng.integers(num_matches, size=len(src))] + jitter), 0, size1 - 1)
+    uv1[sat] = np.clip(
+        np.where(
+            true_src[:, None],
+            uv1[src] + jitter * near[:, None],
+            uv1[rng.integers(num_matches, size=len(src))] + jitter,
+        ),
+        0,
+        size1 - 1,
+    )
     uv2[sat] = uv2[src]
     hub_ratio = rng.beta(*RATIO_BETA[1], len(src))
-    ratios[sat] = np.where(exact, ratios[src],
-                           np.where(near, np.clip(ratios[src] + rng.normal(0, 0.03, len(src)), 0, 1), hub_ratio))
+    ratios[sat] = np.where(
+        exact,
+        ratios[src],
+        np.where(near, np.clip(ratios[src] + rng.normal(0, 0.03, len(src)), 0, 1), hub_ratio),
+    )
     fresh = rng.random(len(src)) < np.where(true_src, MUTUAL_P[0], MUTUAL_P[1])
     mutuals[sat] = np.where(exact, mutuals[src], fresh)  # copies in image 2 too: may be mutual
     order = rng.permutation(num_matches)
     xs = normalized_matches(uv1, uv2, K1, K2)[order]
     t_unit = t / np.linalg.norm(t)
-    return make_sample(xs, episym(xs, R, t_unit), R, t_unit, ratios[order], mutuals[order],
-                       K1, K2, index, side_info)
+    return make_sample(
+        xs,
+        episym(xs, R, t_unit),
+        R,
+        t_unit,
+        ratios[order],
+        mutuals[order],
+        K1,
+        K2,
+        index,
+        side_info,
+    )
 
 
 class SyntheticPairs(Dataset):
     """``length`` synthetic pairs; item i is ``generate_pair(seed, i, mode, num_matches, side_info)``."""
 
-    def __init__(self, length: int, seed: int = 0, mode: str = "mixed", num_matches: int = 2000,
-                 side_info: bool = False) -> None:
+    def __init__(
+        self,
+        length: int,
+        seed: int = 0,
+        mode: str = "mixed",
+        num_matches: int = 2000,
+        side_info: bool = False,
+    ) -> None:
         _check_args(mode, num_matches)
         if length < 0:
             raise ValueError(f"length: expected a non-negative number, got {length}")
@@ -279,8 +324,9 @@ class SyntheticPairs(Dataset):
         return generate_pair(self.seed, index, self.mode, self.num_matches, self.side_info)
 
 
-def write_synthetic(out: str | Path, pairs: int, seed: int = 0, mode: str = "mixed",
-                    num_matches: int = 2000) -> int:
+def write_synthetic(
+    out: str | Path, pairs: int, seed: int = 0, mode: str = "mixed", num_matches: int = 2000
+) -> int:
     """Dump ``pairs`` (at least 1) synthetic pairs to ``out`` in OANet's HDF5 layout (atomic)."""
     if pairs < 1:
         raise ValueError(f"pairs: expected at least 1 pair, got {pairs}")

@@ -68,7 +68,7 @@ def _room_mesh(size: np.ndarray, parts: list[Furniture]):
 
     mesh = o3d.geometry.TriangleMesh()
     wall = 0.05
-    for axis in range(3):          # two slabs per axis: walls, floor and ceiling
+    for axis in range(3):  # two slabs per axis: walls, floor and ceiling
         extent = size.copy() + 2 * wall
         extent[axis] = wall
         for side in (-wall, size[axis]):
@@ -79,14 +79,20 @@ def _room_mesh(size: np.ndarray, parts: list[Furniture]):
     for kind, base, sizes in parts:
         if kind == "box":
             dims, angle = np.array(sizes[:3]), sizes[3]
-            part = o3d.geometry.TriangleMesh.create_box(*dims).translate(base - [dims[0] / 2, dims[1] / 2, 0])
+            part = o3d.geometry.TriangleMesh.create_box(*dims).translate(
+                base - [dims[0] / 2, dims[1] / 2, 0]
+            )
             part.rotate(_rotation(np.array([0.0, 0.0, 1.0]), angle), center=base)
         elif kind == "cylinder":
             r, h = sizes
-            part = o3d.geometry.TriangleMesh.create_cylinder(r, h, resolution=24).translate(base + [0, 0, h / 2])
+            part = o3d.geometry.TriangleMesh.create_cylinder(r, h, resolution=24).translate(
+                base + [0, 0, h / 2]
+            )
         else:
             (r,) = sizes
-            part = o3d.geometry.TriangleMesh.create_sphere(r, resolution=16).translate(base + [0, 0, r])
+            part = o3d.geometry.TriangleMesh.create_sphere(r, resolution=16).translate(
+                base + [0, 0, r]
+            )
         mesh += part
     return mesh
 
@@ -111,10 +117,11 @@ def _scan(scene, T: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     K = np.array([[FOCAL, 0, (WIDTH - 1) / 2], [0, FOCAL, (HEIGHT - 1) / 2], [0, 0, 1]])
     rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-        o3d.core.Tensor(K), o3d.core.Tensor(np.linalg.inv(T)), WIDTH, HEIGHT)
+        o3d.core.Tensor(K), o3d.core.Tensor(np.linalg.inv(T)), WIDTH, HEIGHT
+    )
     hit = scene.cast_rays(rays)["t_hit"].numpy()
     directions = rays.numpy()[..., 3:]
-    z = hit * (directions @ T[:3, 2])          # depth along the optical axis
+    z = hit * (directions @ T[:3, 2])  # depth along the optical axis
     z = np.where(np.isfinite(z), z, 0.0)
     z = z + rng.normal(size=z.shape) * kinect_sigma(z)
     z[rng.random(z.shape) < DROPOUT] = 0.0
@@ -129,10 +136,15 @@ def generate_pair3d(seed: int, index: int, num_matches: int = NUM_MATCHES) -> di
     rng = np.random.default_rng([seed, index])
     for _ in range(MAX_ATTEMPTS):
         size, parts = _draw_room(rng)
-        eye = np.array([rng.uniform(0.4, size[0] - 0.4), rng.uniform(0.4, size[1] - 0.4),
-                        rng.uniform(1.0, 1.8)])
+        eye = np.array(
+            [
+                rng.uniform(0.4, size[0] - 0.4),
+                rng.uniform(0.4, size[1] - 0.4),
+                rng.uniform(1.0, 1.8),
+            ]
+        )
         target = rng.uniform([0, 0, 0.2], [size[0], size[1], 1.5])
-        if np.linalg.norm(target - eye) < 1.0:     # drawn again before the room is built
+        if np.linalg.norm(target - eye) < 1.0:  # drawn again before the room is built
             continue
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(_room_mesh(size, parts)))
@@ -151,18 +163,26 @@ def generate_pair3d(seed: int, index: int, num_matches: int = NUM_MATCHES) -> di
         if share >= MIN_OVERLAP:
             pair = match_fragments(frag1, frag2, R, t, num_matches, seed=int(rng.integers(2**31)))
             return {**pair, "overlap": share, "name": f"synthetic-{seed}-{index}"}
-    raise RuntimeError(f"synthetic pair ({seed}, {index}): no overlapping views in {MAX_ATTEMPTS} draws")
+    raise RuntimeError(
+        f"synthetic pair ({seed}, {index}): no overlapping views in {MAX_ATTEMPTS} draws"
+    )
 
 
 class Synthetic3DPairs(Dataset):
     """``length`` synthetic 3-D pairs of stream ``seed`` as sample dictionaries
     (:func:`~corrnet.datasets.pairs3d.make_sample3d`), generated on access (~0.5 s a pair)."""
 
-    def __init__(self, length: int, seed: int = 0, num_matches: int = NUM_MATCHES,
-                 side_info: bool = False) -> None:
+    def __init__(
+        self, length: int, seed: int = 0, num_matches: int = NUM_MATCHES, side_info: bool = False
+    ) -> None:
         if length < 1:
             raise ValueError(f"length: expected a positive number of pairs, got {length}")
-        self.length, self.seed, self.num_matches, self.side_info = length, seed, num_matches, side_info
+        self.length, self.seed, self.num_matches, self.side_info = (
+            length,
+            seed,
+            num_matches,
+            side_info,
+        )
 
     def __len__(self) -> int:
         return self.length

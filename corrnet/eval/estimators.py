@@ -58,8 +58,9 @@ class RobustEstimator(Protocol):
     needs_intrinsics: bool
     """Whether it works in pixels (K1, K2 must be the true intrinsics, not the identity)."""
 
-    def estimate(self, x: np.ndarray, K1: np.ndarray | None = None,
-                 K2: np.ndarray | None = None) -> Pose:
+    def estimate(
+        self, x: np.ndarray, K1: np.ndarray | None = None, K2: np.ndarray | None = None
+    ) -> Pose:
         """Pose of matches x (M, 4) normalised [x1, y1, x2, y2]; K1, K2 (3, 3) pixel intrinsics."""
         ...
 
@@ -78,8 +79,9 @@ class OpenCVEstimator:
     seed: int = SEED
     needs_intrinsics: ClassVar[bool] = False
 
-    def estimate(self, x: np.ndarray, K1: np.ndarray | None = None,
-                 K2: np.ndarray | None = None) -> Pose:
+    def estimate(
+        self, x: np.ndarray, K1: np.ndarray | None = None, K2: np.ndarray | None = None
+    ) -> Pose:
         """Pose of x (M, 4) normalised; K1, K2 are not needed (the threshold is normalised)."""
         x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, 4)
         if len(x) < MIN_MATCHES:
@@ -87,8 +89,15 @@ class OpenCVEstimator:
         p1, p2 = np.ascontiguousarray(x[:, :2]), np.ascontiguousarray(x[:, 2:])
         cv2.setRNGSeed(self.seed)
         try:
-            E, mask = cv2.findEssentialMat(p1, p2, np.eye(3), method=OPENCV_METHODS[self.name],
-                                           prob=PROB, threshold=self.threshold, maxIters=MAX_ITERS)
+            E, mask = cv2.findEssentialMat(
+                p1,
+                p2,
+                np.eye(3),
+                method=OPENCV_METHODS[self.name],
+                prob=PROB,
+                threshold=self.threshold,
+                maxIters=MAX_ITERS,
+            )
         except cv2.error:  # a degenerate minimal sample can trip an assertion in its solver
             return failed(len(x))
         if E is None or mask is None or E.shape[0] < 3 or E.shape[0] % 3:
@@ -124,22 +133,35 @@ class PoseLibEstimator:
 
     def __post_init__(self) -> None:
         if not self.max_epipolar_error > 0:
-            raise ValueError(f"max_epipolar_error: expected a positive number of pixels, "
-                             f"got {self.max_epipolar_error}")
+            raise ValueError(
+                f"max_epipolar_error: expected a positive number of pixels, "
+                f"got {self.max_epipolar_error}"
+            )
 
-    def estimate(self, x: np.ndarray, K1: np.ndarray | None = None,
-                 K2: np.ndarray | None = None) -> Pose:
+    def estimate(
+        self, x: np.ndarray, K1: np.ndarray | None = None, K2: np.ndarray | None = None
+    ) -> Pose:
         """Pose of x (M, 4) normalised, in the pixels of K1, K2 (3, 3), which are required."""
         if K1 is None or K2 is None:
-            raise ValueError("poselib: expected the pixel intrinsics K1 and K2 (its threshold "
-                             "is in pixels), got None")
+            raise ValueError(
+                "poselib: expected the pixel intrinsics K1 and K2 (its threshold "
+                "is in pixels), got None"
+            )
         x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, 4)
         if len(x) < MIN_MATCHES:
             return failed(len(x))
         pose, info = poselib.estimate_relative_pose(
-            to_pixels(x[:, :2], K1), to_pixels(x[:, 2:], K2), pinhole(K1), pinhole(K2),
-            {"max_epipolar_error": self.max_epipolar_error, "seed": self.seed,
-             "progressive_sampling": self.progressive}, {})
+            to_pixels(x[:, :2], K1),
+            to_pixels(x[:, 2:], K2),
+            pinhole(K1),
+            pinhole(K2),
+            {
+                "max_epipolar_error": self.max_epipolar_error,
+                "seed": self.seed,
+                "progressive_sampling": self.progressive,
+            },
+            {},
+        )
         inliers = np.asarray(info["inliers"], bool).reshape(-1)
         t = np.asarray(pose.t, np.float64)
         if info["num_inliers"] < MIN_MATCHES or not np.linalg.norm(t) > 0:
@@ -154,20 +176,28 @@ def check_seed(seed: int) -> int:
     return seed
 
 
-def make_estimators(seed: int = SEED,
-                    poselib_threshold: float = POSELIB_THRESHOLD) -> dict[str, RobustEstimator]:
+def make_estimators(
+    seed: int = SEED, poselib_threshold: float = POSELIB_THRESHOLD
+) -> dict[str, RobustEstimator]:
     """Every robust estimator by name, each seeded with ``seed`` (PoseLib's threshold in px)."""
     check_seed(seed)
-    return {"ransac": OpenCVEstimator("ransac", seed=seed), "magsac": OpenCVEstimator("magsac", seed=seed),
-            "poselib": PoseLibEstimator(max_epipolar_error=poselib_threshold, seed=seed)}
+    return {
+        "ransac": OpenCVEstimator("ransac", seed=seed),
+        "magsac": OpenCVEstimator("magsac", seed=seed),
+        "poselib": PoseLibEstimator(max_epipolar_error=poselib_threshold, seed=seed),
+    }
 
 
 ESTIMATORS: dict[str, RobustEstimator] = make_estimators()
 """Every robust estimator by name, with the default seed and threshold."""
 
 
-def estimate_pose(x: np.ndarray, estimator: str = "ransac", K1: np.ndarray | None = None,
-                  K2: np.ndarray | None = None) -> Pose:
+def estimate_pose(
+    x: np.ndarray,
+    estimator: str = "ransac",
+    K1: np.ndarray | None = None,
+    K2: np.ndarray | None = None,
+) -> Pose:
     """Relative pose of matches x (M, 4) normalised by the estimator named ``estimator``.
 
     K1, K2 (3, 3): pixel intrinsics, needed by ``poselib``.  Returns R (3, 3), unit t (3,)

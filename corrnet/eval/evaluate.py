@@ -42,7 +42,15 @@ from tqdm import tqdm
 
 from ..datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
 from ..geometry import pose_errors
-from .estimators import ESTIMATORS, PoseJob, PoseOutcome, PoseTask, RobustEstimator, init_worker, run_job
+from .estimators import (
+    ESTIMATORS,
+    PoseJob,
+    PoseOutcome,
+    PoseTask,
+    RobustEstimator,
+    init_worker,
+    run_job,
+)
 from .predict import kept_matches, predict
 
 SUBSETS = ("corrnet", "all", "ratio")
@@ -157,8 +165,9 @@ def inlier_scores(selected: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return tp / max(int(selected.sum()), 1), tp / max(int(labels.sum()), 1)
 
 
-def run_network(sample: Mapping, predictor: Predictor,
-                outputs: Sequence[str] = ("logits", "weights")) -> tuple[dict[str, torch.Tensor], float]:
+def run_network(
+    sample: Mapping, predictor: Predictor, outputs: Sequence[str] = ("logits", "weights")
+) -> tuple[dict[str, torch.Tensor], float]:
     """The network on one pair, batch size 1, and its wall time in ms.
 
     Returns those of ``outputs`` that the predictor gives, each the pair's own row as float64
@@ -172,11 +181,15 @@ def run_network(sample: Mapping, predictor: Predictor,
     ms = (time.perf_counter() - start) * 1e3
     n = features.shape[1]
     logits, weights = out.get("logits"), out.get("weights")
-    if (logits is None or tuple(logits.shape) != (1, n)
-            or (weights is not None and tuple(weights.shape) != (1, n))):
+    if (
+        logits is None
+        or tuple(logits.shape) != (1, n)
+        or (weights is not None and tuple(weights.shape) != (1, n))
+    ):
         got = {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
-        raise ValueError(f"predictor: expected 'logits' (1, {n}) and optionally 'weights' "
-                         f"(1, {n}), got {got}")
+        raise ValueError(
+            f"predictor: expected 'logits' (1, {n}) and optionally 'weights' (1, {n}), got {got}"
+        )
     return {k: out[k][0].double().cpu() for k in outputs if k in out}, ms
 
 
@@ -191,39 +204,61 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _pose_without_ransac(pair: _Pair, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _pose_without_ransac(
+    pair: _Pair, method: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """R (3, 3), t (3,), the matches it calls inliers (N,) and the ms of :func:`predict`."""
     start = time.perf_counter()
     weights = None if pair.weights is None else pair.weights[None]
-    out = predict(pair.logits[None], torch.from_numpy(pair.xs)[None], weights=weights,
-                  robust=method == "corrnet")
+    out = predict(
+        pair.logits[None],
+        torch.from_numpy(pair.xs)[None],
+        weights=weights,
+        robust=method == "corrnet",
+    )
     ms = (time.perf_counter() - start) * 1e3
     return out.R[0].numpy(), out.t[0].numpy(), out.inliers[0].numpy(), ms
 
 
-def _result(pair: _Pair, position: int, method: str, R: np.ndarray, t: np.ndarray,
-            selected: np.ndarray, ms: float) -> PairResult:
+def _result(
+    pair: _Pair,
+    position: int,
+    method: str,
+    R: np.ndarray,
+    t: np.ndarray,
+    selected: np.ndarray,
+    ms: float,
+) -> PairResult:
     """Pose errors and inlier scores of ``method``'s R (3, 3), t (3,) and selection (N,) bool."""
-    err_R, err_t = pose_errors(torch.from_numpy(np.asarray(R, np.float64)),
-                               torch.from_numpy(np.asarray(t, np.float64)),
-                               torch.from_numpy(pair.R), torch.from_numpy(pair.t))
+    err_R, err_t = pose_errors(
+        torch.from_numpy(np.asarray(R, np.float64)),
+        torch.from_numpy(np.asarray(t, np.float64)),
+        torch.from_numpy(pair.R),
+        torch.from_numpy(pair.t),
+    )
     precision, recall = inlier_scores(selected, pair.labels)
-    return PairResult(position, pair.index, method, float(err_R), float(err_t), precision, recall,
-                      ms, selected)
+    return PairResult(
+        position, pair.index, method, float(err_R), float(err_t), precision, recall, ms, selected
+    )
 
 
-def _tasks(pair: _Pair, methods: Sequence[str],
-           estimators: Mapping[str, RobustEstimator]) -> list[PoseTask]:
+def _tasks(
+    pair: _Pair, methods: Sequence[str], estimators: Mapping[str, RobustEstimator]
+) -> list[PoseTask]:
     """The robust estimates of a pair: (method, estimator, indices of the matches it sees)."""
     subsets = {"all": np.ones(len(pair.xs), bool), "ratio": pair.ratios < RATIO_THRESHOLD}
     if pair.kept is not None:
         subsets["corrnet"] = pair.kept
-    return [(m, estimators[ROBUST[m][1]], np.flatnonzero(subsets[ROBUST[m][0]]))
-            for m in methods if m in ROBUST]
+    return [
+        (m, estimators[ROBUST[m][1]], np.flatnonzero(subsets[ROBUST[m][0]]))
+        for m in methods
+        if m in ROBUST
+    ]
 
 
-def run_pose_jobs(jobs: list[PoseJob], workers: int,
-            progress: bool) -> Iterator[tuple[int, list[PoseOutcome]]]:
+def run_pose_jobs(
+    jobs: list[PoseJob], workers: int, progress: bool
+) -> Iterator[tuple[int, list[PoseOutcome]]]:
     """run_job over jobs, in a pool of ``workers`` processes (in this process when 1)."""
     bar = dict(total=len(jobs), desc="robust estimation", disable=not progress, unit="pair")
     if workers <= 1:
@@ -241,8 +276,13 @@ def run_pose_jobs(jobs: list[PoseJob], workers: int,
         yield from tqdm(pool.imap_unordered(run_job, jobs), **bar)
 
 
-def check_methods(methods: Sequence[str] | None, predictor: Predictor | None, known: Sequence[str],
-                  network: Sequence[str], baselines: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
+def check_methods(
+    methods: Sequence[str] | None,
+    predictor: Predictor | None,
+    known: Sequence[str],
+    network: Sequence[str],
+    baselines: Sequence[str],
+) -> tuple[tuple[str, ...], list[str]]:
     """The methods to evaluate (None: all ``known``, or the ``baselines`` without predictor;
     duplicates dropped) and those of them that need the network; ValueError for an unknown
     method or a network method without predictor."""
@@ -258,8 +298,9 @@ def check_methods(methods: Sequence[str] | None, predictor: Predictor | None, kn
     return methods, needs_net
 
 
-def inputs_needed(methods: Sequence[str],
-                  estimators: Mapping[str, RobustEstimator] | None = None) -> dict[str, list[str]]:
+def inputs_needed(
+    methods: Sequence[str], estimators: Mapping[str, RobustEstimator] | None = None
+) -> dict[str, list[str]]:
     """What ``methods`` read of a pair beyond its matches and ground truth, each with the methods
     that read it: ``"ratios"`` (the ``ratio`` subset) and ``"intrinsics"`` (an estimator that
     works in pixels, :attr:`RobustEstimator.needs_intrinsics`)."""
@@ -275,8 +316,9 @@ def inputs_needed(methods: Sequence[str],
     return needs
 
 
-def check_inputs(dataset: object, methods: Sequence[str],
-                 estimators: Mapping[str, RobustEstimator] | None = None) -> None:
+def check_inputs(
+    dataset: object, methods: Sequence[str], estimators: Mapping[str, RobustEstimator] | None = None
+) -> None:
     """BadPairError (a ValueError) naming the file and the groups it lacks where one of ``methods``
     needs them, for an :class:`~corrnet.datasets.OANetPairs` (or a ``Subset`` of one; other
     datasets have every input): a missing ``ratios`` group would read as zeros (every match passes the ratio test),
@@ -286,15 +328,23 @@ def check_inputs(dataset: object, methods: Sequence[str],
         return
     groups = {"ratios": ("ratios",), "intrinsics": INTRINSICS_KEYS}
     for need, users in inputs_needed(methods, estimators).items():
-        pairs.require(groups[need], f"the {need} that {users} need; leave those methods out (--methods) "
-                                    f"or use a file that has them")
+        pairs.require(
+            groups[need],
+            f"the {need} that {users} need; leave those methods out (--methods) "
+            f"or use a file that has them",
+        )
 
 
-def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
-             methods: Sequence[str] | None = None, workers: int | None = None,
-             progress: bool = True, dataset: str = "",
-             network_threads: int | None = NETWORK_THREADS,
-             estimators: Mapping[str, RobustEstimator] | None = None) -> EvalResult:
+def evaluate(
+    samples: Iterable[Mapping],
+    predictor: Predictor | None = None,
+    methods: Sequence[str] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    dataset: str = "",
+    network_threads: int | None = NETWORK_THREADS,
+    estimators: Mapping[str, RobustEstimator] | None = None,
+) -> EvalResult:
     """Evaluate ``methods`` on every sample (see the module docstring).
 
     Args:
@@ -316,15 +366,27 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
     pairs: list[_Pair] = []
     results: list[PairResult] = []
     total = len(samples) if isinstance(samples, Sized) else None
-    if total is not None and hasattr(samples, "__getitem__"):   # a Dataset: iterate by index
+    if total is not None and hasattr(samples, "__getitem__"):  # a Dataset: iterate by index
         samples = map(samples.__getitem__, range(total))
     with torch_threads(network_threads):
-        for sample in tqdm(samples, total=total, desc="network" if needs_net else "reading",
-                           disable=not progress, unit="pair"):
+        for sample in tqdm(
+            samples,
+            total=total,
+            desc="network" if needs_net else "reading",
+            disable=not progress,
+            unit="pair",
+        ):
             f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
-            pair = _Pair(int(sample["index"]), f64("xs").reshape(-1, 4), f64("labels").reshape(-1) > 0.5,
-                         f64("ratios").reshape(-1), f64("R").reshape(3, 3), f64("t").reshape(3),
-                         f64("K1").reshape(3, 3), f64("K2").reshape(3, 3))
+            pair = _Pair(
+                int(sample["index"]),
+                f64("xs").reshape(-1, 4),
+                f64("labels").reshape(-1) > 0.5,
+                f64("ratios").reshape(-1),
+                f64("R").reshape(3, 3),
+                f64("t").reshape(3),
+                f64("K1").reshape(3, 3),
+                f64("K2").reshape(3, 3),
+            )
             if needs_net:
                 net, pair.network_ms = run_network(sample, predictor)
                 pair.logits, pair.weights = net["logits"], net.get("weights")
@@ -332,8 +394,9 @@ def evaluate(samples: Iterable[Mapping], predictor: Predictor | None = None,
             for method in POSE_METHODS:
                 if method in methods:
                     R, t, selected, ms = _pose_without_ransac(pair, method)
-                    results.append(_result(pair, len(pairs), method, R, t, selected,
-                                           pair.network_ms + ms))
+                    results.append(
+                        _result(pair, len(pairs), method, R, t, selected, pair.network_ms + ms)
+                    )
             pairs.append(pair)
     if not pairs:
         raise ValueError("samples: no pairs to evaluate")

@@ -33,8 +33,9 @@ def accuracy_below(errors: Sequence[float] | np.ndarray, threshold_deg: float) -
     return float((_errors(errors) < threshold_deg).mean())
 
 
-def oanet_map(errors: Sequence[float] | np.ndarray,
-              thresholds: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
+def oanet_map(
+    errors: Sequence[float] | np.ndarray, thresholds: Sequence[int] = (5, 10, 20)
+) -> dict[str, float]:
     """OANet's "mAP": for each threshold T, the mean of the accuracies at 5°, 10°, ..., T.
 
     Returns ``{"mAP5": ..., "mAP10": ..., "mAP20": ...}`` as fractions in [0, 1].
@@ -43,13 +44,16 @@ def oanet_map(errors: Sequence[float] | np.ndarray,
     out = {}
     for T in thresholds:
         if T <= 0 or T % 5:
-            raise ValueError(f"thresholds: OANet's mAP is defined on 5° steps (5, 10, ...), got {T}")
+            raise ValueError(
+                f"thresholds: OANet's mAP is defined on 5° steps (5, 10, ...), got {T}"
+            )
         out[f"mAP{T}"] = float(np.mean([(e < s).mean() for s in range(5, T + 1, 5)]))
     return out
 
 
-def pose_auc(errors: Sequence[float] | np.ndarray,
-             thresholds: Sequence[float] = (5, 10, 20)) -> dict[str, float]:
+def pose_auc(
+    errors: Sequence[float] | np.ndarray, thresholds: Sequence[float] = (5, 10, 20)
+) -> dict[str, float]:
     """Area under the recall-vs-error curve up to each threshold, divided by it.
 
     The curve joins (0, 0) and the points (eᵢ, i/n) of the sorted errors by straight lines and

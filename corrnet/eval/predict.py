@@ -40,9 +40,15 @@ import torch
 
 from ..geometry import recover_pose, weighted_eight_point
 from ..geometry.checks import as_tensor
-from ..geometry.robust import (DEFAULT_ITERATIONS, DEFAULT_KERNEL, DEFAULT_REFINE_STEPS,
-                               DEFAULT_SCALES, DEFAULT_STARTS, project_essential,
-                               robust_eight_point)
+from ..geometry.robust import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_KERNEL,
+    DEFAULT_REFINE_STEPS,
+    DEFAULT_SCALES,
+    DEFAULT_STARTS,
+    project_essential,
+    robust_eight_point,
+)
 
 FALLBACK_TOP_K = 8
 MIN_WEIGHT = 1e-3
@@ -68,15 +74,18 @@ class Prediction:
     inliers: torch.Tensor
 
 
-def kept_matches(logits: torch.Tensor, mask: torch.Tensor | None = None,
-                 at_least: int = FALLBACK_TOP_K) -> torch.Tensor:
+def kept_matches(
+    logits: torch.Tensor, mask: torch.Tensor | None = None, at_least: int = FALLBACK_TOP_K
+) -> torch.Tensor:
     """Matches the network keeps: logit > 0, or the ``at_least`` best when fewer are positive
     (default :data:`FALLBACK_TOP_K`; ties broken by index).  (B, N) -> (B, N) bool.
 
     ``mask`` (B, N) bool marks the valid matches (padding False); only those are kept.
     """
     logits = torch.as_tensor(logits)
-    valid = torch.ones_like(logits, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
+    valid = (
+        torch.ones_like(logits, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
+    )
     kept = (logits > 0) & valid
     ranked = torch.where(valid, logits.double(), -torch.inf)
     top = torch.argsort(-ranked, dim=-1, stable=True)[..., :at_least]
@@ -85,11 +94,18 @@ def kept_matches(logits: torch.Tensor, mask: torch.Tensor | None = None,
     return torch.where(few, fallback, kept)
 
 
-def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = None,
-            weights: torch.Tensor | None = None, robust: bool = True, scales: tuple[float, ...] = DEFAULT_SCALES,
-            kernel: str = DEFAULT_KERNEL, iterations: int = DEFAULT_ITERATIONS,
-            starts: tuple[int | None, ...] = DEFAULT_STARTS,
-            refine_steps: int = DEFAULT_REFINE_STEPS) -> Prediction:
+def predict(
+    logits: torch.Tensor,
+    xs: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    robust: bool = True,
+    scales: tuple[float, ...] = DEFAULT_SCALES,
+    kernel: str = DEFAULT_KERNEL,
+    iterations: int = DEFAULT_ITERATIONS,
+    starts: tuple[int | None, ...] = DEFAULT_STARTS,
+    refine_steps: int = DEFAULT_REFINE_STEPS,
+) -> Prediction:
     """Kept matches, E and pose of B pairs from the network's logits (module docstring).
 
     Args:
@@ -106,8 +122,10 @@ def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = 
     logits = as_tensor("logits", logits, (None,), "(B, N)").double()
     xs = as_tensor("xs", xs, (None, 4), "(B, N, 4)").double()
     if logits.ndim != 2 or xs.ndim != 3 or xs.shape[:2] != logits.shape:
-        raise ValueError(f"logits, xs: expected (B, N) and (B, N, 4), got {tuple(logits.shape)} "
-                         f"and {tuple(xs.shape)}")
+        raise ValueError(
+            f"logits, xs: expected (B, N) and (B, N, 4), got {tuple(logits.shape)} "
+            f"and {tuple(xs.shape)}"
+        )
     if mask is not None and tuple(mask.shape) != tuple(logits.shape):
         raise ValueError(f"mask: expected shape {tuple(logits.shape)}, got {tuple(mask.shape)}")
     kept = kept_matches(logits, mask)
@@ -116,18 +134,27 @@ def predict(logits: torch.Tensor, xs: torch.Tensor, mask: torch.Tensor | None = 
     else:
         weights = as_tensor("weights", weights, (None,), "(B, N)").double()
         if weights.shape != logits.shape:
-            raise ValueError(f"weights: expected shape {tuple(logits.shape)}, got {tuple(weights.shape)}")
+            raise ValueError(
+                f"weights: expected shape {tuple(logits.shape)}, got {tuple(weights.shape)}"
+            )
     weights = torch.where(kept, weights.clamp_min(MIN_WEIGHT), 0.0)
     # only the kept matches carry weight: solve on them (padded to the batch's largest count)
     m = max(int(kept.sum(-1).max()), 1)
-    index = torch.argsort(-weights, dim=-1, stable=True)[:, :m]   # ties: in input order
+    index = torch.argsort(-weights, dim=-1, stable=True)[:, :m]  # ties: in input order
     x_kept, w_kept = xs.gather(1, index[..., None].expand(-1, -1, 4)), weights.gather(1, index)
-    slot = torch.arange(m, device=xs.device) < kept.sum(-1, keepdim=True)   # a pair's own kept matches
+    slot = torch.arange(m, device=xs.device) < kept.sum(
+        -1, keepdim=True
+    )  # a pair's own kept matches
     if robust:
-        fit = robust_eight_point(x_kept, w_kept, scales, kernel, iterations, starts, refine_steps, slot)
+        fit = robust_eight_point(
+            x_kept, w_kept, scales, kernel, iterations, starts, refine_steps, slot
+        )
         E, inliers = fit.E, torch.zeros_like(kept).scatter(1, index, fit.inliers)
         weights = torch.zeros_like(weights).scatter(1, index, fit.weights)
     else:
-        E, inliers = project_essential(weighted_eight_point(x_kept, w_kept, validate=False, mask=slot)), kept
+        E, inliers = (
+            project_essential(weighted_eight_point(x_kept, w_kept, validate=False, mask=slot)),
+            kept,
+        )
     R, t, _ = recover_pose(E, xs, inliers)
     return Prediction(logits, kept, weights, E, R, t, inliers)

@@ -40,8 +40,15 @@ from tqdm import tqdm
 
 from ..datasets.pairs3d import INLIER_THRESHOLD, residuals
 from ..geometry.rigid import registration_errors
-from .evaluate import (NETWORK_THREADS, MethodResults, Predictor, check_methods, inlier_scores,
-                       run_network, torch_threads)
+from .evaluate import (
+    NETWORK_THREADS,
+    MethodResults,
+    Predictor,
+    check_methods,
+    inlier_scores,
+    run_network,
+    torch_threads,
+)
 from .predict import FALLBACK_TOP_K, kept_matches
 
 METHODS = ("corrnet", "corrnet+ransac", "ransac", "fgr")
@@ -94,8 +101,14 @@ def _clouds(xs: np.ndarray, subset: np.ndarray):
 
     vec = o3d.utility.Vector3dVector
     chosen = xs[subset]
-    corres = o3d.utility.Vector2iVector(np.repeat(np.arange(len(chosen), dtype=np.int32)[:, None], 2, 1))
-    return o3d.geometry.PointCloud(vec(chosen[:, :3])), o3d.geometry.PointCloud(vec(chosen[:, 3:])), corres
+    corres = o3d.utility.Vector2iVector(
+        np.repeat(np.arange(len(chosen), dtype=np.int32)[:, None], 2, 1)
+    )
+    return (
+        o3d.geometry.PointCloud(vec(chosen[:, :3])),
+        o3d.geometry.PointCloud(vec(chosen[:, 3:])),
+        corres,
+    )
 
 
 def open3d_ransac(xs: np.ndarray, subset: np.ndarray) -> np.ndarray:
@@ -106,10 +119,18 @@ def open3d_ransac(xs: np.ndarray, subset: np.ndarray) -> np.ndarray:
     source, target, corres = _clouds(xs, subset)
     o3d.utility.random.seed(RANSAC_SEED)
     result = reg.registration_ransac_based_on_correspondence(
-        source, target, corres, RANSAC_DISTANCE, reg.TransformationEstimationPointToPoint(False), 3,
-        [reg.CorrespondenceCheckerBasedOnEdgeLength(EDGE_LENGTH_SIMILARITY),
-         reg.CorrespondenceCheckerBasedOnDistance(RANSAC_DISTANCE)],
-        reg.RANSACConvergenceCriteria(RANSAC_MAX_ITERATION, RANSAC_CONFIDENCE))
+        source,
+        target,
+        corres,
+        RANSAC_DISTANCE,
+        reg.TransformationEstimationPointToPoint(False),
+        3,
+        [
+            reg.CorrespondenceCheckerBasedOnEdgeLength(EDGE_LENGTH_SIMILARITY),
+            reg.CorrespondenceCheckerBasedOnDistance(RANSAC_DISTANCE),
+        ],
+        reg.RANSACConvergenceCriteria(RANSAC_MAX_ITERATION, RANSAC_CONFIDENCE),
+    )
     return np.asarray(result.transformation)
 
 
@@ -120,24 +141,54 @@ def open3d_fgr(xs: np.ndarray, subset: np.ndarray) -> np.ndarray:
     reg = o3d.pipelines.registration
     source, target, corres = _clouds(xs, subset)
     option = reg.FastGlobalRegistrationOption(maximum_correspondence_distance=RANSAC_DISTANCE)
-    return np.asarray(reg.registration_fgr_based_on_correspondence(source, target, corres, option).transformation)
+    return np.asarray(
+        reg.registration_fgr_based_on_correspondence(source, target, corres, option).transformation
+    )
 
 
 ESTIMATORS = {"ransac": open3d_ransac, "fgr": open3d_fgr}
 
 
-def _result(position: int, sample: Mapping, method: str, R: np.ndarray, t: np.ndarray,
-            selected: np.ndarray, ms: float) -> RegResult:
-    err_R, err_t, ok = registration_errors(torch.from_numpy(np.array(R)), torch.from_numpy(np.array(t)),
-                                           torch.as_tensor(sample["R"]), torch.as_tensor(sample["t"]))
+def _result(
+    position: int,
+    sample: Mapping,
+    method: str,
+    R: np.ndarray,
+    t: np.ndarray,
+    selected: np.ndarray,
+    ms: float,
+) -> RegResult:
+    err_R, err_t, ok = registration_errors(
+        torch.from_numpy(np.array(R)),
+        torch.from_numpy(np.array(t)),
+        torch.as_tensor(sample["R"]),
+        torch.as_tensor(sample["t"]),
+    )
     precision, recall = inlier_scores(selected, np.asarray(sample["labels"]) > 0.5)
-    return RegResult(position, int(sample["index"]), method, float(err_R), float(err_t), bool(ok),
-                     precision, recall, ms, R, t, selected)
+    return RegResult(
+        position,
+        int(sample["index"]),
+        method,
+        float(err_R),
+        float(err_t),
+        bool(ok),
+        precision,
+        recall,
+        ms,
+        R,
+        t,
+        selected,
+    )
 
 
-def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | None = None,
-                          methods: Sequence[str] | None = None, progress: bool = True,
-                          dataset: str = "", candidates: int = RANSAC_CANDIDATES) -> RegEvalResult:
+def evaluate_registration(
+    samples: Sequence[Mapping],
+    predictor: Predictor | None = None,
+    methods: Sequence[str] | None = None,
+    progress: bool = True,
+    dataset: str = "",
+    candidates: int = RANSAC_CANDIDATES,
+) -> RegEvalResult:
     """Evaluate ``methods`` (default: all, or the baselines without predictor) on 3-D samples.
 
     samples: a Dataset of 3-D sample dictionaries (:class:`corrnet.datasets.pairs3d.Pairs3D`);
@@ -152,20 +203,33 @@ def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | Non
     kept, candidate, network_ms = None, None, 0.0
     at_least = max(candidates, FALLBACK_TOP_K)
     with torch_threads(NETWORK_THREADS):
-        for position in tqdm(range(len(samples)), desc="registration", disable=not progress, unit="pair"):
+        for position in tqdm(
+            range(len(samples)), desc="registration", disable=not progress, unit="pair"
+        ):
             sample = samples[position]
             xs = np.asarray(sample["xs"], np.float64)
             everything = np.arange(len(xs))
             if needs_net:
                 net, network_ms = run_network(sample, predictor, ("logits", "R", "t"))
                 if "R" not in net:
-                    raise ValueError("predictor: expected a rigid network (outputs 'R', 't'); this one "
-                                     "is two-view (model.net.geometry two_view)")
+                    raise ValueError(
+                        "predictor: expected a rigid network (outputs 'R', 't'); this one "
+                        "is two-view (model.net.geometry two_view)"
+                    )
                 kept = kept_matches(net["logits"][None])[0].numpy()
                 candidate = kept_matches(net["logits"][None], at_least=at_least)[0].numpy()
                 if "corrnet" in methods:
-                    results.append(_result(position, sample, "corrnet", net["R"].numpy(), net["t"].numpy(),
-                                           kept, network_ms))
+                    results.append(
+                        _result(
+                            position,
+                            sample,
+                            "corrnet",
+                            net["R"].numpy(),
+                            net["t"].numpy(),
+                            kept,
+                            network_ms,
+                        )
+                    )
             for method in methods:
                 if method == "corrnet":
                     continue
@@ -173,15 +237,24 @@ def evaluate_registration(samples: Sequence[Mapping], predictor: Predictor | Non
                 estimator = ESTIMATORS["fgr" if method == "fgr" else "ransac"]
                 start = time.perf_counter()
                 T = estimator(xs, subset)
-                ms = (time.perf_counter() - start) * 1e3 + (network_ms if method in NETWORK_METHODS else 0.0)
+                ms = (time.perf_counter() - start) * 1e3 + (
+                    network_ms if method in NETWORK_METHODS else 0.0
+                )
                 selected = np.zeros(len(xs), bool)
                 selected[subset] = residuals(xs[subset], T[:3, :3], T[:3, 3]) < RANSAC_DISTANCE
                 results.append(_result(position, sample, method, T[:3, :3], T[:3, 3], selected, ms))
     return RegEvalResult(dataset, methods, len(samples), results)
 
 
-COLUMNS = ("registration_recall", "rotation_error_deg", "translation_error_cm", "precision",
-           "recall", "f1", "ms_per_pair")
+COLUMNS = (
+    "registration_recall",
+    "rotation_error_deg",
+    "translation_error_cm",
+    "precision",
+    "recall",
+    "f1",
+    "ms_per_pair",
+)
 
 
 def summarize_registration(result: RegEvalResult) -> dict:
@@ -205,8 +278,14 @@ def summarize_registration(result: RegEvalResult) -> dict:
             "registration_recall": len(good) / len(rows),
             "rotation_error_deg": float(np.mean([r.err_R for r in good])) if good else None,
             "translation_error_cm": float(100 * np.mean([r.err_t for r in good])) if good else None,
-            "precision": precision, "recall": recall,
+            "precision": precision,
+            "recall": recall,
             "f1": 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0,
             "ms_per_pair": float(np.mean([r.ms for r in rows])),
         }
-    return {"dataset": result.dataset, "pairs": result.pairs, "kind": "registration", "methods": methods}
+    return {
+        "dataset": result.dataset,
+        "pairs": result.pairs,
+        "kind": "registration",
+        "methods": methods,
+    }

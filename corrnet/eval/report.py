@@ -36,8 +36,18 @@ from .registration import COLUMNS as REGISTRATION_COLUMNS
 from .registration import RegEvalResult, summarize_registration
 
 REPORT_FILES = ("report.json", "report.md", "per_pair.csv")
-COLUMNS = ("mAP5", "mAP10", "mAP20", "auc5", "auc10", "auc20", "precision", "recall", "f1",
-           "ms_per_pair")
+COLUMNS = (
+    "mAP5",
+    "mAP10",
+    "mAP20",
+    "auc5",
+    "auc10",
+    "auc20",
+    "precision",
+    "recall",
+    "f1",
+    "ms_per_pair",
+)
 
 
 def summarize(result: EvalResult) -> dict:
@@ -49,7 +59,10 @@ def summarize(result: EvalResult) -> dict:
         recall = float(np.mean([r.recall for r in rows]))
         errors = [r.err for r in rows]
         methods[method] = {
-            **oanet_map(errors), **pose_auc(errors), "precision": precision, "recall": recall,
+            **oanet_map(errors),
+            **pose_auc(errors),
+            "precision": precision,
+            "recall": recall,
             "f1": 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0,
             "ms_per_pair": float(np.mean([r.ms for r in rows])),
         }
@@ -71,43 +84,73 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     precision, recall, F1 in %, errors in degrees and cm)."""
     columns = REGISTRATION_COLUMNS if summary.get("kind") == "registration" else COLUMNS
     header = ["method", *(c if c in UNSCALED else f"{c} %" for c in columns)]
-    rows = [[name, *(_cell(c, m.get(c)) for c in columns)] for name, m in summary["methods"].items()]
+    rows = [
+        [name, *(_cell(c, m.get(c)) for c in columns)] for name, m in summary["methods"].items()
+    ]
     if markdown:
         lines = [header, ["---"] + ["---:"] * len(columns), *rows]
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
-    fmt = lambda line: "  ".join(s.ljust(w) if i == 0 else s.rjust(w)  # noqa: E731
-                                 for i, (s, w) in enumerate(zip(line, widths)))
+    fmt = lambda line: "  ".join(
+        s.ljust(w) if i == 0 else s.rjust(w)
+        for i, (s, w) in enumerate(zip(line, widths))
+    )
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 
 
 def _markdown(summary: dict) -> str:
     if summary.get("kind") == "registration":
-        return (f"# Registration: {summary['dataset']}\n\n{summary['pairs']} pairs. A pair is registered "
-                f"when its rotation error is < 15° and its translation error < 30 cm (3DMatch, as "
-                f"PointDSC reports); errors are means over the registered pairs. Recall, precision, "
-                f"recall and F1 in %, time in ms per pair.\n\n{format_table(summary, markdown=True)}\n")
-    return (f"# Relative pose: {summary['dataset']}\n\n{summary['pairs']} pairs. mAP = OANet's mean "
-            f"of accuracies at 5° steps; auc = area under the error curve (SuperGlue). "
-            f"Accuracies, precision, recall and F1 in %, time in ms per pair.\n\n"
-            f"{format_table(summary, markdown=True)}\n")
+        return (
+            f"# Registration: {summary['dataset']}\n\n{summary['pairs']} pairs. A pair is registered "
+            f"when its rotation error is < 15° and its translation error < 30 cm (3DMatch, as "
+            f"PointDSC reports); errors are means over the registered pairs. Recall, precision, "
+            f"recall and F1 in %, time in ms per pair.\n\n{format_table(summary, markdown=True)}\n"
+        )
+    return (
+        f"# Relative pose: {summary['dataset']}\n\n{summary['pairs']} pairs. mAP = OANet's mean "
+        f"of accuracies at 5° steps; auc = area under the error curve (SuperGlue). "
+        f"Accuracies, precision, recall and F1 in %, time in ms per pair.\n\n"
+        f"{format_table(summary, markdown=True)}\n"
+    )
 
 
 def _csv(result: EvalResult | RegEvalResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if isinstance(result, RegEvalResult):
-        writer.writerow(["pair", "method", "err_R", "err_t", "success", "precision", "recall", "ms"])
+        writer.writerow(
+            ["pair", "method", "err_R", "err_t", "success", "precision", "recall", "ms"]
+        )
         for method in result.methods:
             for r in result.of(method):
-                writer.writerow([r.index, method, f"{r.err_R:.6g}", f"{r.err_t:.6g}", int(r.success),
-                                 f"{r.precision:.6g}", f"{r.recall:.6g}", f"{r.ms:.4g}"])
+                writer.writerow(
+                    [
+                        r.index,
+                        method,
+                        f"{r.err_R:.6g}",
+                        f"{r.err_t:.6g}",
+                        int(r.success),
+                        f"{r.precision:.6g}",
+                        f"{r.recall:.6g}",
+                        f"{r.ms:.4g}",
+                    ]
+                )
         return buffer.getvalue()
     writer.writerow(["pair", "method", "err_R", "err_t", "err", "precision", "recall", "ms"])
     for method in result.methods:
         for r in result.of(method):
-            writer.writerow([r.index, method, f"{r.err_R:.6g}", f"{r.err_t:.6g}", f"{r.err:.6g}",
-                             f"{r.precision:.6g}", f"{r.recall:.6g}", f"{r.ms:.4g}"])
+            writer.writerow(
+                [
+                    r.index,
+                    method,
+                    f"{r.err_R:.6g}",
+                    f"{r.err_t:.6g}",
+                    f"{r.err:.6g}",
+                    f"{r.precision:.6g}",
+                    f"{r.recall:.6g}",
+                    f"{r.ms:.4g}",
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -123,8 +166,10 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
         raise FileExistsError(f"{out}: exists and is not a folder")
     existing = _report_files_in(out)
     if existing and not overwrite:
-        raise FileExistsError(f"{out}: already holds a report ({', '.join(existing)}); choose "
-                              f"another folder or pass --overwrite")
+        raise FileExistsError(
+            f"{out}: already holds a report ({', '.join(existing)}); choose "
+            f"another folder or pass --overwrite"
+        )
     return out
 
 
@@ -138,16 +183,22 @@ def fresh_dir(base: str | os.PathLike) -> Path:
     return candidate
 
 
-def write_report(result: EvalResult | RegEvalResult, out: str | os.PathLike,
-                 overwrite: bool = False) -> dict:
+def write_report(
+    result: EvalResult | RegEvalResult, out: str | os.PathLike, overwrite: bool = False
+) -> dict:
     """Write report.json, report.md and per_pair.csv into ``out``; return the summary.
 
     Raises FileExistsError when ``out`` already holds a report and ``overwrite`` is False.
     """
     out = check_out_dir(out, overwrite)
-    summary = summarize_registration(result) if isinstance(result, RegEvalResult) else summarize(result)
-    for name, text in (("per_pair.csv", _csv(result)), ("report.md", _markdown(summary)),
-                       ("report.json", json.dumps(summary, indent=2) + "\n")):
-        with atomic_path(out / name) as tmp:   # creates out if needed
+    summary = (
+        summarize_registration(result) if isinstance(result, RegEvalResult) else summarize(result)
+    )
+    for name, text in (
+        ("per_pair.csv", _csv(result)),
+        ("report.md", _markdown(summary)),
+        ("report.json", json.dumps(summary, indent=2) + "\n"),
+    ):
+        with atomic_path(out / name) as tmp:  # creates out if needed
             tmp.write_text(text, encoding="utf-8")
     return summary

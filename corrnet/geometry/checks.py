@@ -6,8 +6,13 @@ import numpy as np
 import torch
 
 
-def as_tensor(name: str, x: torch.Tensor | np.ndarray, trailing: tuple[int | None, ...],
-              expected: str, finite: bool = True) -> torch.Tensor:
+def as_tensor(
+    name: str,
+    x: torch.Tensor | np.ndarray,
+    trailing: tuple[int | None, ...],
+    expected: str,
+    finite: bool = True,
+) -> torch.Tensor:
     """Return ``x`` as a floating tensor after checking its trailing dimensions.
 
     Args:
@@ -24,7 +29,7 @@ def as_tensor(name: str, x: torch.Tensor | np.ndarray, trailing: tuple[int | Non
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     n = len(trailing)
-    if x.ndim < n or any(t is not None and s != t for s, t in zip(x.shape[x.ndim - n:], trailing)):
+    if x.ndim < n or any(t is not None and s != t for s, t in zip(x.shape[x.ndim - n :], trailing)):
         raise ValueError(f"{name}: expected shape {expected}, got {tuple(x.shape)}")
     if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: expected finite values, got NaN or inf (shape {tuple(x.shape)})")
@@ -51,8 +56,10 @@ def rotation_problem(R: np.ndarray, tol: float = ROTATION_TOLERANCE) -> str | No
         return problem
     deviation, det = float(np.abs(R @ R.T - np.eye(3)).max()), float(np.linalg.det(R))
     if deviation > tol or det <= 0:
-        return (f"expected a rotation (R Rᵀ = I within {tol:g}, det +1), got max |R Rᵀ - I| = "
-                f"{deviation:.3g}, det {det:.3g}")
+        return (
+            f"expected a rotation (R Rᵀ = I within {tol:g}, det +1), got max |R Rᵀ - I| = "
+            f"{deviation:.3g}, det {det:.3g}"
+        )
     return None
 
 

@@ -38,11 +38,11 @@ class _SmallestEigenvector(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         lam, V = ctx.saved_tensors
-        gap = lam[..., :1] - lam[..., 1:]                       # (B, 8), all <= 0
+        gap = lam[..., :1] - lam[..., 1:]  # (B, 8), all <= 0
         tol = EIGEN_GAP_TOL * lam.abs().amax(-1, keepdim=True).clamp_min(1e-300)
         inv_gap = torch.where(gap.abs() > tol, 1.0 / torch.where(gap == 0, 1.0, gap), 0.0)
-        coeff = (V[..., 1:] * grad.unsqueeze(-1)).sum(-2) * inv_gap      # (B, 8)
-        dv = V[..., 1:] @ coeff.unsqueeze(-1)                            # (B, 9, 1)
+        coeff = (V[..., 1:] * grad.unsqueeze(-1)).sum(-2) * inv_gap  # (B, 8)
+        dv = V[..., 1:] @ coeff.unsqueeze(-1)  # (B, 9, 1)
         G = dv @ V[..., :1].transpose(-1, -2)
         return 0.5 * (G + G.transpose(-1, -2))
 
@@ -57,8 +57,9 @@ def eight_point_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x2 * x1, x2 * y1, x2, y2 * x1, y2 * y1, y2, x1, y1, one], dim=-1)
 
 
-def weighted_eight_point(x: torch.Tensor, weights: torch.Tensor,
-                         validate: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_eight_point(
+    x: torch.Tensor, weights: torch.Tensor, validate: bool = True, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Essential matrix minimising Σᵢ wᵢ (x2ᵢᵀ E x1ᵢ)² subject to ‖E‖_F = 1.
 
     E is the eigenvector of XᵀWX with the smallest eigenvalue (OANet's formulation; no
@@ -80,14 +81,16 @@ def weighted_eight_point(x: torch.Tensor, weights: torch.Tensor,
         if x.ndim != 3:
             raise ValueError(f"x: expected shape (B, N, 4), got {tuple(x.shape)}")
         if weights.shape != x.shape[:2]:
-            raise ValueError(f"weights: expected shape {tuple(x.shape[:2])} (B, N) to match x, "
-                             f"got {tuple(weights.shape)}")
+            raise ValueError(
+                f"weights: expected shape {tuple(x.shape[:2])} (B, N) to match x, "
+                f"got {tuple(weights.shape)}"
+            )
         if bool((weights < 0).any()):
             raise ValueError("weights: expected non-negative values")
     out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=x.device.type, enabled=False):
         X = eight_point_rows(x.double())
         w = weights.double() + (WEIGHT_FLOOR if mask is None else WEIGHT_FLOOR * mask.double())
-        M = X.transpose(-1, -2) @ (X * w.unsqueeze(-1))                    # (B, 9, 9)
+        M = X.transpose(-1, -2) @ (X * w.unsqueeze(-1))  # (B, 9, 9)
         e = _SmallestEigenvector.apply(M)
     return e.reshape(*e.shape[:-1], 3, 3).to(out_dtype)

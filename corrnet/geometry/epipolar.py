@@ -45,8 +45,9 @@ def normalize_keypoints(kp: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return (kp - c) / f
 
 
-def epipolar_terms(x: torch.Tensor, E: torch.Tensor
-                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def epipolar_terms(
+    x: torch.Tensor, E: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Algebraic residual r = x2ᵀE x1 and the first two entries (a0, a1) of E x1 and (b0, b1)
     of Eᵀ x2, the normals of the epipolar lines in images 2 and 1; no input checks.
 
@@ -55,9 +56,9 @@ def epipolar_terms(x: torch.Tensor, E: torch.Tensor
     as fast as matmuls).
     """
     x1, y1, x2, y2 = x.unbind(-1)
-    e = E.flatten(-2).unsqueeze(-1).unbind(-2)                   # nine (..., 1)
-    a0, a1 = e[0] * x1 + e[1] * y1 + e[2], e[3] * x1 + e[4] * y1 + e[5]   # E x1
-    b0, b1 = e[0] * x2 + e[3] * y2 + e[6], e[1] * x2 + e[4] * y2 + e[7]   # Eᵀ x2
+    e = E.flatten(-2).unsqueeze(-1).unbind(-2)  # nine (..., 1)
+    a0, a1 = e[0] * x1 + e[1] * y1 + e[2], e[3] * x1 + e[4] * y1 + e[5]  # E x1
+    b0, b1 = e[0] * x2 + e[3] * y2 + e[6], e[1] * x2 + e[4] * y2 + e[7]  # Eᵀ x2
     r = x2 * a0 + y2 * a1 + (e[6] * x1 + e[7] * y1 + e[8])
     return r, (a0, a1), (b0, b1)
 
@@ -68,8 +69,9 @@ def _check_pair(x: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x, E.to(x.dtype)
 
 
-def symmetric_epipolar_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15,
-                                validate: bool = True) -> torch.Tensor:
+def symmetric_epipolar_distance(
+    x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15, validate: bool = True
+) -> torch.Tensor:
     """OANet's label: the sum of the squared distances of each point to its epipolar line.
 
     d = (x2ᵀE x1)² · (1 / |(E x1)₁₂|² + 1 / |(Eᵀ x2)₁₂|²), in squared normalised units;
@@ -98,8 +100,9 @@ def sampson_distance(x: torch.Tensor, E: torch.Tensor, eps: float = 1e-15) -> to
     return r.square() / ((a0 * a0 + a1 * a1) + (b0 * b0 + b1 * b1) + eps)
 
 
-def pixel_sampson_distance(x: torch.Tensor, E: torch.Tensor, K1: torch.Tensor,
-                           K2: torch.Tensor) -> torch.Tensor:
+def pixel_sampson_distance(
+    x: torch.Tensor, E: torch.Tensor, K1: torch.Tensor, K2: torch.Tensor
+) -> torch.Tensor:
     """Sampson error in pixels, squared: :func:`sampson_distance` of the pixel matches
     (K1 x1, K2 x2) under the fundamental matrix F = K2⁻ᵀ E K1⁻¹, the error PoseLib thresholds.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from .checks import as_tensor
@@ -24,16 +23,17 @@ def _decompose(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return U @ W @ Vh, U @ W.T @ Vh, U[..., :, 2]
 
 
-def _count_in_front(R: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
-                    mask: torch.Tensor) -> torch.Tensor:
+def _count_in_front(
+    R: torch.Tensor, t: torch.Tensor, x: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Matches triangulated in front of both cameras for the motion (R, t).
 
     Solves z2 x̂2 = z1 R x̂1 + t for the depths in the least-squares sense.
     R (B, 3, 3), t (B, 3), x (B, N, 4), mask (B, N) -> (B,) counts.
     """
     ones = torch.ones_like(x[..., :1])
-    a = torch.cat([x[..., :2], ones], -1) @ R.transpose(-1, -2)     # R x̂1, (B, N, 3)
-    b = -torch.cat([x[..., 2:], ones], -1)                          # -x̂2
+    a = torch.cat([x[..., :2], ones], -1) @ R.transpose(-1, -2)  # R x̂1, (B, N, 3)
+    b = -torch.cat([x[..., 2:], ones], -1)  # -x̂2
     tt = t.unsqueeze(-2)
     aa, ab, bb = (a * a).sum(-1), (a * b).sum(-1), (b * b).sum(-1)
     ra, rb = -(a * tt).sum(-1), -(b * tt).sum(-1)
@@ -46,8 +46,9 @@ def _count_in_front(R: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
     return good.sum(-1)
 
 
-def recover_pose(E: torch.Tensor, x: torch.Tensor,
-                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def recover_pose(
+    E: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rotation and unit translation from E by the cheirality test (as ``cv2.recoverPose``).
 
     Of the four (R, ±t) decompositions, the one that places the most matches in front of
@@ -63,7 +64,9 @@ def recover_pose(E: torch.Tensor, x: torch.Tensor,
     E = as_tensor("E", E, (3, 3), "(B, 3, 3)")
     x = as_tensor("x", x, (None, 4), "(B, N, 4)")
     if E.ndim != 3 or x.ndim != 3 or x.shape[0] != E.shape[0]:
-        raise ValueError(f"E, x: expected (B, 3, 3) and (B, N, 4), got {tuple(E.shape)} and {tuple(x.shape)}")
+        raise ValueError(
+            f"E, x: expected (B, 3, 3) and (B, N, 4), got {tuple(E.shape)} and {tuple(x.shape)}"
+        )
     if mask is None:
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     elif mask.shape != x.shape[:2]:
@@ -89,13 +92,15 @@ def rotation_angle_deg(R_est: torch.Tensor, R_gt: torch.Tensor) -> torch.Tensor:
     where an input is.  (..., 3, 3) x2, float64 -> (...,)."""
     Q = R_gt.transpose(-1, -2) @ R_est
     cos_r = (Q.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0
-    vee = torch.stack([Q[..., 2, 1] - Q[..., 1, 2], Q[..., 0, 2] - Q[..., 2, 0],
-                       Q[..., 1, 0] - Q[..., 0, 1]], -1)
+    vee = torch.stack(
+        [Q[..., 2, 1] - Q[..., 1, 2], Q[..., 0, 2] - Q[..., 2, 0], Q[..., 1, 0] - Q[..., 0, 1]], -1
+    )
     return _angle(vee.norm(dim=-1) / 2.0, cos_r)
 
 
-def pose_errors(R_est: torch.Tensor, t_est: torch.Tensor, R_gt: torch.Tensor,
-                t_gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pose_errors(
+    R_est: torch.Tensor, t_est: torch.Tensor, R_gt: torch.Tensor, t_gt: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """OANet's pose errors in degrees, computed in float64.
 
     Rotation: the angle of R_gtᵀ R_est.  Translation: the angle between the directions,
@@ -116,5 +121,3 @@ def pose_errors(R_est: torch.Tensor, t_est: torch.Tensor, R_gt: torch.Tensor,
     err_r = torch.where(failed | ~torch.isfinite(err_r), FAILED_ROTATION_DEG, err_r)
     err_t = torch.where(failed | ~torch.isfinite(err_t), FAILED_TRANSLATION_DEG, err_t)
     return err_r, err_t
-
-

@@ -20,8 +20,9 @@ MIN_RIGID_MATCHES = 3
 """Fewest matches that fix a rigid transform (three non-collinear points)."""
 
 
-def weighted_kabsch(x1: torch.Tensor, x2: torch.Tensor, weights: torch.Tensor,
-                    validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def weighted_kabsch(
+    x1: torch.Tensor, x2: torch.Tensor, weights: torch.Tensor, validate: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The rigid transform minimising Σᵢ wᵢ ‖R x1ᵢ + t − x2ᵢ‖², in closed form.
 
     Kabsch (1976) / Umeyama (1991) without scale: with weighted centroids c₁, c₂ and
@@ -43,21 +44,26 @@ def weighted_kabsch(x1: torch.Tensor, x2: torch.Tensor, weights: torch.Tensor,
         x2 = as_tensor("x2", x2, (None, 3), "(B, N, 3)")
         weights = as_tensor("weights", weights, (None,), "(B, N)")
         if x1.ndim != 3 or x2.shape != x1.shape:
-            raise ValueError(f"x1, x2: expected equal shapes (B, N, 3), got {tuple(x1.shape)} "
-                             f"and {tuple(x2.shape)}")
+            raise ValueError(
+                f"x1, x2: expected equal shapes (B, N, 3), got {tuple(x1.shape)} "
+                f"and {tuple(x2.shape)}"
+            )
         if weights.shape != x1.shape[:2]:
-            raise ValueError(f"weights: expected shape {tuple(x1.shape[:2])} (B, N), got "
-                             f"{tuple(weights.shape)}")
+            raise ValueError(
+                f"weights: expected shape {tuple(x1.shape[:2])} (B, N), got {tuple(weights.shape)}"
+            )
         if x1.shape[1] < MIN_RIGID_MATCHES:
-            raise ValueError(f"x1: expected at least {MIN_RIGID_MATCHES} matches, got {x1.shape[1]}")
+            raise ValueError(
+                f"x1: expected at least {MIN_RIGID_MATCHES} matches, got {x1.shape[1]}"
+            )
         if bool((weights < 0).any()):
             raise ValueError("weights: expected non-negative values")
     with torch.autocast(device_type=x1.device.type, enabled=False):
         p, q = x1.double(), x2.double()
         w = weights.double() + KABSCH_WEIGHT_FLOOR
-        w = (w / w.sum(-1, keepdim=True)).unsqueeze(-1)                 # (B, N, 1), sums to 1
-        c1, c2 = (w * p).sum(-2), (w * q).sum(-2)                       # (B, 3)
-        H = (p - c1.unsqueeze(-2)).transpose(-1, -2) @ (w * (q - c2.unsqueeze(-2)))   # (B, 3, 3)
+        w = (w / w.sum(-1, keepdim=True)).unsqueeze(-1)  # (B, N, 1), sums to 1
+        c1, c2 = (w * p).sum(-2), (w * q).sum(-2)  # (B, 3)
+        H = (p - c1.unsqueeze(-2)).transpose(-1, -2) @ (w * (q - c2.unsqueeze(-2)))  # (B, 3, 3)
         U, _, Vh = torch.linalg.svd(H)
         V = Vh.transpose(-1, -2)
         d = torch.linalg.det(V @ U.transpose(-1, -2)).sign()
@@ -103,8 +109,9 @@ RECALL_TRANSLATION_M = 0.3
 below 30 cm: the 3DMatch protocol that PointDSC reports (Bai et al., CVPR 2021, Sec. 5.1)."""
 
 
-def registration_errors(R_hat: torch.Tensor, t_hat: torch.Tensor, R: torch.Tensor,
-                        t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def registration_errors(
+    R_hat: torch.Tensor, t_hat: torch.Tensor, R: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rotation error (degrees), translation error (metres) and success (bool) of estimates
     R̂ (..., 3, 3), t̂ (..., 3) against the ground truth, each (...,)."""
     err_R, err_t = rotation_error_deg(R_hat, R), translation_error(t_hat, t)

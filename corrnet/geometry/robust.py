@@ -108,7 +108,7 @@ class RobustFit(NamedTuple):
 def project_essential(E: torch.Tensor) -> torch.Tensor:
     """Nearest essential matrix (singular values 1, 1, 0), unit Frobenius norm.  (B, 3, 3)."""
     U, _, Vh = torch.linalg.svd(E)
-    S = E.new_tensor([1.0, 1.0, 0.0]) / 2.0 ** 0.5
+    S = E.new_tensor([1.0, 1.0, 0.0]) / 2.0**0.5
     return (U * S.unsqueeze(-2)) @ Vh
 
 
@@ -132,8 +132,14 @@ def _solve(x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return project_essential(weighted_eight_point(x, v, validate=False, mask=mask))
 
 
-def _line_search(x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, kernel: str, E: torch.Tensor,
-                 E_step: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _line_search(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    s2: torch.Tensor,
+    kernel: str,
+    E: torch.Tensor,
+    E_step: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
     """The best of E(α) = proj((1 - α) E + α E_step) for α in :data:`STEP_SIZES` by C_s.
 
     Returns E (B, 3, 3), d, g (B, N) and the cost (B,) of the best step.
@@ -157,8 +163,9 @@ def _tangent_basis(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([u, torch.linalg.cross(t, u)], -1)
 
 
-def _perturb(R: torch.Tensor, t: torch.Tensor, basis: torch.Tensor,
-             delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _perturb(
+    R: torch.Tensor, t: torch.Tensor, basis: torch.Tensor, delta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(R exp([δ₀₋₂]ₓ), normalise(t + basis δ₃₋₄)) for δ (B, 5)."""
     R = R @ torch.linalg.matrix_exp(skew(delta[:, :3], validate=False))
     t = t + (basis @ delta[:, 3:, None])[..., 0]
@@ -171,8 +178,9 @@ def _signed_sampson(x: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.
     return r / g.sqrt()
 
 
-def _levenberg_marquardt(x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, kernel: str,
-                         E: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _levenberg_marquardt(
+    x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, kernel: str, E: torch.Tensor, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Robust Levenberg-Marquardt on the essential manifold (R, t on the sphere; 5 DOF).
 
     Each step solves the IRLS-weighted Gauss-Newton system of the signed Sampson residuals
@@ -188,18 +196,21 @@ def _levenberg_marquardt(x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, ker
     history = [cost]
     eye5 = torch.eye(5, dtype=E.dtype, device=E.device)
     B = len(t)
-    steps10 = torch.cat([FD_STEP * eye5, -FD_STEP * eye5]).repeat_interleave(B, 0)   # (10 B, 5)
+    steps10 = torch.cat([FD_STEP * eye5, -FD_STEP * eye5]).repeat_interleave(B, 0)  # (10 B, 5)
     x10 = x.repeat(10, 1, 1)
     for _ in range(steps):
         basis = _tangent_basis(t)
-        e_h = _signed_sampson(x10, *_perturb(R.repeat(10, 1, 1), t.repeat(10, 1),
-                                             basis.repeat(10, 1, 1), steps10))
+        e_h = _signed_sampson(
+            x10, *_perturb(R.repeat(10, 1, 1), t.repeat(10, 1), basis.repeat(10, 1, 1), steps10)
+        )
         e_h = e_h.reshape(2, 5, B, -1)
-        J = ((e_h[0] - e_h[1]) / (2 * FD_STEP)).permute(1, 2, 0)                      # (B, N, 5)
+        J = ((e_h[0] - e_h[1]) / (2 * FD_STEP)).permute(1, 2, 0)  # (B, N, 5)
         v = w * _kernel(kernel, e.square() / s2)[1]
         A = J.transpose(-1, -2) @ (J * v[..., None])
         b = J.transpose(-1, -2) @ (v * e)[..., None]
-        damping = lam[:, None, None] * (A.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] + 1e-30)
+        damping = lam[:, None, None] * (
+            A.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] + 1e-30
+        )
         delta = -torch.nan_to_num(torch.linalg.solve_ex(A + damping * eye5, b)[0][..., 0])
         R_new, t_new = _perturb(R, t, basis, delta)
         e_new = _signed_sampson(x, R_new, t_new)
@@ -211,7 +222,7 @@ def _levenberg_marquardt(x: torch.Tensor, w: torch.Tensor, s2: torch.Tensor, ker
         cost = torch.where(ok, cost_new, cost)
         lam = torch.where(ok, lam / 10, lam * 10)
         history.append(cost)
-    return torch.stack(history, -1), skew(t, validate=False) @ R / 2.0 ** 0.5
+    return torch.stack(history, -1), skew(t, validate=False) @ R / 2.0**0.5
 
 
 def _direction_grid(k: int, dim: int) -> torch.Tensor:
@@ -230,8 +241,16 @@ def _direction_grid(k: int, dim: int) -> torch.Tensor:
 
 NULLSPACE_GRID = _direction_grid(2, 4)
 """Coefficient directions searched in the eight-point's 4-D near-null space (G = 272)."""
-def _nullspace_start(x: torch.Tensor, v: torch.Tensor, w: torch.Tensor, s2: torch.Tensor,
-                     kernel: str, mask: torch.Tensor) -> torch.Tensor:
+
+
+def _nullspace_start(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    s2: torch.Tensor,
+    kernel: str,
+    mask: torch.Tensor,
+) -> torch.Tensor:
     """Best essential matrix in the 4-D near-null space of the weighted eight-point.
 
     The eigenvectors of the four smallest eigenvalues of XᵀVX span the matrices that fit the
@@ -249,8 +268,8 @@ def _nullspace_start(x: torch.Tensor, v: torch.Tensor, w: torch.Tensor, s2: torc
     B, G = x.shape[0], len(grid)
     E = project_essential((V[..., :4] @ grid.T).transpose(-1, -2).reshape(B * G, 3, 3))
     best = torch.empty(B, dtype=torch.long, device=x.device)
-    for b in range(B):                                  # one pair at a time: G x N at most
-        d, _ = _sampson(x[b].expand(G, -1, -1), E[b * G:(b + 1) * G])
+    for b in range(B):  # one pair at a time: G x N at most
+        d, _ = _sampson(x[b].expand(G, -1, -1), E[b * G : (b + 1) * G])
         best[b] = (w[b] * _kernel(kernel, d / s2[b])[0]).sum(-1).argmin()
     return E.reshape(B, G, 3, 3)[torch.arange(B), best]
 
@@ -258,18 +277,24 @@ def _nullspace_start(x: torch.Tensor, v: torch.Tensor, w: torch.Tensor, s2: torc
 def _start_weights(weights: torch.Tensor, starts: Sequence[int | None]) -> torch.Tensor:
     """Prior weights restricted to each start's top-k matches.  (B, N) -> (H, B, N)."""
     order = torch.argsort(-weights, dim=-1, stable=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(weights.shape[-1], device=weights.device)
-                                            .expand_as(order).contiguous())
+    rank = torch.empty_like(order).scatter_(
+        -1,
+        order,
+        torch.arange(weights.shape[-1], device=weights.device).expand_as(order).contiguous(),
+    )
     return torch.stack([weights if k is None else weights * (rank < k) for k in starts])
 
 
-def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
-                       scales: Sequence[float] | torch.Tensor = DEFAULT_SCALES,
-                       kernel: str = DEFAULT_KERNEL,
-                       iterations: int = DEFAULT_ITERATIONS,
-                       starts: Sequence[int | None] = DEFAULT_STARTS,
-                       refine_steps: int = DEFAULT_REFINE_STEPS,
-                       mask: torch.Tensor | None = None) -> RobustFit:
+def robust_eight_point(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    scales: Sequence[float] | torch.Tensor = DEFAULT_SCALES,
+    kernel: str = DEFAULT_KERNEL,
+    iterations: int = DEFAULT_ITERATIONS,
+    starts: Sequence[int | None] = DEFAULT_STARTS,
+    refine_steps: int = DEFAULT_REFINE_STEPS,
+    mask: torch.Tensor | None = None,
+) -> RobustFit:
     """Robust essential matrix by annealed IRLS on the eight-point (see the module docstring).
 
     Args:
@@ -292,42 +317,55 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
     x = as_tensor("x", x, (None, 4), "(B, N, 4)").double()
     weights = as_tensor("weights", weights, (None,), "(B, N)").double()
     if x.ndim != 3 or weights.shape != x.shape[:2]:
-        raise ValueError(f"x, weights: expected (B, N, 4) and (B, N), got {tuple(x.shape)} and "
-                         f"{tuple(weights.shape)}")
+        raise ValueError(
+            f"x, weights: expected (B, N, 4) and (B, N), got {tuple(x.shape)} and "
+            f"{tuple(weights.shape)}"
+        )
     if bool((weights < 0).any()):
         raise ValueError("weights: expected non-negative values")
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {list(KERNELS)}, got {kernel!r}")
     if iterations < 0 or refine_steps < 0:
-        raise ValueError(f"iterations, refine_steps: expected >= 0, got {iterations}, {refine_steps}")
+        raise ValueError(
+            f"iterations, refine_steps: expected >= 0, got {iterations}, {refine_steps}"
+        )
     if not starts or any(k is not None and k < 1 for k in starts):
         raise ValueError(f"starts: expected positive match counts or None, got {list(starts)}")
     B, N = weights.shape
     mask = torch.ones_like(weights, dtype=torch.bool) if mask is None else mask.bool()
     if tuple(mask.shape) != (B, N) or bool((weights[~mask] != 0).any()):
-        raise ValueError(f"mask: expected ({B}, {N}) bool with weight 0 outside it, got {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask: expected ({B}, {N}) bool with weight 0 outside it, got {tuple(mask.shape)}"
+        )
     s = torch.as_tensor(scales, dtype=torch.float64, device=x.device)
     s = s.expand(B, -1) if s.ndim == 1 else s
     if s.ndim != 2 or s.shape[0] != B or s.shape[1] == 0 or not bool((s > 0).all()):
         raise ValueError(f"scales: expected positive (S,) or ({B}, S), got {tuple(s.shape)}")
     H = len(starts)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xh = x.expand(H, B, N, 4).reshape(H * B, N, 4)         # start-major copies of the pairs
+        xh = x.expand(H, B, N, 4).reshape(H * B, N, 4)  # start-major copies of the pairs
         w = weights.expand(H, B, N).reshape(H * B, N)
         mh = mask.expand(H, B, N).reshape(H * B, N)
-        E = _nullspace_start(xh, _start_weights(weights, starts).reshape(H * B, N), w,
-                             s[:, :1].repeat(H, 1).square(), kernel, mh)
+        E = _nullspace_start(
+            xh,
+            _start_weights(weights, starts).reshape(H * B, N),
+            w,
+            s[:, :1].repeat(H, 1).square(),
+            kernel,
+            mh,
+        )
         costs = []
         for k in range(s.shape[1]):
-            s2 = s[:, k:k + 1].repeat(H, 1).square()
+            s2 = s[:, k : k + 1].repeat(H, 1).square()
             d, g = _sampson(xh, E)
             cost = (w * _kernel(kernel, d / s2)[0]).sum(-1)
             active = torch.ones_like(cost, dtype=torch.bool)
             stage = [cost]
             for _ in range(iterations):
                 psi = _kernel(kernel, d / s2)[1]
-                E_new, d_new, g_new, cost_new = _line_search(xh, w, s2, kernel, E,
-                                                             _solve(xh, w * psi / g, mh))
+                E_new, d_new, g_new, cost_new = _line_search(
+                    xh, w, s2, kernel, E, _solve(xh, w * psi / g, mh)
+                )
                 accept = active & (cost_new <= cost)
                 E = torch.where(accept[:, None, None], E_new, E)
                 d = torch.where(accept[:, None], d_new, d)
@@ -336,7 +374,7 @@ def robust_eight_point(x: torch.Tensor, weights: torch.Tensor,
                 active = accept
                 stage.append(cost)
             costs.append(torch.stack(stage, -1))
-        best = cost.reshape(H, B).argmin(0)                    # (B,)
+        best = cost.reshape(H, B).argmin(0)  # (B,)
         pick = lambda t: t.reshape(H, B, *t.shape[1:])[best, torch.arange(B)]  # noqa: E731
         E, costs = pick(E), pick(torch.stack(costs, 1))
         s2 = s[:, -1:].square()

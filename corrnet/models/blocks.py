@@ -65,8 +65,9 @@ def graph_weights(w: torch.Tensor) -> torch.Tensor:
     return torch.relu(torch.tanh(w))
 
 
-def laplacian_aggregate(x: torch.Tensor, w: torch.Tensor,
-                        mask: torch.Tensor | None = None) -> torch.Tensor:
+def laplacian_aggregate(
+    x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """L x with L = D^-1/2 (a aᵀ + I) D^-1/2, a = relu(tanh(w)), D = diag((a aᵀ + I) 1).
 
     The graph is rank one plus identity, so L x is computed in O(N·C) without the N×N
@@ -81,12 +82,12 @@ def laplacian_aggregate(x: torch.Tensor, w: torch.Tensor,
     Returns:
         (B, C, N, 1) aggregated features.
     """
-    a = graph_weights(w).to(x.dtype)                                    # (B, N)
+    a = graph_weights(w).to(x.dtype)  # (B, N)
     if mask is not None:
         a = a * mask.to(a.dtype)
-    d_inv_sqrt = torch.rsqrt(a * a.sum(-1, keepdim=True) + 1.0)         # (B, N), degrees >= 1
-    y = x.squeeze(-1) * d_inv_sqrt.unsqueeze(1)                         # D^-1/2 x, (B, C, N)
-    pooled = torch.einsum("bcn,bn->bc", y, a)                           # aᵀ D^-1/2 x, (B, C)
+    d_inv_sqrt = torch.rsqrt(a * a.sum(-1, keepdim=True) + 1.0)  # (B, N), degrees >= 1
+    y = x.squeeze(-1) * d_inv_sqrt.unsqueeze(1)  # D^-1/2 x, (B, C, N)
+    pooled = torch.einsum("bcn,bn->bc", y, a)  # aᵀ D^-1/2 x, (B, C)
     out = (pooled.unsqueeze(-1) * a.unsqueeze(1) + y) * d_inv_sqrt.unsqueeze(1)
     return out.unsqueeze(-1)
 
@@ -107,11 +108,13 @@ class GraphLaplacian(nn.Module):
     def __init__(self, channels: int, residual: bool = True) -> None:
         super().__init__()
         self.residual = residual
-        self.conv = nn.Sequential(PointwiseConv(channels, channels), nn.BatchNorm2d(channels),
-                                  nn.ReLU(inplace=True))
+        self.conv = nn.Sequential(
+            PointwiseConv(channels, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+        )
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out = self.conv(laplacian_aggregate(x, w, mask))
         return x + out if self.residual else out
 
@@ -151,13 +154,19 @@ class PointCN(nn.Module):
     def __init__(self, channels: int, out_channels: int | None = None) -> None:
         super().__init__()
         out_channels = out_channels or channels
-        self.shortcut = (nn.Identity() if out_channels == channels
-                         else PointwiseConv(channels, out_channels))
+        self.shortcut = (
+            nn.Identity() if out_channels == channels else PointwiseConv(channels, out_channels)
+        )
         self.body = nn.Sequential(
-            MatchNorm(eps=1e-3), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            MatchNorm(eps=1e-3),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
             PointwiseConv(channels, out_channels),
-            MatchNorm(eps=1e-3), nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True), PointwiseConv(out_channels, out_channels))
+            MatchNorm(eps=1e-3),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            PointwiseConv(out_channels, out_channels),
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         out = x
@@ -179,7 +188,7 @@ class GeometricRotary(nn.Module):
         if dim_head % 2:
             raise ValueError(f"dim_head: expected an even number for rotary, got {dim_head}")
         self.freqs = nn.Linear(in_dim, dim_head // 2, bias=False)
-        nn.init.normal_(self.freqs.weight, std=gamma ** -2)
+        nn.init.normal_(self.freqs.weight, std=gamma**-2)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         with torch.autocast(coords.device.type, enabled=False):  # angles in float32
@@ -191,8 +200,9 @@ class GeometricRotary(nn.Module):
         t = rearrange(t, "... (d r) -> ... d r", r=2)
         cos, sin = angles.cos().to(t.dtype), angles.sin().to(t.dtype)
         x, y = t.unbind(-1)
-        return rearrange(torch.stack([x * cos - y * sin, x * sin + y * cos], -1),
-                         "... d r -> ... (d r)")
+        return rearrange(
+            torch.stack([x * cos - y * sin, x * sin + y * cos], -1), "... d r -> ... (d r)"
+        )
 
 
 class Attention(nn.Module):
@@ -218,10 +228,14 @@ class Attention(nn.Module):
             self.q_scale = nn.Parameter(torch.ones(dim_head))
             self.k_scale = nn.Parameter(torch.ones(dim_head))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor,
-                q_angles: torch.Tensor | None = None,
-                k_angles: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        q_angles: torch.Tensor | None = None,
+        k_angles: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "b m (kv h d) -> kv b h m d", kv=2, h=self.heads)
         scale = None
@@ -242,8 +256,9 @@ class FeedForward(nn.Sequential):
     """Pre-LayerNorm MLP, (B, N, C) -> (B, N, C)."""
 
     def __init__(self, dim: int, mult: int = 2) -> None:
-        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.GELU(),
-                         nn.Linear(dim * mult, dim))
+        super().__init__(
+            nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.GELU(), nn.Linear(dim * mult, dim)
+        )
 
 
 class StateCrossAttention(nn.Module):
@@ -267,8 +282,9 @@ class StateCrossAttention(nn.Module):
         self.state_ff = FeedForward(dim)
         self.write = Attention(dim, heads, qk_rmsnorm)
 
-    def forward(self, x: torch.Tensor, states: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, states: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = to_3d(x)
         normed = self.norm_x(tokens)
         states = states + self.read(self.norm_state(states), normed, context_mask=mask)
@@ -292,9 +308,13 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(dim, heads, qk_rmsnorm)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None,
-                keys: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        angles: torch.Tensor | None = None,
+        keys: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         tokens = to_3d(x)
         normed = self.norm(tokens)
         context, key_angles, key_mask = normed, angles, mask

@@ -23,8 +23,15 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from .blocks import (GeometricRotary, GraphLaplacian, PointCN, PointwiseConv,
-                     StateCrossAttention, TransformerBlock, graph_weights)
+from .blocks import (
+    GeometricRotary,
+    GraphLaplacian,
+    PointCN,
+    PointwiseConv,
+    StateCrossAttention,
+    TransformerBlock,
+    graph_weights,
+)
 from .geometry import GEOMETRIES
 
 MIN_MATCHES = 8
@@ -57,9 +64,19 @@ class Stage(nn.Module):
     states (B, M, W).
     """
 
-    def __init__(self, in_channels: int, width: int, blocks: int, heads: int,
-                 qk_rmsnorm: bool, attention: bool, rotary: bool,
-                 attention_keys: int | None, graph_layer: bool = True, coords: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        blocks: int,
+        heads: int,
+        qk_rmsnorm: bool,
+        attention: bool,
+        rotary: bool,
+        attention_keys: int | None,
+        graph_layer: bool = True,
+        coords: int = 4,
+    ) -> None:
         super().__init__()
         self.attention_keys = attention_keys
         self.embed = PointwiseConv(in_channels, width)
@@ -78,9 +95,13 @@ class Stage(nn.Module):
         self.graph_head.reset_parameters()
         nn.init.constant_(self.graph_head.bias, GRAPH_GATE_BIAS)
 
-    def forward(self, x: torch.Tensor, coords: torch.Tensor, states: torch.Tensor,
-                mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        coords: torch.Tensor,
+        states: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.embed(x)
         for block in self.pre:
             x = block(x, mask)
@@ -146,22 +167,31 @@ class CorrNetConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_stages", tuple(self.attention_stages))
-        checks = {"width": (self.width >= 1, "a positive count"),
-                  "num_stages": (self.num_stages >= 1, "a positive count"),
-                  "blocks_per_stage": (self.blocks_per_stage >= 0, "a count >= 0"),
-                  "heads": (self.heads >= 1 and self.width % self.heads == 0,
-                            f"a positive divisor of width={self.width}"),
-                  "num_states": (self.num_states >= 1, "a positive count"),
-                  "prune_ratio": (0.0 < self.prune_ratio <= 1.0, "a value in (0, 1]"),
-                  "attention_stages": (all(-self.num_stages <= i < self.num_stages
-                                           for i in self.attention_stages),
-                                       f"stage indices in [-{self.num_stages}, {self.num_stages})"),
-                  "attention_keys": (self.attention_keys is None or self.attention_keys >= 1,
-                                     "None or a positive count"),
-                  "geometry": (self.geometry in GEOMETRIES, f"one of {sorted(GEOMETRIES)}")}
+        checks = {
+            "width": (self.width >= 1, "a positive count"),
+            "num_stages": (self.num_stages >= 1, "a positive count"),
+            "blocks_per_stage": (self.blocks_per_stage >= 0, "a count >= 0"),
+            "heads": (
+                self.heads >= 1 and self.width % self.heads == 0,
+                f"a positive divisor of width={self.width}",
+            ),
+            "num_states": (self.num_states >= 1, "a positive count"),
+            "prune_ratio": (0.0 < self.prune_ratio <= 1.0, "a value in (0, 1]"),
+            "attention_stages": (
+                all(-self.num_stages <= i < self.num_stages for i in self.attention_stages),
+                f"stage indices in [-{self.num_stages}, {self.num_stages})",
+            ),
+            "attention_keys": (
+                self.attention_keys is None or self.attention_keys >= 1,
+                "None or a positive count",
+            ),
+            "geometry": (self.geometry in GEOMETRIES, f"one of {sorted(GEOMETRIES)}"),
+        }
         for name, (ok, expected) in checks.items():
             if not ok:
-                raise ValueError(f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}"
+                )
 
     @property
     def in_channels(self) -> int:
@@ -185,13 +215,17 @@ class CorrNetConfig:
         d = dict(d)
         if "in_channels" in d:
             if "side_info" in d or d["in_channels"] not in (4, 6):
-                raise ValueError(f"{source}: format_version 1 configuration with in_channels="
-                                 f"{d['in_channels']!r}: only 4 or 6 (without side_info) convert")
+                raise ValueError(
+                    f"{source}: format_version 1 configuration with in_channels="
+                    f"{d['in_channels']!r}: only 4 or 6 (without side_info) convert"
+                )
             d["side_info"] = d.pop("in_channels") == 6
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+            raise ValueError(
+                f"{source}: unknown key(s) {unknown}; expected some of {sorted(fields)}"
+            )
         return cls(**d)
 
 
@@ -207,13 +241,23 @@ class CorrNet(nn.Module):
         self.geometry = GEOMETRIES[config.geometry]
         width, c_in = config.width, config.in_channels
         attend = {s % config.num_stages for s in config.attention_stages}
-        self.states = nn.Parameter(torch.randn(config.num_states, width) * width ** -0.5)
+        self.states = nn.Parameter(torch.randn(config.num_states, width) * width**-0.5)
         # Stage s >= 1 sees the previous stage's features, the raw input and its logit.
         self.stages = nn.ModuleList(
-            Stage(c_in if s == 0 else width + c_in + 1, width, config.blocks_per_stage,
-                  config.heads, config.qk_rmsnorm, s in attend, config.rotary,
-                  config.attention_keys, config.graph_layer, self.geometry.coords)
-            for s in range(config.num_stages))
+            Stage(
+                c_in if s == 0 else width + c_in + 1,
+                width,
+                config.blocks_per_stage,
+                config.heads,
+                config.qk_rmsnorm,
+                s in attend,
+                config.rotary,
+                config.attention_keys,
+                config.graph_layer,
+                self.geometry.coords,
+            )
+            for s in range(config.num_stages)
+        )
 
     @overload
     def num_kept(self, n: int) -> int: ...
@@ -241,8 +285,9 @@ class CorrNet(nn.Module):
             counts.append(self.num_kept(counts[-1]))
         return counts
 
-    def forward(self, x: torch.Tensor,
-                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Score every match and estimate the essential matrix.
 
         Args:
@@ -277,19 +322,25 @@ class CorrNet(nn.Module):
             probe += [mask.all(), counts[0].amin() < MIN_MATCHES, *(c.amax() for c in counts[1:])]
         all_finite, *facts = torch.stack([p.long() for p in probe]).tolist()
         if not all_finite:
-            raise ValueError(f"x: NaN or infinite values in pair(s) {torch.nonzero(~finite).flatten().tolist()} "
-                             f"of the batch; expected finite coordinates and side information")
-        x = x.to(self.states.dtype)   # e.g. float64 matches into a float32 network
+            raise ValueError(
+                f"x: NaN or infinite values in pair(s) {torch.nonzero(~finite).flatten().tolist()} "
+                f"of the batch; expected finite coordinates and side information"
+            )
+        x = x.to(self.states.dtype)  # e.g. float64 matches into a float32 network
         if mask is not None:
             if not counts:
-                raise ValueError(f"mask: expected a bool tensor of shape {(b, n)}, got "
-                                 f"{mask.dtype} {tuple(mask.shape)}")
+                raise ValueError(
+                    f"mask: expected a bool tensor of shape {(b, n)}, got "
+                    f"{mask.dtype} {tuple(mask.shape)}"
+                )
             all_real, too_few, *sizes = facts
             if all_real:
-                mask = None   # the unmasked (faster) kernels compute the same
+                mask = None  # the unmasked (faster) kernels compute the same
             elif too_few:
-                raise ValueError(f"mask: expected at least {MIN_MATCHES} real matches per pair, "
-                                 f"got {counts[0].tolist()}")
+                raise ValueError(
+                    f"mask: expected at least {MIN_MATCHES} real matches per pair, "
+                    f"got {counts[0].tolist()}"
+                )
         d = self.geometry.coords
         points, x = x[..., :d], self.geometry.normalise(x, mask)
         raw = rearrange(x, "b n c -> b c n 1")
@@ -298,33 +349,54 @@ class CorrNet(nn.Module):
         states = repeat(self.states, "m w -> b m w", b=b)
         feats, smask = raw, mask
         out: dict[str, list[torch.Tensor]] = {
-            "stage_logits": [], "graph_logits": [], "stage_indices": [], "stage_masks": []}
+            "stage_logits": [],
+            "graph_logits": [],
+            "stage_indices": [],
+            "stage_masks": [],
+        }
         for s, stage in enumerate(self.stages):
             if s > 0:
                 if smask is None:
-                    k, score = self.num_kept(logits.shape[-1]), logits.detach()
+                    k, score = self.num_kept(logits.shape[-1]), logits.detach()  # noqa: F821
                 else:
-                    k, score = sizes[s - 1], logits.detach().masked_fill(~smask, -torch.inf)
+                    k, score = sizes[s - 1], logits.detach().masked_fill(~smask, -torch.inf)  # noqa: F821
                 # Stable sort: deterministic, ties broken by the current order.
                 order = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :k]
                 if smask is not None:
                     smask = torch.arange(k, device=x.device) < counts[s].unsqueeze(-1)
                 index = index.gather(1, order)
-                feats = torch.cat([gather_matches(feats, order), gather_matches(raw, index),
-                                   rearrange(logits.gather(1, order), "b k -> b 1 k 1").to(feats.dtype)], 1)
+                feats = torch.cat(
+                    [
+                        gather_matches(feats, order),
+                        gather_matches(raw, index),
+                        rearrange(logits.gather(1, order), "b k -> b 1 k 1").to(feats.dtype),  # noqa: F821
+                    ],
+                    1,
+                )
             feats, logits, w, states = stage(
-                feats, coords.gather(1, repeat(index, "b k -> b k d", d=d)), states, smask)
+                feats, coords.gather(1, repeat(index, "b k -> b k d", d=d)), states, smask
+            )
             out["stage_logits"].append(logits)
             out["graph_logits"].append(w)
             out["stage_indices"].append(index)
-            out["stage_masks"].append(torch.ones_like(index, dtype=torch.bool) if smask is None else smask)
+            out["stage_masks"].append(
+                torch.ones_like(index, dtype=torch.bool) if smask is None else smask
+            )
 
         full = out["stage_logits"][0]
-        for idx, lg, m in zip(*(out[k][1:] for k in ("stage_indices", "stage_logits", "stage_masks"))):
+        for idx, lg, m in zip(
+            *(out[k][1:] for k in ("stage_indices", "stage_logits", "stage_masks"))
+        ):
             full = full.scatter(1, idx, torch.where(m, lg.to(full.dtype), full.gather(1, idx)))
         weights = graph_weights(logits.float())
         if smask is not None:
             weights = weights * smask
-        estimate = self.geometry.estimate(points.gather(1, repeat(index, "b k -> b k d", d=d)), weights)
-        return {"logits": full, **out, **estimate,
-                "weights": torch.zeros_like(full, dtype=torch.float32).scatter(1, index, weights)}
+        estimate = self.geometry.estimate(
+            points.gather(1, repeat(index, "b k -> b k d", d=d)), weights
+        )
+        return {
+            "logits": full,
+            **out,
+            **estimate,
+            "weights": torch.zeros_like(full, dtype=torch.float32).scatter(1, index, weights),
+        }

@@ -56,12 +56,15 @@ class Rigid(Geometry):
     name, coords = "rigid", 6
 
     def normalise(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        pts = rearrange(x[..., :6], "b n (c d) -> b n c d", c=2)             # (B, N, 2, 3)
+        pts = rearrange(x[..., :6], "b n (c d) -> b n c d", c=2)  # (B, N, 2, 3)
         m = (torch.ones_like(x[..., 0]) if mask is None else mask.to(x.dtype))[..., None, None]
         count = m.sum(1, keepdim=True)
         centred = pts - (pts * m).sum(1, keepdim=True) / count
-        scale = ((centred.square().sum(-1, keepdim=True) * m).sum((1, 2), keepdim=True)
-                 / (2 * count)).sqrt().clamp_min(1e-6)
+        scale = (
+            ((centred.square().sum(-1, keepdim=True) * m).sum((1, 2), keepdim=True) / (2 * count))
+            .sqrt()
+            .clamp_min(1e-6)
+        )
         return torch.cat([rearrange(centred / scale, "b n c d -> b n (c d)"), x[..., 6:]], -1)
 
     def estimate(self, coords: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -72,15 +75,28 @@ class Rigid(Geometry):
 GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (TwoView(), Rigid())}
 
 
-def transform_loss(R_hat: torch.Tensor, t_hat: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                   points: torch.Tensor, mask: torch.Tensor | None, clamp: float) -> torch.Tensor:
+def transform_loss(
+    R_hat: torch.Tensor,
+    t_hat: torch.Tensor,
+    R: torch.Tensor,
+    t: torch.Tensor,
+    points: torch.Tensor,
+    mask: torch.Tensor | None,
+    clamp: float,
+) -> torch.Tensor:
     """Mean over the source points (B, N, 3) of min(‖R̂ p + t̂ − (R p + t)‖, clamp), metres.
 
     The points are the real matches' source points (``mask`` (B, N) bool or None), so the
     loss weighs the transform where the source cloud is.  Float64 inside; scalar float32.
     """
     p = points.double()
-    err = (transform_points(R_hat.double(), t_hat.double(), p)
-           - transform_points(R.double(), t.double(), p)).norm(dim=-1).clamp(max=clamp)
+    err = (
+        (
+            transform_points(R_hat.double(), t_hat.double(), p)
+            - transform_points(R.double(), t.double(), p)
+        )
+        .norm(dim=-1)
+        .clamp(max=clamp)
+    )
     m = torch.ones_like(err) if mask is None else mask.double()
     return ((err * m).sum(-1) / m.sum(-1).clamp_min(1)).mean().float()

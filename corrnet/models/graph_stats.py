@@ -32,13 +32,14 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     if pos == 0 or neg == 0:
         return float("nan")
     _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0      # 1-based rank of each tie group
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each tie group
     u = average_rank[inverse][labels].sum() - pos * (pos + 1) / 2.0
     return float(u / (pos * neg))
 
 
-def graph_liveness(model: nn.Module, samples: Iterable[Mapping[str, torch.Tensor]]
-                   ) -> list[dict[str, float]]:
+def graph_liveness(
+    model: nn.Module, samples: Iterable[Mapping[str, torch.Tensor]]
+) -> list[dict[str, float]]:
     """Per stage, over all matches the stage saw in ``samples`` (batch 1, eval mode):
 
     ``open``: share of matches with a > 0; ``auc``: ROC AUC of a against the labels, all
@@ -63,7 +64,12 @@ def graph_liveness(model: nn.Module, samples: Iterable[Mapping[str, torch.Tensor
         per_pair = [roc_auc(ai, yi) for ai, yi in zip(a, y)]
         per_pair = [v for v in per_pair if not np.isnan(v)]
         pooled_a, pooled_y = np.concatenate(a), np.concatenate(y)
-        stats.append({"matches": int(pooled_a.size), "open": float((pooled_a > 0).mean()),
-                      "auc": roc_auc(pooled_a, pooled_y),
-                      "auc_pair_mean": float(np.mean(per_pair)) if per_pair else float("nan")})
+        stats.append(
+            {
+                "matches": int(pooled_a.size),
+                "open": float((pooled_a > 0).mean()),
+                "auc": roc_auc(pooled_a, pooled_y),
+                "auc_pair_mean": float(np.mean(per_pair)) if per_pair else float("nan"),
+            }
+        )
     return stats

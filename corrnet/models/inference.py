@@ -33,8 +33,9 @@ class InferenceModel:
     module; False from the start without compile, or after a fallback).
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype,
-                 compiled: Callable[..., Any] | None) -> None:
+    def __init__(
+        self, model: nn.Module, dtype: torch.dtype, compiled: Callable[..., Any] | None
+    ) -> None:
         self.model, self.dtype, self._compiled = model, dtype, compiled
 
     @property
@@ -55,17 +56,24 @@ class InferenceModel:
                 return self.model(x, mask)
             try:
                 return self._compiled(x, mask)
-            except Exception as err:  # noqa: BLE001 - backend failures have many types
+            except Exception as err:
                 out = self.model(x, mask)  # a bad input raises here, and compile stays on
                 self._compiled = None
-                warnings.warn(f"torch.compile failed ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}); running eagerly",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"torch.compile failed ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}); running eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 return out
 
 
-def make_predictor(model: nn.Module, dtype: torch.dtype = torch.float32, compile: bool = False,
-                   **compile_kwargs: Any) -> InferenceModel:
+def make_predictor(
+    model: nn.Module,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = False,
+    **compile_kwargs: Any,
+) -> InferenceModel:
     """An :class:`InferenceModel` of ``model`` (put in eval mode).
 
     Args:
@@ -83,6 +91,7 @@ def make_predictor(model: nn.Module, dtype: torch.dtype = torch.float32, compile
         try:
             compiled = torch.compile(model, **compile_kwargs)
         except RuntimeError as err:  # e.g. dynamo unsupported on this Python
-            warnings.warn(f"torch.compile unavailable ({err}); running eagerly", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"torch.compile unavailable ({err}); running eagerly", RuntimeWarning, stacklevel=2
+            )
     return InferenceModel(model, dtype, compiled)

@@ -27,13 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from corrnet.geometry import essential_from_pose, pixel_sampson_distance, symmetric_epipolar_distance
+from corrnet.geometry import (
+    essential_from_pose,
+    pixel_sampson_distance,
+    symmetric_epipolar_distance,
+)
 
 from .geometry import GEOMETRIES, transform_loss
 
 
-def balanced_bce(logits: torch.Tensor, labels: torch.Tensor,
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
+def balanced_bce(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Class-balanced binary cross-entropy, OANet style.
 
     Per pair: ½ · mean BCE over the inliers + ½ · mean BCE over the outliers (a class with no
@@ -50,9 +55,14 @@ def balanced_bce(logits: torch.Tensor, labels: torch.Tensor,
     return (0.5 * pos_mean + 0.5 * neg_mean).mean()
 
 
-def virtual_correspondences(R: torch.Tensor, t: torch.Tensor, grid: int = 10,
-                            extent: float = 0.5, depths: tuple[float, float] = (2.0, 10.0),
-                            min_depth: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def virtual_correspondences(
+    R: torch.Tensor,
+    t: torch.Tensor,
+    grid: int = 10,
+    extent: float = 0.5,
+    depths: tuple[float, float] = (2.0, 10.0),
+    min_depth: float = 1e-3,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact matches of the GT motion X₂ = R X₁ + t, for the essential-matrix loss.
 
     OANet's "virtual points" are matches consistent with the ground truth, independent of
@@ -66,11 +76,12 @@ def virtual_correspondences(R: torch.Tensor, t: torch.Tensor, grid: int = 10,
     """
     lin = torch.linspace(-extent, extent, grid, dtype=R.dtype, device=R.device)
     yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-    checker = (torch.arange(grid, device=R.device)[:, None]
-               + torch.arange(grid, device=R.device)[None]) % 2
+    checker = (
+        torch.arange(grid, device=R.device)[:, None] + torch.arange(grid, device=R.device)[None]
+    ) % 2
     z = torch.where(checker.bool(), depths[1], depths[0]).to(R.dtype)
-    X1 = torch.stack([xx * z, yy * z, z], -1).reshape(-1, 3)                  # (G, 3)
-    X2 = X1 @ R.transpose(-1, -2) + t.unsqueeze(-2)                          # (B, G, 3)
+    X1 = torch.stack([xx * z, yy * z, z], -1).reshape(-1, 3)  # (G, 3)
+    X2 = X1 @ R.transpose(-1, -2) + t.unsqueeze(-2)  # (B, G, 3)
     valid = X2[..., 2].abs() > min_depth
     z2 = torch.where(valid, X2[..., 2], torch.ones_like(X2[..., 2]))
     x1 = (X1[:, :2] / X1[:, 2:]).expand(R.shape[0], -1, -1)
@@ -85,8 +96,10 @@ def pixel_positives(batch: dict[str, torch.Tensor], label_px: float | None) -> t
     if label_px is None:
         return labels
     x = torch.as_tensor(batch["xs"]).double()
-    E = essential_from_pose(torch.as_tensor(batch["R"]).to(x.dtype), torch.as_tensor(batch["t"]).to(x.dtype))
-    return labels & (pixel_sampson_distance(x, E, batch["K1"], batch["K2"]) < label_px ** 2)
+    E = essential_from_pose(
+        torch.as_tensor(batch["R"]).to(x.dtype), torch.as_tensor(batch["t"]).to(x.dtype)
+    )
+    return labels & (pixel_sampson_distance(x, E, batch["K1"], batch["K2"]) < label_px**2)
 
 
 class CorrNetLoss(nn.Module):
@@ -109,18 +122,30 @@ class CorrNetLoss(nn.Module):
             ``transform_warmup`` on, and the essential settings are unused.
     """
 
-    def __init__(self, cls_weight: float = 1.0, graph_weight: float = 1.0,
-                 essential_weight: float = 0.5, essential_warmup: int = 20000,
-                 essential_clamp: float = 0.1, grid: int = 10, label_px: float | None = None,
-                 geometry: str = "two_view",
-                 transform_weight: float = 1.0, transform_warmup: int = 0,
-                 transform_clamp: float = 0.5) -> None:
+    def __init__(
+        self,
+        cls_weight: float = 1.0,
+        graph_weight: float = 1.0,
+        essential_weight: float = 0.5,
+        essential_warmup: int = 20000,
+        essential_clamp: float = 0.1,
+        grid: int = 10,
+        label_px: float | None = None,
+        geometry: str = "two_view",
+        transform_weight: float = 1.0,
+        transform_warmup: int = 0,
+        transform_clamp: float = 0.5,
+    ) -> None:
         super().__init__()
         if geometry not in GEOMETRIES:
-            raise ValueError(f"model.loss.geometry: expected one of {sorted(GEOMETRIES)}, got {geometry!r}")
+            raise ValueError(
+                f"model.loss.geometry: expected one of {sorted(GEOMETRIES)}, got {geometry!r}"
+            )
         if label_px is not None and (geometry != "two_view" or not label_px > 0):
-            raise ValueError(f"model.loss.label_px: expected a positive number of pixels for a two_view "
-                             f"network, or null; got {label_px} ({geometry})")
+            raise ValueError(
+                f"model.loss.label_px: expected a positive number of pixels for a two_view "
+                f"network, or null; got {label_px} ({geometry})"
+            )
         self.geometry = geometry
         self.label_px = label_px
         self.transform_weight = transform_weight
@@ -148,8 +173,9 @@ class CorrNetLoss(nn.Module):
         ``R``, ``t``, ``K1``, ``K2``)."""
         return pixel_positives(batch, self.label_px)
 
-    def forward(self, out: dict, batch: dict[str, torch.Tensor],
-                step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, out: dict, batch: dict[str, torch.Tensor], step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of the network output ``out`` (see :meth:`CorrNet.forward`) on ``batch``.
 
         ``batch``: ``labels`` (B, N) float (inlier when > 0.5), ``R`` (B, 3, 3), ``t`` (B, 3),
@@ -163,8 +189,9 @@ class CorrNetLoss(nn.Module):
         mask = batch.get("mask")
         parts: dict[str, torch.Tensor] = {}
         total = out["logits"].new_zeros((), dtype=torch.float32)
-        for s, (lg, w, idx, m) in enumerate(zip(out["stage_logits"], out["graph_logits"],
-                                                out["stage_indices"], out["stage_masks"])):
+        for s, (lg, w, idx, m) in enumerate(
+            zip(out["stage_logits"], out["graph_logits"], out["stage_indices"], out["stage_masks"])
+        ):
             if mask is not None:
                 m = m & mask.bool().gather(1, idx)
             lab = labels.gather(1, idx)
@@ -173,8 +200,15 @@ class CorrNetLoss(nn.Module):
             total = total + self.cls_weight * cls + self.graph_weight * graph
         if self.geometry == "rigid":
             name, weight, warmup = "transform", self.transform_weight, self.transform_warmup
-            geo = transform_loss(out["R"], out["t"], batch["R"], batch["t"], batch["xs"][..., :3],
-                                 mask, self.transform_clamp)
+            geo = transform_loss(
+                out["R"],
+                out["t"],
+                batch["R"],
+                batch["t"],
+                batch["xs"][..., :3],
+                mask,
+                self.transform_clamp,
+            )
         else:
             name, weight, warmup = "essential", self.essential_weight, self.essential_warmup
             geo = self.essential_loss(out["E"], batch["R"], batch["t"])
@@ -182,4 +216,3 @@ class CorrNetLoss(nn.Module):
         if step >= warmup and weight > 0:
             total = total + weight * geo
         return total, parts
-

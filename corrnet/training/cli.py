@@ -19,7 +19,6 @@ from corrnet.errors import USER_ERRORS, run_command
 from .datamodule import CorrNetDataModule
 from .module import CorrNetModule
 
-
 RESUME_KEYWORDS = ("best", "hpc", "registry")
 """``--ckpt_path`` values (``registry:...`` too) that Lightning resolves itself; ``last`` is
 resolved here, so that a missing ``last.ckpt`` is an error rather than a fresh start."""
@@ -47,18 +46,24 @@ class CorrNetCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
-        parser.set_defaults({
-            "checkpoint.monitor": "val/mAP20",   # OANet's mAP20 without RANSAC, validation split
-            "checkpoint.mode": "max",
-            "checkpoint.save_last": True,
-            "checkpoint.filename": "best-{step}",
-            "checkpoint.auto_insert_metric_name": False,
-        })
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/mAP20",  # OANet's mAP20 without RANSAC, validation split
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
         # The data's side channels and geometry follow from the network: set only in model.net.
         parser.link_arguments("model.net.side_info", "data.side_info", apply_on="parse")
         parser.link_arguments("model.net.geometry", "data.geometry", apply_on="parse")
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt")
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt",
+        )
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
@@ -77,11 +82,18 @@ def resume_path(cli: LightningCLI, ckpt_path: str | None) -> str | None:
     if ckpt_path == "last":
         dirpath = cli.trainer.checkpoint_callback.dirpath
         if dirpath is None:
-            raise ValueError("--ckpt_path last: checkpoint.dirpath is not set; give the checkpoint file")
-        last = Path(dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+            raise ValueError(
+                "--ckpt_path last: checkpoint.dirpath is not set; give the checkpoint file"
+            )
+        last = (
+            Path(dirpath)
+            / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        )
         if not last.is_file():
-            raise FileNotFoundError(f"--ckpt_path last: no {last} to resume from (leave out --ckpt_path "
-                                    f"to start a new run)")
+            raise FileNotFoundError(
+                f"--ckpt_path last: no {last} to resume from (leave out --ckpt_path "
+                f"to start a new run)"
+            )
         ckpt_path = str(last)
     return str(check_resumable(ckpt_path, cli.model))
 
@@ -94,17 +106,26 @@ def check_label_px(model: CorrNetModule, data: CorrNetDataModule) -> None:
     for spec in data.train_specs:
         path = check_data_spec(spec)
         if path is not None:
-            OANetPairs(path).require(INTRINSICS_KEYS, "the intrinsics that model.loss.label_px needs (a threshold "
-                                                      "in pixels); leave it null or use a file that has them")
+            OANetPairs(path).require(
+                INTRINSICS_KEYS,
+                "the intrinsics that model.loss.label_px needs (a threshold "
+                "in pixels); leave it null or use a file that has them",
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train; bad input (data, config values, ``--ckpt_path``) ends with one line, exit 2."""
 
     def run() -> None:
-        cli = CorrNetCLI(CorrNetModule, CorrNetDataModule, run=False, args=argv,
-                         seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                         parser_kwargs={"exit_on_error": False})
+        cli = CorrNetCLI(
+            CorrNetModule,
+            CorrNetDataModule,
+            run=False,
+            args=argv,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},
+        )
         check_label_px(cli.model, cli.datamodule)
         ckpt_path = resume_path(cli, cli.config.ckpt_path)
         with warnings.catch_warnings():

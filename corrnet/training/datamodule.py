@@ -35,20 +35,33 @@ class CorrNetDataModule(L.LightningDataModule):
         seed: seeds the synthetic splits and the subsampling.
     """
 
-    def __init__(self, train: str | list[str] = "synthetic", val: str = "synthetic",
-                 test: str = "synthetic", train_weights: list[float] | None = None,
-                 batch_size: int = 16, num_matches: int | None = 2000, batching: str = "subsample",
-                 num_workers: int = 2, side_info: bool = False, geometry: str = "two_view",
-                 synthetic_mode: str = "mixed",
-                 synthetic_train_pairs: int = 20000, synthetic_val_pairs: int = 200,
-                 synthetic_test_pairs: int = 500, seed: int = 0) -> None:
+    def __init__(
+        self,
+        train: str | list[str] = "synthetic",
+        val: str = "synthetic",
+        test: str = "synthetic",
+        train_weights: list[float] | None = None,
+        batch_size: int = 16,
+        num_matches: int | None = 2000,
+        batching: str = "subsample",
+        num_workers: int = 2,
+        side_info: bool = False,
+        geometry: str = "two_view",
+        synthetic_mode: str = "mixed",
+        synthetic_train_pairs: int = 20000,
+        synthetic_val_pairs: int = 200,
+        synthetic_test_pairs: int = 500,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if batching not in ("subsample", "pad"):
             raise ValueError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
         self.save_hyperparameters()
         self.train_specs = [train] if isinstance(train, str) else list(train)
         if not self.train_specs:
-            raise ValueError("data.train: expected 'synthetic', an HDF5 path or a list of them, got []")
+            raise ValueError(
+                "data.train: expected 'synthetic', an HDF5 path or a list of them, got []"
+            )
         if train_weights is not None:
             check_weights(train_weights, len(self.train_specs))
         for spec in (*self.train_specs, val, test):  # fail before training starts, not an hour in
@@ -56,10 +69,16 @@ class CorrNetDataModule(L.LightningDataModule):
 
     def _dataset(self, split: str, spec: str | None = None):
         h = self.hparams
-        return open_dataset(spec or getattr(h, split), split, side_info=h.side_info, seed=h.seed,
-                            synthetic_pairs=getattr(h, f"synthetic_{split}_pairs"),
-                            synthetic_mode=h.synthetic_mode,
-                            num_matches=h.num_matches or 2000, geometry=h.geometry)
+        return open_dataset(
+            spec or getattr(h, split),
+            split,
+            side_info=h.side_info,
+            seed=h.seed,
+            synthetic_pairs=getattr(h, f"synthetic_{split}_pairs"),
+            synthetic_mode=h.synthetic_mode,
+            num_matches=h.num_matches or 2000,
+            geometry=h.geometry,
+        )
 
     def _train_dataset(self):
         """The training set, or the :class:`Mixture` of several."""
@@ -72,9 +91,13 @@ class CorrNetDataModule(L.LightningDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         """Evaluation splits keep every match of every pair: one pair per batch, in order."""
         h = self.hparams
-        return DataLoader(self._dataset(split), batch_size=1, num_workers=h.num_workers,
-                          collate_fn=PairCollator(mode=h.batching, seed=h.seed),
-                          persistent_workers=h.num_workers > 0)
+        return DataLoader(
+            self._dataset(split),
+            batch_size=1,
+            num_workers=h.num_workers,
+            collate_fn=PairCollator(mode=h.batching, seed=h.seed),
+            persistent_workers=h.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch); a resumed run skips the batches its checkpoint had seen."""
@@ -83,11 +106,18 @@ class CorrNetDataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(dataset), seed=h.seed)
         if self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
-            sampler.skip = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * h.batch_size
-        return DataLoader(dataset, batch_size=h.batch_size, sampler=sampler,
-                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0,
-                          collate_fn=PairCollator(mode=h.batching, num_matches=h.num_matches, seed=h.seed),
-                          drop_last=True)
+            sampler.skip = (
+                self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * h.batch_size
+            )
+        return DataLoader(
+            dataset,
+            batch_size=h.batch_size,
+            sampler=sampler,
+            num_workers=h.num_workers,
+            persistent_workers=h.num_workers > 0,
+            collate_fn=PairCollator(mode=h.batching, num_matches=h.num_matches, seed=h.seed),
+            drop_last=True,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

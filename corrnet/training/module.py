@@ -42,16 +42,29 @@ class CorrNetModule(L.LightningModule):
             which no gradient reopens).
     """
 
-    def __init__(self, net: CorrNetConfig = CorrNetConfig(), loss: dict[str, Any] | None = None,
-                 lr: float = 1e-3, weight_decay: float = 0.0, init_weights: str | None = None,
-                 reset_graph_heads: bool = True) -> None:
+    def __init__(
+        self,
+        net: CorrNetConfig = CorrNetConfig(),
+        loss: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        init_weights: str | None = None,
+        reset_graph_heads: bool = True,
+    ) -> None:
         super().__init__()
-        if isinstance(net, Mapping):   # Lightning's load_from_checkpoint passes the saved dict
+        if isinstance(net, Mapping):  # Lightning's load_from_checkpoint passes the saved dict
             net = CorrNetConfig.from_dict(net)
         # Plain data only, so that checkpoints load with weights_only=True.
-        self.save_hyperparameters({"net": net.to_dict(), "loss": loss, "lr": lr,
-                                   "weight_decay": weight_decay, "init_weights": init_weights,
-                                   "reset_graph_heads": reset_graph_heads})
+        self.save_hyperparameters(
+            {
+                "net": net.to_dict(),
+                "loss": loss,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "init_weights": init_weights,
+                "reset_graph_heads": reset_graph_heads,
+            }
+        )
         self.net = CorrNet(net)
         if init_weights is not None:
             path = Path(os.path.expandvars(os.path.expanduser(init_weights)))
@@ -81,13 +94,15 @@ class CorrNetModule(L.LightningModule):
         rigid geometry: instead of the pose error, 1.0 where the network's own Kabsch transform
         registers the pair (the kept matches count as its inliers)."""
         out = self(batch["features"], batch.get("mask"))
-        if self.net.config.geometry == "rigid":   # score: 1.0 for a successful registration
+        if self.net.config.geometry == "rigid":  # score: 1.0 for a successful registration
             selected = kept_matches(out["logits"], batch.get("mask"))
             score = registration_errors(out["R"], out["t"], batch["R"], batch["t"])[2].double()
-        else:                                      # score: the pair's pose error in degrees
+        else:  # score: the pair's pose error in degrees
             pred = predict(out["logits"], batch["xs"], batch.get("mask"), weights=out["weights"])
             selected = pred.inliers
-            score = torch.maximum(*pose_errors(pred.R, pred.t, batch["R"].double(), batch["t"].double()))
+            score = torch.maximum(
+                *pose_errors(pred.R, pred.t, batch["R"].double(), batch["t"].double())
+            )
         labels = batch["labels"] > 0.5
         if "mask" in batch:
             labels = labels & batch["mask"]
@@ -104,12 +119,16 @@ class CorrNetModule(L.LightningModule):
         self._val.clear()
         score, precision, recall = v.unbind(-1)
         main = "RR" if self.net.config.geometry == "rigid" else "mAP20"
-        metrics = ({"RR": float(score.mean())} if main == "RR"
-                   else {**oanet_map(score.numpy()), **pose_auc(score.numpy())})
+        metrics = (
+            {"RR": float(score.mean())}
+            if main == "RR"
+            else {**oanet_map(score.numpy()), **pose_auc(score.numpy())}
+        )
         metrics.update(precision=float(precision.mean()), recall=float(recall.mean()))
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main})
         self.log(f"val/{main}", metrics[main], prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

@@ -13,11 +13,14 @@ from torch.utils.data import Dataset, Sampler
 def check_weights(weights: Sequence[float], count: int) -> None:
     """``data.train_weights``: one weight >= 0 per training set, with a positive sum."""
     if len(weights) != count:
-        raise ValueError(f"data.train_weights: expected one weight per training set ({count}), "
-                         f"got {len(weights)}")
+        raise ValueError(
+            f"data.train_weights: expected one weight per training set ({count}), "
+            f"got {len(weights)}"
+        )
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"data.train_weights: expected weights >= 0 with a positive sum, "
-                         f"got {list(weights)}")
+        raise ValueError(
+            f"data.train_weights: expected weights >= 0 with a positive sum, got {list(weights)}"
+        )
 
 
 class Mixture(Dataset):
@@ -29,7 +32,9 @@ class Mixture(Dataset):
     paths, which only real pairs have) are dropped so that pairs of every source batch together.
     """
 
-    def __init__(self, datasets: Sequence[Dataset], weights: Sequence[float], seed: int = 0) -> None:
+    def __init__(
+        self, datasets: Sequence[Dataset], weights: Sequence[float], seed: int = 0
+    ) -> None:
         check_weights(weights, len(datasets))
         empty = [k for k, d in enumerate(datasets) if len(d) == 0 and weights[k] > 0]
         if empty:

@@ -45,8 +45,12 @@ def read_pair(path: Path, index: int) -> Pair:
     if not 0 <= index < len(pairs):
         raise KeyError(f"{path} has no pair {index} (it holds {len(pairs)} pairs)")
     sample = pairs[index]
-    return Pair(xs=sample["xs"].double().numpy(), is_inlier_gt=sample["labels"].numpy().astype(bool),
-                K1=sample["K1"].double().numpy(), K2=sample["K2"].double().numpy())
+    return Pair(
+        xs=sample["xs"].double().numpy(),
+        is_inlier_gt=sample["labels"].numpy().astype(bool),
+        K1=sample["K1"].double().numpy(),
+        K2=sample["K2"].double().numpy(),
+    )
 
 
 def kept_mask(args: argparse.Namespace, pair: Pair) -> tuple[np.ndarray, float | None]:
@@ -59,8 +63,10 @@ def kept_mask(args: argparse.Namespace, pair: Pair) -> tuple[np.ndarray, float |
         return pair.is_inlier_gt.copy(), None
     logits, pose_error = read_predictions(args.predictions)
     if logits.shape != pair.is_inlier_gt.shape:
-        raise ValueError(f"{args.predictions}: logits has {logits.size} entries, the pair has "
-                         f"{pair.is_inlier_gt.size} matches")
+        raise ValueError(
+            f"{args.predictions}: logits has {logits.size} entries, the pair has "
+            f"{pair.is_inlier_gt.size} matches"
+        )
     return logits > 0, pose_error
 
 
@@ -80,29 +86,48 @@ def read_predictions(path: Path) -> tuple[np.ndarray, float | None]:
         raise ValueError(f"{path}: a single .npy array, not an .npz; {expected}")
     with preds:
         if "logits" not in preds:
-            raise ValueError(f"{path}: missing key 'logits' (found {sorted(preds.files)}); {expected}")
-        logits, error = preds["logits"], preds["pose_error_deg"] if "pose_error_deg" in preds else None
-    if logits.ndim != 1 or not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
-        raise ValueError(f"{path}: logits: expected finite numbers of shape (N,), got {logits.dtype} {logits.shape}")
+            raise ValueError(
+                f"{path}: missing key 'logits' (found {sorted(preds.files)}); {expected}"
+            )
+        logits, error = (
+            preds["logits"],
+            preds["pose_error_deg"] if "pose_error_deg" in preds else None,
+        )
+    if (
+        logits.ndim != 1
+        or not np.issubdtype(logits.dtype, np.number)
+        or not np.isfinite(logits).all()
+    ):
+        raise ValueError(
+            f"{path}: logits: expected finite numbers of shape (N,), got {logits.dtype} {logits.shape}"
+        )
     if error is not None and (error.size != 1 or not np.issubdtype(error.dtype, np.number)):
-        raise ValueError(f"{path}: pose_error_deg: expected one number, got {error.dtype} {error.shape}")
+        raise ValueError(
+            f"{path}: pose_error_deg: expected one number, got {error.dtype} {error.shape}"
+        )
     return logits.astype(np.float64), None if error is None else float(error.reshape(()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m corrnet.visualization",
-                                     description="Render one pair of an OANet HDF5 file with Open3D.")
+    parser = argparse.ArgumentParser(
+        prog="python -m corrnet.visualization",
+        description="Render one pair of an OANet HDF5 file with Open3D.",
+    )
     parser.add_argument("--data", type=Path, required=True, help="OANet-format .hdf5 file")
     parser.add_argument("--pair", type=int, required=True, help="pair index (dataset name)")
     parser.add_argument("--out", type=Path, help="output PNG")
-    parser.add_argument("--predictions", type=Path, help=".npz with logits (N,) [and pose_error_deg]")
+    parser.add_argument(
+        "--predictions", type=Path, help=".npz with logits (N,) [and pose_error_deg]"
+    )
     parser.add_argument("--show", action="store_true", help="open an interactive window")
     parser.add_argument("--image1", type=Path, help="image 1, drawn as a textured plane")
     parser.add_argument("--image2", type=Path, help="image 2, drawn as a textured plane")
     parser.add_argument("--size", type=int, nargs=2, default=(1600, 700), metavar=("W", "H"))
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="pca")
-    parser.add_argument("--show-true-negatives", action="store_true", help="draw dropped outliers faintly")
+    parser.add_argument(
+        "--show-true-negatives", action="store_true", help="draw dropped outliers faintly"
+    )
     parser.add_argument("--title", help="caption title (default: file name and pair)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
@@ -119,18 +144,40 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         if args.out is not None:
-            check_output(args.out, {"--data": args.data, "--predictions": args.predictions,
-                                    "--image1": args.image1, "--image2": args.image2}, args.overwrite)
+            check_output(
+                args.out,
+                {
+                    "--data": args.data,
+                    "--predictions": args.predictions,
+                    "--image1": args.image1,
+                    "--image2": args.image2,
+                },
+                args.overwrite,
+            )
         pair = read_pair(args.data, args.pair)
         kept, pose_error = kept_mask(args, pair)
         title = args.title or f"{args.data.name}  pair {args.pair}"
-        images = {} if args.image1 is None else {"image1": args.image1, "image2": args.image2,
-                                                 "K1": pair.K1, "K2": pair.K2}
-        common = dict(title=title, show_true_negatives=args.show_true_negatives, embedding=args.embedding,
-                      **images)
+        images = (
+            {}
+            if args.image1 is None
+            else {"image1": args.image1, "image2": args.image2, "K1": pair.K1, "K2": pair.K2}
+        )
+        common = dict(
+            title=title,
+            show_true_negatives=args.show_true_negatives,
+            embedding=args.embedding,
+            **images,
+        )
         if args.out is not None:
-            out = render_pair(args.out, pair.xs, pair.is_inlier_gt, kept, pose_error_deg=pose_error,
-                              size=tuple(args.size), **common)
+            out = render_pair(
+                args.out,
+                pair.xs,
+                pair.is_inlier_gt,
+                kept,
+                pose_error_deg=pose_error,
+                size=tuple(args.size),
+                **common,
+            )
             print(out)
         if args.show:
             show_pair(pair.xs, pair.is_inlier_gt, kept, **common)

@@ -39,8 +39,9 @@ def _rgb(colour: tuple[int, int, int], n: int) -> o3d.utility.Vector3dVector:
     return o3d.utility.Vector3dVector(np.tile(np.asarray(colour, dtype=np.float64) / 255.0, (n, 1)))
 
 
-def _material(shader: str, *, width: float = 1.0, texture: np.ndarray | None = None
-              ) -> rendering.MaterialRecord:
+def _material(
+    shader: str, *, width: float = 1.0, texture: np.ndarray | None = None
+) -> rendering.MaterialRecord:
     material = rendering.MaterialRecord()
     material.shader = shader
     material.line_width = width
@@ -62,7 +63,8 @@ def _line_set(ends: np.ndarray, colour: tuple[int, int, int]) -> o3d.geometry.Li
     """LineSet from segment end points (L, 2, 3)."""
     lines = o3d.geometry.LineSet(
         o3d.utility.Vector3dVector(ends.reshape(-1, 3)),
-        o3d.utility.Vector2iVector(np.arange(2 * len(ends)).reshape(-1, 2)))
+        o3d.utility.Vector2iVector(np.arange(2 * len(ends)).reshape(-1, 2)),
+    )
     lines.colors = _rgb(colour, len(ends))
     return lines
 
@@ -75,8 +77,10 @@ def _point_cloud(points: np.ndarray, colour: tuple[int, int, int]) -> o3d.geomet
 
 def _quad(corners: np.ndarray) -> o3d.geometry.TriangleMesh:
     """Textured quad over corners (4, 3) TL, TR, BR, BL, image top row at TL-TR."""
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(corners),
-                                     o3d.utility.Vector3iVector(np.array([[0, 3, 2], [0, 2, 1]])))
+    mesh = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(corners),
+        o3d.utility.Vector3iVector(np.array([[0, 3, 2], [0, 2, 1]])),
+    )
     uv = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])  # texture v runs bottom-up
     mesh.triangle_uvs = o3d.utility.Vector2dVector(uv[[0, 3, 2, 0, 2, 1]])
     mesh.vertex_colors = _rgb((255, 255, 255), 4)  # the shader multiplies texture by vertex colour
@@ -88,30 +92,54 @@ def pair_geometries(scene: Scene, scale: float = 1.0) -> list[Geometry]:
     out: list[Geometry] = []
     for i, corners in enumerate(scene.panels):
         if scene.textures:
-            out.append((f"image{i}", _quad(corners), _material("defaultUnlit", texture=scene.textures[i])))
+            out.append(
+                (f"image{i}", _quad(corners), _material("defaultUnlit", texture=scene.textures[i]))
+            )
         else:
             frame = np.stack([corners, np.roll(corners, -1, axis=0)], axis=1)
-            out.append((f"frame{i}", _line_set(frame, FRAME_RGB), _material("unlitLine", width=scale)))
+            out.append(
+                (f"frame{i}", _line_set(frame, FRAME_RGB), _material("unlitLine", width=scale))
+            )
     if len(scene.keypoints):
-        out.append(("keypoints", _point_cloud(scene.keypoints, KEYPOINT_RGB),
-                    _material("defaultUnlit", width=2.0 * scale)))
+        out.append(
+            (
+                "keypoints",
+                _point_cloud(scene.keypoints, KEYPOINT_RGB),
+                _material("defaultUnlit", width=2.0 * scale),
+            )
+        )
     for name in OUTCOMES:
         if len(scene.lines[name]):
-            out.append((f"lines_{name}", _line_set(scene.lines[name], PALETTE[name]),
-                        _material("unlitLine", width=LINE_WIDTH[name] * scale)))
+            out.append(
+                (
+                    f"lines_{name}",
+                    _line_set(scene.lines[name], PALETTE[name]),
+                    _material("unlitLine", width=LINE_WIDTH[name] * scale),
+                )
+            )
     return out
 
 
-def embed_geometries(scene: Scene, scale: float = 1.0, offset: np.ndarray | None = None,
-                     zoom: float = 1.0) -> list[Geometry]:
+def embed_geometries(
+    scene: Scene, scale: float = 1.0, offset: np.ndarray | None = None, zoom: float = 1.0
+) -> list[Geometry]:
     """Embedded matches as coloured points, with three grey axes of length 2 (PC1-PC3)."""
     shift = np.zeros(3) if offset is None else offset
-    axes = np.array([[[-1, 0, 0], [1, 0, 0]], [[0, -1, 0], [0, 1, 0]], [[0, 0, -1], [0, 0, 1]]], float)
-    out: list[Geometry] = [("axes", _line_set(axes * zoom + shift, FRAME_RGB), _material("unlitLine", width=scale))]
+    axes = np.array(
+        [[[-1, 0, 0], [1, 0, 0]], [[0, -1, 0], [0, 1, 0]], [[0, 0, -1], [0, 0, 1]]], float
+    )
+    out: list[Geometry] = [
+        ("axes", _line_set(axes * zoom + shift, FRAME_RGB), _material("unlitLine", width=scale))
+    ]
     for name in OUTCOMES:
         if len(scene.points[name]):
-            out.append((f"points_{name}", _point_cloud(scene.points[name] * zoom + shift, PALETTE[name]),
-                        _material("defaultUnlit", width=POINT_SIZE[name] * scale)))
+            out.append(
+                (
+                    f"points_{name}",
+                    _point_cloud(scene.points[name] * zoom + shift, PALETTE[name]),
+                    _material("defaultUnlit", width=POINT_SIZE[name] * scale),
+                )
+            )
     return out
 
 
@@ -132,7 +160,9 @@ def render_pair_view(scene: Scene, size: tuple[int, int]) -> np.ndarray:
     half_w = half_h * size[0] / size[1]
     centre = [(xmin + xmax) / 2, (ymin + ymax) / 2, 0.0]
     camera = renderer.scene.camera
-    camera.set_projection(rendering.Camera.Projection.Ortho, -half_w, half_w, -half_h, half_h, 1.0, 20.0)
+    camera.set_projection(
+        rendering.Camera.Projection.Ortho, -half_w, half_w, -half_h, half_h, 1.0, 20.0
+    )
     camera.look_at(centre, [centre[0], centre[1], 10.0], [0.0, 1.0, 0.0])
     return np.asarray(renderer.render_to_image())
 
@@ -156,16 +186,22 @@ def show_geometries(scene: Scene) -> list[dict]:
     reach = max([1.0] + [float(np.abs(p[:, 0]).max()) for p in scene.points.values() if len(p)])
     offset = np.array([float(scene.pair_bounds[1]) + 0.1 + zoom * reach, 0.5, 0.0])
     geometries = pair_geometries(scene) + embed_geometries(scene, offset=offset, zoom=zoom)
-    return [{"name": name, "geometry": geometry, "material": material} for name, geometry, material in geometries]
+    return [
+        {"name": name, "geometry": geometry, "material": material}
+        for name, geometry, material in geometries
+    ]
 
 
 def show(scene: Scene, title: str) -> None:
     """Interactive window with both views (needs a display)."""
-    o3d.visualization.draw(show_geometries(scene), title=title, bg_color=(1.0, 1.0, 1.0, 1.0),
-                           show_skybox=False)
+    o3d.visualization.draw(
+        show_geometries(scene), title=title, bg_color=(1.0, 1.0, 1.0, 1.0), show_skybox=False
+    )
 
 
-def render_registration_views(scene: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
+def render_registration_views(
+    scene: dict[str, np.ndarray], size: tuple[int, int]
+) -> dict[str, np.ndarray]:
     """The ``before`` and ``after`` views of a registration scene, seen by one perspective
     camera behind and above the target scan's camera (y points down in its frame).  One
     renderer draws both, its scene cleared in between and at the end (Filament aborts when a
@@ -180,17 +216,32 @@ def render_registration_views(scene: dict[str, np.ndarray], size: tuple[int, int
     for view in ("before", "after"):
         renderer.scene.clear_geometry()
         geometries: list[Geometry] = [
-            ("target", _point_cloud(target, tuple(scene["target_rgb"])), _material("defaultUnlit", width=2.0 * scale)),
-            ("source", _point_cloud(scene[f"source_{view}"], tuple(scene["source_rgb"])),
-             _material("defaultUnlit", width=2.0 * scale))]
+            (
+                "target",
+                _point_cloud(target, tuple(scene["target_rgb"])),
+                _material("defaultUnlit", width=2.0 * scale),
+            ),
+            (
+                "source",
+                _point_cloud(scene[f"source_{view}"], tuple(scene["source_rgb"])),
+                _material("defaultUnlit", width=2.0 * scale),
+            ),
+        ]
         for name in OUTCOMES:
             key = f"lines_{name}_{view}"
             if key in scene and len(scene[key]):
-                geometries.append((key, _line_set(scene[key], PALETTE[name]),
-                                   _material("unlitLine", width=LINE_WIDTH[name] * scale)))
+                geometries.append(
+                    (
+                        key,
+                        _line_set(scene[key], PALETTE[name]),
+                        _material("unlitLine", width=LINE_WIDTH[name] * scale),
+                    )
+                )
         for name, geometry, material in geometries:
             renderer.scene.add_geometry(name, geometry, material)
-        renderer.setup_camera(VERTICAL_FOV_DEG * 1.6, centre.tolist(), eye.tolist(), [0.0, -1.0, 0.0])
+        renderer.setup_camera(
+            VERTICAL_FOV_DEG * 1.6, centre.tolist(), eye.tolist(), [0.0, -1.0, 0.0]
+        )
         views[view] = np.asarray(renderer.render_to_image())
     renderer.scene.clear_geometry()
     return views
@@ -221,8 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode == "show":
         show(scene, args.title)
         return
-    np.savez(args.out, pair=render_pair_view(scene, tuple(args.pair_size)),
-             embed=render_embed_view(scene, tuple(args.embed_size)))
+    np.savez(
+        args.out,
+        pair=render_pair_view(scene, tuple(args.pair_size)),
+        embed=render_embed_view(scene, tuple(args.embed_size)),
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,12 @@ MAX_TEXTURE_SIDE = 1024
 """Longest texture side in pixels; larger images are downscaled before rendering."""
 
 _Z = {  # depth of each layer above the image panels (z = 0), later ones on top
-    "keypoints": 0.001, "tn": 0.002, "fn": 0.003, "fp": 0.004, "tp": 0.005}
+    "keypoints": 0.001,
+    "tn": 0.002,
+    "fn": 0.003,
+    "fp": 0.004,
+    "tp": 0.005,
+}
 
 
 @dataclass(frozen=True)
@@ -138,13 +143,19 @@ class Scene:
             )
 
 
-def check_inputs(xs: np.ndarray, is_inlier_gt: np.ndarray, is_kept: np.ndarray,
-                 columns: Sequence[str] = TWO_VIEW_COLUMNS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_inputs(
+    xs: np.ndarray,
+    is_inlier_gt: np.ndarray,
+    is_kept: np.ndarray,
+    columns: Sequence[str] = TWO_VIEW_COLUMNS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate and convert matches (N, C) float, C = len(columns), and the two (N,) boolean
     masks; ``columns`` names the coordinates of a match for the error message."""
     xs = np.asarray(xs, dtype=np.float64)
     if xs.ndim != 2 or xs.shape[1] != len(columns):
-        raise ValueError(f"xs must have shape (N, {len(columns)}) as [{', '.join(columns)}], got {xs.shape}")
+        raise ValueError(
+            f"xs must have shape (N, {len(columns)}) as [{', '.join(columns)}], got {xs.shape}"
+        )
     if not np.isfinite(xs).all():
         raise ValueError("xs contains NaN or infinite coordinates")
     masks = []
@@ -165,8 +176,12 @@ def outcomes(is_inlier_gt: np.ndarray, is_kept: np.ndarray) -> np.ndarray:
 
 def pair_stats(is_inlier_gt: np.ndarray, is_kept: np.ndarray) -> PairStats:
     """Confusion counts of the kept set against ground truth."""
-    return PairStats(tp=int(np.sum(is_kept & is_inlier_gt)), fp=int(np.sum(is_kept & ~is_inlier_gt)),
-                     fn=int(np.sum(~is_kept & is_inlier_gt)), tn=int(np.sum(~is_kept & ~is_inlier_gt)))
+    return PairStats(
+        tp=int(np.sum(is_kept & is_inlier_gt)),
+        fp=int(np.sum(is_kept & ~is_inlier_gt)),
+        fn=int(np.sum(~is_kept & is_inlier_gt)),
+        tn=int(np.sum(~is_kept & ~is_inlier_gt)),
+    )
 
 
 def fit_essential(xs: np.ndarray) -> np.ndarray:
@@ -216,12 +231,15 @@ def embed(xs: np.ndarray, is_inlier_gt: np.ndarray, method: str = "pca") -> np.n
         out = np.pad(out, ((0, 0), (0, 3 - out.shape[1])))
         return out / _robust_scale(out, 98)
     if int(is_inlier_gt.sum()) < 8:
-        raise ValueError("the epipolar embedding needs >= 8 ground-truth inliers to fit E; "
-                         "use embedding='pca'")
+        raise ValueError(
+            "the epipolar embedding needs >= 8 ground-truth inliers to fit E; use embedding='pca'"
+        )
     residual = sampson_residual(xs, fit_essential(xs[is_inlier_gt]))
     image = xs[:, :2] - np.median(xs[:, :2], axis=0)
     image = image / _robust_scale(image, 98)
-    return np.column_stack([image[:, 0], residual / _robust_scale(residual[~is_inlier_gt], 90), image[:, 1]])
+    return np.column_stack(
+        [image[:, 0], residual / _robust_scale(residual[~is_inlier_gt], 90), image[:, 1]]
+    )
 
 
 def _read_texture(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -238,13 +256,23 @@ def _read_texture(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _panel(x0: float, width: float) -> np.ndarray:
     """Corners (4, 3) of a panel of height 1 starting at x0: TL, TR, BR, BL."""
-    return np.array([[x0, 1.0, 0.0], [x0 + width, 1.0, 0.0], [x0 + width, 0.0, 0.0], [x0, 0.0, 0.0]])
+    return np.array(
+        [[x0, 1.0, 0.0], [x0 + width, 1.0, 0.0], [x0 + width, 0.0, 0.0], [x0, 0.0, 0.0]]
+    )
 
 
-def build_scene(xs: np.ndarray, is_inlier_gt: np.ndarray, is_kept: np.ndarray, *,
-                image1: str | Path | None = None, image2: str | Path | None = None,
-                K1: np.ndarray | None = None, K2: np.ndarray | None = None,
-                show_true_negatives: bool = False, embedding: str = "pca") -> Scene:
+def build_scene(
+    xs: np.ndarray,
+    is_inlier_gt: np.ndarray,
+    is_kept: np.ndarray,
+    *,
+    image1: str | Path | None = None,
+    image2: str | Path | None = None,
+    K1: np.ndarray | None = None,
+    K2: np.ndarray | None = None,
+    show_true_negatives: bool = False,
+    embedding: str = "pca",
+) -> Scene:
     """Geometry of both views for matches xs (N, 4) (normalised) and (N,) boolean masks.
 
     With both images and both intrinsics the keypoints are projected to pixels and drawn on
@@ -261,7 +289,7 @@ def build_scene(xs: np.ndarray, is_inlier_gt: np.ndarray, is_kept: np.ndarray, *
     textures: list[np.ndarray] = []
     origins, sizes, uv = [], [], []
     for i in range(2):
-        xy = xs[:, 2 * i:2 * i + 2]
+        xy = xs[:, 2 * i : 2 * i + 2]
         if textured:
             texture, size = _read_texture(images[i])  # type: ignore[arg-type]
             textures.append(texture)
@@ -294,9 +322,18 @@ def build_scene(xs: np.ndarray, is_inlier_gt: np.ndarray, is_kept: np.ndarray, *
         ends = [np.column_stack([w[selected], np.full(selected.sum(), _Z[name])]) for w in world]
         lines[name] = np.stack(ends, axis=1).reshape(-1, 2, 3)
         points[name] = embedded[codes == k]
-    keypoints = np.zeros((0, 3)) if textured else np.concatenate(
-        [np.column_stack([w, np.full(len(w), _Z["keypoints"])]) for w in world])
+    keypoints = (
+        np.zeros((0, 3))
+        if textured
+        else np.concatenate([np.column_stack([w, np.full(len(w), _Z["keypoints"])]) for w in world])
+    )
     margin = 0.03
     bounds = np.array([-margin, x0 - PANEL_GAP + margin, -margin, 1.0 + margin])
-    return Scene(panels=panels, textures=textures, keypoints=keypoints, lines=lines,
-                 points=points, pair_bounds=bounds)
+    return Scene(
+        panels=panels,
+        textures=textures,
+        keypoints=keypoints,
+        lines=lines,
+        points=points,
+        pair_bounds=bounds,
+    )
