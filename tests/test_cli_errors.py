@@ -7,7 +7,6 @@ needs no shared data.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -23,15 +22,15 @@ import torch
 import corrnet.datasets.prepare as prep
 from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.checkpoint import load_model, read_checkpoint
+from corrnet.commands.eval import main as eval_main
+from corrnet.commands.merge import main as merge_main
+from corrnet.commands.prepare import main as prepare_main
+from corrnet.commands.synthetic import main as synthetic_main
+from corrnet.commands.viz import main as viz_main
 from corrnet.datasets import BadPairError, OANetPairs, generate_pair
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
-from corrnet.visualization.__main__ import main as viz_main
-from data.merge import main as merge_main
-from data.prepare import main as prepare_main
-from data.synthetic import main as synthetic_main
 
 ROOT = Path(__file__).resolve().parents[1]
-eval_main = importlib.import_module("eval").main
 
 
 def call(main, args: list[str]) -> int:
@@ -164,7 +163,7 @@ def test_eval_refuses_bad_pairs_instead_of_scoring_them(tmp_path, capsys, case):
             "--quiet",
         ],
     )
-    refused(capsys, code, "eval.py: error:", str(path), "pair 1", message)
+    refused(capsys, code, "corrnet eval: error:", str(path), "pair 1", message)
     assert snapshot(path) == before and not (tmp_path / "out").exists()
 
 
@@ -389,7 +388,7 @@ def test_visualization_refuses_bad_predictions(tmp_path, capsys, case, message):
             str(preds),
         ],
     )
-    refused(capsys, code, "python -m corrnet.visualization: error:", str(preds), message)
+    refused(capsys, code, "corrnet viz: error:", str(preds), message)
     assert not (tmp_path / "p.png").exists()
 
 
@@ -609,7 +608,9 @@ def test_prepare_bad_input_is_one_line(raw, tmp_path, capsys, case):
     if "--out" not in args:
         args += ["--out", str(tmp_path / "out.hdf5")]
     inputs = {p: snapshot(p) for p in tmp_path.rglob("*") if p.is_file()}
-    refused(capsys, call(prepare_main, args + ["--workers", "1"]), "prepare.py: error:", message)
+    refused(
+        capsys, call(prepare_main, args + ["--workers", "1"]), "corrnet prepare: error:", message
+    )
     assert {p: snapshot(p) for p in inputs} == inputs
     assert not (tmp_path / "out.hdf5").exists()
 
@@ -655,4 +656,4 @@ def test_eval_raw_folder_cache_follows_the_pairs_and_calibration(raw, tmp_path, 
             str(tmp_path / "c"),
         ],
     )
-    refused(capsys, code, "eval.py: error:", "calibration_1.h5: missing key(s) ['R']")
+    refused(capsys, code, "corrnet eval: error:", "calibration_1.h5: missing key(s) ['R']")

@@ -14,6 +14,7 @@ import numpy as np
 import pycolmap
 import pytest
 
+from corrnet.commands.prepare import main as prepare_cli
 from corrnet.datasets import OANetPairs
 from corrnet.datasets.colmap import (
     colmap_pairs,
@@ -23,7 +24,6 @@ from corrnet.datasets.colmap import (
     reconstruct,
     select_pairs,
 )
-from data.prepare import main as prepare_cli
 from tests._data_reference import episym_np, rotation_angle_deg
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

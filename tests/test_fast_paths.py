@@ -25,10 +25,10 @@ import pytest
 import torch
 import yaml
 
+from corrnet.commands import bench
 from corrnet.datasets import generate_pair
 from corrnet.models import CorrNet, CorrNetConfig
 from corrnet.models.inference import make_predictor
-from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,6 @@ def keep_threads():
 
 
 def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
-    bench = load_benchmark("bench_network")
     out = tmp_path / "bench.json"
     # a budget of 0 s skips every row that has an estimate: all but the first
     bench.main(
@@ -181,7 +180,6 @@ def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
 
 
 def test_benchmark_cpu_memory_probe_sees_a_large_tensor():
-    bench = load_benchmark("bench_network")
     mib = bench.cpu_peak_mib(lambda: torch.ones(64, 2**20).sum())  # 256 MiB
     if mib is None:
         pytest.skip("no /proc/self/clear_refs on this system")

@@ -361,7 +361,7 @@ def test_console_command(tmp_path, capsys):
     _error(
         ["frobnicate"],
         capsys,
-        "expected a command (match), got 'frobnicate'",
+        "got 'frobnicate'",
         prog="corrnet",
         entry=corrnet_cli,
     )

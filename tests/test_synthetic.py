@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from corrnet.commands.synthetic import main as synthetic_cli
 from corrnet.datasets import OANetPairs
 from corrnet.datasets.synthetic import SyntheticPairs, generate_pair, write_synthetic
 from corrnet.geometry import INLIER_THRESHOLD, recover_pose, weighted_eight_point
-from data.synthetic import main as synthetic_cli
 from tests._data_reference import episym_np, ransac_pose_error, rotation_angle_deg
 
 N = 1000

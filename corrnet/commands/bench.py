@@ -1,8 +1,10 @@
 """Network speed and memory against OpenCV RANSAC / MAGSAC and a dense graph Laplacian.
 
-    python benchmarks/bench_network.py [--config configs/model/default.yaml ...]
-        [--n 1000 2000 4000 8000 16000] [--batch 1 32] [--device cpu [cuda]]
-        [--dtype float32 bfloat16] [--compile] [--threads T] [--quick] [--out bench.json]
+    corrnet bench [--config model/default ...] [--n 1000 2000 4000 8000 16000]
+        [--batch 1 32] [--device cpu [cuda]] [--dtype float32 bfloat16] [--compile]
+        [--threads T] [--quick] [--out bench.json]
+(``python benchmarks/bench_network.py`` is the same command.)  ``--config NAME`` without a
+suffix is a shipped config (``model/default``, ``model/tiny``, ``demo``, ...).
 
 Every row is one (model, device, dtype, N, batch): the network alone in eval mode under
 ``torch.inference_mode`` (through :func:`corrnet.models.inference.make_predictor`) on
@@ -39,7 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -47,14 +49,16 @@ import numpy as np
 import torch
 import yaml
 
+import corrnet
 from corrnet.atomic import atomic_path
+from corrnet.commands import config_path
 from corrnet.datasets import generate_pair
+from corrnet.errors import run_command
 from corrnet.eval.estimators import MAX_ITERS, OPENCV_METHODS, PROB, SEED, THRESHOLD
 from corrnet.models import CorrNet, CorrNetConfig, laplacian_aggregate
 from corrnet.models.inference import make_predictor
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ROOT = Path(__file__).resolve().parents[1]
 PROBE_WARMUP_N = 64
 """Matches of the warm-up call before a CPU memory probe (thread pools, kernel caches)."""
 
@@ -151,7 +155,10 @@ def probe_job(job: dict) -> float | None:
         predict = make_predictor(net, DTYPES[job["dtype"]])
         x = torch.randn(job["batch"], job["n"], net.in_channels, device=device)
         predict(torch.randn(1, PROBE_WARMUP_N, net.in_channels, device=device))
-        fn: Callable[[], object] = lambda: predict(x)  # noqa: E731
+
+        def fn() -> None:
+            predict(x)
+
     else:
         x = torch.randn(1, job["width"], job["n"], 1, device=device)
         w = torch.randn(1, job["n"], device=device)
@@ -169,9 +176,11 @@ def run_probe(job: dict) -> float | None:
     """Peak memory of a job: in this process on CUDA, in a fresh interpreter on the CPU."""
     if job["device"] == "cuda":
         return probe_job(job)
+    package_root = str(Path(corrnet.__file__).resolve().parents[1])  # this corrnet, also there
+    path = os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))
     done = subprocess.run(
-        [sys.executable, __file__, "--probe", json.dumps(job)],
-        cwd=ROOT,
+        [sys.executable, "-m", "corrnet.commands.bench", "--probe", json.dumps(job)],
+        env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         check=True,
@@ -205,7 +214,7 @@ def laplacian_row(n: int, width: int, device: torch.device, args: argparse.Names
     row: dict = {"n": n, "channels": width}
     with torch.inference_mode():
         for name, layer in (("fast", laplacian_aggregate), ("dense", dense_laplacian)):
-            timing = adaptive_timing(lambda _: layer(x, w), device, args)
+            timing = adaptive_timing(lambda _, layer=layer: layer(x, w), device, args)
             row[f"{name}_ms"] = timing["median_ms"]
         ref = dense_laplacian(x.double(), w.double())
         row["rel_diff"] = float((laplacian_aggregate(x, w).double() - ref).norm() / ref.norm())
@@ -319,16 +328,17 @@ def print_table(results: dict) -> None:
         )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--config",
-        type=Path,
+        type=lambda value: Path(config_path(value)),
         nargs="+",
-        default=[Path("configs/model/default.yaml")],
-        help="model YAMLs, or training configs (their model.net is used)",
+        default=[Path(config_path("model/default"))],
+        help="model YAMLs, or training configs (their model.net is used); a name without "
+        "suffix is a shipped config (default model/default)",
     )
     parser.add_argument(
         "--n", type=int, nargs="+", help="matches per pair (default 1000 ... 16000)"
@@ -371,13 +381,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet bench") -> int:
+    """Measure, print the table and (with --out) write the JSON; returns the exit status."""
+    args = parse_args(argv, prog)
     if args.probe:
         job = json.loads(args.probe)
         torch.set_num_threads(job["threads"])
         print(json.dumps(probe_job(job)))
-        return
+        return 0
+    return run_command(prog, lambda: measure(args))
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Every row of the benchmark for the parsed ``args``; prints the table, writes --out."""
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     results: dict = {
@@ -400,9 +416,10 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(f"{name}: {results['models'][name]['parameters']:,} parameters")
     m = results["machine"]
+    gpu = f", {m['gpu']}" if "gpu" in m else ""
     print(
         f"{m['cpu']}, {m['cores_available']} cores, torch {m['torch']} ({args.threads} threads), "
-        f"OpenCV {m['opencv']}{', ' + m['gpu'] if 'gpu' in m else ''}; load {m['load_average_start'][0]:.2f}\n"
+        f"OpenCV {m['opencv']}{gpu}; load {m['load_average_start'][0]:.2f}\n"
     )
 
     last: dict[tuple, tuple[int, int, float]] = {}  # (model, device, dtype) -> last measured row
@@ -463,5 +480,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.out}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the memory probes run here (run_probe)
+    sys.exit(main())

@@ -1,21 +1,22 @@
 """Relative-pose evaluation of corrnet and classical baselines on the same pairs.
 
-    python eval.py --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
-                   [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
-                   [--seed S] [--overwrite]
+    corrnet eval --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
+                 [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
+                 [--seed S] [--overwrite]
+(``python eval.py`` is the same command.)
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
-the content of its pairs, images and calibration).  Without ``--out`` the
-report goes to a fresh folder runs/eval/<data name>[-k]; an explicit ``--out`` that already
-holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust pose from the
-network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
+the content of its pairs, images and calibration).  Without ``--out`` the report goes to a
+fresh folder runs/eval/<data name>[-k] under the current directory; an explicit ``--out``
+that already holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust
+pose from the network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
 ``<subset>+<estimator>`` with subset ``corrnet`` (kept matches), ``ratio`` (ratio < 0.8) or
 none (all matches) and estimator ``ransac``, ``magsac`` (OpenCV, threshold 1e-3 normalised) or
 ``poselib`` (PoseLib LO-RANSAC, threshold ``--poselib-threshold`` pixels), every one seeded
 with ``--seed`` (default 1234) before each estimate; see corrnet.eval.evaluate.
 
-A 3-D pairs file (``data/prepare3d.py``) is recognised by its layout and evaluated for
+A 3-D pairs file (``corrnet prepare3d``) is recognised by its layout and evaluated for
 registration instead (default weights ``corrnet/pretrained/corrnet-registration.pt``):
 ``corrnet`` (the network's weighted Kabsch), ``corrnet+ransac``, ``ransac`` and ``fgr``
 (Open3D); see corrnet.eval.registration.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
@@ -44,14 +45,13 @@ from corrnet.eval.evaluate import (
 )
 from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
 
-ROOT = Path(__file__).resolve().parent
 VIZ_METHOD = "corrnet+poselib"
 """Pairs for --viz are ranked by this method's error (else by the first method evaluated)."""
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--data", required=True, help="OANet HDF5 file, 'synthetic', or a raw folder"
@@ -98,11 +98,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=ROOT / "data" / "generated",
-        help="where a raw folder is prepared into HDF5",
+        default=Path("data/generated"),
+        help="where a raw folder is prepared into HDF5 (default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    args.prog = prog  # the name in warnings
     for name in ("workers", "max_pairs"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number")
@@ -178,7 +179,9 @@ def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalR
             )
 
 
-def _report(args: argparse.Namespace, out: Path, result, summary: dict, render) -> int:
+def _report(
+    args: argparse.Namespace, out: Path, result, summary: dict, render: Callable[[], None]
+) -> int:
     """Print the table; with --viz, the pictures (exit 1 where they fail, 0 otherwise)."""
     print(f"{result.dataset}: {summary['pairs']} pairs; accuracies, precision/recall/F1 in %\n")
     print(format_table(summary))
@@ -187,7 +190,7 @@ def _report(args: argparse.Namespace, out: Path, result, summary: dict, render) 
         try:
             render()
         except (ImportError, RuntimeError) as err:
-            print(f"eval.py: --viz skipped: {err}", file=sys.stderr)
+            print(f"{args.prog}: --viz skipped: {err}", file=sys.stderr)
             return 1
         print(f"pictures: {out / 'viz'}")
     return 0
@@ -239,9 +242,9 @@ def _network(
     return methods, make_predictor(model), model.config.side_info
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet eval") -> int:
     """Evaluate, print the table and write the report; bad input ends with one line, exit 2."""
-    args = _parse(argv)
+    args = _parse(argv, prog)
 
     def run() -> int:
         from corrnet.datasets.factory import data_path
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         methods, predictor, side_info = _network(args, geometry)
         dataset, name = _dataset(args, side_info, geometry)
-        out = out or fresh_dir(ROOT / "runs" / "eval" / name)
+        out = out or fresh_dir(Path("runs/eval") / name)
         if geometry == "rigid":
             result = registration.evaluate_registration(
                 dataset, predictor, methods, progress=not args.quiet, dataset=name
@@ -275,8 +278,4 @@ def main(argv: list[str] | None = None) -> int:
         summary = write_report(result, out, args.overwrite)
         return _report(args, out, result, summary, lambda: render(args, out, dataset, result))
 
-    return run_command("eval.py", run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_command(prog, run)

@@ -1,36 +1,31 @@
 """Putative SIFT matches with GT labels from raw image folders, in OANet's HDF5 layout.
 
-    python data/prepare.py --raw DIR --out data/generated/dev.hdf5 [--seq NAME ...]
-    python data/prepare.py --pairs-file pairs.json --out FILE.hdf5
-    python data/prepare.py --colmap MODEL_DIR --images IMAGE_DIR --out FILE.hdf5
-    python data/prepare.py --sfm --images IMAGE_DIR [--work DIR] --out FILE.hdf5
+    corrnet prepare --raw DIR --out data/generated/dev.hdf5 [--seq NAME ...]
+    corrnet prepare --pairs-file pairs.json --out FILE.hdf5
+    corrnet prepare --colmap MODEL_DIR --images IMAGE_DIR --out FILE.hdf5
+    corrnet prepare --sfm --images IMAGE_DIR [--work DIR] --out FILE.hdf5
+(``python data/prepare.py`` is the same command.)
 See corrnet.datasets.prepare for the protocol, the JSON format and resuming, and
 corrnet.datasets.colmap for COLMAP models, covisibility and the SfM of unposed folders.
 An existing --out made from other inputs is refused unless --overwrite; bad input ends with one
-``prepare.py: error:`` line naming the file (and pair) and exit status 2.
+``PROG: error:`` line naming the file (and pair) and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from corrnet.datasets.prepare import (
-    PairSpec,
-    find_sequences,
-    prepare,
-    read_pairs_file,
-    read_sequence,
-    select_pairs,
-)
 from corrnet.errors import USER_ERRORS, check_output, run_command
 
-PROG = "prepare.py"
+if TYPE_CHECKING:
+    from corrnet.datasets.prepare import PairSpec
 
 
 def colmap_specs(args: argparse.Namespace) -> tuple[list[PairSpec], dict[str, str | int | float]]:
-    """Pairs and HDF5 attributes of ``--colmap`` / ``--sfm`` (reconstructing first for ``--sfm``)."""
+    """Pairs and HDF5 attributes of ``--colmap`` / ``--sfm`` (``--sfm`` reconstructs first)."""
     try:
         from corrnet.datasets.colmap import (
             POSE_NOTE,
@@ -65,10 +60,10 @@ def colmap_specs(args: argparse.Namespace) -> tuple[list[PairSpec], dict[str, st
     return pairs, attrs
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--raw", type=Path, help="folder of sequences in OANet's raw layout")
@@ -148,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--colmap and --sfm need --images IMAGE_DIR")
 
     def run() -> None:
+        from corrnet.datasets.prepare import (
+            find_sequences,
+            prepare,
+            read_pairs_file,
+            read_sequence,
+            select_pairs,
+        )
+
         check_output(args.out, {"--pairs-file": args.pairs_file}, overwrite=None)
         attrs = None
         if args.colmap is not None or args.sfm:
@@ -166,10 +169,4 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{args.out}: {count} pairs")
 
-    return run_command(
-        parser.prog, run, USER_ERRORS + (RuntimeError,)
-    )  # RuntimeError: a failed SfM
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_command(prog, run, USER_ERRORS + (RuntimeError,))  # RuntimeError: a failed SfM

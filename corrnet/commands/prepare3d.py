@@ -1,31 +1,25 @@
-"""3-D point-cloud pairs with ground-truth rigid transforms and FPFH matches, in corrnet's 3-D HDF5 layout.
+"""3-D point-cloud pairs with ground-truth rigid transforms and FPFH matches, in corrnet's
+3-D HDF5 layout.
 
-    python data/prepare3d.py --rgbd DIR --out FILE.hdf5 [--min-overlap 0.3] [--num-matches 1000]
-    python data/prepare3d.py --synthetic --pairs K --out FILE.hdf5 [--seed S] [--num-matches 1000]
+    corrnet prepare3d --rgbd DIR --out FILE.hdf5 [--min-overlap 0.3] [--num-matches 1000]
+    corrnet prepare3d --synthetic --pairs K --out FILE.hdf5 [--seed S] [--num-matches 1000]
+(``python data/prepare3d.py`` is the same command.)
 
 --rgbd takes a sequence folder in the layout of ../shared/real-dev-3d (depth/, pose/,
 camera-intrinsics.txt) or a folder of such sequences; every frame pair with overlap of at least
 --min-overlap is kept.  --synthetic scans random rooms with two virtual depth cameras.  See
 corrnet.datasets.pairs3d for the matching, the labels (10 cm at 5 cm voxels) and the layout.
 An existing --out is replaced only with --overwrite; bad input ends with one
-``prepare3d.py: error:`` line naming the file and exit status 2.
+``PROG: error:`` line naming the file and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from corrnet.datasets.pairs3d import MIN_OVERLAP, NUM_MATCHES, write_pairs3d
-from corrnet.datasets.rgbd import rgbd_pairs
-from corrnet.datasets.synthetic3d import generate_pair3d
 from corrnet.errors import check_output, run_command
-from corrnet.geometry.rigid import MIN_RIGID_MATCHES
-
-PROG = "prepare3d.py"
 
 
 def sequences(folder: Path) -> list[Path]:
@@ -42,10 +36,13 @@ def sequences(folder: Path) -> list[Path]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare3d") -> int:
     """Entry point; returns the exit status."""
+    from corrnet.datasets.pairs3d import MIN_OVERLAP, NUM_MATCHES
+    from corrnet.geometry.rigid import MIN_RIGID_MATCHES
+
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--rgbd", type=Path, help="RGB-D sequence folder, or a folder of them")
@@ -80,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--min-overlap: expected a fraction in [0, 1], got {args.min_overlap}")
 
     def run() -> None:
+        import numpy as np
+
+        from corrnet.datasets.pairs3d import write_pairs3d
+        from corrnet.datasets.rgbd import rgbd_pairs
+        from corrnet.datasets.synthetic3d import generate_pair3d
+
         check_output(args.out, {"--rgbd": args.rgbd}, args.overwrite)
         if args.synthetic:
             pairs = (generate_pair3d(args.seed, i, args.num_matches) for i in range(args.pairs))
@@ -115,8 +118,4 @@ def main(argv: list[str] | None = None) -> int:
             f"{' / '.join(f'{v:.2f}' for v in q)}"
         )
 
-    return run_command(parser.prog, run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_command(prog, run)

@@ -1,27 +1,27 @@
 """Dump synthetic two-view pairs in OANet's HDF5 layout.
 
-    python data/synthetic.py --out data/generated/synthetic.hdf5 --pairs 1000 --seed 0 [--mode mixed]
+    corrnet synthetic --out data/generated/synthetic.hdf5 --pairs 1000 --seed 0 [--mode mixed]
+(``python data/synthetic.py`` is the same command.)
 See corrnet.datasets.synthetic for the generative model.  An existing --out is replaced only
-with --overwrite; bad arguments end with one ``synthetic.py: error:`` line and exit status 2.
+with --overwrite; bad arguments end with one ``PROG: error:`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from corrnet.datasets.sample import MIN_MATCHES
-from corrnet.datasets.synthetic import MODES, write_synthetic
 from corrnet.errors import check_output, run_command
 
-PROG = "synthetic.py"
 
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet synthetic") -> int:
     """Entry point; returns the exit status."""
+    from corrnet.datasets.sample import MIN_MATCHES
+    from corrnet.datasets.synthetic import MODES, write_synthetic
+
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     parser.add_argument("--pairs", type=int, required=True, help="number of pairs (at least 1)")
@@ -42,8 +42,4 @@ def main(argv: list[str] | None = None) -> int:
         count = write_synthetic(args.out, args.pairs, args.seed, args.mode, args.num_matches)
         print(f"{args.out}: {count} pairs")
 
-    return run_command(parser.prog, run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_command(prog, run)

@@ -1,27 +1,24 @@
-"""Command line: render (or show) one pair of an OANet-format HDF5 file.
+"""Render (or show) one pair of an OANet-format HDF5 file.
 
-    python -m corrnet.visualization --data FILE.hdf5 --pair I --out pic.png [--predictions preds.npz] [--show]
+    corrnet viz --data FILE.hdf5 --pair I --out pic.png [--predictions preds.npz] [--show]
+(``python -m corrnet.visualization`` is the same command.)
 
 Without --predictions the kept set is the ground-truth inlier set.  A predictions .npz holds
 ``logits`` (N,) (kept = logits > 0) and optionally a scalar ``pose_error_deg``.  An existing
 --out is replaced only with --overwrite, and never when it is one of the inputs; bad input
-ends with one ``python -m corrnet.visualization: error:`` line and exit status 2.
+ends with one ``PROG: error:`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from corrnet.datasets import OANetPairs
 from corrnet.errors import USER_ERRORS, check_output, run_command
-
-from .render import render_pair, show_pair
-from .scene import EMBEDDINGS
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,8 @@ def read_pair(path: Path, index: int) -> Pair:
     K1, K2 (3, 3) from f1s/f2s and the principal points (identity when the file has none).
     Raises KeyError for an index outside the file, BadPairError (a ValueError) for bad data.
     """
+    from corrnet.datasets import OANetPairs
+
     pairs = OANetPairs(path)
     if not 0 <= index < len(pairs):
         raise KeyError(f"{path} has no pair {index} (it holds {len(pairs)} pairs)")
@@ -99,7 +98,8 @@ def read_predictions(path: Path) -> tuple[np.ndarray, float | None]:
         or not np.isfinite(logits).all()
     ):
         raise ValueError(
-            f"{path}: logits: expected finite numbers of shape (N,), got {logits.dtype} {logits.shape}"
+            f"{path}: logits: expected finite numbers of shape (N,), "
+            f"got {logits.dtype} {logits.shape}"
         )
     if error is not None and (error.size != 1 or not np.issubdtype(error.dtype, np.number)):
         raise ValueError(
@@ -108,10 +108,12 @@ def read_predictions(path: Path) -> tuple[np.ndarray, float | None]:
     return logits.astype(np.float64), None if error is None else float(error.reshape(()))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
+    from corrnet.visualization.scene import EMBEDDINGS
+
     parser = argparse.ArgumentParser(
-        prog="python -m corrnet.visualization",
+        prog=prog,
         description="Render one pair of an OANet HDF5 file with Open3D.",
     )
     parser.add_argument("--data", type=Path, required=True, help="OANet-format .hdf5 file")
@@ -138,11 +140,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet viz") -> int:
     """Entry point; returns the process exit status (2 for bad input)."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
 
     def run() -> None:
+        from corrnet.visualization import render_pair, show_pair
+
         if args.out is not None:
             check_output(
                 args.out,
@@ -182,8 +186,4 @@ def main(argv: list[str] | None = None) -> int:
         if args.show:
             show_pair(pair.xs, pair.is_inlier_gt, kept, **common)
 
-    return run_command("python -m corrnet.visualization", run, USER_ERRORS + (RuntimeError,))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_command(prog, run, USER_ERRORS + (RuntimeError,))
