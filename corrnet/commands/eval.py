@@ -31,7 +31,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
-from corrnet.errors import run_command
+from corrnet.errors import UserError, run_command
 from corrnet.eval import registration
 from corrnet.eval.estimators import POSELIB_THRESHOLD, SEED, make_estimators
 from corrnet.eval.evaluate import (
@@ -223,7 +223,7 @@ def _network(
     methods = args.methods or known
     wrong = [m for m in methods if m not in known]
     if wrong:
-        raise ValueError(
+        raise UserError(
             f"--methods: {wrong} are two-view methods; a 3-D pairs file takes {list(known)}"
             if rigid
             else f"--methods: {wrong} are 3-D registration methods; {args.data} "
@@ -234,7 +234,7 @@ def _network(
     weights = args.checkpoint or (PRETRAINED_REGISTRATION if rigid else PRETRAINED)
     model = load_model(weights)
     if model.config.geometry != geometry:
-        raise ValueError(
+        raise UserError(
             f"{weights}: a {'two-view' if rigid else 'rigid'} network (model.net.geometry "
             f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
             f"{'rigid' if rigid else 'two-view'} one"

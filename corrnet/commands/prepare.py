@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corrnet.errors import USER_ERRORS, check_output, run_command
+from corrnet.errors import UserError, check_output, run_command
 
 if TYPE_CHECKING:
     from corrnet.datasets.prepare import PairSpec
@@ -35,7 +35,7 @@ def colmap_specs(args: argparse.Namespace) -> tuple[list[PairSpec], dict[str, st
             reconstruct,
         )
     except ImportError as err:
-        raise ValueError(
+        raise UserError(
             f"--colmap / --sfm need pycolmap ({err}): pip install 'corrnet[colmap]'"
         ) from None
     images = args.images
@@ -169,4 +169,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
         )
         print(f"{args.out}: {count} pairs")
 
-    return run_command(prog, run, USER_ERRORS + (RuntimeError,))  # RuntimeError: a failed SfM
+    return run_command(prog, run)

@@ -19,7 +19,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from corrnet.errors import check_output, run_command
+from corrnet.errors import UserError, check_output, run_command
 
 
 def sequences(folder: Path) -> list[Path]:
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare3d") -> 
         count = write_pairs3d(args.out, recorded(), total, attrs, progress=not args.quiet)
         if count == 0:
             args.out.unlink()
-            raise ValueError(
+            raise UserError(
                 f"{args.rgbd}: no pair with overlap >= {args.min_overlap}; nothing written"
             )
         q = np.percentile(overlaps, [0, 10, 50, 90, 100])

@@ -23,7 +23,7 @@ from corrnet.checkpoint import check_resumable
 from corrnet.commands import config_path
 from corrnet.datasets.factory import check_data_spec
 from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
-from corrnet.errors import USER_ERRORS, run_command
+from corrnet.errors import USER_ERRORS, UserError, run_command
 from corrnet.training.datamodule import CorrNetDataModule
 from corrnet.training.module import CorrNetModule
 
@@ -90,7 +90,7 @@ def resume_path(cli: LightningCLI, ckpt_path: str | None) -> str | None:
     if ckpt_path == "last":
         dirpath = cli.trainer.checkpoint_callback.dirpath
         if dirpath is None:
-            raise ValueError(
+            raise UserError(
                 "--ckpt_path last: checkpoint.dirpath is not set; give the checkpoint file"
             )
         last = (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrnet.errors import USER_ERRORS, check_output, run_command
+from corrnet.errors import USER_ERRORS, UserError, check_output, run_command
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def read_pair(path: Path, index: int) -> Pair:
 
     pairs = OANetPairs(path)
     if not 0 <= index < len(pairs):
-        raise KeyError(f"{path} has no pair {index} (it holds {len(pairs)} pairs)")
+        raise UserError(f"{path} has no pair {index} (it holds {len(pairs)} pairs)")
     sample = pairs[index]
     return Pair(
         xs=sample["xs"].double().numpy(),
@@ -62,7 +62,7 @@ def kept_mask(args: argparse.Namespace, pair: Pair) -> tuple[np.ndarray, float |
         return pair.is_inlier_gt.copy(), None
     logits, pose_error = read_predictions(args.predictions)
     if logits.shape != pair.is_inlier_gt.shape:
-        raise ValueError(
+        raise UserError(
             f"{args.predictions}: logits has {logits.size} entries, the pair has "
             f"{pair.is_inlier_gt.size} matches"
         )
@@ -80,12 +80,12 @@ def read_predictions(path: Path) -> tuple[np.ndarray, float | None]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: predictions file not found") from None
     except (OSError, ValueError, EOFError):
-        raise ValueError(f"{path}: not an .npz file; {expected}") from None
+        raise UserError(f"{path}: not an .npz file; {expected}") from None
     if not isinstance(preds, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single .npy array, not an .npz; {expected}")
+        raise UserError(f"{path}: a single .npy array, not an .npz; {expected}")
     with preds:
         if "logits" not in preds:
-            raise ValueError(
+            raise UserError(
                 f"{path}: missing key 'logits' (found {sorted(preds.files)}); {expected}"
             )
         logits, error = (
@@ -97,12 +97,12 @@ def read_predictions(path: Path) -> tuple[np.ndarray, float | None]:
         or not np.issubdtype(logits.dtype, np.number)
         or not np.isfinite(logits).all()
     ):
-        raise ValueError(
+        raise UserError(
             f"{path}: logits: expected finite numbers of shape (N,), "
             f"got {logits.dtype} {logits.shape}"
         )
     if error is not None and (error.size != 1 or not np.issubdtype(error.dtype, np.number)):
-        raise ValueError(
+        raise UserError(
             f"{path}: pose_error_deg: expected one number, got {error.dtype} {error.shape}"
         )
     return logits.astype(np.float64), None if error is None else float(error.reshape(()))

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.errors import one_line
+from corrnet.errors import UserError, one_line
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
 
 from .sample import MIN_MATCHES, intrinsics, make_sample
@@ -38,7 +38,7 @@ SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
 """Keys a sample needs to be written."""
 
 
-class BadPairError(ValueError):
+class BadPairError(UserError):
     """A pair of an HDF5 file does not match the expected layout."""
 
 
@@ -49,13 +49,13 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
     """
     missing = [k for k in SAMPLE_KEYS if k not in sample]
     if missing:
-        raise ValueError(f"missing key(s) {missing}; expected {list(SAMPLE_KEYS)}")
+        raise UserError(f"missing key(s) {missing}; expected {list(SAMPLE_KEYS)}")
     n = len(sample["xs"])
 
     def f32(key: str, *shape: int) -> np.ndarray:
         a = np.asarray(sample[key], dtype=np.float32)
         if a.size != int(np.prod(shape)):
-            raise ValueError(f"{key}: expected shape {shape} (N = {n} from xs), got {a.shape}")
+            raise UserError(f"{key}: expected shape {shape} (N = {n} from xs), got {a.shape}")
         return a.reshape(shape)
 
     K1, K2 = f32("K1", 3, 3), f32("K2", 3, 3)
@@ -111,7 +111,7 @@ def write_pairs_hdf5(
                 try:
                     pair = arrays(sample, count)
                 except ValueError as err:
-                    raise ValueError(f"{path}: pair {count}: {err}") from None
+                    raise UserError(f"{path}: pair {count}: {err}") from None
                 for key, value in pair.items():
                     if key in created:
                         put(created[key], count, value)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from corrnet.errors import UserError
 from corrnet.geometry.checks import rotation_problem
 from corrnet.geometry.rigid import MIN_RIGID_MATCHES
 
@@ -261,7 +262,7 @@ class Pairs3D(LazyHDF5, Dataset):
     def _check_file(self, f: h5py.File) -> None:
         """Check the layout and the groups of an open file; read its length and attributes."""
         if f.attrs.get("corrnet_layout") != LAYOUT:
-            raise ValueError(
+            raise UserError(
                 f"{self.path}: not a 3-D pairs file (expected the attribute "
                 f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)"
             )
@@ -275,7 +276,7 @@ class Pairs3D(LazyHDF5, Dataset):
     def _array(self, key: str, i: int) -> np.ndarray:
         f = self._h5()
         if key not in f or str(i) not in f[key]:
-            raise ValueError(f"{self.path}: pair {i}: missing dataset {key}/{i}")
+            raise UserError(f"{self.path}: pair {i}: missing dataset {key}/{i}")
         return np.asarray(f[key][str(i)][()], np.float64)
 
     def name(self, i: int) -> str:
@@ -306,7 +307,7 @@ class Pairs3D(LazyHDF5, Dataset):
         elif t.size != 3 or not np.isfinite(t).all():
             problem = f"ts: expected 3 finite values (metres), got {t.reshape(-1).tolist()}"
         if problem is not None:
-            raise ValueError(f"{self.path}: pair {i}: {problem}")
+            raise UserError(f"{self.path}: pair {i}: {problem}")
         n = xs.shape[1]
         f = self._h5()
         side = {
@@ -315,7 +316,7 @@ class Pairs3D(LazyHDF5, Dataset):
         }
         for k, v in side.items():
             if v.shape != (n,):
-                raise ValueError(
+                raise UserError(
                     f"{self.path}: pair {i}: {k}: expected {n} values (one per match), got {v.size}"
                 )
         return make_sample3d(

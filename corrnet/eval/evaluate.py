@@ -40,6 +40,8 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
+from corrnet.errors import UserError
+
 from ..datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
 from ..geometry import pose_errors
 from .estimators import (
@@ -399,7 +401,7 @@ def evaluate(
                     )
             pairs.append(pair)
     if not pairs:
-        raise ValueError("samples: no pairs to evaluate")
+        raise UserError("samples: no pairs to evaluate")
     jobs = [(i, p.xs, p.K1, p.K2, _tasks(p, methods, estimators)) for i, p in enumerate(pairs)]
     jobs = [job for job in jobs if job[-1]]
     for position, outcomes in run_pose_jobs(jobs, min(workers, len(jobs)), progress):

@@ -92,8 +92,7 @@ def format_table(summary: dict, markdown: bool = False) -> str:
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     fmt = lambda line: "  ".join(
-        s.ljust(w) if i == 0 else s.rjust(w)
-        for i, (s, w) in enumerate(zip(line, widths))
+        s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(line, widths))
     )
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 

@@ -23,6 +23,8 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from corrnet.errors import UserError
+
 from .blocks import (
     GeometricRotary,
     GraphLaplacian,
@@ -189,7 +191,7 @@ class CorrNetConfig:
         }
         for name, (ok, expected) in checks.items():
             if not ok:
-                raise ValueError(
+                raise UserError(
                     f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}"
                 )
 
@@ -215,7 +217,7 @@ class CorrNetConfig:
         d = dict(d)
         if "in_channels" in d:
             if "side_info" in d or d["in_channels"] not in (4, 6):
-                raise ValueError(
+                raise UserError(
                     f"{source}: format_version 1 configuration with in_channels="
                     f"{d['in_channels']!r}: only 4 or 6 (without side_info) convert"
                 )
@@ -223,7 +225,7 @@ class CorrNetConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"{source}: unknown key(s) {unknown}; expected some of {sorted(fields)}"
             )
         return cls(**d)

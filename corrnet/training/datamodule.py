@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from corrnet.datasets import PairCollator
 from corrnet.datasets.factory import check_data_spec, open_dataset
+from corrnet.errors import UserError
 
 from .sampling import Draws, Mixture, ResumableSampler, check_weights
 
@@ -55,11 +56,11 @@ class CorrNetDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batching not in ("subsample", "pad"):
-            raise ValueError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
+            raise UserError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
         self.save_hyperparameters()
         self.train_specs = [train] if isinstance(train, str) else list(train)
         if not self.train_specs:
-            raise ValueError(
+            raise UserError(
                 "data.train: expected 'synthetic', an HDF5 path or a list of them, got []"
             )
         if train_weights is not None:

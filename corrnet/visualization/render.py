@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from corrnet.atomic import atomic_path
+from corrnet.errors import UserError
 
 from .scene import OUTCOMES, PALETTE, PairStats, Scene, build_scene, check_inputs, pair_stats
 
@@ -68,7 +69,7 @@ def layout(size: tuple[int, int]) -> Layout:
     """Split a (W, H) picture: header band, pair view (64% wide) | embedding view, footer band."""
     width, height = size
     if width < 320 or height < 240:
-        raise ValueError(f"picture size must be at least 320 x 240, got {width} x {height}")
+        raise UserError(f"picture size must be at least 320 x 240, got {width} x {height}")
     header, footer = max(56, round(0.1 * height)), max(32, round(0.06 * height))
     body = height - header - footer
     pair_w = round(0.64 * width)
