@@ -1,7 +1,8 @@
 """Two images in, relative pose and a picture out.
 
     python -m corrnet.match IMG1 IMG2 [--K1 FX FY CX CY] [--K2 FX FY CX CY] --out DIR
-                            [--checkpoint F] [--device D] [--threshold PX] [--overwrite] [--no-picture]
+                            [--checkpoint F] [--device D] [--threshold PX] [--overwrite]
+                            [--no-picture]
     corrnet match ...                       (the same, as the console command)
 
 The pipeline: SIFT and nearest-neighbour matches with ratio and mutual flag exactly as
@@ -373,7 +374,8 @@ def match_images(
 
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """``out`` as a Path; FileExistsError if it is a file, or holds a result and not ``overwrite``."""
+    """``out`` as a Path; FileExistsError if it is a file, or holds a result (unless
+    ``overwrite``)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")

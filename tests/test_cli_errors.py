@@ -298,7 +298,8 @@ def test_killed_writer_leaves_temporaries_the_next_run_removes(tmp_path):
             "-c",
             (
                 "import os, sys\nfrom corrnet.atomic import atomic_path\n"
-                "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n"
+                "with atomic_path(sys.argv[1]) as tmp:\n"
+                "    tmp.write_text('half')\n    os._exit(9)\n"
             ),
             str(out),
         ],
@@ -392,7 +393,7 @@ def test_visualization_refuses_bad_predictions(tmp_path, capsys, case, message):
     assert not (tmp_path / "p.png").exists()
 
 
-# ---------------------------------------------------------------- data/prepare.py and eval.py on raw folders
+# ------------------------------------------------- corrnet prepare and corrnet eval on raw folders
 
 
 def _texture(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -475,10 +476,13 @@ def test_prepare_refuses_an_output_made_from_other_inputs(raw, tmp_path, capsys)
 def test_prepare_removes_temporaries_of_a_killed_run(raw, tmp_path):
     out = tmp_path / "dev.hdf5"
     code = (
-        "import os, sys\nimport corrnet.datasets.prepare as p\nfrom corrnet.atomic import atomic_path\n"
+        "import os, sys\nimport corrnet.datasets.prepare as p\n"
+        "from corrnet.atomic import atomic_path\n"
         "pairs = p.read_sequence(p.Path(sys.argv[1]))\n"
-        "with atomic_path(p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz', suffix='.tmp.npz'):\n"
-        "    with atomic_path(sys.argv[2]) as tmp:\n        tmp.write_text('half')\n        os._exit(9)\n"
+        "cache = p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz'\n"
+        "with atomic_path(cache, suffix='.tmp.npz'):\n"
+        "    with atomic_path(sys.argv[2]) as tmp:\n"
+        "        tmp.write_text('half')\n        os._exit(9)\n"
     )
     killed = subprocess.run(
         [sys.executable, "-c", code, str(raw / "seq"), str(out)],

@@ -7,7 +7,8 @@ Tolerances (CorrNet with random weights, synthetic pairs, eval mode):
 * bf16 autocast (CPU): the first stage's logits (before any pruning) within 0.5 absolute
   and 0.02 in the mean (measured 0.40 / 0.008: with the graph gates open at initialisation,
   L x is nearly the same vector for every match, and the instance norm after it magnifies
-  bf16 rounding on a few matches; 0.14 / 0.008 with half the gates closed); the inlier decision (logit > 0) of the full output agrees on >= 99 %
+  bf16 rounding on a few matches; 0.14 / 0.008 with half the gates closed); the inlier decision
+  (logit > 0) of the full output agrees on >= 99 %
   of the matches whose float32 |logit| > 0.1 (pruning may keep other matches under bf16,
   so later stages can score a few matches differently).
 * torch.compile: graph capture with ``backend="aot_eager"`` (FX graph + AOTAutograd, no code

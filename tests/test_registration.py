@@ -122,7 +122,7 @@ class Oracle:
 
 def test_kept_matches_at_least_k_gives_the_positives_or_the_k_best():
     logits = torch.tensor([[0.5, -1.0, 2.0, -3.0, -1.0, -0.2]])
-    chosen = lambda k: torch.nonzero(kept_matches(logits, at_least=k)[0]).flatten().tolist()  # noqa: E731
+    chosen = lambda k: torch.nonzero(kept_matches(logits, at_least=k)[0]).flatten().tolist()
     assert chosen(4) == [0, 1, 2, 5]  # -1.0 tie: lower index
     assert chosen(1) == [0, 2]  # more kept than k
     assert chosen(10) == list(range(6))

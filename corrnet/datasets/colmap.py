@@ -247,9 +247,9 @@ def reconstruct(
     assumed).  ``camera_mode``: "single" (one device), "per-image" (internet photos) or
     "auto" (one camera per image size: one device, some photos rotated).  ``camera``: known
     intrinsics instead (from :func:`parse_camera`): one camera shared by all images (which must
-    have one size), held fixed in bundle adjustment; it needs ``camera_mode`` "auto" or "single".  ``matcher``:
-    "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or "auto"
-    (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
+    have one size), held fixed in bundle adjustment; it needs ``camera_mode`` "auto" or "single".
+    ``matcher``: "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or
+    "auto" (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
     ``multiple_models`` off); if COLMAP still returns several, the one with the most
     registered images is kept.  Resumable: ``work`` keeps
     ``database.db`` and markers of the finished stages, and the chosen model in

@@ -89,7 +89,8 @@ def write_pairs_hdf5(
 
     ``arrays(sample, i)`` gives the datasets of pair i by group: every pair has those of
     ``groups`` (created even when there are no pairs); the others (strings, such as image
-    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string, anything else as
+    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string,
+    anything else as
     it is.  A ValueError of ``arrays`` is raised again naming ``path`` and the pair.  The file
     is written to a temporary file beside ``path`` and renamed into place, so an interrupted
     run never leaves a partial file at ``path``; temporary files that killed writers left
@@ -297,7 +298,8 @@ class OANetPairs(LazyHDF5, Dataset):
         return [k for k in keys if k not in self.groups]
 
     def require(self, keys: Sequence[str], why: str) -> None:
-        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group ``keys``."""
+        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group
+        of ``keys``."""
         lacking = self.lacks(keys)
         if lacking:
             raise BadPairError(f"{self.path}: missing key(s) {lacking}, {why}")
@@ -344,7 +346,8 @@ class OANetPairs(LazyHDF5, Dataset):
         }
         for key, allowed in shapes.items():
             if key in a and np.shape(a[key]) not in allowed:
-                return f"{key}: expected shape {' or '.join(map(str, allowed))}, got {np.shape(a[key])}"
+                expected = " or ".join(map(str, allowed))
+                return f"{key}: expected shape {expected}, got {np.shape(a[key])}"
         for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s"):
             if key in a and not np.isfinite(a[key]).all():
                 return f"{key}: expected finite values, got NaN or inf"

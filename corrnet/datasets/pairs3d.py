@@ -101,7 +101,7 @@ def overlap(
     source point (Open3D's nearest-neighbour distances)."""
     import open3d as o3d
 
-    cloud = lambda p: o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(p, np.float64)))  # noqa: E731
+    cloud = lambda p: o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(p, np.float64)))
     moved, target = cloud(np.asarray(points1, np.float64) @ R.T + t), cloud(points2)
     d12 = np.asarray(moved.compute_point_cloud_distance(target))
     d21 = np.asarray(target.compute_point_cloud_distance(moved))
@@ -229,7 +229,7 @@ def make_sample3d(
     ``t`` (3,) metres, ``ratios``, ``mutuals`` (N,), ``index``, ``features`` (N, 6) or
     (N, 8) with [ratio, mutual] when ``side_info``.
     """
-    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))
     xs32 = np.asarray(xs, np.float32)
     ys = residuals(xs32, R, t)
     sample = {

@@ -184,7 +184,7 @@ def read_sequence(seq: Path) -> list[PairSpec]:
 
 
 def _finite_array(value: object, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """``value`` as a float64 array of ``shape`` with finite entries; ValueError naming ``where``."""
+    """``value`` as a float64 array of ``shape`` with finite entries; UserError naming ``where``."""
     try:
         a = np.asarray(value, np.float64)
     except (TypeError, ValueError):
@@ -248,7 +248,7 @@ def select_pairs(pairs: Sequence[PairSpec], max_pairs: int | None, seed: int) ->
 
 
 def read_image(image: str | Path) -> np.ndarray:
-    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; ValueError naming the file if unreadable."""
+    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; UserError naming an unreadable file."""
     img = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if img is None:
         raise UserError(

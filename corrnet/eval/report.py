@@ -100,7 +100,8 @@ def format_table(summary: dict, markdown: bool = False) -> str:
 def _markdown(summary: dict) -> str:
     if summary.get("kind") == "registration":
         return (
-            f"# Registration: {summary['dataset']}\n\n{summary['pairs']} pairs. A pair is registered "
+            f"# Registration: {summary['dataset']}\n\n"
+            f"{summary['pairs']} pairs. A pair is registered "
             f"when its rotation error is < 15° and its translation error < 30 cm (3DMatch, as "
             f"PointDSC reports); errors are means over the registered pairs. Recall, precision, "
             f"recall and F1 in %, time in ms per pair.\n\n{format_table(summary, markdown=True)}\n"

@@ -56,7 +56,8 @@ class Stage(nn.Module):
 
     embed (1×1 conv) -> PointCN blocks -> graph Laplacian layer driven by an intermediate
     logit head w (supervised as an inlier logit, opened at initialisation: see
-    :data:`GRAPH_GATE_BIAS`; ``graph_layer=False`` drops the layer and keeps the head) -> state cross-attention -> [transformer] -> PointCN blocks
+    :data:`GRAPH_GATE_BIAS`; ``graph_layer=False`` drops the layer and keeps the head) -> state
+    cross-attention -> [transformer] -> PointCN blocks
     -> logit head.
     The transformer's keys are the ``attention_keys`` real matches with the highest graph
     logits (all matches when there are no more than that, or when it is None).
@@ -306,7 +307,8 @@ class CorrNet(nn.Module):
             ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
             elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
             (float32); with ``geometry="rigid"`` instead ``R`` (B, 3, 3) and ``t`` (B, 3),
-            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s) over that stage's matches:
+            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s) over
+            that stage's matches:
             ``stage_logits``, ``graph_logits`` (the w that builds the stage's graph
             Laplacian, a = relu(tanh(w))), ``stage_indices`` (long indices into the N input
             matches) and ``stage_masks`` (bool, True on the real matches the stage kept).

@@ -25,7 +25,8 @@ class CorrNetDataModule(L.LightningDataModule):
         batch_size: pairs per batch.
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
-        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
+        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies
+        of real matches).
         side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
             ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
         geometry: ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and

@@ -199,7 +199,8 @@ def _worker_failure(what: str, output: str) -> RuntimeError:
     return RuntimeError(
         f"Open3D rendering failed: {what}. The usual cause is a missing or broken Vulkan driver; "
         f"on Debian/Ubuntu install one with:\n    {APT_HINT}\n"
-        f"(off-screen rendering runs on the CPU through Mesa's lavapipe; no GPU or display needed)\n"
+        f"(off-screen rendering runs on the CPU through Mesa's lavapipe; no GPU or display "
+        f"needed)\n"
         f"Worker output (last lines):\n{tail}"
     )
 

@@ -245,7 +245,7 @@ def embed(xs: np.ndarray, is_inlier_gt: np.ndarray, method: str = "pca") -> np.n
 
 
 def _read_texture(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image file -> ((h, w, 3) uint8 RGB with longest side <= MAX_TEXTURE_SIDE, original (w, h))."""
+    """Image file -> ((h, w, 3) uint8 RGB, longest side <= MAX_TEXTURE_SIDE; original (w, h))."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FileNotFoundError(f"cannot read image {path}")
