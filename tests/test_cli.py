@@ -77,6 +77,28 @@ def test_prog_name_in_error_lines_for_both_ways_of_calling(tmp_path, capsys):
     assert len(script.stderr.strip().splitlines()) == 1, script.stderr
 
 
+@pytest.mark.parametrize(
+    "entry, prog",
+    [
+        (["train.py"], "train.py"),
+        (["eval.py"], "eval.py"),
+        (["data/prepare.py"], "prepare.py"),
+        (["data/prepare3d.py"], "prepare3d.py"),
+        (["data/synthetic.py"], "synthetic.py"),
+        (["data/merge.py"], "merge.py"),
+        (["benchmarks/bench_network.py"], "bench_network.py"),
+        (["-m", "corrnet.visualization"], "python -m corrnet.visualization"),
+        (["-m", "corrnet.match"], "python -m corrnet.match"),
+        (["-m", "corrnet", "eval"], "corrnet eval"),
+    ],
+)
+def test_every_documented_entry_point_still_answers(entry, prog):
+    script = [str(ROOT / entry[0])] if entry[0].endswith(".py") else entry
+    done = python(*script, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: {prog} "), done.stdout[:200]
+
+
 def test_config_names_resolve_to_the_shipped_files(tmp_path):
     assert config_path("demo") == str(config_dir() / "demo.yaml")
     assert Path(config_path("demo")).is_file() and Path(config_path("model/tiny")).is_file()
