@@ -35,6 +35,11 @@ NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch e
 """Start of Lightning's warning that a mid-epoch resume may repeat or skip batches.  Silenced:
 CorrNetDataModule's sampler skips exactly the batches the checkpoint had seen."""
 
+ARGS_AND_ARGV = "LightningCLI's args parameter is intended"
+"""Start of Lightning's warning when ``args`` is given while ``sys.argv`` has arguments.
+Silenced: :func:`main` always passes the command line itself (with the shipped config names
+resolved), so Lightning never reads ``sys.argv``."""
+
 
 class BestAndLastCheckpoint(ModelCheckpoint):
     """Keeps the best checkpoints by ``monitor`` and refreshes ``last.ckpt`` at every validation.
@@ -138,15 +143,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet train") -> int:
     args = shipped_configs(sys.argv[1:] if argv is None else argv)
 
     def run() -> None:
-        cli = CorrNetCLI(
-            CorrNetModule,
-            CorrNetDataModule,
-            run=False,
-            args=args,
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False, "prog": prog},
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=ARGS_AND_ARGV)
+            cli = CorrNetCLI(
+                CorrNetModule,
+                CorrNetDataModule,
+                run=False,
+                args=args,
+                seed_everything_default=0,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False, "prog": prog},
+            )
         check_label_px(cli.model, cli.datamodule)
         ckpt_path = resume_path(cli, cli.config.ckpt_path)
         with warnings.catch_warnings():
