@@ -32,8 +32,8 @@ def config_dir() -> Path:
 
 def config_path(value: str) -> str:
     """``--config`` value -> file: a bare name (``demo``, ``model/tiny``) is the shipped
-    ``<config_dir()>/<name>.yaml``; anything else (a ``.yaml`` suffix, an existing file) is a
-    path and returned unchanged, so its own error names it."""
-    if Path(value).suffix or Path(value).exists():
+    ``<config_dir()>/<name>.yaml``; anything else (a suffix such as ``.yaml``, an existing
+    file) is a path and returned unchanged, so that its own error names it."""
+    if Path(value).suffix or Path(value).is_file():
         return value
     return str(config_dir() / f"{value}.yaml")

@@ -5,8 +5,9 @@
 
 Without --predictions the kept set is the ground-truth inlier set.  A predictions .npz holds
 ``logits`` (N,) (kept = logits > 0) and optionally a scalar ``pose_error_deg``.  An existing
---out is replaced only with --overwrite, and never when it is one of the inputs; bad input
-ends with one ``PROG: error:`` line and exit status 2.
+--out is replaced only with --overwrite, and never when it is one of the inputs; bad input,
+and a picture that cannot be rendered here (:class:`~corrnet.visualization.render.RenderError`:
+no Vulkan driver, no display for --show), end with one ``PROG: error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -186,4 +187,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet viz") -> int:
         if args.show:
             show_pair(pair.xs, pair.is_inlier_gt, kept, **common)
 
-    return run_command(prog, run, USER_ERRORS + (RuntimeError,))
+    from corrnet.visualization.render import RenderError
+
+    return run_command(prog, run, USER_ERRORS + (RenderError,))
