@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` and `make test`. Both set up first.
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test lint bench
 
 setup:
 	@bash scripts/setup.sh
@@ -12,5 +12,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
 bench: setup
-	$(PY) benchmarks/bench_network.py
+	$(PY) -m corrnet bench

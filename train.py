@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Train CorrNet with Lightning.  ``python train.py --config configs/synthetic.yaml --help``."""
+"""``python train.py ARGS`` is ``corrnet train ARGS``."""
 
 import sys
 
-from corrnet.training.cli import main
+from corrnet.commands.train import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="train.py"))

@@ -38,7 +38,8 @@ def main() -> None:
                 data[i]
             seconds.append(time.perf_counter() - start)
         print(
-            f"{mode:8s} single process: {args.pairs / min(seconds):8.1f} pairs/s (N={args.num_matches})"
+            f"{mode:8s} single process: {args.pairs / min(seconds):8.1f} pairs/s "
+            f"(N={args.num_matches})"
         )
     data = SyntheticPairs(args.pairs, seed=0, mode="mixed", num_matches=args.num_matches)
     loader = DataLoader(
@@ -49,7 +50,8 @@ def main() -> None:
         pass
     rate = args.pairs / (time.perf_counter() - start)
     print(
-        f"mixed    DataLoader, {args.workers} workers, batch {args.batch_size}: {rate:8.1f} pairs/s "
+        f"mixed    DataLoader, {args.workers} workers, batch {args.batch_size}: "
+        f"{rate:8.1f} pairs/s "
         f"(includes worker start-up)"
     )
 

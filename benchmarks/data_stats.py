@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.hdf5:
         if not path.is_file():
             parser.error(f"{path}: HDF5 file not found")
-        try:  # side_info: the ratio and mutual statistics need those groups, not zeros in their place
+        # side_info: the ratio and mutual statistics need those groups, not zeros in their place
+        try:
             data = OANetPairs(path, side_info=True, on_bad="skip")
         except ValueError as error:
             parser.error(str(error))

@@ -4,7 +4,8 @@
                                         [--max-pairs K] [--overwrite] [--no-picture]
 
 Each pair goes through the command line's own path (``corrnet.match.main``) with the true
-intrinsics, into OUT/<seq>/<i>-<j>/ (pose.json, matches.png unless --no-picture).  Pairs and ground truth are read
+intrinsics, into OUT/<seq>/<i>-<j>/ (pose.json, matches.png unless --no-picture).  Pairs and ground
+truth are read
 as data/prepare.py reads OANet's raw layout.  Prints the median and the per-sequence medians
 of OANet's pair error max(rotation, translation) in degrees (a failed pair counts as 180) and
 writes OUT/summary.json.
@@ -113,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
     per_seq = ", ".join(f"{s} {v:.2f}" for s, v in summary["median_err_deg_per_sequence"].items())
     print(
-        f"{len(rows)} pairs, {summary['failed']} failed, {summary['pictures']} pictures; median pose error "
-        f"{summary['median_err_deg']:.2f} deg ({per_seq}); below 5 deg: {100 * summary['acc5']:.1f} %; "
+        f"{len(rows)} pairs, {summary['failed']} failed, {summary['pictures']} pictures; "
+        f"median pose error {summary['median_err_deg']:.2f} deg ({per_seq}); "
+        f"below 5 deg: {100 * summary['acc5']:.1f} %; "
         f"{args.out / 'summary.json'}"
     )
     return 1 if summary["failed"] else 0

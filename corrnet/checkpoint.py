@@ -11,10 +11,11 @@ from typing import Any
 import torch
 
 from corrnet.atomic import atomic_path
+from corrnet.errors import UserError
 from corrnet.models import CorrNet, CorrNetConfig
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-real.pt"
-"""Default weights shipped with the package: synthetic and real SfM pairs (``configs/real.yaml``)."""
+"""Default weights shipped with the package: synthetic and real SfM pairs (configs/real.yaml)."""
 PRETRAINED_REGISTRATION = Path(__file__).parent / "pretrained" / "corrnet-registration.pt"
 """Shipped weights of the rigid (3-D registration) network (``configs/registration.yaml``)."""
 
@@ -42,12 +43,12 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
     except pickle.UnpicklingError as err:  # torch's text advises weights_only=False: not quoted
         found = re.search(r"GLOBAL (\S+)", str(err))
         first = f" (first: {found.group(1)})" if found else ""
-        raise ValueError(
+        raise UserError(
             f"{path}: not a corrnet checkpoint: it holds Python objects other than tensors "
             f"and plain data{first}, which corrnet never loads"
         ) from None
     except Exception:  # a truncated or foreign file
-        raise ValueError(f"{path}: not a corrnet checkpoint (not a readable torch file)") from None
+        raise UserError(f"{path}: not a corrnet checkpoint (not a readable torch file)") from None
 
 
 def _net_config_and_state(
@@ -60,7 +61,7 @@ def _net_config_and_state(
     if ckpt.get("format") == LEGACY_FORMAT or ckpt.get("format") == FORMAT:
         version = ckpt.get("format_version", 1)
         if version not in (1, FORMAT_VERSION):
-            raise ValueError(
+            raise UserError(
                 f"{path}: corrnet weights of format_version {version!r}; this "
                 f"corrnet reads format_version 1 and {FORMAT_VERSION}"
             )
@@ -71,14 +72,14 @@ def _net_config_and_state(
             k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
         }
     else:
-        raise ValueError(
+        raise UserError(
             f"{path}: not a corrnet checkpoint (expected a Lightning checkpoint of "
             f"CorrNetModule or a file written by corrnet.checkpoint.export_model)"
         )
     try:
         return CorrNetConfig.from_dict(config, f"{path}: network configuration"), state
     except (TypeError, ValueError) as err:
-        raise ValueError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
+        raise UserError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
 
 
 def load_state(model: CorrNet, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -96,7 +97,7 @@ def check_same_architecture(
     unexpected = [k for k in state if k not in own]
     shapes = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if missing or unexpected or shapes:
-        raise ValueError(
+        raise UserError(
             f"{path}: weights of another architecture: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}, wrong shape {shapes[:5]}"
         )
@@ -112,14 +113,14 @@ def check_resumable(path: str | os.PathLike, module: torch.nn.Module) -> Path:
     path = Path(path)
     ckpt = read_checkpoint(path, mmap=True)
     if isinstance(ckpt, dict) and ckpt.get("format") in (FORMAT, LEGACY_FORMAT):
-        raise ValueError(
+        raise UserError(
             f"{path}: exported weights (corrnet.checkpoint.export_model), not a training "
             f"checkpoint; resume from a .ckpt in checkpoint.dirpath"
         )
     if not (
         isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and "loops" in ckpt
     ):
-        raise ValueError(
+        raise UserError(
             f"{path}: not a corrnet training checkpoint (expected a Lightning .ckpt "
             f"written by train.py)"
         )

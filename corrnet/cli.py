@@ -1,30 +1,41 @@
-"""The ``corrnet`` console command: ``corrnet COMMAND ...``; commands: ``match`` (see corrnet.match)."""
+"""The ``corrnet`` console command: ``corrnet COMMAND [ARGS]``, one verb per tool.
+
+Each verb is the module ``corrnet.commands.<verb>``, imported only when it runs, so that
+``corrnet --help`` and ``corrnet COMMAND --help`` need no torch, OpenCV or Lightning before
+the command line is parsed.  ``python -m corrnet`` is the same command.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {"match": "two images in, relative pose and picture out (python -m corrnet.match)"}
+from corrnet import __version__
+from corrnet.commands import COMMANDS
+
 USAGE = (
-    "usage: corrnet COMMAND [ARGS] (corrnet COMMAND --help for its options)\ncommands:\n"
-    + "\n".join(f"  {name:8s}{what}" for name, what in COMMANDS.items())
+    "usage: corrnet COMMAND [ARGS]   (corrnet COMMAND --help for its options)\n\ncommands:\n"
+    + "\n".join(f"  {name:11s}{what}" for name, what in COMMANDS.items())
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch ``corrnet COMMAND ARGS`` to the command's ``main``; returns the exit status."""
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet") -> int:
+    """Dispatch ``corrnet COMMAND ARGS`` to ``corrnet.commands.COMMAND.main``; returns the
+    exit status (2 for a missing or unknown command)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["-h"], ["--help"]):
         print(USAGE)
         return 0
+    if argv[:1] == ["--version"]:
+        print(f"corrnet {__version__}")
+        return 0
     if not argv or argv[0] not in COMMANDS:
         got = f"got {argv[0]!r}" if argv else "got none"
-        print(f"corrnet: error: expected a command ({', '.join(COMMANDS)}), {got}", file=sys.stderr)
+        print(f"{prog}: error: expected a command ({', '.join(COMMANDS)}), {got}", file=sys.stderr)
         return 2
-    from corrnet.match import main as match_main
-
-    return match_main(argv[1:], prog="corrnet match")
+    command = importlib.import_module(f"corrnet.commands.{argv[0]}")
+    return command.main(argv[1:], prog=f"{prog} {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """One way every command reports bad input: ``prog: error: <one line>`` and exit status 2.
 
-Commands validate at the boundary (files, pairs, keys, ground truth, predictions, configs)
-and raise ValueError, OSError or KeyError whose message names the file, pair or key and
-what was expected; :func:`run_command` turns those into one line.  ``CORRNET_DEBUG=1``
-re-raises them with the traceback instead.
+Commands validate at the boundary (files, pairs, keys, ground truth, predictions, configs,
+arguments) and raise :class:`UserError` (or a subclass), or an OSError on the user's paths,
+whose message names the file, pair or key and what was expected; :func:`run_command` turns
+exactly those into one line.  Anything else (a plain ValueError, KeyError, TypeError from
+inside) is a bug: it keeps its traceback and the exit status is 1.  ``CORRNET_DEBUG=1``
+re-raises bad input with the traceback too.
 """
 
 from __future__ import annotations
@@ -13,8 +15,17 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
-"""Exceptions that mean bad input (FileNotFoundError and FileExistsError are OSErrors)."""
+
+class UserError(ValueError):
+    """Bad input: a file, pair, key, configuration value or argument the user gave is not what
+    was expected; the message names it.  A ValueError, so that callers of the library that
+    catch ValueError keep working."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
+"""Exceptions that mean bad input: UserError, and OSError on the user's paths
+(FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, h5py's unreadable
+files)."""
 
 USAGE_ERROR = 2
 """Exit status of a command refused for bad input (argparse's)."""
@@ -56,11 +67,11 @@ def check_output(out: Path, inputs: Mapping[str, Path | None], overwrite: bool |
 
     inputs: option name -> path (None entries are ignored).  ``overwrite=None`` skips the
     existence check (for writers that verify an existing file themselves).
-    Raises ValueError (output is an input) or FileExistsError, naming the path and the option.
+    Raises UserError (output is an input) or FileExistsError, naming the path and the option.
     """
     for option, path in inputs.items():
         if path is not None and same_file(out, path):
-            raise ValueError(f"{out}: is also the input {option}; choose another output path")
+            raise UserError(f"{out}: is also the input {option}; choose another output path")
     if overwrite is False and (out.exists() or out.is_symlink()):
         raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
     return out

@@ -1,7 +1,8 @@
 """Two images in, relative pose and a picture out.
 
     python -m corrnet.match IMG1 IMG2 [--K1 FX FY CX CY] [--K2 FX FY CX CY] --out DIR
-                            [--checkpoint F] [--device D] [--threshold PX] [--overwrite] [--no-picture]
+                            [--checkpoint F] [--device D] [--threshold PX] [--overwrite]
+                            [--no-picture]
     corrnet match ...                       (the same, as the console command)
 
 The pipeline: SIFT and nearest-neighbour matches with ratio and mutual flag exactly as
@@ -41,7 +42,7 @@ from corrnet.atomic import atomic_path
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.datasets.prepare import PutativeMatches, putative_matches, read_image, sift_features
 from corrnet.datasets.sample import intrinsics
-from corrnet.errors import run_command
+from corrnet.errors import UserError, run_command
 from corrnet.eval import estimators
 from corrnet.eval.evaluate import NETWORK_THREADS, torch_threads
 from corrnet.eval.predict import kept_matches
@@ -57,7 +58,7 @@ STAGES = ("sift", "matching", "network", "estimator", "picture")
 """Timed stages, in ms in ``pose.json``; ``load`` (reading the weights) is timed as well."""
 
 
-class MatchError(ValueError):
+class MatchError(UserError):
     """No pose for the pair: fewer than 8 matches, or the estimator found none."""
 
 
@@ -216,19 +217,19 @@ def as_intrinsics(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     try:
         a = np.asarray(value, np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected 4 numbers FX FY CX CY, got {value!r}") from None
+        raise UserError(f"{name}: expected 4 numbers FX FY CX CY, got {value!r}") from None
     if a.shape == (3, 3):
         if a[0, 1] != 0 or a[1, 0] != 0 or not np.array_equal(a[2], [0.0, 0.0, 1.0]):
-            raise ValueError(
+            raise UserError(
                 f"{name}: expected [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {a.tolist()}"
             )
         a = a[[0, 1, 0, 1], [0, 1, 2, 2]]
     if a.shape != (4,):
-        raise ValueError(f"{name}: expected 4 numbers FX FY CX CY (or a 3x3 matrix), got {a.size}")
+        raise UserError(f"{name}: expected 4 numbers FX FY CX CY (or a 3x3 matrix), got {a.size}")
     if not np.isfinite(a).all():
-        raise ValueError(f"{name}: expected finite numbers, got {a.tolist()}")
+        raise UserError(f"{name}: expected finite numbers, got {a.tolist()}")
     if (a[:2] <= 0).any():
-        raise ValueError(
+        raise UserError(
             f"{name}: expected positive focal lengths FX FY in pixels, got {a[0]:g} {a[1]:g}"
         )
     return intrinsics(*a)
@@ -243,7 +244,7 @@ def load_image(path: str | Path) -> np.ndarray:
         with open(path, "rb") as f:
             f.read(1)
     except PermissionError as err:
-        raise ValueError(f"{path}: cannot read the image ({err.strerror})") from None
+        raise UserError(f"{path}: cannot read the image ({err.strerror})") from None
     return read_image(path)  # ValueError naming the file when OpenCV cannot decode it
 
 
@@ -251,7 +252,7 @@ def _network_input(matches: PutativeMatches, in_channels: int) -> torch.Tensor:
     """Features (1, N, C) float32: [xs] (C = 4) or [xs, ratio, mutual] (C = 6)."""
     columns = {4: [matches.xs], 6: [matches.xs, matches.ratios[:, None], matches.mutuals[:, None]]}
     if in_channels not in columns:
-        raise ValueError(
+        raise UserError(
             f"checkpoint: the network takes {in_channels} channels per match; "
             f"corrnet.match provides 4 (coordinates) or 6 (with ratio and mutual flag)"
         )
@@ -262,9 +263,9 @@ def _device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"--device: {str(err).splitlines()[0]}") from None
+        raise UserError(f"--device: {str(err).splitlines()[0]}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {device} requested, but CUDA is not available here")
+        raise UserError(f"--device: {device} requested, but CUDA is not available here")
     return dev
 
 
@@ -373,7 +374,8 @@ def match_images(
 
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """``out`` as a Path; FileExistsError if it is a file, or holds a result and not ``overwrite``."""
+    """``out`` as a Path; FileExistsError if it is a file, or holds a result (unless
+    ``overwrite``)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")

@@ -1,49 +1,9 @@
-"""Dump synthetic two-view pairs in OANet's HDF5 layout.
+#!/usr/bin/env python
+"""``python data/synthetic.py ARGS`` is ``corrnet synthetic ARGS``."""
 
-    python data/synthetic.py --out data/generated/synthetic.hdf5 --pairs 1000 --seed 0 [--mode mixed]
-See corrnet.datasets.synthetic for the generative model.  An existing --out is replaced only
-with --overwrite; bad arguments end with one ``synthetic.py: error:`` line and exit status 2.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from corrnet.datasets.sample import MIN_MATCHES
-from corrnet.datasets.synthetic import MODES, write_synthetic
-from corrnet.errors import check_output, run_command
-
-PROG = "synthetic.py"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
-    parser.add_argument("--pairs", type=int, required=True, help="number of pairs (at least 1)")
-    parser.add_argument("--seed", type=int, default=0, help="pair i is determined by (seed, i)")
-    parser.add_argument("--mode", choices=MODES, default="mixed", help="scene type (default mixed)")
-    parser.add_argument(
-        "--num-matches", type=int, default=2000, help="matches per pair (default 2000)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    args = parser.parse_args(argv)
-    if args.pairs < 1:
-        parser.error(f"--pairs: expected at least 1, got {args.pairs}")
-    if args.num_matches < MIN_MATCHES:
-        parser.error(f"--num-matches: expected at least {MIN_MATCHES}, got {args.num_matches}")
-
-    def run() -> None:
-        check_output(args.out, {}, args.overwrite)
-        count = write_synthetic(args.out, args.pairs, args.seed, args.mode, args.num_matches)
-        print(f"{args.out}: {count} pairs")
-
-    return run_command(parser.prog, run)
-
+from corrnet.commands.synthetic import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="synthetic.py"))

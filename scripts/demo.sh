@@ -10,12 +10,12 @@ mkdir -p "$run"
 export PYTHONUNBUFFERED=1
 
 echo "[demo] 1/2 training a small model on synthetic pairs -> $run"
-$PY train.py --config configs/demo.yaml \
+$PY -m corrnet train --config demo \
     --trainer.default_root_dir "$run" --checkpoint.dirpath "$run/checkpoints" \
     --trainer.logger.init_args.save_dir "$run"
 
 echo "[demo] 2/2 evaluating on the synthetic test split"
-$PY eval.py --data synthetic --checkpoint "$run/checkpoints/last.ckpt" --out "$run/eval" \
+$PY -m corrnet eval --data synthetic --checkpoint "$run/checkpoints/last.ckpt" --out "$run/eval" \
     --max-pairs 200 --viz 1
 
 echo "[demo] done: report $run/eval/report.md, pictures in $run/eval/viz/"

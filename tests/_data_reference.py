@@ -29,7 +29,8 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
 
 
 def ransac_pose_error(xs: np.ndarray, R: np.ndarray, t: np.ndarray) -> float:
-    """cv2.findEssentialMat + recoverPose on normalised matches; max(rotation, translation) error in degrees."""
+    """cv2.findEssentialMat + recoverPose on normalised matches; the pose error in degrees,
+    max(rotation, translation)."""
     x1, x2 = (
         np.ascontiguousarray(xs[:, :2], np.float64),
         np.ascontiguousarray(xs[:, 2:], np.float64),

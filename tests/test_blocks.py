@@ -117,7 +117,7 @@ def test_rotary_is_relative_and_norm_preserving():
     c = torch.randn(1, 6, 4, generator=g, dtype=torch.float64)
     shift = torch.randn(1, 1, 4, generator=g, dtype=torch.float64)
     qs, ks = torch.randn(2, 1, 2, 6, 8, generator=g, dtype=torch.float64)
-    dots = lambda cc: rot(qs, enc(cc)) @ rot(ks, enc(cc)).transpose(-1, -2)  # noqa: E731
+    dots = lambda cc: rot(qs, enc(cc)) @ rot(ks, enc(cc)).transpose(-1, -2)
     assert torch.allclose(dots(c), dots(c + shift), atol=1e-10)
 
 

@@ -7,7 +7,6 @@ needs no shared data.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -23,15 +22,15 @@ import torch
 import corrnet.datasets.prepare as prep
 from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.checkpoint import load_model, read_checkpoint
+from corrnet.commands.eval import main as eval_main
+from corrnet.commands.merge import main as merge_main
+from corrnet.commands.prepare import main as prepare_main
+from corrnet.commands.synthetic import main as synthetic_main
+from corrnet.commands.viz import main as viz_main
 from corrnet.datasets import BadPairError, OANetPairs, generate_pair
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
-from corrnet.visualization.__main__ import main as viz_main
-from data.merge import main as merge_main
-from data.prepare import main as prepare_main
-from data.synthetic import main as synthetic_main
 
 ROOT = Path(__file__).resolve().parents[1]
-eval_main = importlib.import_module("eval").main
 
 
 def call(main, args: list[str]) -> int:
@@ -164,7 +163,7 @@ def test_eval_refuses_bad_pairs_instead_of_scoring_them(tmp_path, capsys, case):
             "--quiet",
         ],
     )
-    refused(capsys, code, "eval.py: error:", str(path), "pair 1", message)
+    refused(capsys, code, "corrnet eval: error:", str(path), "pair 1", message)
     assert snapshot(path) == before and not (tmp_path / "out").exists()
 
 
@@ -299,7 +298,8 @@ def test_killed_writer_leaves_temporaries_the_next_run_removes(tmp_path):
             "-c",
             (
                 "import os, sys\nfrom corrnet.atomic import atomic_path\n"
-                "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n"
+                "with atomic_path(sys.argv[1]) as tmp:\n"
+                "    tmp.write_text('half')\n    os._exit(9)\n"
             ),
             str(out),
         ],
@@ -389,11 +389,11 @@ def test_visualization_refuses_bad_predictions(tmp_path, capsys, case, message):
             str(preds),
         ],
     )
-    refused(capsys, code, "python -m corrnet.visualization: error:", str(preds), message)
+    refused(capsys, code, "corrnet viz: error:", str(preds), message)
     assert not (tmp_path / "p.png").exists()
 
 
-# ---------------------------------------------------------------- data/prepare.py and eval.py on raw folders
+# ------------------------------------------------- corrnet prepare and corrnet eval on raw folders
 
 
 def _texture(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -476,10 +476,13 @@ def test_prepare_refuses_an_output_made_from_other_inputs(raw, tmp_path, capsys)
 def test_prepare_removes_temporaries_of_a_killed_run(raw, tmp_path):
     out = tmp_path / "dev.hdf5"
     code = (
-        "import os, sys\nimport corrnet.datasets.prepare as p\nfrom corrnet.atomic import atomic_path\n"
+        "import os, sys\nimport corrnet.datasets.prepare as p\n"
+        "from corrnet.atomic import atomic_path\n"
         "pairs = p.read_sequence(p.Path(sys.argv[1]))\n"
-        "with atomic_path(p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz', suffix='.tmp.npz'):\n"
-        "    with atomic_path(sys.argv[2]) as tmp:\n        tmp.write_text('half')\n        os._exit(9)\n"
+        "cache = p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz'\n"
+        "with atomic_path(cache, suffix='.tmp.npz'):\n"
+        "    with atomic_path(sys.argv[2]) as tmp:\n"
+        "        tmp.write_text('half')\n        os._exit(9)\n"
     )
     killed = subprocess.run(
         [sys.executable, "-c", code, str(raw / "seq"), str(out)],
@@ -609,7 +612,9 @@ def test_prepare_bad_input_is_one_line(raw, tmp_path, capsys, case):
     if "--out" not in args:
         args += ["--out", str(tmp_path / "out.hdf5")]
     inputs = {p: snapshot(p) for p in tmp_path.rglob("*") if p.is_file()}
-    refused(capsys, call(prepare_main, args + ["--workers", "1"]), "prepare.py: error:", message)
+    refused(
+        capsys, call(prepare_main, args + ["--workers", "1"]), "corrnet prepare: error:", message
+    )
     assert {p: snapshot(p) for p in inputs} == inputs
     assert not (tmp_path / "out.hdf5").exists()
 
@@ -655,4 +660,4 @@ def test_eval_raw_folder_cache_follows_the_pairs_and_calibration(raw, tmp_path, 
             str(tmp_path / "c"),
         ],
     )
-    refused(capsys, code, "eval.py: error:", "calibration_1.h5: missing key(s) ['R']")
+    refused(capsys, code, "corrnet eval: error:", "calibration_1.h5: missing key(s) ['R']")

@@ -14,6 +14,7 @@ import numpy as np
 import pycolmap
 import pytest
 
+from corrnet.commands.prepare import main as prepare_cli
 from corrnet.datasets import OANetPairs
 from corrnet.datasets.colmap import (
     colmap_pairs,
@@ -23,7 +24,6 @@ from corrnet.datasets.colmap import (
     reconstruct,
     select_pairs,
 )
-from data.prepare import main as prepare_cli
 from tests._data_reference import episym_np, rotation_angle_deg
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -130,7 +130,7 @@ PINHOLES = [
 
 
 def _nn_reference(image1: Path, image2: Path) -> tuple[np.ndarray, np.ndarray]:
-    """SIFT keypoints of image 1 and their L2 nearest neighbours in image 2 (brute force, pixels)."""
+    """SIFT keypoints of image 1 and their L2 nearest neighbours in image 2 (brute force, px)."""
     sift = cv2.SIFT_create(nfeatures=2000, contrastThreshold=1e-5)
     (k1, d1), (k2, d2) = (sift.detectAndCompute(cv2.imread(str(p)), None) for p in (image1, image2))
     k1, d1, k2, d2 = (a[:2000] for a in (k1, d1, k2, d2))

@@ -40,7 +40,8 @@ def test_pair_stats_duplicates_many_to_one_and_coherence(stats):
     assert out["dup_in"] == pytest.approx(0.5) and out["dup_out"] == 0
     # distinct inliers 0, 2, 3: 0 and 2 share an image-2 point
     assert out["many_in"] == pytest.approx(2 / 3) and out["many_out"] == 0
-    # distinct inliers: 2 and 3 are 0.01 apart and move within 0.005 of each other; 0 is far from both
+    # distinct inliers: 2 and 3 are 0.01 apart and move within 0.005 of each other;
+    # 0 is far from both
     assert out["coh_in"] == pytest.approx(2 / 3)
 
 

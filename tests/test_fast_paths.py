@@ -7,7 +7,8 @@ Tolerances (CorrNet with random weights, synthetic pairs, eval mode):
 * bf16 autocast (CPU): the first stage's logits (before any pruning) within 0.5 absolute
   and 0.02 in the mean (measured 0.40 / 0.008: with the graph gates open at initialisation,
   L x is nearly the same vector for every match, and the instance norm after it magnifies
-  bf16 rounding on a few matches; 0.14 / 0.008 with half the gates closed); the inlier decision (logit > 0) of the full output agrees on >= 99 %
+  bf16 rounding on a few matches; 0.14 / 0.008 with half the gates closed); the inlier decision
+  (logit > 0) of the full output agrees on >= 99 %
   of the matches whose float32 |logit| > 0.1 (pruning may keep other matches under bf16,
   so later stages can score a few matches differently).
 * torch.compile: graph capture with ``backend="aot_eager"`` (FX graph + AOTAutograd, no code
@@ -25,10 +26,10 @@ import pytest
 import torch
 import yaml
 
+from corrnet.commands import bench
 from corrnet.datasets import generate_pair
 from corrnet.models import CorrNet, CorrNetConfig
 from corrnet.models.inference import make_predictor
-from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +135,6 @@ def keep_threads():
 
 
 def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
-    bench = load_benchmark("bench_network")
     out = tmp_path / "bench.json"
     # a budget of 0 s skips every row that has an estimate: all but the first
     bench.main(
@@ -181,7 +181,6 @@ def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
 
 
 def test_benchmark_cpu_memory_probe_sees_a_large_tensor():
-    bench = load_benchmark("bench_network")
     mib = bench.cpu_peak_mib(lambda: torch.ones(64, 2**20).sum())  # 256 MiB
     if mib is None:
         pytest.skip("no /proc/self/clear_refs on this system")

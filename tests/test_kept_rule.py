@@ -57,7 +57,8 @@ def test_rows_equal_eval_methods_at_the_same_seed(kept_rule):
 def test_table_means_over_seeds_and_spread(kept_rule):
     errors = {("a", 1): np.array([1.0, 12.0, 30.0, 2.0]), ("a", 2): np.array([1.0, 1.0, 30.0, 2.0])}
     text = kept_rule.table(errors, [("first", 0, 2), ("all", 0, 4)])
-    # first two pairs: seed 1 mAP5 50, mAP10 (50 + 50) / 2, mAP20 (50 + 50 + 100 + 100) / 4; seed 2: 100
+    # first two pairs: seed 1 mAP5 50, mAP10 (50 + 50) / 2, mAP20 (50 + 50 + 100 + 100) / 4;
+    # seed 2: 100
     assert "75.0/75.0/87.5 [50.0-100.0]" in text
     # all four: seed 1 mAP5 50 (mAP20 62.5), seed 2 75
     assert "62.5/62.5/68.8 [50.0-75.0]" in text and "first (2)" in text and "all (4)" in text

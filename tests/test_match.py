@@ -49,8 +49,8 @@ def _render(
     """Image of textured planes (texture, origin O, axes a, b per texture pixel), painted far to
     near, by the camera K [R | t]: texture pixel (u, v) is the point O + u a + v b."""
     out = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
-    for texture, O, a, b in planes:
-        H = K @ np.column_stack([R @ a, R @ b, R @ O + t])
+    for texture, origin, a, b in planes:
+        H = K @ np.column_stack([R @ a, R @ b, R @ origin + t])
         warped = cv2.warpPerspective(texture, H, SIZE, flags=cv2.INTER_LINEAR)
         mask = cv2.warpPerspective(
             np.ones(texture.shape[:2], np.uint8), H, SIZE, flags=cv2.INTER_NEAREST
@@ -361,7 +361,7 @@ def test_console_command(tmp_path, capsys):
     _error(
         ["frobnicate"],
         capsys,
-        "expected a command (match), got 'frobnicate'",
+        "got 'frobnicate'",
         prog="corrnet",
         entry=corrnet_cli,
     )

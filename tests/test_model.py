@@ -91,7 +91,7 @@ def test_pruning_sizes_and_six_channels():
 
 
 def test_num_kept_per_pair_counts_follow_the_int_rule():
-    """num_kept of a (B,) count tensor is the int rule pair by pair (ceil, at least 8, at most n)."""
+    """num_kept of a (B,) count tensor is the int rule, pair by pair (ceil, >= 8, at most n)."""
     net = tiny(prune_ratio=0.3)
     n = torch.arange(0, 300)
     kept = net.num_kept(n)
@@ -199,7 +199,7 @@ def test_bfloat16_autocast_on_cpu():
 def test_balanced_bce_matches_closed_form():
     logits = torch.tensor([[2.0, -1.0, 0.5, 3.0], [0.0, 1.0, -2.0, 4.0]], dtype=torch.float64)
     labels = torch.tensor([[True, False, False, False], [True, True, True, False]])
-    sp = lambda z: torch.log1p(torch.exp(torch.as_tensor(z, dtype=torch.float64)))  # noqa: E731
+    sp = lambda z: torch.log1p(torch.exp(torch.as_tensor(z, dtype=torch.float64)))
     first = 0.5 * sp(-2.0) + 0.5 * (sp(-1.0) + sp(0.5) + sp(3.0)) / 3
     second = 0.5 * (sp(0.0) + sp(-1.0) + sp(2.0)) / 3 + 0.5 * sp(4.0)
     assert torch.allclose(balanced_bce(logits, labels).double(), (first + second) / 2, atol=1e-6)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import corrnet.datasets.prepare as prep
+from corrnet.commands.prepare import main as prepare_cli
 from corrnet.datasets import OANetPairs
-from data.prepare import main as prepare_cli
 from tests._data_reference import episym_np, ransac_pose_error
 from tests.conftest import SHARED
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import eval as eval_cli
+from corrnet.commands import eval as eval_cli
 from corrnet.datasets.pairs3d import (
     INLIER_THRESHOLD,
     Pairs3D,
@@ -122,7 +122,7 @@ class Oracle:
 
 def test_kept_matches_at_least_k_gives_the_positives_or_the_k_best():
     logits = torch.tensor([[0.5, -1.0, 2.0, -3.0, -1.0, -0.2]])
-    chosen = lambda k: torch.nonzero(kept_matches(logits, at_least=k)[0]).flatten().tolist()  # noqa: E731
+    chosen = lambda k: torch.nonzero(kept_matches(logits, at_least=k)[0]).flatten().tolist()
     assert chosen(4) == [0, 1, 2, 5]  # -1.0 tie: lower index
     assert chosen(1) == [0, 2]  # more kept than k
     assert chosen(10) == list(range(6))
@@ -207,7 +207,9 @@ def test_eval_cli_recognises_a_3d_file_and_refuses_to_overwrite(pairs_file, tmp_
         == 2
     )
     err = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("eval.py: error: ")
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("corrnet eval: error: ")
     ]
     assert len(err) == 3 and "already holds a report" in err[0] and "are two-view methods" in err[1]
     assert str(PRETRAINED_REGISTRATION) in err[2] and "two-view pairs need a two-view one" in err[2]
@@ -288,7 +290,7 @@ def test_a_3d_file_without_a_group_or_with_a_short_one_is_refused_when_opened(
 
 
 def test_prepare3d_rgbd_frames_and_a_pose_that_is_not_rigid(tmp_path, capsys):
-    from data.prepare3d import main
+    from corrnet.commands.prepare3d import main
 
     shared = need_shared("real-dev-3d", "redkitchen_a")
     seq = tmp_path / "kitchen"
@@ -311,7 +313,7 @@ def test_prepare3d_rgbd_frames_and_a_pose_that_is_not_rigid(tmp_path, capsys):
     np.savetxt(pose, T)
     assert main(["--rgbd", str(seq), "--out", str(tmp_path / "bad.hdf5"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("prepare3d.py: error: ") and str(pose) in err[0]
+    assert len(err) == 1 and err[0].startswith("corrnet prepare3d: error: ") and str(pose) in err[0]
     assert "expected a rotation" in err[0] and not (tmp_path / "bad.hdf5").exists()
 
 
@@ -319,7 +321,7 @@ def test_train_py_trains_the_rigid_network_on_3d_pairs_and_refuses_a_two_view_fi
     pairs_file, tmp_path, capsys
 ):
     from corrnet.checkpoint import export_model, load_model
-    from corrnet.training.cli import main
+    from corrnet.commands.train import main
 
     run = tmp_path / "run"
     args = [
@@ -362,7 +364,7 @@ def test_train_py_trains_the_rigid_network_on_3d_pairs_and_refuses_a_two_view_fi
     assert main(args[:-10] + ["--data.train", str(two_view)] + args[-8:]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert (
-        err.startswith("train.py: error: ")
+        err.startswith("corrnet train: error: ")
         and "a two-view pairs file" in err
         and str(two_view) in err
     )

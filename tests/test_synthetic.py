@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from corrnet.commands.synthetic import main as synthetic_cli
 from corrnet.datasets import OANetPairs
 from corrnet.datasets.synthetic import SyntheticPairs, generate_pair, write_synthetic
 from corrnet.geometry import INLIER_THRESHOLD, recover_pose, weighted_eight_point
-from data.synthetic import main as synthetic_cli
 from tests._data_reference import episym_np, ransac_pose_error, rotation_angle_deg
 
 N = 1000
@@ -84,7 +84,7 @@ def test_modes_differ():
     outdoor = [generate_pair(1, i, "outdoor", 200) for i in range(20)]
     assert all(torch.equal(s["K1"], s["K2"]) for s in indoor)
     assert not any(torch.equal(s["K1"], s["K2"]) for s in outdoor)
-    forward = lambda ss: np.median([abs(float(s["t"][2])) for s in ss])  # noqa: E731
+    forward = lambda ss: np.median([abs(float(s["t"][2])) for s in ss])
     assert forward(indoor) > 0.8 > 0.5 > forward(outdoor)
     for s in indoor + outdoor:
         w, h = 2 * s["K1"][0, 2] + 1, 2 * s["K1"][1, 2] + 1
@@ -174,7 +174,7 @@ def test_structure_of_real_nearest_neighbour_matches(pairs):
 
 
 def test_scene_without_overlap_is_drawn_again(monkeypatch):
-    """A scene whose cameras hardly overlap is replaced by the next draw, not an error in training."""
+    """A scene whose cameras hardly overlap is replaced by the next draw, not a training error."""
     import corrnet.datasets.synthetic as synthetic
 
     real, calls = synthetic._visible_points, []

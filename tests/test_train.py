@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from corrnet.checkpoint import FORMAT_VERSION, PRETRAINED, export_model, load_model
+from corrnet.commands.train import CorrNetCLI, main
 from corrnet.datasets import collate_pairs, generate_pair
 from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS
 from corrnet.models import CorrNetConfig
-from corrnet.training.cli import CorrNetCLI, main
 from corrnet.training.datamodule import CorrNetDataModule
 from corrnet.training.module import CorrNetModule
 from tests.test_eval import pair, write_oanet
@@ -166,7 +166,7 @@ def test_bad_training_input_is_one_line_before_training(trained, tmp_path, capsy
         args += ["--ckpt_path", str(tmp_path / "pickled.ckpt")]
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("train.py: error: ") and message in err[-1], err
+    assert code == 2 and err[-1].startswith("corrnet train: error: ") and message in err[-1], err
     assert "Traceback" not in "\n".join(err) and "weights_only" not in err[-1]
     assert not (run / "ckpt").exists()  # refused before training: nothing started from scratch
 
@@ -230,9 +230,9 @@ def test_validation_ignores_padded_copies():
 
 
 def _one_error_line(capsys) -> str:
-    """The one ``train.py: error:`` line on stderr (warnings may precede it), no traceback."""
+    """The one ``corrnet train: error:`` line on stderr (warnings may precede it), no traceback."""
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("train.py: error: ")]
+    lines = [line for line in err.splitlines() if line.startswith("corrnet train: error: ")]
     assert len(lines) == 1 and "Traceback" not in err and err.rstrip().endswith(lines[0])
     return lines[0]
 

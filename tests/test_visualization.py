@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
+from corrnet.commands.viz import main as cli_main
 from corrnet.visualization import render_pair
-from corrnet.visualization.__main__ import main as cli_main
 from corrnet.visualization.render import layout
 from corrnet.visualization.scene import (
     OUTCOMES,

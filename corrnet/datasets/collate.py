@@ -28,7 +28,8 @@ def collate_pairs(
     geometry (zeros would be a fake match at the principal points, consistent with any E
     whose last entry is 0).  Both modes add ``"mask"`` (B, n) bool, True on the original
     matches, which the loss and validation use to ignore the copies.  Per-match keys become
-    (B, n, ...), the others (B, ...); string keys (image paths) become lists.  ``generator`` is one generator
+    (B, n, ...), the others (B, ...); string keys (image paths) become lists.  ``generator`` is one
+    generator
     for the whole batch or one per pair.
     """
     if mode not in MODES:

@@ -27,6 +27,8 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
+from corrnet.errors import UserError
+
 from .distortion import Undistorter
 from .prepare import PairSpec, relative_pose
 
@@ -46,6 +48,11 @@ POSE_NOTE = (
 )
 
 
+class ReconstructionError(UserError, RuntimeError):
+    """The SfM of a folder of images failed (too few images registered): bad input, the
+    images; a RuntimeError too, as before."""
+
+
 def read_model(model_dir: str | Path) -> pycolmap.Reconstruction:
     """A COLMAP sparse model (binary or text) with its cameras checked against CAMERA_MODELS."""
     model_dir = Path(model_dir)
@@ -60,7 +67,7 @@ def read_model(model_dir: str | Path) -> pycolmap.Reconstruction:
     rec.read(str(model_dir))
     for cam_id, cam in rec.cameras.items():
         if cam.model_name not in CAMERA_MODELS:
-            raise ValueError(
+            raise UserError(
                 f"{model_dir}: camera {cam_id}: model {cam.model_name} not supported; "
                 f"expected one of {', '.join(CAMERA_MODELS)}"
             )
@@ -117,9 +124,9 @@ def select_pairs(
     (None: no cap), so the kept pairs spread over all baselines.  Sorted output.
     """
     if not 0.0 <= min_overlap <= 1.0:
-        raise ValueError(f"min_overlap: expected a share in [0, 1], got {min_overlap}")
+        raise UserError(f"min_overlap: expected a share in [0, 1], got {min_overlap}")
     if max_pairs_per_image is not None and max_pairs_per_image < 1:
-        raise ValueError(f"max_pairs_per_image: expected >= 1, got {max_pairs_per_image}")
+        raise UserError(f"max_pairs_per_image: expected >= 1, got {max_pairs_per_image}")
     n = len(counts)
     own = np.diag(counts).astype(np.float64)
     a, b = np.triu_indices(n, 1)
@@ -212,19 +219,17 @@ def parse_camera(model: str, params: str) -> tuple[str, list[float]]:
     PINHOLE "fx,fy,cx,cy".
     """
     if model not in CAMERA_MODELS:
-        raise ValueError(f"camera model: expected one of {list(CAMERA_MODELS)}, got {model!r}")
+        raise UserError(f"camera model: expected one of {list(CAMERA_MODELS)}, got {model!r}")
     default = pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1)
     try:
         values = [float(v) for v in params.split(",")]
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"camera params: expected comma-separated numbers ({default.params_info}), "
             f"got {params!r}"
         ) from None
     if len(values) != default.params.size or not all(np.isfinite(values)):
-        raise ValueError(
-            f"camera params of {model}: expected {default.params_info}, got {params!r}"
-        )
+        raise UserError(f"camera params of {model}: expected {default.params_info}, got {params!r}")
     return model, values
 
 
@@ -242,9 +247,9 @@ def reconstruct(
     assumed).  ``camera_mode``: "single" (one device), "per-image" (internet photos) or
     "auto" (one camera per image size: one device, some photos rotated).  ``camera``: known
     intrinsics instead (from :func:`parse_camera`): one camera shared by all images (which must
-    have one size), held fixed in bundle adjustment; it needs ``camera_mode`` "auto" or "single".  ``matcher``:
-    "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or "auto"
-    (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
+    have one size), held fixed in bundle adjustment; it needs ``camera_mode`` "auto" or "single".
+    ``matcher``: "exhaustive", "sequential" (files in capture order, overlap 10, quadratic) or
+    "auto" (exhaustive up to EXHAUSTIVE_MAX_IMAGES images).  One model is grown (COLMAP's
     ``multiple_models`` off); if COLMAP still returns several, the one with the most
     registered images is kept.  Resumable: ``work`` keeps
     ``database.db`` and markers of the finished stages, and the chosen model in
@@ -257,7 +262,7 @@ def reconstruct(
     if matcher not in ("auto", "exhaustive", "sequential"):
         raise ValueError(f"matcher: expected auto, exhaustive or sequential, got {matcher!r}")
     if camera is not None and camera_mode == "per-image":
-        raise ValueError(
+        raise UserError(
             "camera: known intrinsics are one shared camera; camera_mode per-image contradicts it"
         )
     names = (
@@ -287,7 +292,7 @@ def reconstruct(
         else:  # COLMAP would silently skip the images of another size than the first
             groups, group_mode = _camera_groups(images_dir, names, "auto")
             if len(groups) > 1:
-                raise ValueError(
+                raise UserError(
                     f"{images_dir}: camera: known intrinsics are one camera, but the images have "
                     f"{len(groups)} sizes ({groups[0][0]} and {groups[1][0]} differ)"
                 )
@@ -340,7 +345,7 @@ def reconstruct(
     )
     registered.close()
     if not recs:
-        raise RuntimeError(f"{images_dir}: COLMAP registered no model")
+        raise ReconstructionError(f"{images_dir}: COLMAP registered no model")
     best = max(recs.values(), key=lambda r: r.num_reg_images())
     m = options.mapper
     bogus = {
@@ -353,7 +358,7 @@ def reconstruct(
         if best.images[image_id].camera_id in bogus:
             best.deregister_frame(best.images[image_id].frame_id)
     if best.num_reg_images() < max(MIN_REGISTERED, registered / 2):
-        raise RuntimeError(
+        raise ReconstructionError(
             f"{images_dir}: COLMAP registered {registered} of {len(names)} images, "
             f"{best.num_reg_images()} with plausible intrinsics; expected at least "
             f"{MIN_REGISTERED} and half of them (too little baseline or texture?)"

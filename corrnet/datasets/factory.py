@@ -7,6 +7,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from corrnet.errors import UserError
+
 from .oanet_hdf5 import OANetPairs
 from .pairs3d import Pairs3D, is_pairs3d
 from .synthetic import SyntheticPairs
@@ -83,7 +85,7 @@ def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
         raise FileNotFoundError(f"{path}: no such OANet-format HDF5 file")
     three_d = is_pairs3d(path)
     if three_d != (geometry == "rigid"):
-        raise ValueError(
+        raise UserError(
             f"{path}: a {'3-D' if three_d else 'two-view'} pairs file, but the "
             f"network's geometry is {geometry!r} (model.net.geometry: "
             f"{'rigid' if three_d else 'two_view'} reads it)"

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.errors import one_line
+from corrnet.errors import UserError, one_line
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
 
 from .sample import MIN_MATCHES, intrinsics, make_sample
@@ -38,7 +38,7 @@ SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
 """Keys a sample needs to be written."""
 
 
-class BadPairError(ValueError):
+class BadPairError(UserError):
     """A pair of an HDF5 file does not match the expected layout."""
 
 
@@ -49,13 +49,13 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
     """
     missing = [k for k in SAMPLE_KEYS if k not in sample]
     if missing:
-        raise ValueError(f"missing key(s) {missing}; expected {list(SAMPLE_KEYS)}")
+        raise UserError(f"missing key(s) {missing}; expected {list(SAMPLE_KEYS)}")
     n = len(sample["xs"])
 
     def f32(key: str, *shape: int) -> np.ndarray:
         a = np.asarray(sample[key], dtype=np.float32)
         if a.size != int(np.prod(shape)):
-            raise ValueError(f"{key}: expected shape {shape} (N = {n} from xs), got {a.shape}")
+            raise UserError(f"{key}: expected shape {shape} (N = {n} from xs), got {a.shape}")
         return a.reshape(shape)
 
     K1, K2 = f32("K1", 3, 3), f32("K2", 3, 3)
@@ -89,7 +89,8 @@ def write_pairs_hdf5(
 
     ``arrays(sample, i)`` gives the datasets of pair i by group: every pair has those of
     ``groups`` (created even when there are no pairs); the others (strings, such as image
-    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string, anything else as
+    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string,
+    anything else as
     it is.  A ValueError of ``arrays`` is raised again naming ``path`` and the pair.  The file
     is written to a temporary file beside ``path`` and renamed into place, so an interrupted
     run never leaves a partial file at ``path``; temporary files that killed writers left
@@ -111,7 +112,7 @@ def write_pairs_hdf5(
                 try:
                     pair = arrays(sample, count)
                 except ValueError as err:
-                    raise ValueError(f"{path}: pair {count}: {err}") from None
+                    raise UserError(f"{path}: pair {count}: {err}") from None
                 for key, value in pair.items():
                     if key in created:
                         put(created[key], count, value)
@@ -297,7 +298,8 @@ class OANetPairs(LazyHDF5, Dataset):
         return [k for k in keys if k not in self.groups]
 
     def require(self, keys: Sequence[str], why: str) -> None:
-        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group ``keys``."""
+        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group
+        of ``keys``."""
         lacking = self.lacks(keys)
         if lacking:
             raise BadPairError(f"{self.path}: missing key(s) {lacking}, {why}")
@@ -344,7 +346,8 @@ class OANetPairs(LazyHDF5, Dataset):
         }
         for key, allowed in shapes.items():
             if key in a and np.shape(a[key]) not in allowed:
-                return f"{key}: expected shape {' or '.join(map(str, allowed))}, got {np.shape(a[key])}"
+                expected = " or ".join(map(str, allowed))
+                return f"{key}: expected shape {expected}, got {np.shape(a[key])}"
         for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s"):
             if key in a and not np.isfinite(a[key]).all():
                 return f"{key}: expected finite values, got NaN or inf"

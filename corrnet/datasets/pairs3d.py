@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from corrnet.errors import UserError
 from corrnet.geometry.checks import rotation_problem
 from corrnet.geometry.rigid import MIN_RIGID_MATCHES
 
@@ -100,7 +101,7 @@ def overlap(
     source point (Open3D's nearest-neighbour distances)."""
     import open3d as o3d
 
-    cloud = lambda p: o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(p, np.float64)))  # noqa: E731
+    cloud = lambda p: o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(p, np.float64)))
     moved, target = cloud(np.asarray(points1, np.float64) @ R.T + t), cloud(points2)
     d12 = np.asarray(moved.compute_point_cloud_distance(target))
     d21 = np.asarray(target.compute_point_cloud_distance(moved))
@@ -228,7 +229,7 @@ def make_sample3d(
     ``t`` (3,) metres, ``ratios``, ``mutuals`` (N,), ``index``, ``features`` (N, 6) or
     (N, 8) with [ratio, mutual] when ``side_info``.
     """
-    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))
     xs32 = np.asarray(xs, np.float32)
     ys = residuals(xs32, R, t)
     sample = {
@@ -261,7 +262,7 @@ class Pairs3D(LazyHDF5, Dataset):
     def _check_file(self, f: h5py.File) -> None:
         """Check the layout and the groups of an open file; read its length and attributes."""
         if f.attrs.get("corrnet_layout") != LAYOUT:
-            raise ValueError(
+            raise UserError(
                 f"{self.path}: not a 3-D pairs file (expected the attribute "
                 f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)"
             )
@@ -275,7 +276,7 @@ class Pairs3D(LazyHDF5, Dataset):
     def _array(self, key: str, i: int) -> np.ndarray:
         f = self._h5()
         if key not in f or str(i) not in f[key]:
-            raise ValueError(f"{self.path}: pair {i}: missing dataset {key}/{i}")
+            raise UserError(f"{self.path}: pair {i}: missing dataset {key}/{i}")
         return np.asarray(f[key][str(i)][()], np.float64)
 
     def name(self, i: int) -> str:
@@ -306,7 +307,7 @@ class Pairs3D(LazyHDF5, Dataset):
         elif t.size != 3 or not np.isfinite(t).all():
             problem = f"ts: expected 3 finite values (metres), got {t.reshape(-1).tolist()}"
         if problem is not None:
-            raise ValueError(f"{self.path}: pair {i}: {problem}")
+            raise UserError(f"{self.path}: pair {i}: {problem}")
         n = xs.shape[1]
         f = self._h5()
         side = {
@@ -315,7 +316,7 @@ class Pairs3D(LazyHDF5, Dataset):
         }
         for k, v in side.items():
             if v.shape != (n,):
-                raise ValueError(
+                raise UserError(
                     f"{self.path}: pair {i}: {k}: expected {n} values (one per match), got {v.size}"
                 )
         return make_sample3d(

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.errors import one_line, same_file
+from corrnet.errors import UserError, one_line, same_file
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 
 from .oanet_hdf5 import write_oanet_hdf5
@@ -100,14 +100,14 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with h5py.File(path, "r") as f:
             missing = [k for k in ("K", "R", "T", "imsize") if k not in f]
             if missing:
-                raise ValueError(f"{path}: missing key(s) {missing}; expected K, R, T, imsize")
+                raise UserError(f"{path}: missing key(s) {missing}; expected K, R, T, imsize")
             K, R, T, size = (
                 np.asarray(f[k][()], np.float64).reshape(-1) for k in ("K", "R", "T", "imsize")
             )
     except (OSError, KeyError, RuntimeError, TypeError) as err:  # not HDF5, damaged, or not numbers
-        raise ValueError(f"{path}: not a readable calibration file ({one_line(err)})") from None
+        raise UserError(f"{path}: not a readable calibration file ({one_line(err)})") from None
     if K.size != 9 or R.size != 9 or T.size != 3 or size.size != 2:
-        raise ValueError(
+        raise UserError(
             f"{path}: expected K (3,3), R (3,3), T (3,), imsize (2,), got sizes "
             f"{K.size}, {R.size}, {T.size}, {size.size}"
         )
@@ -120,7 +120,7 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     }
     for key, problem in problems.items():
         if problem is not None:
-            raise ValueError(f"{path}: {key}: {problem}")
+            raise UserError(f"{path}: {key}: {problem}")
     w, h = size
     return intrinsics(K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2], (h - 1) / 2 + K[1, 2]), R, T
 
@@ -158,7 +158,7 @@ def read_sequence(seq: Path) -> list[PairSpec]:
     images = [root / p for p in _read_list(root / "images.txt")]
     calibs = [root / p for p in _read_list(root / "calibration.txt")]
     if len(images) != len(calibs):
-        raise ValueError(
+        raise UserError(
             f"{root}: images.txt has {len(images)} lines, calibration.txt {len(calibs)}"
         )
     index_pairs = []
@@ -166,11 +166,11 @@ def read_sequence(seq: Path) -> list[PairSpec]:
         try:
             i, j = (int(v) for v in line.split())
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"{root / 'pairs.txt'}: line {n + 1}: expected 'i j', got {line!r}"
             ) from None
         if not (0 <= i < len(images) and 0 <= j < len(images)):
-            raise ValueError(
+            raise UserError(
                 f"{root / 'pairs.txt'}: line {n + 1}: index outside 0..{len(images) - 1}"
             )
         index_pairs.append((i, j))
@@ -184,17 +184,17 @@ def read_sequence(seq: Path) -> list[PairSpec]:
 
 
 def _finite_array(value: object, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """``value`` as a float64 array of ``shape`` with finite entries; ValueError naming ``where``."""
+    """``value`` as a float64 array of ``shape`` with finite entries; UserError naming ``where``."""
     try:
         a = np.asarray(value, np.float64)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise UserError(
             f"{where}: expected finite numbers of shape {shape}, got {value!r}"
         ) from None
     if a.shape != shape:
-        raise ValueError(f"{where}: expected finite numbers of shape {shape}, got shape {a.shape}")
+        raise UserError(f"{where}: expected finite numbers of shape {shape}, got shape {a.shape}")
     if not np.isfinite(a).all():
-        raise ValueError(f"{where}: expected finite numbers of shape {shape}, got NaN or inf")
+        raise UserError(f"{where}: expected finite numbers of shape {shape}, got NaN or inf")
     return a
 
 
@@ -209,17 +209,17 @@ def read_pairs_file(path: Path) -> list[PairSpec]:
     try:
         entries = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read a JSON pairs file: {err}") from None
+        raise UserError(f"{path}: cannot read a JSON pairs file: {err}") from None
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a JSON list of pair objects")
+        raise UserError(f"{path}: expected a JSON list of pair objects")
     pairs = []
     shapes = {"K1": (3, 3), "K2": (3, 3), "R": (3, 3), "t": (3,)}
     for n, e in enumerate(entries):
         if not isinstance(e, dict):
-            raise ValueError(f"{path}: pair {n}: expected an object, got {type(e).__name__}")
+            raise UserError(f"{path}: pair {n}: expected an object, got {type(e).__name__}")
         missing = [k for k in ("image1", "image2", *shapes) if k not in e]
         if missing:
-            raise ValueError(f"{path}: pair {n}: missing key(s) {missing}")
+            raise UserError(f"{path}: pair {n}: missing key(s) {missing}")
         arrays = {
             k: _finite_array(e[k], shape, f"{path}: pair {n}: {k}") for k, shape in shapes.items()
         }
@@ -230,10 +230,10 @@ def read_pairs_file(path: Path) -> list[PairSpec]:
         }
         for key, problem in problems.items():
             if problem is not None:
-                raise ValueError(f"{path}: pair {n}: {key}: {problem}")
+                raise UserError(f"{path}: pair {n}: {key}: {problem}")
         for key in ("image1", "image2"):
             if not isinstance(e[key], str):
-                raise ValueError(f"{path}: pair {n}: {key}: expected a path string, got {e[key]!r}")
+                raise UserError(f"{path}: pair {n}: {key}: expected a path string, got {e[key]!r}")
         images = [Path(path).parent / e[k] for k in ("image1", "image2")]
         pairs.append(PairSpec(str(e.get("name", f"{Path(path).stem}/{n}")), *images, **arrays))
     return pairs
@@ -248,10 +248,10 @@ def select_pairs(pairs: Sequence[PairSpec], max_pairs: int | None, seed: int) ->
 
 
 def read_image(image: str | Path) -> np.ndarray:
-    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; ValueError naming the file if unreadable."""
+    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; UserError naming an unreadable file."""
     img = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(
+        raise UserError(
             f"{image}: cannot read as an image (expected a file OpenCV decodes: JPEG, PNG, ...)"
         )
     return img
@@ -326,7 +326,7 @@ def putative_matches(
     """
     (kp1, d1), (kp2, d2) = feats1, feats2
     if len(kp1) < MIN_MATCHES or len(kp2) < 2:
-        raise ValueError(
+        raise UserError(
             f"{what}: expected at least {MIN_MATCHES} keypoints in image 1 "
             f"and 2 in image 2, got {len(kp1)} ({names[0]}) and {len(kp2)} ({names[1]})"
         )
@@ -507,9 +507,9 @@ def prepare(
     keys = [p.key for p in pairs]
     duplicates = sorted(k for k, count in Counter(keys).items() if count > 1)
     if duplicates:
-        raise ValueError(f"pairs: expected unique pair keys, got {duplicates[:3]} more than once")
+        raise UserError(f"pairs: expected unique pair keys, got {duplicates[:3]} more than once")
     if any(same_file(out, image) for image in {img for p in pairs for img in (p.image1, p.image2)}):
-        raise ValueError(f"{out}: is also one of the input images; choose another output path")
+        raise UserError(f"{out}: is also one of the input images; choose another output path")
     kept = [p for p in pairs if np.linalg.norm(p.t) >= MIN_TRANSLATION]
     if len(kept) < len(pairs):
         warnings.warn(

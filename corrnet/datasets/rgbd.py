@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from corrnet.errors import UserError
 from corrnet.geometry.checks import intrinsics_problem
 from corrnet.geometry.rigid import rigid_problem
 
@@ -37,9 +38,9 @@ def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     try:
         M = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read a {shape[0]}x{shape[1]} matrix ({err})") from None
+        raise UserError(f"{path}: cannot read a {shape[0]}x{shape[1]} matrix ({err})") from None
     if M.shape != shape:
-        raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} matrix, got shape {M.shape}")
+        raise UserError(f"{path}: expected a {shape[0]}x{shape[1]} matrix, got shape {M.shape}")
     return M
 
 
@@ -59,7 +60,7 @@ def read_sequence(folder: Path) -> list[tuple[str, Path, np.ndarray]]:
         T = _read_matrix(pose_path, (4, 4))
         problem = rigid_problem(T)
         if problem is not None:
-            raise ValueError(f"{pose_path}: {problem}")
+            raise UserError(f"{pose_path}: {problem}")
         out.append((name, png, T))
     return out
 
@@ -70,7 +71,7 @@ def read_intrinsics(folder: Path) -> np.ndarray:
     K = _read_matrix(path, (3, 3))
     problem = intrinsics_problem(K)
     if problem is not None:
-        raise ValueError(f"{path}: {problem}")
+        raise UserError(f"{path}: {problem}")
     return K
 
 
@@ -78,7 +79,7 @@ def read_depth(png: Path) -> np.ndarray:
     """A uint16 millimetre depth PNG as metres (H, W) float64."""
     depth = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
     if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
-        raise ValueError(f"{png}: expected a single-channel uint16 depth PNG (millimetres)")
+        raise UserError(f"{png}: expected a single-channel uint16 depth PNG (millimetres)")
     return depth.astype(np.float64) / 1000.0
 
 

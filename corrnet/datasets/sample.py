@@ -45,7 +45,7 @@ def normalized_matches(
 
     uv1, uv2 (N, 2) pixels, K1, K2 (3, 3) intrinsics without skew -> xs (N, 4) float64.
     """
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))
     return torch.cat(
         [normalize_keypoints(t(uv1), t(K1)), normalize_keypoints(t(uv2), t(K2))], 1
     ).numpy()
@@ -95,7 +95,7 @@ def make_sample(
     xs (N, 4), ys (N,), R (3, 3), t (3,) (normalised here), ratios (N,), mutuals (N,),
     K1, K2 (3, 3).  Labels are ``ys < INLIER_THRESHOLD`` with ys rounded to float32 first.
     """
-    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))
     t = np.asarray(t, dtype=np.float64).reshape(3)
     ys32 = np.asarray(
         ys, dtype=np.float32

@@ -12,7 +12,8 @@ projections with 0.5-1.5 px Gaussian noise; the inlier ratio is log-uniform (1-4
 shifted by one vector per pair).  As in unfiltered SIFT nearest neighbours, 20-50 % of the
 matches repeat another match's image-2 point: true ones from (almost) the same image-1
 point (copies per orientation, neighbouring scales), outliers from anywhere ("hub" points
-of image 2, on which the uniform outliers land too).  Ratios and mutual flags are drawn per kind with the spread measured on
+of image 2, on which the uniform outliers land too).  Ratios and mutual flags are drawn per kind
+with the spread measured on
 real pairs (``benchmarks/data_stats.py``).  Labels come from the real symmetric epipolar
 distance, so a near miss may be an inlier.
 
@@ -299,7 +300,8 @@ def generate_pair(
 
 
 class SyntheticPairs(Dataset):
-    """``length`` synthetic pairs; item i is ``generate_pair(seed, i, mode, num_matches, side_info)``."""
+    """``length`` synthetic pairs; item i is
+    ``generate_pair(seed, i, mode, num_matches, side_info)``."""
 
     def __init__(
         self,

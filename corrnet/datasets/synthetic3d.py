@@ -1,7 +1,8 @@
 """Synthetic 3-D pairs: random indoor-like rooms scanned by two virtual depth cameras.
 
 A room (floor, ceiling, four walls; 3–7 m by 3–7 m, 2.4–3 m high) is furnished with 6–20
-Open3D primitives standing on the floor: boxes (cupboards, tables), cylinders and spheres.  Camera 1 stands 1–1.8 m high inside the room and looks at a random
+Open3D primitives standing on the floor: boxes (cupboards, tables), cylinders and spheres.
+Camera 1 stands 1–1.8 m high inside the room and looks at a random
 point of it; camera 2 is camera 1 moved by 0.05–1.2 m and turned by 2–40° about a random axis (the
 motions of the overlapping frame pairs of a hand-held sequence such as ``../shared/real-dev-3d``,
 whose 10th–90th percentiles are 4–23° and 0.14–0.94 m).

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 import poselib
 
+from corrnet.errors import UserError
+
 from ..datasets.sample import to_pixels
 
 THRESHOLD = 1e-3
@@ -133,7 +135,7 @@ class PoseLibEstimator:
 
     def __post_init__(self) -> None:
         if not self.max_epipolar_error > 0:
-            raise ValueError(
+            raise UserError(
                 f"max_epipolar_error: expected a positive number of pixels, "
                 f"got {self.max_epipolar_error}"
             )
@@ -143,7 +145,7 @@ class PoseLibEstimator:
     ) -> Pose:
         """Pose of x (M, 4) normalised, in the pixels of K1, K2 (3, 3), which are required."""
         if K1 is None or K2 is None:
-            raise ValueError(
+            raise UserError(
                 "poselib: expected the pixel intrinsics K1 and K2 (its threshold "
                 "is in pixels), got None"
             )
@@ -172,7 +174,7 @@ class PoseLibEstimator:
 def check_seed(seed: int) -> int:
     """``seed`` if both samplers take it (an integer in [0, 2^31)), else ValueError."""
     if not 0 <= seed < 2**31:
-        raise ValueError(f"seed: expected an integer in [0, 2^31), got {seed}")
+        raise UserError(f"seed: expected an integer in [0, 2^31), got {seed}")
     return seed
 
 

@@ -40,6 +40,8 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
+from corrnet.errors import UserError
+
 from ..datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
 from ..geometry import pose_errors
 from .estimators import (
@@ -321,7 +323,8 @@ def check_inputs(
 ) -> None:
     """BadPairError (a ValueError) naming the file and the groups it lacks where one of ``methods``
     needs them, for an :class:`~corrnet.datasets.OANetPairs` (or a ``Subset`` of one; other
-    datasets have every input): a missing ``ratios`` group would read as zeros (every match passes the ratio test),
+    datasets have every input): a missing ``ratios`` group would read as zeros (every match passes
+    the ratio test),
     missing intrinsics as the identity (a threshold in pixels becomes one in normalised units)."""
     pairs = dataset.dataset if isinstance(dataset, Subset) else dataset
     if not isinstance(pairs, OANetPairs):
@@ -376,7 +379,7 @@ def evaluate(
             disable=not progress,
             unit="pair",
         ):
-            f64 = lambda k: np.asarray(sample[k], dtype=np.float64)  # noqa: E731
+            f64 = lambda k, sample=sample: np.asarray(sample[k], dtype=np.float64)
             pair = _Pair(
                 int(sample["index"]),
                 f64("xs").reshape(-1, 4),
@@ -399,7 +402,7 @@ def evaluate(
                     )
             pairs.append(pair)
     if not pairs:
-        raise ValueError("samples: no pairs to evaluate")
+        raise UserError("samples: no pairs to evaluate")
     jobs = [(i, p.xs, p.K1, p.K2, _tasks(p, methods, estimators)) for i, p in enumerate(pairs)]
     jobs = [job for job in jobs if job[-1]]
     for position, outcomes in run_pose_jobs(jobs, min(workers, len(jobs)), progress):

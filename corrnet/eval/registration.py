@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from corrnet.errors import UserError
+
 from ..datasets.pairs3d import INLIER_THRESHOLD, residuals
 from ..geometry.rigid import registration_errors
 from .evaluate import (
@@ -198,7 +200,7 @@ def evaluate_registration(
     """
     methods, needs_net = check_methods(methods, predictor, METHODS, NETWORK_METHODS, BASELINES)
     if len(samples) == 0:
-        raise ValueError("samples: no pairs to evaluate")
+        raise UserError("samples: no pairs to evaluate")
     results: list[RegResult] = []
     kept, candidate, network_ms = None, None, 0.0
     at_least = max(candidates, FALLBACK_TOP_K)

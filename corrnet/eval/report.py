@@ -92,8 +92,7 @@ def format_table(summary: dict, markdown: bool = False) -> str:
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     fmt = lambda line: "  ".join(
-        s.ljust(w) if i == 0 else s.rjust(w)
-        for i, (s, w) in enumerate(zip(line, widths))
+        s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(line, widths))
     )
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 
@@ -101,7 +100,8 @@ def format_table(summary: dict, markdown: bool = False) -> str:
 def _markdown(summary: dict) -> str:
     if summary.get("kind") == "registration":
         return (
-            f"# Registration: {summary['dataset']}\n\n{summary['pairs']} pairs. A pair is registered "
+            f"# Registration: {summary['dataset']}\n\n"
+            f"{summary['pairs']} pairs. A pair is registered "
             f"when its rotation error is < 15° and its translation error < 30 cm (3DMatch, as "
             f"PointDSC reports); errors are means over the registered pairs. Recall, precision, "
             f"recall and F1 in %, time in ms per pair.\n\n{format_table(summary, markdown=True)}\n"

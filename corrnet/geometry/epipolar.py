@@ -111,6 +111,6 @@ def pixel_sampson_distance(
     """
     K1 = as_tensor("K1", K1, (3, 3), "(..., 3, 3)").to(x.dtype)
     K2 = as_tensor("K2", K2, (3, 3), "(..., 3, 3)").to(x.dtype)
-    to_px = lambda xy, K: xy @ K[..., :2, :2].transpose(-1, -2) + K[..., None, :2, 2]  # noqa: E731
+    to_px = lambda xy, K: xy @ K[..., :2, :2].transpose(-1, -2) + K[..., None, :2, 2]
     F = torch.linalg.inv(K2).transpose(-1, -2) @ E.to(x.dtype) @ torch.linalg.inv(K1)
     return sampson_distance(torch.cat([to_px(x[..., :2], K1), to_px(x[..., 2:], K2)], -1), F)

@@ -190,7 +190,7 @@ def _levenberg_marquardt(
     """
     R, _, t = _decompose(E)
     lam = torch.full(E.shape[:1], 1e-3, dtype=E.dtype, device=E.device)
-    cost_of = lambda e: (w * _kernel(kernel, e.square() / s2)[0]).sum(-1)  # noqa: E731
+    cost_of = lambda e: (w * _kernel(kernel, e.square() / s2)[0]).sum(-1)
     e = _signed_sampson(x, R, t)
     cost = cost_of(e)
     history = [cost]
@@ -375,7 +375,7 @@ def robust_eight_point(
                 stage.append(cost)
             costs.append(torch.stack(stage, -1))
         best = cost.reshape(H, B).argmin(0)  # (B,)
-        pick = lambda t: t.reshape(H, B, *t.shape[1:])[best, torch.arange(B)]  # noqa: E731
+        pick = lambda t: t.reshape(H, B, *t.shape[1:])[best, torch.arange(B)]
         E, costs = pick(E), pick(torch.stack(costs, 1))
         s2 = s[:, -1:].square()
         refine_costs, E = _levenberg_marquardt(x, weights, s2, kernel, E, refine_steps)

@@ -23,6 +23,8 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from corrnet.errors import UserError
+
 from .blocks import (
     GeometricRotary,
     GraphLaplacian,
@@ -54,7 +56,8 @@ class Stage(nn.Module):
 
     embed (1×1 conv) -> PointCN blocks -> graph Laplacian layer driven by an intermediate
     logit head w (supervised as an inlier logit, opened at initialisation: see
-    :data:`GRAPH_GATE_BIAS`; ``graph_layer=False`` drops the layer and keeps the head) -> state cross-attention -> [transformer] -> PointCN blocks
+    :data:`GRAPH_GATE_BIAS`; ``graph_layer=False`` drops the layer and keeps the head) -> state
+    cross-attention -> [transformer] -> PointCN blocks
     -> logit head.
     The transformer's keys are the ``attention_keys`` real matches with the highest graph
     logits (all matches when there are no more than that, or when it is None).
@@ -189,7 +192,7 @@ class CorrNetConfig:
         }
         for name, (ok, expected) in checks.items():
             if not ok:
-                raise ValueError(
+                raise UserError(
                     f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}"
                 )
 
@@ -215,7 +218,7 @@ class CorrNetConfig:
         d = dict(d)
         if "in_channels" in d:
             if "side_info" in d or d["in_channels"] not in (4, 6):
-                raise ValueError(
+                raise UserError(
                     f"{source}: format_version 1 configuration with in_channels="
                     f"{d['in_channels']!r}: only 4 or 6 (without side_info) convert"
                 )
@@ -223,7 +226,7 @@ class CorrNetConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"{source}: unknown key(s) {unknown}; expected some of {sorted(fields)}"
             )
         return cls(**d)
@@ -304,7 +307,8 @@ class CorrNet(nn.Module):
             ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
             elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
             (float32); with ``geometry="rigid"`` instead ``R`` (B, 3, 3) and ``t`` (B, 3),
-            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s) over that stage's matches:
+            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s) over
+            that stage's matches:
             ``stage_logits``, ``graph_logits`` (the w that builds the stage's graph
             Laplacian, a = relu(tanh(w))), ``stage_indices`` (long indices into the N input
             matches) and ``stage_masks`` (bool, True on the real matches the stage kept).

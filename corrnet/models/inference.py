@@ -40,7 +40,8 @@ class InferenceModel:
 
     @property
     def compiled(self) -> bool:
-        """Whether calls go through the compiled module (False without compile or after a fallback)."""
+        """Whether calls go through the compiled module (False without compile, or after a
+        fallback)."""
         return self._compiled is not None
 
     def _autocast(self, device: torch.device) -> torch.autocast | nullcontext:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from corrnet.errors import UserError
 from corrnet.geometry import (
     essential_from_pose,
     pixel_sampson_distance,
@@ -138,11 +139,11 @@ class CorrNetLoss(nn.Module):
     ) -> None:
         super().__init__()
         if geometry not in GEOMETRIES:
-            raise ValueError(
+            raise UserError(
                 f"model.loss.geometry: expected one of {sorted(GEOMETRIES)}, got {geometry!r}"
             )
         if label_px is not None and (geometry != "two_view" or not label_px > 0):
-            raise ValueError(
+            raise UserError(
                 f"model.loss.label_px: expected a positive number of pixels for a two_view "
                 f"network, or null; got {label_px} ({geometry})"
             )

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from corrnet.datasets import PairCollator
 from corrnet.datasets.factory import check_data_spec, open_dataset
+from corrnet.errors import UserError
 
 from .sampling import Draws, Mixture, ResumableSampler, check_weights
 
@@ -24,7 +25,8 @@ class CorrNetDataModule(L.LightningDataModule):
         batch_size: pairs per batch.
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
-        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
+        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies
+        of real matches).
         side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
             ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
         geometry: ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and
@@ -55,11 +57,11 @@ class CorrNetDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batching not in ("subsample", "pad"):
-            raise ValueError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
+            raise UserError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
         self.save_hyperparameters()
         self.train_specs = [train] if isinstance(train, str) else list(train)
         if not self.train_specs:
-            raise ValueError(
+            raise UserError(
                 "data.train: expected 'synthetic', an HDF5 path or a list of them, got []"
             )
         if train_weights is not None:

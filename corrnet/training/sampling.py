@@ -9,16 +9,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from corrnet.errors import UserError
+
 
 def check_weights(weights: Sequence[float], count: int) -> None:
     """``data.train_weights``: one weight >= 0 per training set, with a positive sum."""
     if len(weights) != count:
-        raise ValueError(
+        raise UserError(
             f"data.train_weights: expected one weight per training set ({count}), "
             f"got {len(weights)}"
         )
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(
+        raise UserError(
             f"data.train_weights: expected weights >= 0 with a positive sum, got {list(weights)}"
         )
 
@@ -38,7 +40,7 @@ class Mixture(Dataset):
         check_weights(weights, len(datasets))
         empty = [k for k, d in enumerate(datasets) if len(d) == 0 and weights[k] > 0]
         if empty:
-            raise ValueError(f"data.train: training set(s) number {empty} have no pairs")
+            raise UserError(f"data.train: training set(s) number {empty} have no pairs")
         self.datasets, self.seed = list(datasets), seed
         self.p = np.asarray(weights, dtype=np.float64) / sum(weights)
 

@@ -3,7 +3,8 @@
 Open3D aborts the whole process when no usable Vulkan driver exists, so this module is
 the only one that imports it, and it is only ever run as a child process::
 
-    python -m corrnet.visualization._worker render SCENE.npz OUT.npz --pair-size W H --embed-size W H
+    python -m corrnet.visualization._worker render SCENE.npz OUT.npz --pair-size W H \
+        --embed-size W H
     python -m corrnet.visualization._worker show SCENE.npz [--title TITLE]
     python -m corrnet.visualization._worker render3d SCENE3D.npz OUT.npz --size W H
 

@@ -57,7 +57,7 @@ def render_registration(
     """
     width, height = size
     xs, inlier, kept = check_inputs(xs, is_inlier_gt, is_kept, RIGID_COLUMNS)
-    move = lambda p: np.asarray(p, np.float64) @ np.asarray(R).T + np.asarray(t).reshape(3)  # noqa: E731
+    move = lambda p: np.asarray(p, np.float64) @ np.asarray(R).T + np.asarray(t).reshape(3)
     rng = np.random.default_rng(0)
     scene = {
         "target": np.asarray(cloud2, np.float64),
@@ -101,7 +101,8 @@ def render_registration(
     )
     _text(
         canvas,
-        f"N {stats.total}   kept {stats.kept}   TP {stats.tp}   FP {stats.fp}   FN {stats.fn}{error}",
+        f"N {stats.total}   kept {stats.kept}   TP {stats.tp}   FP {stats.fp}   "
+        f"FN {stats.fn}{error}",
         (pad, round(header * 0.84)),
         0.6 * font,
         max(1, round(2 * font) - 1),

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from corrnet.atomic import atomic_path
+from corrnet.errors import UserError
 
 from .scene import OUTCOMES, PALETTE, PairStats, Scene, build_scene, check_inputs, pair_stats
 
@@ -68,7 +69,7 @@ def layout(size: tuple[int, int]) -> Layout:
     """Split a (W, H) picture: header band, pair view (64% wide) | embedding view, footer band."""
     width, height = size
     if width < 320 or height < 240:
-        raise ValueError(f"picture size must be at least 320 x 240, got {width} x {height}")
+        raise UserError(f"picture size must be at least 320 x 240, got {width} x {height}")
     header, footer = max(56, round(0.1 * height)), max(32, round(0.06 * height))
     body = height - header - footer
     pair_w = round(0.64 * width)
@@ -193,18 +194,24 @@ def legend(
         x += cv2.getTextSize(label, _FONT, 0.5 * scale, 1)[0][0] + 2 * gap
 
 
-def _worker_failure(what: str, output: str) -> RuntimeError:
+class RenderError(RuntimeError):
+    """The picture cannot be made here (Open3D's worker failed, no display for a window, PNG
+    encoding failed): the environment, neither the input nor a bug in the caller."""
+
+
+def _worker_failure(what: str, output: str) -> RenderError:
     tail = "\n".join(_ANSI.sub("", output).strip().splitlines()[-12:])
-    return RuntimeError(
+    return RenderError(
         f"Open3D rendering failed: {what}. The usual cause is a missing or broken Vulkan driver; "
         f"on Debian/Ubuntu install one with:\n    {APT_HINT}\n"
-        f"(off-screen rendering runs on the CPU through Mesa's lavapipe; no GPU or display needed)\n"
+        f"(off-screen rendering runs on the CPU through Mesa's lavapipe; no GPU or display "
+        f"needed)\n"
         f"Worker output (last lines):\n{tail}"
     )
 
 
 def _run_worker(args: list[str], *, capture: bool) -> None:
-    """Run the Open3D worker process; raise RuntimeError if it fails or dies."""
+    """Run the Open3D worker process; raise RenderError if it fails or dies."""
     command = [sys.executable, "-m", "corrnet.visualization._worker", *args]
     try:
         done = subprocess.run(
@@ -232,7 +239,7 @@ def _write_png_atomic(path: Path, rgb: np.ndarray) -> None:
     """Encode RGB (H, W, 3) as PNG into a temporary file beside path, then rename it onto path."""
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
-        raise RuntimeError(f"OpenCV could not encode {path}")
+        raise RenderError(f"OpenCV could not encode {path}")
     with atomic_path(path) as tmp:
         tmp.write_bytes(encoded.tobytes())
 
@@ -259,7 +266,7 @@ def render_pair(
     Kept matches are drawn as lines coloured TP / FP, missed inliers as FN; true negatives
     only if show_true_negatives.  With image1/image2 and intrinsics K1/K2 (3, 3) the lines
     join pixels u = x fx + cx on the textured images.  embedding: "pca" or "epipolar".
-    Raises RuntimeError with an install hint when Open3D cannot render.
+    Raises RenderError (a RuntimeError) with an install hint when Open3D cannot render.
     """
     out = Path(out_png)
     xs, is_inlier_gt, is_kept = check_inputs(xs, is_inlier_gt, is_kept)
@@ -329,7 +336,7 @@ def show_pair(
 ) -> None:
     """Open an interactive Open3D window with both views (arguments as in :func:`render_pair`)."""
     if not has_display():
-        raise RuntimeError(
+        raise RenderError(
             "--show needs a display but neither DISPLAY nor WAYLAND_DISPLAY is set; "
             "render a PNG with --out instead (or use X forwarding / a virtual display)"
         )

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from corrnet.errors import UserError
+
 from ..datasets.sample import to_pixels
 
 OUTCOMES: tuple[str, ...] = ("tn", "fn", "fp", "tp")
@@ -187,7 +189,7 @@ def pair_stats(is_inlier_gt: np.ndarray, is_kept: np.ndarray) -> PairStats:
 def fit_essential(xs: np.ndarray) -> np.ndarray:
     """Least-squares essential matrix (eight-point) of matches (M >= 8, 4) -> (3, 3)."""
     if xs.shape[0] < 8:
-        raise ValueError(f"fitting an essential matrix needs >= 8 matches, got {xs.shape[0]}")
+        raise UserError(f"fitting an essential matrix needs >= 8 matches, got {xs.shape[0]}")
     x1, y1, x2, y2 = xs.T
     ones = np.ones_like(x1)
     rows = np.stack([x2 * x1, x2 * y1, x2, y2 * x1, y2 * y1, y2, x1, y1, ones], axis=1)
@@ -231,7 +233,7 @@ def embed(xs: np.ndarray, is_inlier_gt: np.ndarray, method: str = "pca") -> np.n
         out = np.pad(out, ((0, 0), (0, 3 - out.shape[1])))
         return out / _robust_scale(out, 98)
     if int(is_inlier_gt.sum()) < 8:
-        raise ValueError(
+        raise UserError(
             "the epipolar embedding needs >= 8 ground-truth inliers to fit E; use embedding='pca'"
         )
     residual = sampson_residual(xs, fit_essential(xs[is_inlier_gt]))
@@ -243,7 +245,7 @@ def embed(xs: np.ndarray, is_inlier_gt: np.ndarray, method: str = "pca") -> np.n
 
 
 def _read_texture(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image file -> ((h, w, 3) uint8 RGB with longest side <= MAX_TEXTURE_SIDE, original (w, h))."""
+    """Image file -> ((h, w, 3) uint8 RGB, longest side <= MAX_TEXTURE_SIDE; original (w, h))."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FileNotFoundError(f"cannot read image {path}")

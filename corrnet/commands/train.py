@@ -1,9 +1,17 @@
-"""``python train.py --config configs/synthetic.yaml [--trainer.max_steps 100] [--ckpt_path last]``."""
+"""Train CorrNet with Lightning.
+
+    corrnet train --config synthetic [--trainer.max_steps 100] [--ckpt_path last]
+(``python train.py`` is the same command.)  ``--config NAME`` without a suffix is the shipped
+``configs/NAME.yaml`` (:func:`corrnet.commands.config_path`); a path stays a path.  Bad input
+(data, config values, ``--ckpt_path``) ends with one ``PROG: error:`` line and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,12 +20,12 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from corrnet.checkpoint import check_resumable
+from corrnet.commands import config_path
 from corrnet.datasets.factory import check_data_spec
 from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
-from corrnet.errors import USER_ERRORS, run_command
-
-from .datamodule import CorrNetDataModule
-from .module import CorrNetModule
+from corrnet.errors import USER_ERRORS, UserError, run_command
+from corrnet.training.datamodule import CorrNetDataModule
+from corrnet.training.module import CorrNetModule
 
 RESUME_KEYWORDS = ("best", "hpc", "registry")
 """``--ckpt_path`` values (``registry:...`` too) that Lightning resolves itself; ``last`` is
@@ -26,6 +34,11 @@ resolved here, so that a missing ``last.ckpt`` is an error rather than a fresh s
 NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
 """Start of Lightning's warning that a mid-epoch resume may repeat or skip batches.  Silenced:
 CorrNetDataModule's sampler skips exactly the batches the checkpoint had seen."""
+
+ARGS_AND_ARGV = "LightningCLI's args parameter is intended"
+"""Start of Lightning's warning when ``args`` is given while ``sys.argv`` has arguments.
+Silenced: :func:`main` always passes the command line itself (with the shipped config names
+resolved), so Lightning never reads ``sys.argv``."""
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -82,7 +95,7 @@ def resume_path(cli: LightningCLI, ckpt_path: str | None) -> str | None:
     if ckpt_path == "last":
         dirpath = cli.trainer.checkpoint_callback.dirpath
         if dirpath is None:
-            raise ValueError(
+            raise UserError(
                 "--ckpt_path last: checkpoint.dirpath is not set; give the checkpoint file"
             )
         last = (
@@ -113,23 +126,38 @@ def check_label_px(model: CorrNetModule, data: CorrNetDataModule) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> int:
+def shipped_configs(argv: Sequence[str]) -> list[str]:
+    """``argv`` with each ``--config NAME`` (or ``--config=NAME``) that has no suffix replaced
+    by the shipped file (:func:`corrnet.commands.config_path`)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--config="):
+            out[i] = "--config=" + config_path(arg.split("=", 1)[1])
+        elif arg == "--config" and i + 1 < len(out):
+            out[i + 1] = config_path(out[i + 1])
+    return out
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "corrnet train") -> int:
     """Train; bad input (data, config values, ``--ckpt_path``) ends with one line, exit 2."""
+    args = shipped_configs(sys.argv[1:] if argv is None else argv)
 
     def run() -> None:
-        cli = CorrNetCLI(
-            CorrNetModule,
-            CorrNetDataModule,
-            run=False,
-            args=argv,
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False},
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=ARGS_AND_ARGV)
+            cli = CorrNetCLI(
+                CorrNetModule,
+                CorrNetDataModule,
+                run=False,
+                args=args,
+                seed_everything_default=0,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False, "prog": prog},
+            )
         check_label_px(cli.model, cli.datamodule)
         ckpt_path = resume_path(cli, cli.config.ckpt_path)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=NOT_RESUMABLE, category=PossibleUserWarning)
             cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
 
-    return run_command("train.py", run, USER_ERRORS + (argparse.ArgumentError,))
+    return run_command(prog, run, USER_ERRORS + (argparse.ArgumentError,))
