@@ -224,7 +224,7 @@ def read_intrinsics(path: str | Path) -> dict[str, np.ndarray]:
         if len(fields) != 5:
             raise ValueError(
                 f"{where}: expected NAME FX FY CX CY (a name and 4 numbers), got "
-                f"{len(fields)} field(s)"
+                f"{len(fields) - 1} after the name"
             )
         try:
             values = [float(v) for v in fields[1:]]
@@ -256,6 +256,8 @@ class _Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    """Where collectives run: the process's GPU under nccl, else the CPU."""
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -562,6 +564,7 @@ def run_pairs(
     if dev.type == "cuda" and dist.world > 1:
         dev = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(dev)
+        dist = _Dist(dist.rank, dist.world, dist.local_rank, dev)
     stats = RunStats(pairs=len(pairs))
     verifier = (
         verify_batch()
@@ -701,6 +704,12 @@ def _run(
         stats.verified += len(chunks[k])
         bar.update(len(chunks[k]))
     bar.close()
+    if dist.world > 1:  # every process's counts, for rank 0's summary
+        import torch.distributed as tdist
+
+        counts = torch.tensor([stats.verified, stats.images], device=dist.device)
+        tdist.all_reduce(counts)
+        stats.verified, stats.images = (int(v) for v in counts.tolist())
     dist.barrier()
     if dist.rank == 0:
         start = time.perf_counter()
