@@ -24,9 +24,10 @@ COLMAP's default SIFT descriptors are RootSIFT and its default matcher keeps onl
 matches with ratio < 0.8, unlike the training data (OpenCV SIFT, every nearest neighbour);
 ``--from-images`` builds a database the way corrnet's training data was made.
 
-Writing: only the database named by ``--output`` (a copy of DB, written to a temporary and
-renamed: complete or absent) or, without it, DB itself in one transaction (every pair's
-geometry or none).  ``--from-images`` creates DB from the images in DIR (``pycolmap.import_images``
+Writing: only the database named by ``--output`` (a copy of DB) or, without it, DB itself;
+either is written as a temporary copy and renamed into place once every pair is done, so it is
+complete or as it was (also after a kill), and DB is never written to when ``--output`` is
+given.  ``--from-images`` creates DB from the images in DIR (``pycolmap.import_images``
 for the cameras, COLMAP's intrinsics guess: EXIF focal length or 1.2 x the larger side)
 with corrnet's SIFT (keypoints with OpenCV's size and orientation) and nearest-neighbour
 matches of every pair (all pairs without ``--pairs``); an existing DB is refused unless
@@ -46,7 +47,6 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,7 +351,8 @@ def build_database(
 
 def _copy_database(src: Path, dst: Path) -> None:
     """Copy an SQLite database with SQLite's backup (consistent even with a journal beside it)."""
-    source, target = sqlite3.connect(src), sqlite3.connect(dst)
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)  # never writes to src
+    target = sqlite3.connect(dst)
     try:
         source.backup(target)
     finally:
@@ -392,14 +393,10 @@ def run_database(
         )
     target = database if output is None else output
     with BatchVerifier(checkpoint, dev, threshold, batch_size, workers) as verify:
-        with (
-            atomic_path(target, suffix=".db")
-            if target != database or from_images
-            else (nullcontext(target)) as path
-        ):
+        with atomic_path(target, suffix=".db") as path:  # DB itself too: replaced when complete
             if from_images:
                 build_database(path, Path(image_path), pairs_file, workers, progress)
-            elif output is not None:
+            else:
                 _copy_database(database, path)
             db = pycolmap.Database.open(path)
             try:
