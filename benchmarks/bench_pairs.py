@@ -142,14 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         "estimator": ("estimator", "estimator"),
         "writing": ("writing", None),
     }
-    rate = lambda s: n / s if s > 0 else float("inf")  # noqa: E731
+    cells = lambda s: f"{s:>10.2f}{n / s:>10.2f}" if s else f"{'-':>10}{'-':>10}"  # noqa: E731
     for stage, (a, b) in stages.items():
-        pa = stats.seconds[a] if a else 0.0
-        pb = single[b] if b else 0.0
-        print(f"{stage:<12}{pa:>10.2f}{rate(pa):>10.2f}{pb:>10.2f}{rate(pb):>10.2f}")
-    print(
-        f"{'wall':<12}{stats.wall:>10.2f}{rate(stats.wall):>10.2f}{wall_single:>10.2f}{rate(wall_single):>10.2f}"
-    )
+        print(f"{stage:<12}{cells(stats.seconds[a] if a else 0.0)}{cells(single[b] if b else 0.0)}")
+    print(f"{'wall':<12}{cells(stats.wall)}{cells(wall_single)}")
     print(
         f"per pair: pairs mode {1e3 * stats.wall / n:.0f} ms, "
         f"single {1e3 * wall_single / n:.0f} ms, "
