@@ -193,7 +193,7 @@ class BatchVerifier:
     def close(self) -> None:
         """End the estimator pool."""
         if self._pool is not None:
-            self._pool.terminate()
+            self._pool.close()  # queued tasks finish, the workers exit (no SIGTERM)
             self._pool.join()
             self._pool = None
 

@@ -343,7 +343,7 @@ def build_database(
                 db.write_matches(a, b, m)
         finally:
             if pool is not None:
-                pool.terminate()
+                pool.close()  # queued tasks finish, the workers exit (no SIGTERM)
                 pool.join()
     finally:
         db.close()

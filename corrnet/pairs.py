@@ -62,7 +62,6 @@ from tqdm import tqdm
 from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.batch_verify import BatchVerifier, PairInput, PairVerification, VerifyBatch
 from corrnet.datasets import prepare
-from corrnet.datasets.colmap import CAMERA_MODELS, PINHOLE_MODELS, pinhole_K
 from corrnet.errors import run_command
 from corrnet.match import (
     ApproximateIntrinsicsWarning,
@@ -154,6 +153,10 @@ def read_pairs(path: str | Path, images: str | Path) -> list[tuple[str, str]]:
 def _colmap_intrinsics(folder: Path) -> dict[str, np.ndarray]:
     """K (3, 3) of every image of a COLMAP text model (cameras.txt, images.txt): its camera's
     pinhole part in corrnet's pixel-centre convention; a distortion is ignored with a warning."""
+    import pycolmap  # here: importing it installs signal handlers that pool workers inherit
+
+    from corrnet.datasets.colmap import CAMERA_MODELS, PINHOLE_MODELS, pinhole_K
+
     cameras: dict[int, np.ndarray] = {}
     distorted = set()
     path = folder / "cameras.txt"
@@ -164,8 +167,6 @@ def _colmap_intrinsics(folder: Path) -> dict[str, np.ndarray]:
             params = [float(v) for v in fields[4:]]
             if model not in CAMERA_MODELS:
                 raise ValueError(f"model {model}; expected one of {', '.join(CAMERA_MODELS)}")
-            import pycolmap
-
             camera = pycolmap.Camera(model=model, width=width, height=height, params=params)
             if len(camera.params) != len(params):
                 raise ValueError(f"{len(params)} parameters for {model}")
@@ -614,7 +615,7 @@ def run_pairs(
                 tdist.destroy_process_group()
     finally:
         if pool is not None:
-            pool.terminate()
+            pool.close()  # queued tasks finish, the workers exit (no SIGTERM)
             pool.join()
         _close_features()
         close = getattr(verifier, "close", None)
