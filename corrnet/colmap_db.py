@@ -351,7 +351,7 @@ def build_database(
 
 def _copy_database(src: Path, dst: Path) -> None:
     """Copy an SQLite database with SQLite's backup (consistent even with a journal beside it)."""
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)  # never writes to src
+    source = sqlite3.connect(f"{Path(src).resolve().as_uri()}?mode=ro", uri=True)  # read only
     target = sqlite3.connect(dst)
     try:
         source.backup(target)
