@@ -257,14 +257,24 @@ def read_image(image: str | Path) -> np.ndarray:
     return img
 
 
-def sift_features(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32, n <= 2000, of a
-    (h, w, 3) uint8 BGR image."""
+def sift_keypoints(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """SIFT of a (h, w, 3) uint8 BGR image, n <= 2000 keypoints: positions (n, 2) float64
+    pixels, descriptors (n, 128) float32, scales (n,) float64 (OpenCV's ``KeyPoint.size``, the
+    diameter of the keypoint's neighbourhood in pixels) and orientations (n,) float64 degrees."""
     sift = cv2.SIFT_create(nfeatures=NUM_FEATURES, contrastThreshold=CONTRAST_THRESHOLD)
     kps, desc = sift.detectAndCompute(img, None)
-    kp = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)[:NUM_FEATURES]
+    kps = kps[:NUM_FEATURES]
+    kp = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
     desc = np.zeros((0, 128), np.float32) if desc is None else desc[:NUM_FEATURES]
-    return kp, desc
+    scales = np.array([k.size for k in kps], np.float64)
+    angles = np.array([k.angle for k in kps], np.float64)
+    return kp, desc, scales, angles
+
+
+def sift_features(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32, n <= 2000, of a
+    (h, w, 3) uint8 BGR image (:func:`sift_keypoints` without scales and orientations)."""
+    return sift_keypoints(img)[:2]
 
 
 def extract_sift(image: Path) -> tuple[np.ndarray, np.ndarray]:
