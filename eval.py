@@ -2,11 +2,12 @@
 
     python eval.py --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
                    [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
-                   [--seed S] [--overwrite]
+                   [--seed S] [--overwrite] [--num-features K]
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
-the content of its pairs, images and calibration).  Without ``--out`` the
+the content of its pairs, images and calibration and the SIFT keypoint count
+``--num-features``, default 2000).  Without ``--out`` the
 report goes to a fresh folder runs/eval/<data name>[-k]; an explicit ``--out`` that already
 holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust pose from the
 network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
@@ -101,9 +102,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / "data" / "generated",
         help="where a raw folder is prepared into HDF5",
     )
+    parser.add_argument(
+        "--num-features",
+        type=int,
+        metavar="K",
+        help="SIFT keypoints per image when --data is a raw folder (default 2000, as "
+        "data/prepare.py)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name in ("workers", "max_pairs"):
+    for name in ("workers", "max_pairs", "num_features"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number")
     if args.viz < 0:
@@ -119,14 +127,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _hdf5_of_raw_folder(folder: Path, cache: Path, workers: int | None) -> Path:
-    """Prepare (once) the putative matches of a raw folder; returns the cached HDF5 path,
-    named by the digest of the pairs' content (pairs.txt, images.txt, images, calibration)."""
-    from corrnet.datasets.prepare import find_sequences, inputs_digest, prepare, read_sequence
+def _hdf5_of_raw_folder(
+    folder: Path, cache: Path, workers: int | None, num_features: int | None = None
+) -> Path:
+    """Prepare (once) the putative matches of a raw folder with ``num_features`` SIFT keypoints
+    per image (None: the default); returns the cached HDF5 path, named by the digest of the
+    pairs' content (pairs.txt, images.txt, images, calibration) and the protocol."""
+    from corrnet.datasets.prepare import (
+        NUM_FEATURES,
+        find_sequences,
+        inputs_digest,
+        prepare,
+        read_sequence,
+    )
 
+    count = NUM_FEATURES if num_features is None else num_features
     pairs = [p for seq in find_sequences(folder) for p in read_sequence(seq)]
-    out = cache / f"{folder.resolve().name}-{inputs_digest(pairs)[:12]}.hdf5"
-    prepare(pairs, out, workers or 2)
+    out = cache / f"{folder.resolve().name}-{inputs_digest(pairs, count)[:12]}.hdf5"
+    prepare(pairs, out, workers or 2, num_features=count)
     return out
 
 
@@ -140,7 +158,12 @@ def _dataset(
     data = data_path(args.data)
     if data is not None and data.is_dir():
         name = data.resolve().name
-        data = _hdf5_of_raw_folder(data, args.cache, args.workers)
+        data = _hdf5_of_raw_folder(data, args.cache, args.workers, args.num_features)
+    elif args.num_features is not None:
+        raise ValueError(
+            f"--num-features: only with a raw folder as --data (the keypoints of {args.data} "
+            f"are already extracted)"
+        )
     else:
         name = "synthetic-test" if data is None else data.stem
     dataset = open_dataset(

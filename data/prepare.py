@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from corrnet.datasets.prepare import (
+    NUM_FEATURES,
     PairSpec,
     find_sequences,
     prepare,
@@ -30,7 +31,8 @@ PROG = "prepare.py"
 
 
 def colmap_specs(args: argparse.Namespace) -> tuple[list[PairSpec], dict[str, str | int | float]]:
-    """Pairs and HDF5 attributes of ``--colmap`` / ``--sfm`` (reconstructing first for ``--sfm``)."""
+    """Pairs and HDF5 attributes of ``--colmap`` / ``--sfm`` (reconstructing first for
+    ``--sfm``)."""
     try:
         from corrnet.datasets.colmap import (
             POSE_NOTE,
@@ -91,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--max-pairs", type=int, help="sample at most this many pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
+    parser.add_argument(
+        "--num-features",
+        type=int,
+        default=NUM_FEATURES,
+        metavar="K",
+        help=f"SIFT keypoints per image (default {NUM_FEATURES}, OANet's protocol); recorded in "
+        "the file's corrnet_protocol attribute",
+    )
     parser.add_argument("--keep-cache", action="store_true", help="keep <out>.partial/ afterwards")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an --out made from other inputs"
@@ -136,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     colmap.add_argument("--threads", type=int, default=2, help="--sfm: COLMAP threads (default 2)")
     args = parser.parse_args(argv)
-    for name in ("workers", "max_pairs"):
+    for name in ("workers", "max_pairs", "num_features"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
@@ -163,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             args.keep_cache,
             args.overwrite,
             attrs,
+            args.num_features,
         )
         print(f"{args.out}: {count} pairs")
 

@@ -299,7 +299,8 @@ def test_killed_writer_leaves_temporaries_the_next_run_removes(tmp_path):
             "-c",
             (
                 "import os, sys\nfrom corrnet.atomic import atomic_path\n"
-                "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n"
+                "with atomic_path(sys.argv[1]) as tmp:\n"
+                "    tmp.write_text('half')\n    os._exit(9)\n"
             ),
             str(out),
         ],
@@ -393,7 +394,7 @@ def test_visualization_refuses_bad_predictions(tmp_path, capsys, case, message):
     assert not (tmp_path / "p.png").exists()
 
 
-# ---------------------------------------------------------------- data/prepare.py and eval.py on raw folders
+# ------------------------------------------------------- data/prepare.py and eval.py on raw folders
 
 
 def _texture(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -476,10 +477,13 @@ def test_prepare_refuses_an_output_made_from_other_inputs(raw, tmp_path, capsys)
 def test_prepare_removes_temporaries_of_a_killed_run(raw, tmp_path):
     out = tmp_path / "dev.hdf5"
     code = (
-        "import os, sys\nimport corrnet.datasets.prepare as p\nfrom corrnet.atomic import atomic_path\n"
+        "import os, sys\nimport corrnet.datasets.prepare as p\n"
+        "from corrnet.atomic import atomic_path\n"
         "pairs = p.read_sequence(p.Path(sys.argv[1]))\n"
-        "with atomic_path(p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz', suffix='.tmp.npz'):\n"
-        "    with atomic_path(sys.argv[2]) as tmp:\n        tmp.write_text('half')\n        os._exit(9)\n"
+        "with atomic_path(p.cache_dir_for(p.Path(sys.argv[2])) / 'pairs' / 'x.npz', "
+        "suffix='.tmp.npz'):\n"
+        "    with atomic_path(sys.argv[2]) as tmp:\n"
+        "        tmp.write_text('half')\n        os._exit(9)\n"
     )
     killed = subprocess.run(
         [sys.executable, "-c", code, str(raw / "seq"), str(out)],
@@ -656,3 +660,31 @@ def test_eval_raw_folder_cache_follows_the_pairs_and_calibration(raw, tmp_path, 
         ],
     )
     refused(capsys, code, "eval.py: error:", "calibration_1.h5: missing key(s) ['R']")
+
+
+def test_eval_raw_folder_passes_num_features_to_its_preparation(raw, tmp_path, capsys):
+    """--num-features K prepares the raw folder with K keypoints per image into a cache file of
+    its own; with an HDF5 --data (keypoints already extracted) it is refused."""
+    cache = tmp_path / "cache"
+
+    def run(out: str, *extra: str) -> int:
+        base = ["--cache", str(cache), "--methods", "ransac", "--workers", "1", "--quiet"]
+        return call(eval_main, ["--data", str(raw), *base, "--out", str(tmp_path / out), *extra])
+
+    assert run("a", "--num-features", "100") == 0, capsys.readouterr().err
+    (small,) = cache.glob("*.hdf5")
+    with h5py.File(small, "r") as f:
+        assert f.attrs[prep.NUM_FEATURES_ATTR] == 100
+        assert f.attrs[prep.PROTOCOL_ATTR] == prep.protocol(100)
+    assert max(len(s["xs"]) for s in OANetPairs(small)) <= 100
+    assert run("b") == 0, capsys.readouterr().err
+    (default,) = set(cache.glob("*.hdf5")) - {small}
+    with h5py.File(default, "r") as f:
+        assert f.attrs[prep.NUM_FEATURES_ATTR] == prep.NUM_FEATURES
+    capsys.readouterr()
+    code = call(
+        eval_main,
+        ["--data", str(small), "--methods", "ransac", "--out", str(tmp_path / "c")]
+        + ["--num-features", "100"],
+    )
+    refused(capsys, code, "eval.py: error:", "--num-features: only with a raw folder")

@@ -3,11 +3,15 @@
 Layout: one top-level group per key, and in each group one float32 dataset per pair named
 "0", "1", ...: ``xs`` (1, N, 4), ``ys`` (N, 1), ``Rs`` (3, 3), ``ts`` (3, 1), ``ratios`` (N,),
 ``mutuals`` (N,), ``cx1s``, ``cy1s``, ``cx2s``, ``cy2s`` (1,), ``f1s``, ``f2s`` (1, 2) as
-[fx, fy].  corrnet may add the string groups ``image1s``/``image2s``, which OANet ignores.
+[fx, fy].  corrnet may add the string groups ``image1s``/``image2s`` and, from
+``data/prepare.py``, the per-match SIFT measurements ``sizes``, ``angles`` and ``dists``
+(N, 2) (:data:`SIFT_KEYS`, docs/channels.md), which OANet ignores.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,20 +40,26 @@ MAX_COORDINATE = 100.0
 lenses and 100 is 89.4° off-axis; pixel coordinates (hundreds to thousands) exceed it."""
 SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
 """Keys a sample needs to be written."""
+SIFT_KEYS = ("sizes", "angles", "dists")
+"""Optional per-match (N, 2) groups of what SIFT measured: keypoint size in image 1 and 2
+(pixels, ``cv2.KeyPoint.size``), keypoint angle in image 1 and 2 (degrees, ``cv2.KeyPoint.angle``),
+nearest and second-nearest L2 descriptor distance of the image-1 descriptor."""
 
 
 class BadPairError(ValueError):
     """A pair of an HDF5 file does not match the expected layout."""
 
 
-def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
-    """A sample dictionary as OANet's per-pair float32 arrays.
+def _oanet_arrays(sample: dict, sift: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """A sample dictionary as OANet's per-pair float32 arrays, with the :data:`SIFT_KEYS`
+    ``sift`` (N, 2) as well.
 
     Raises ValueError naming a missing key, or a key whose size does not fit its shape.
     """
-    missing = [k for k in SAMPLE_KEYS if k not in sample]
+    needed = (*SAMPLE_KEYS, *sift)
+    missing = [k for k in needed if k not in sample]
     if missing:
-        raise ValueError(f"missing key(s) {missing}; expected {list(SAMPLE_KEYS)}")
+        raise ValueError(f"missing key(s) {missing}; expected {list(needed)}")
     n = len(sample["xs"])
 
     def f32(key: str, *shape: int) -> np.ndarray:
@@ -72,6 +82,7 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
         "cy2s": K2[1, 2].reshape(1),
         "f1s": np.array([[K1[0, 0], K1[1, 1]]], np.float32),
         "f2s": np.array([[K2[0, 0], K2[1, 1]]], np.float32),
+        **{key: f32(key, n, 2) for key in sift},
     }
 
 
@@ -89,11 +100,12 @@ def write_pairs_hdf5(
 
     ``arrays(sample, i)`` gives the datasets of pair i by group: every pair has those of
     ``groups`` (created even when there are no pairs); the others (strings, such as image
-    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string, anything else as
-    it is.  A ValueError of ``arrays`` is raised again naming ``path`` and the pair.  The file
-    is written to a temporary file beside ``path`` and renamed into place, so an interrupted
-    run never leaves a partial file at ``path``; temporary files that killed writers left
-    beside ``path`` are removed first.  ``attrs`` are stored as file attributes.
+    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string,
+    anything else as it is.  A ValueError of ``arrays`` is raised again naming ``path`` and
+    the pair.  The file is written to a temporary file beside ``path`` and renamed into
+    place, so an interrupted run never leaves a partial file at ``path``; temporary files
+    that killed writers left beside ``path`` are removed first.  ``attrs`` are stored as
+    file attributes.
     """
 
     def put(group: h5py.Group, i: int, value: np.ndarray | str) -> None:
@@ -126,10 +138,10 @@ def write_pairs_hdf5(
     return count
 
 
-def _oanet_pair(sample: dict, index: int) -> dict[str, np.ndarray | str]:
+def _oanet_pair(sample: dict, index: int, sift: Sequence[str] = ()) -> dict[str, np.ndarray | str]:
     """:func:`_oanet_arrays` and, where the sample has both, its image paths (for
     :func:`write_pairs_hdf5`, which gives the pair's ``index``; the layout does not store it)."""
-    pair: dict[str, np.ndarray | str] = dict(_oanet_arrays(sample))
+    pair: dict[str, np.ndarray | str] = dict(_oanet_arrays(sample, sift))
     if "image1" in sample and "image2" in sample:
         pair.update(image1s=str(sample["image1"]), image2s=str(sample["image2"]))
     return pair
@@ -145,13 +157,24 @@ def write_oanet_hdf5(
     """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
 
     Written atomically by :func:`write_pairs_hdf5`.  Image paths are stored in the
-    ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
+    ``image1s``/``image2s`` groups when every sample has them; the :data:`SIFT_KEYS` that the
+    first sample has are written for every pair (a later sample without one is an error).
+    Returns the number of pairs.
     A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
     and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs,
     where the poses come from).
     """
+    samples = iter(samples)
+    first = next(samples, None)
+    sift = tuple(k for k in SIFT_KEYS if first is not None and k in first)
     return write_pairs_hdf5(
-        path, samples, _oanet_pair, REQUIRED_KEYS + OPTIONAL_KEYS, total, desc, attrs
+        path,
+        itertools.chain([] if first is None else [first], samples),
+        functools.partial(_oanet_pair, sift=sift),
+        REQUIRED_KEYS + OPTIONAL_KEYS + sift,
+        total,
+        desc,
+        attrs,
     )
 
 
@@ -274,7 +297,7 @@ class OANetPairs(LazyHDF5, Dataset):
             )
         self.required = REQUIRED_KEYS + (SIDE_INFO_KEYS if self.side_info else ())
         n = self._pair_count(f, self.required)
-        self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
+        self.optional = tuple(k for k in OPTIONAL_KEYS + SIFT_KEYS + IMAGE_KEYS if k in f)
         self.indices = list(range(n))
         if self.on_bad == "skip":
             self.indices = [
@@ -297,7 +320,8 @@ class OANetPairs(LazyHDF5, Dataset):
         return [k for k in keys if k not in self.groups]
 
     def require(self, keys: Sequence[str], why: str) -> None:
-        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group ``keys``."""
+        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group
+        ``keys``."""
         lacking = self.lacks(keys)
         if lacking:
             raise BadPairError(f"{self.path}: missing key(s) {lacking}, {why}")
@@ -341,13 +365,19 @@ class OANetPairs(LazyHDF5, Dataset):
             "cy2s": [(1,), ()],
             "f1s": [(1, 2), (2,)],
             "f2s": [(1, 2), (2,)],
+            **{key: [(n, 2)] for key in SIFT_KEYS},
         }
         for key, allowed in shapes.items():
             if key in a and np.shape(a[key]) not in allowed:
-                return f"{key}: expected shape {' or '.join(map(str, allowed))}, got {np.shape(a[key])}"
-        for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s"):
+                expected = " or ".join(map(str, allowed))
+                return f"{key}: expected shape {expected}, got {np.shape(a[key])}"
+        for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", *SIFT_KEYS):
             if key in a and not np.isfinite(a[key]).all():
                 return f"{key}: expected finite values, got NaN or inf"
+        if "sizes" in a and not (a["sizes"] > 0).all():
+            return "sizes: expected positive keypoint sizes (pixels)"
+        if "dists" in a and not (a["dists"] >= 0).all():
+            return "dists: expected descriptor distances >= 0"
         largest = float(np.abs(xs).max())
         if largest > MAX_COORDINATE:
             return (
@@ -401,4 +431,5 @@ class OANetPairs(LazyHDF5, Dataset):
             self.side_info,
             image1,
             image2,
+            {k: a[k] for k in SIFT_KEYS if k in a},
         )

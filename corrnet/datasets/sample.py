@@ -5,10 +5,14 @@ Keys (N matches; all float32 unless noted):
     essential matrix; labels (N,) 1.0 where ys < 1e-4; R (3, 3) relative rotation R_j R_iᵀ;
     t (3,) unit translation; ratios (N,) SIFT ratio d1/d2; mutuals (N,) 0/1 mutual-NN flag;
     K1, K2 (3, 3) absolute intrinsics; index int64 scalar; features (N, 4) or (N, 6)
-    ([xs, ratio, mutual] when ``side_info``); optional image1, image2 (str paths).
+    ([xs, ratio, mutual] when ``side_info``); optional image1, image2 (str paths); optional
+    sizes, angles, dists (N, 2): what SIFT measured per match (keypoint size in pixels and angle
+    in degrees in image 1 and 2, nearest and second-nearest descriptor distance; docs/channels.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -23,7 +27,7 @@ from ..geometry import (
 MIN_MATCHES = 8
 """Fewest matches a pair may have (the eight-point algorithm needs eight)."""
 
-PER_MATCH_KEYS = ("xs", "ys", "labels", "ratios", "mutuals", "features")
+PER_MATCH_KEYS = ("xs", "ys", "labels", "ratios", "mutuals", "features", "sizes", "angles", "dists")
 """Sample keys whose first dimension is the match dimension N."""
 
 
@@ -89,11 +93,13 @@ def make_sample(
     side_info: bool = False,
     image1: str | None = None,
     image2: str | None = None,
+    sift: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, torch.Tensor | str]:
     """Build the sample dictionary (see module docstring) from numpy arrays.
 
     xs (N, 4), ys (N,), R (3, 3), t (3,) (normalised here), ratios (N,), mutuals (N,),
-    K1, K2 (3, 3).  Labels are ``ys < INLIER_THRESHOLD`` with ys rounded to float32 first.
+    K1, K2 (3, 3); ``sift``: optional per-match arrays ``sizes``, ``angles``, ``dists`` (N, 2).
+    Labels are ``ys < INLIER_THRESHOLD`` with ys rounded to float32 first.
     """
     as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     t = np.asarray(t, dtype=np.float64).reshape(3)
@@ -111,6 +117,7 @@ def make_sample(
         "K1": as32(K1),
         "K2": as32(K2),
         "index": torch.tensor(index, dtype=torch.int64),
+        **{k: as32(v).reshape(-1, 2) for k, v in (sift or {}).items()},
     }
     sample["features"] = network_input(sample, side_info)
     if image1 is not None and image2 is not None:
