@@ -149,7 +149,7 @@ def _hdf5_of_raw_folder(
 
 
 def _dataset(
-    args: argparse.Namespace, side_info: bool, geometry: str = "two_view"
+    args: argparse.Namespace, side_info: Sequence[str], geometry: str = "two_view"
 ) -> tuple[Dataset, str]:
     """The dataset named by --data and its name for the report; ``geometry="rigid"`` for a
     3-D pairs file (:func:`corrnet.datasets.factory.open_dataset`)."""
@@ -226,9 +226,9 @@ def _render_registration(args: argparse.Namespace, out: Path, dataset: Dataset, 
 
 def _network(
     args: argparse.Namespace, geometry: str
-) -> tuple[Sequence[str], Predictor | None, bool]:
+) -> tuple[Sequence[str], Predictor | None, tuple[str, ...]]:
     """The methods of --methods (default: all for ``geometry``, "rigid" for a 3-D pairs file,
-    else "two_view"), and the predictor and side_info of the weights they need (None, False
+    else "two_view"), and the predictor and input channels of the weights they need (None, ()
     when no method needs the network).  ValueError for a method or weights of the other
     geometry."""
     from corrnet.checkpoint import PRETRAINED, PRETRAINED_REGISTRATION, load_model
@@ -250,7 +250,7 @@ def _network(
             f"is not a 3-D pairs file"
         )
     if not any(m in network for m in methods):
-        return methods, None, False
+        return methods, None, ()
     weights = args.checkpoint or (PRETRAINED_REGISTRATION if rigid else PRETRAINED)
     model = load_model(weights)
     if model.config.geometry != geometry:
@@ -259,7 +259,7 @@ def _network(
             f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
             f"{'rigid' if rigid else 'two-view'} one"
         )
-    return methods, make_predictor(model), model.config.side_info
+    return methods, make_predictor(model), model.config.channels
 
 
 def main(argv: list[str] | None = None) -> int:

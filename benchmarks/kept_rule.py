@@ -74,8 +74,8 @@ def subsets(
     oracle: Sequence[float] = (),
 ) -> dict[str, tuple[np.ndarray, bool]]:
     """Each row's match indices (in the order PoseLib gets them) and whether it samples
-    progressively, for one pair: logits, ratios (N,); with ``sample`` (its ``labels``, ``xs``, ``R``,
-    ``t``, ``K1``, ``K2``) also the oracle rows, the labelled inliers and those within each
+    progressively, for one pair: logits, ratios (N,); with ``sample`` (its ``labels``, ``xs``,
+    ``R``, ``t``, ``K1``, ``K2``) also the oracle rows, the labelled inliers and those within each
     ``oracle`` pixels of the ground truth."""
     scores = torch.from_numpy(np.asarray(logits, np.float64))[None]
     rows = {
@@ -103,7 +103,7 @@ def measure(
     ``oracle`` (pixel thresholds, possibly none) the oracle rows too."""
     jobs = []
     for i, (s, lg) in enumerate(zip(samples, logits)):
-        f64 = lambda k: np.asarray(s[k], np.float64)  # noqa: E731
+        f64 = lambda k, s=s: np.asarray(s[k], np.float64)  # noqa: E731
         tasks: list[PoseTask] = [
             (f"{row}|{seed}", PoseLibEstimator(seed=seed, progressive=progressive), indices)
             for row, (indices, progressive) in subsets(
@@ -132,7 +132,8 @@ def measure(
 
 
 def table(errors: dict[tuple[str, int], np.ndarray], groups: Sequence[tuple[str, int, int]]) -> str:
-    """One line per row: per group, mAP5/10/20 (%) averaged over the seeds and the seeds' mAP5 range."""
+    """One line per row: per group, mAP5/10/20 (%) averaged over the seeds and the seeds' mAP5
+    range."""
     rows = list(dict.fromkeys(row for row, _ in errors))
     seeds = sorted({seed for _, seed in errors})
     lines = [
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(f"--seeds: {error}")
     models = [load_model(c) for c in args.checkpoint]
-    side_info = {m.config.side_info for m in models}
+    side_info = {m.config.channels for m in models}
     if len(side_info) > 1:
         parser.error("--checkpoint: the weights differ in side_info (their inputs differ)")
     dataset = open_dataset(args.data, "test", side_info=side_info.pop())
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     bad = [g for g in groups if not 0 <= g[1] < g[2] <= len(samples)]
     if bad:
         parser.error(
-            f"--groups: {bad[0][0]}: expected 0 <= START < END <= {len(samples)} pairs of {args.data}"
+            f"--groups: {bad[0][0]}: expected 0 <= START < END <= {len(samples)} pairs of "
+            f"{args.data}"
         )
     torch.set_num_threads(1)
     errors = measure(
@@ -226,8 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         args.oracle,
     )
     print(
-        f"{args.data}, {len(samples)} pairs, checkpoints {' '.join(args.checkpoint)}, PoseLib seeds "
-        f"{' '.join(map(str, args.seeds))}: mAP5/10/20 (%) averaged over the seeds [lowest-highest mAP5]"
+        f"{args.data}, {len(samples)} pairs, checkpoints {' '.join(args.checkpoint)}, "
+        f"PoseLib seeds {' '.join(map(str, args.seeds))}: mAP5/10/20 (%) averaged over the "
+        f"seeds [lowest-highest mAP5]"
     )
     print(table(errors, groups))
 

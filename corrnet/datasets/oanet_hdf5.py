@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.channels import channel_keys, side_info_channels
 from corrnet.errors import one_line
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
 
@@ -263,11 +264,15 @@ class OANetPairs(LazyHDF5, Dataset):
 
     Args:
         path: HDF5 file.
-        side_info: ``features`` is [xs, ratio, mutual] (N, 6) instead of xs (N, 4).
+        side_info: the network's input channels after the coordinates (a list of names of
+            :data:`corrnet.channels.CHANNELS`; True: ratio and mutual): ``features`` is
+            :func:`corrnet.channels.network_input` of them, (N, 4 + C).
         on_bad: "raise" or "skip".
         min_matches: fewest matches a valid pair has.
-    Without ``side_info``, missing ``ratios``/``mutuals`` read as zeros; with it, a file that
-    lacks them is refused (zeros would pass for perfectly distinctive, never mutual matches).
+    A file that lacks a group the channels need is refused with one line naming the file and
+    the keys (zeros would pass, say, for perfectly distinctive, never mutual matches); groups
+    no channel needs may be absent: missing ``ratios``/``mutuals`` read as zeros, missing
+    ``sizes``/``angles``/``dists`` are left out of the sample.
     Missing intrinsics read as the identity (the coordinates are already normalised);
     :meth:`lacks` tells which optional groups a file has not.
     """
@@ -275,27 +280,28 @@ class OANetPairs(LazyHDF5, Dataset):
     def __init__(
         self,
         path: str | Path,
-        side_info: bool = False,
+        side_info: bool | Sequence[str] = False,
         on_bad: str = "raise",
         min_matches: int = MIN_MATCHES,
     ) -> None:
         if on_bad not in ("raise", "skip"):
             raise ValueError(f"on_bad: expected 'raise' or 'skip', got {on_bad!r}")
         self.path, self.side_info, self.on_bad = Path(path), side_info, on_bad
+        self.channels = side_info_channels(side_info)
         self.min_matches = min_matches
         self._open_checked()
 
     def _check_file(self, f: h5py.File) -> None:
         """Check the groups of an open file and find the pairs (all, or the valid ones)."""
         self.groups = frozenset(f.keys())
-        if self.side_info:
+        needed = channel_keys(self.side_info)
+        if needed:
             self.require(
-                SIDE_INFO_KEYS,
-                "the network's side_info input (Lowe ratio and mutual-NN channels); "
-                "use weights without side_info, or a file that has them "
-                "(data/prepare.py writes them)",
+                needed,
+                f"the network's side_info input (channels {list(self.channels)}); use weights "
+                f"without them, or a file that has them (data/prepare.py writes them)",
             )
-        self.required = REQUIRED_KEYS + (SIDE_INFO_KEYS if self.side_info else ())
+        self.required = REQUIRED_KEYS + needed
         n = self._pair_count(f, self.required)
         self.optional = tuple(k for k in OPTIONAL_KEYS + SIFT_KEYS + IMAGE_KEYS if k in f)
         self.indices = list(range(n))
