@@ -17,6 +17,7 @@ import pytest
 
 import corrnet.datasets.prepare as prep
 from corrnet.datasets import OANetPairs
+from corrnet.datasets.oanet_hdf5 import SIFT_KEYS
 from data.prepare import main as prepare_cli
 from tests._data_reference import episym_np, ransac_pose_error
 from tests.conftest import SHARED
@@ -239,8 +240,10 @@ def test_interrupted_run_resumes_and_rerun_skips(prepared, tmp_path, monkeypatch
     assert prep.prepare(specs, out, workers=1) == 3 and calls["match"] == 4
     data = OANetPairs(out)
     for k in range(3):
-        for key in ("xs", "ys", "ratios", "mutuals", "R", "t", "K1", "K2"):
+        for key in ("xs", "ys", "ratios", "mutuals", "R", "t", "K1", "K2", *SIFT_KEYS):
             assert (data[k][key] == prepared["data"][k][key]).all(), key
+    with np.load(next((prep.cache_dir_for(prepared["out"]) / "features").glob("*.npz"))) as z:
+        assert sorted(z.files) == sorted(prep.Features._fields)  # the cache keeps sizes, angles
 
 
 def test_pair_selection_and_small_translation(tmp_path, real_dev):
