@@ -91,9 +91,8 @@ def test_side_info_names_and_the_configuration():
     assert CorrNetConfig.from_dict(config.to_dict()) == config
     assert config.to_dict()["side_info"] == ["ratio", "orientation", "descriptor_distance"]
     assert CorrNetConfig(side_info=True).to_dict()["side_info"] is True  # old files unchanged
-    assert (
-        CorrNetConfig(side_info=True).in_channels == 6 == CorrNetConfig(side_info=True).in_channels
-    )
+    assert CorrNetConfig(side_info=True).in_channels == 6
+    assert CorrNetConfig(side_info=["ratio", "mutual"]).in_channels == 6
     assert CorrNetConfig(side_info=True, geometry="rigid").in_channels == 8
     with pytest.raises(ValueError, match=r"model.net.side_info: unknown channel\(s\) \['scale'\]"):
         CorrNetConfig(side_info=["ratio", "scale"])
@@ -137,11 +136,6 @@ def test_a_file_without_the_keys_of_a_channel_is_refused_in_one_line(tmp_path):
     assert torch.equal(s["features"], network_input(s["xs"], s, names))
 
 
-def _legacy_input(ref: dict) -> tuple[torch.Tensor, dict]:
-    per_match = {"ratios": ref["ratios"], "mutuals": ref["mutuals"]}
-    return ref["xs"], per_match
-
-
 @pytest.mark.parametrize("name", ["corrnet-real", "corrnet-synthetic", "corrnet-registration"])
 def test_shipped_weights_give_the_outputs_of_the_code_before_named_channels(name):
     """Bit-identical to the outputs saved by the code whose ``side_info`` was a bool, with the input
@@ -152,7 +146,7 @@ def test_shipped_weights_give_the_outputs_of_the_code_before_named_channels(name
     spelled = CorrNet(CorrNetConfig(**{**model.config.to_dict(), "side_info": ["ratio", "mutual"]}))
     spelled.load_state_dict(model.state_dict())
     spelled.eval()
-    xs, per_match = _legacy_input(ref)
+    xs, per_match = ref["xs"], {"ratios": ref["ratios"], "mutuals": ref["mutuals"]}
     for net, side_info in ((model, model.config.side_info), (spelled, spelled.config.side_info)):
         with torch.no_grad():
             out = net(network_input(xs, per_match, side_info)[None])
