@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-pairs-"))
     work.mkdir(parents=True, exist_ok=True)
     root = args.raw.resolve()
-    name = lambda p: str(Path(p).resolve().relative_to(root))  # noqa: E731
+    name = lambda p: str(Path(p).resolve().relative_to(root))
     Ks = {name(s.image1): s.K1 for s in specs} | {name(s.image2): s.K2 for s in specs}
     (work / "pairs.txt").write_text("".join(f"{name(s.image1)} {name(s.image2)}\n" for s in specs))
     (work / "intrinsics.txt").write_text("".join(f"{n} {' '.join(_k(K))}\n" for n, K in Ks.items()))
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "estimator": ("estimator", "estimator"),
         "writing": ("writing", None),
     }
-    cells = lambda s: f"{s:>10.2f}{n / s:>10.2f}" if s else f"{'-':>10}{'-':>10}"  # noqa: E731
+    cells = lambda s: f"{s:>10.2f}{n / s:>10.2f}" if s else f"{'-':>10}{'-':>10}"
     for stage, (a, b) in stages.items():
         print(f"{stage:<12}{cells(stats.seconds[a] if a else 0.0)}{cells(single[b] if b else 0.0)}")
     print(f"{'wall':<12}{cells(stats.wall)}{cells(wall_single)}")

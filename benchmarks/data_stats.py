@@ -17,7 +17,12 @@ ys < 1e-4, coordinates normalised, so 0.01 is about 10 px at f = 1000 px):
   clustered, 1 uniform);
 * coherent outliers (4-D): share of outliers whose nearest outlier in image 1 (within 0.05)
   has a motion x2 - x1 within 0.01 of theirs: structured outliers (repeated structure, a
-  wrong motion) rather than random ones; the same for inliers for scale.
+  wrong motion) rather than random ones; the same for inliers for scale;
+* what SIFT measured (files with ``sizes``, ``angles``, ``dists``; else nan): per match the
+  deviation of log(size2 / size1) and of angle2 - angle1 (degrees, wrapped) from the pair's
+  median over its matches with ratio < 0.8 (the pair's own zoom and turn, found without
+  labels), its median for inliers and outliers and the ROC AUC of minus it as an inlier
+  score; the same for the nearest descriptor distance (AUC of minus it).
 Real-dev is for measurement only: this script reads it, nothing trains on it.
 """
 
@@ -85,9 +90,52 @@ def pair_stats(xs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return out
 
 
+def wrap_degrees(a: np.ndarray) -> np.ndarray:
+    """Angles in degrees wrapped to [-180, 180)."""
+    return (np.asarray(a) + 180.0) % 360.0 - 180.0
+
+
+def sift_deviations(s: dict) -> dict[str, np.ndarray] | None:
+    """Per match of a sample with ``sizes``/``angles``/``dists`` (None without them): |log scale
+    ratio| and |orientation difference| (degrees) off the pair's median over its matches with
+    ratio < 0.8 (all matches when fewer than 8 have), and the nearest descriptor distance."""
+    if not all(k in s for k in ("sizes", "angles", "dists")):
+        return None
+    sizes, angles, dists = (s[k].double().numpy() for k in ("sizes", "angles", "dists"))
+    log_scale = np.log(sizes[:, 1] / sizes[:, 0])
+    turn = wrap_degrees(angles[:, 1] - angles[:, 0])
+    good = s["ratios"].numpy() < 0.8
+    ref = good if good.sum() >= 8 else np.ones_like(good)
+    centre = np.degrees(np.angle(np.exp(1j * np.radians(turn[ref])).mean()))  # circular mean
+    centre += np.median(wrap_degrees(turn[ref] - centre))
+    return {
+        "scale": np.abs(log_scale - np.median(log_scale[ref])),
+        "turn": np.abs(wrap_degrees(turn - centre)),
+        "d1": dists[:, 0],
+    }
+
+
+def sift_stats(devs: list[tuple[dict[str, np.ndarray], np.ndarray]]) -> dict[str, float]:
+    """Rows of the SIFT measurements: medians for inliers and outliers and AUCs (nan without)."""
+    rows = {}
+    names = {"scale": "|log scale| off", "turn": "|turn| off (deg)", "d1": "nearest dist"}
+    for key, name in names.items():
+        if devs:
+            pos = np.concatenate([d[key][lab] for d, lab in devs])
+            neg = np.concatenate([d[key][~lab] for d, lab in devs])
+            rows |= {
+                f"{name}: inliers": np.median(pos),
+                f"{name}: outliers": np.median(neg),
+                f"{name} AUC": auc(-pos, -neg),
+            }
+        else:
+            rows |= {f"{name}: inliers": np.nan, f"{name}: outliers": np.nan, f"{name} AUC": np.nan}
+    return rows
+
+
 def collect(samples: Iterable[dict], total: int, desc: str) -> dict[str, float]:
     """All statistics of one source (a column)."""
-    inlier_pct, per_pair = [], []
+    inlier_pct, per_pair, devs = [], [], []
     ratio_in, ratio_out, mutual_in, mutual_out, ys_out = [], [], [], [], []
     n_matches = []
     for s in tqdm(samples, total=total, desc=desc, leave=False):
@@ -102,6 +150,9 @@ def collect(samples: Iterable[dict], total: int, desc: str) -> dict[str, float]:
         mutual_out.append(mutuals[~labels])
         ys_out.append(ys[~labels])
         per_pair.append(pair_stats(xs, labels))
+        dev = sift_deviations(s)
+        if dev is not None:
+            devs.append((dev, labels))
     cat = np.concatenate
     r_in, r_out, m_in, m_out, y_out = (
         cat(ratio_in),
@@ -139,6 +190,7 @@ def collect(samples: Iterable[dict], total: int, desc: str) -> dict[str, float]:
         "Clark-Evans x1: inliers": pp["ce_in"],
         "coherent: outliers %": 100 * pp["coh_out"],
         "coherent: inliers %": 100 * pp["coh_in"],
+        **sift_stats(devs),
     }
 
 
@@ -161,8 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.hdf5:
         if not path.is_file():
             parser.error(f"{path}: HDF5 file not found")
-        # side_info: the ratio and mutual statistics need those groups, not zeros in their place
-        try:
+        try:  # side_info: the ratio and mutual statistics need those groups, not zeros instead
             data = OANetPairs(path, side_info=True, on_bad="skip")
         except ValueError as error:
             parser.error(str(error))
@@ -175,12 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("nothing to measure: give --hdf5 files or --synthetic > 0")
     names = list(columns)
     width = max(12, *(len(n) + 2 for n in names))
-    print(f"{'statistic':28s}" + "".join(f"{n:>{width}s}" for n in names))
+    print(f"{'statistic':32s}" + "".join(f"{n:>{width}s}" for n in names))
     for row in columns[names[0]]:
         cells = "".join(
             f"{columns[n][row]:>{width}.{0 if row in ('pairs',) else 2}f}" for n in names
         )
-        print(f"{row:28s}{cells}")
+        print(f"{row:32s}{cells}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         model = load_model(args.checkpoint)
-        data = open_dataset(args.data, "test", side_info=model.config.side_info)
+        data = open_dataset(args.data, "test", side_info=model.config.channels)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     pairs = len(data) if args.max_pairs is None else min(args.max_pairs, len(data))

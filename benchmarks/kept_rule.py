@@ -75,8 +75,7 @@ def subsets(
 ) -> dict[str, tuple[np.ndarray, bool]]:
     """Each row's match indices (in the order PoseLib gets them) and whether it samples
     progressively, for one pair: logits, ratios (N,); with ``sample`` (its ``labels``, ``xs``,
-    ``R``,
-    ``t``, ``K1``, ``K2``) also the oracle rows, the labelled inliers and those within each
+    ``R``, ``t``, ``K1``, ``K2``) also the oracle rows, the labelled inliers and those within each
     ``oracle`` pixels of the ground truth."""
     scores = torch.from_numpy(np.asarray(logits, np.float64))[None]
     rows = {
@@ -133,7 +132,8 @@ def measure(
 
 
 def table(errors: dict[tuple[str, int], np.ndarray], groups: Sequence[tuple[str, int, int]]) -> str:
-    """One line per row: per group, mAP5/10/20 (%) averaged over the seeds, and their mAP5 range."""
+    """One line per row: per group, mAP5/10/20 (%) averaged over the seeds and the seeds' mAP5
+    range."""
     rows = list(dict.fromkeys(row for row, _ in errors))
     seeds = sorted({seed for _, seed in errors})
     lines = [
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(f"--seeds: {error}")
     models = [load_model(c) for c in args.checkpoint]
-    side_info = {m.config.side_info for m in models}
+    side_info = {m.config.channels for m in models}
     if len(side_info) > 1:
         parser.error("--checkpoint: the weights differ in side_info (their inputs differ)")
     dataset = open_dataset(args.data, "test", side_info=side_info.pop())
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     bad = [g for g in groups if not 0 <= g[1] < g[2] <= len(samples)]
     if bad:
         parser.error(
-            f"--groups: {bad[0][0]}: expected 0 <= START < END <= {len(samples)} "
-            f"pairs of {args.data}"
+            f"--groups: {bad[0][0]}: expected 0 <= START < END <= {len(samples)} pairs of "
+            f"{args.data}"
         )
     torch.set_num_threads(1)
     errors = measure(

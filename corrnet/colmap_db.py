@@ -281,7 +281,7 @@ def verify_database(
 def _sift_job(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """COLMAP keypoint rows (n, 4) float32 (x + 0.5, y + 0.5, OpenCV size, orientation in
     radians) and descriptors (n, 128) uint8 of an image with corrnet's SIFT."""
-    kp, desc, scales, angles = prepare.sift_keypoints(prepare.read_image(path))
+    kp, desc, scales, angles = prepare.sift_features(prepare.read_image(path))
     rows = np.column_stack([kp + 0.5, scales, np.radians(angles)]).astype(np.float32)
     return rows, desc.astype(np.uint8)
 

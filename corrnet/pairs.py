@@ -364,7 +364,7 @@ def _features_job(task: tuple[Path, np.ndarray | None, Path]) -> None:
     """SIFT of one image and its K (given, or approximated) into a .npz, atomically."""
     path, K, dest = task
     img = load_image(path)
-    kp, desc, scales, angles = prepare.sift_keypoints(img)
+    kp, desc, scales, angles = prepare.sift_features(img)
     source = "given"
     if K is None:
         K, source = approximate_intrinsics(path, img.shape[1], img.shape[0])

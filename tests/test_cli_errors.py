@@ -661,3 +661,32 @@ def test_eval_raw_folder_cache_follows_the_pairs_and_calibration(raw, tmp_path, 
         ],
     )
     refused(capsys, code, "corrnet eval: error:", "calibration_1.h5: missing key(s) ['R']")
+    refused(capsys, code, "eval.py: error:", "calibration_1.h5: missing key(s) ['R']")
+
+
+def test_eval_raw_folder_passes_num_features_to_its_preparation(raw, tmp_path, capsys):
+    """--num-features K prepares the raw folder with K keypoints per image into a cache file of
+    its own; with an HDF5 --data (keypoints already extracted) it is refused."""
+    cache = tmp_path / "cache"
+
+    def run(out: str, *extra: str) -> int:
+        base = ["--cache", str(cache), "--methods", "ransac", "--workers", "1", "--quiet"]
+        return call(eval_main, ["--data", str(raw), *base, "--out", str(tmp_path / out), *extra])
+
+    assert run("a", "--num-features", "100") == 0, capsys.readouterr().err
+    (small,) = cache.glob("*.hdf5")
+    with h5py.File(small, "r") as f:
+        assert f.attrs[prep.NUM_FEATURES_ATTR] == 100
+        assert f.attrs[prep.PROTOCOL_ATTR] == prep.protocol(100)
+    assert max(len(s["xs"]) for s in OANetPairs(small)) <= 100
+    assert run("b") == 0, capsys.readouterr().err
+    (default,) = set(cache.glob("*.hdf5")) - {small}
+    with h5py.File(default, "r") as f:
+        assert f.attrs[prep.NUM_FEATURES_ATTR] == prep.NUM_FEATURES
+    capsys.readouterr()
+    code = call(
+        eval_main,
+        ["--data", str(small), "--methods", "ransac", "--out", str(tmp_path / "c")]
+        + ["--num-features", "100"],
+    )
+    refused(capsys, code, "eval.py: error:", "--num-features: only with a raw folder")

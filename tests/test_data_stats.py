@@ -40,8 +40,7 @@ def test_pair_stats_duplicates_many_to_one_and_coherence(stats):
     assert out["dup_in"] == pytest.approx(0.5) and out["dup_out"] == 0
     # distinct inliers 0, 2, 3: 0 and 2 share an image-2 point
     assert out["many_in"] == pytest.approx(2 / 3) and out["many_out"] == 0
-    # distinct inliers: 2 and 3 are 0.01 apart and move within 0.005 of each other;
-    # 0 is far from both
+    # distinct inliers: 2 and 3 are 0.01 apart and move within 0.005 of each other; 0 is far
     assert out["coh_in"] == pytest.approx(2 / 3)
 
 
@@ -64,3 +63,33 @@ def test_cli_refuses_a_file_without_ratios(stats, tmp_path, capsys):
     with pytest.raises(SystemExit):
         stats.main(["--hdf5", str(tmp_path / "bare.hdf5")])
     assert "bare.hdf5: missing key(s) ['ratios', 'mutuals']" in capsys.readouterr().err
+
+
+def test_sift_deviations_by_hand_and_nan_without_the_keys(stats, tmp_path, capsys):
+    """Deviations from the pair's median over its ratio < 0.8 matches; wrapped turns."""
+    import torch
+
+    n = 10
+    sizes = np.c_[np.full(n, 2.0), np.full(n, 4.0)]  # zoom 2: log 2 for all but the last
+    sizes[-1, 1] = 2.0
+    angles = np.c_[np.full(n, 350.0), np.full(n, 20.0)]  # turn +30 across 0 / 360
+    angles[-1] = [10.0, 190.0]  # turn 180: 150 off
+    ratios = np.full(n, 0.5)
+    ratios[-1] = 0.95
+    dists = np.c_[ratios * 300, np.full(n, 300.0)]
+    s = {k: torch.as_tensor(v) for k, v in dict(sizes=sizes, angles=angles, dists=dists).items()}
+    s["ratios"] = torch.as_tensor(ratios)
+    dev = stats.sift_deviations(s)
+    np.testing.assert_allclose(dev["scale"], [0] * 9 + [np.log(2)], atol=1e-12)
+    np.testing.assert_allclose(dev["turn"], [0] * 9 + [150], atol=1e-9)
+    np.testing.assert_allclose(dev["d1"], dists[:, 0])
+    assert stats.sift_deviations({"ratios": s["ratios"]}) is None
+    path = tmp_path / "syn.hdf5"
+    write_synthetic(path, 3, seed=1, mode="indoor", num_matches=200)
+    stats.main(["--hdf5", str(path), "--synthetic", "0"])
+    rows = {line[:32].strip(): line[32:].split() for line in capsys.readouterr().out.splitlines()}
+    assert 0.5 < float(rows["|turn| off (deg) AUC"][0]) <= 1.0
+    write_oanet(tmp_path / "old.hdf5", [pair(61, n=100, inliers=50)])
+    stats.main(["--hdf5", str(tmp_path / "old.hdf5"), "--synthetic", "0"])
+    rows = {line[:32].strip(): line[32:].split() for line in capsys.readouterr().out.splitlines()}
+    assert rows["nearest dist AUC"] == ["nan"]

@@ -18,15 +18,17 @@ from corrnet.datasets import (
     merge_oanet_hdf5,
     write_oanet_hdf5,
 )
-from corrnet.datasets.oanet_hdf5 import write_pairs_hdf5
+from corrnet.datasets.oanet_hdf5 import SIFT_KEYS, write_pairs_hdf5
 from tests._data_reference import episym_np
 
 
 def _oanet_file(path, pairs: list[dict], extra: bool = True) -> None:
     """Write a file the way OANet's dump code does (plain h5py, OANet's shapes)."""
     with h5py.File(path, "w") as f:
-        keys = ["xs", "ys", "Rs", "ts"] + (
-            ["ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s"] if extra else []
+        keys = (
+            ["xs", "ys", "Rs", "ts"]
+            + (["ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", "f1s", "f2s"] if extra else [])
+            + [k for k in SIFT_KEYS if extra and k in pairs[0]]
         )
         groups = {k: f.create_group(k) for k in keys}
         for i, p in enumerate(pairs):
@@ -52,6 +54,9 @@ def _raw_pair(rng: np.random.Generator, n: int = 50) -> dict:
         "cy2s": [380.0],
         "f1s": [[600.0, 601.0]],
         "f2s": [[900.0, 905.0]],
+        "sizes": rng.uniform(1.5, 40.0, size=(n, 2)),
+        "angles": rng.uniform(0.0, 360.0, size=(n, 2)),
+        "dists": np.sort(rng.uniform(50.0, 500.0, size=(n, 2)), 1),
     }
 
 
@@ -72,12 +77,14 @@ def test_reads_oanet_written_file(tmp_path):
     np.testing.assert_allclose(s["K1"].numpy(), [[600, 0, 320.5], [0, 601, 240], [0, 0, 1]])
     np.testing.assert_allclose(s["K2"].numpy(), [[900, 0, 500], [0, 905, 380], [0, 0, 1]])
     assert s["features"].shape == (50, 6) and int(s["index"]) == 1 and "image1" not in s
+    for key in SIFT_KEYS:  # what SIFT measured, (N, 2) per match, read when present
+        np.testing.assert_array_equal(s[key].numpy(), raw[1][key].astype(np.float32))
     # a minimal file (OANet's training dumps without side info or intrinsics)
     _oanet_file(tmp_path / "b.hdf5", raw, extra=False)
     data = OANetPairs(tmp_path / "b.hdf5")
     s = data[0]
     assert torch.equal(s["K1"], torch.eye(3)) and torch.equal(s["ratios"], torch.zeros(50))
-    assert torch.equal(s["features"], s["xs"])
+    assert torch.equal(s["features"], s["xs"]) and not set(SIFT_KEYS) & set(s)
     assert data.lacks(["ratios", "f1s", "xs"]) == ["ratios", "f1s"]
     # the side-information channels cannot stand in as zeros
     with pytest.raises(
@@ -232,6 +239,26 @@ def _broken(tmp_path, name: str, edit) -> str:
             lambda r: r[2].update(ys=r[2]["ys"][:7]),
             r"pair 2: ys: expected shape \(50, 1\) or \(50,\), got \(7, 1\)",
         ),
+        (
+            "sizes",
+            lambda r: r[2].update(sizes=r[2]["sizes"][:, 0]),
+            r"pair 2: sizes: expected shape \(50, 2\), got \(50,\)",
+        ),
+        (
+            "angles",
+            lambda r: r[2]["angles"].__setitem__((4, 1), np.inf),
+            r"pair 2: angles: expected finite",
+        ),
+        (
+            "scale",
+            lambda r: r[2]["sizes"].__setitem__((4, 1), 0.0),
+            r"pair 2: sizes: expected positive",
+        ),
+        (
+            "dists",
+            lambda r: r[2]["dists"].__setitem__((4, 0), -1.0),
+            r"pair 2: dists: expected descriptor distances >= 0",
+        ),
     ],
 )
 def test_bad_pairs_raise_or_skip(tmp_path, name, edit, message):
@@ -354,3 +381,26 @@ def test_labels_at_threshold_survive_round_trip(tmp_path):
     assert sample["labels"].unique().numel() == 1
     write_oanet_hdf5(tmp_path / "t.hdf5", [sample])
     assert torch.equal(OANetPairs(tmp_path / "t.hdf5")[0]["labels"], sample["labels"])
+
+
+def test_sift_keys_round_trip_and_every_pair_needs_them(tmp_path):
+    """sizes / angles / dists are written (N, 2) float32 when the first sample has them; a later
+    sample without them is refused naming the pair and the key."""
+    rng = np.random.default_rng(5)
+    samples = [generate_pair(1, i, "mixed", 40) for i in range(2)]
+    for s in samples:
+        for key in SIFT_KEYS:
+            s[key] = torch.as_tensor(rng.uniform(1.0, 300.0, size=(40, 2)), dtype=torch.float32)
+    path = tmp_path / "sift.hdf5"
+    assert write_oanet_hdf5(path, samples) == 2
+    with h5py.File(path, "r") as f:
+        for key in SIFT_KEYS:
+            assert f[key]["1"].shape == (40, 2) and f[key]["1"].dtype == np.float32, key
+    for got, ref in zip(OANetPairs(path), samples):
+        for key in SIFT_KEYS:
+            assert torch.equal(got[key], ref[key]), key
+    lacking = {k: v for k, v in samples[1].items() if k != "angles"}
+    with pytest.raises(ValueError, match=r"sift.hdf5: pair 1: missing key\(s\) \['angles'\]"):
+        write_oanet_hdf5(path, [samples[0], lacking])
+    batch = collate_pairs([OANetPairs(path)[i] for i in range(2)], num_matches=30)
+    assert batch["sizes"].shape == (2, 30, 2)

@@ -18,6 +18,7 @@ import pytest
 import corrnet.datasets.prepare as prep
 from corrnet.commands.prepare import main as prepare_cli
 from corrnet.datasets import OANetPairs
+from corrnet.datasets.oanet_hdf5 import SIFT_KEYS
 from tests._data_reference import episym_np, ransac_pose_error
 from tests.conftest import SHARED
 
@@ -132,6 +133,59 @@ def test_matches_agree_with_opencv_matcher(prepared):
     assert (s["mutuals"].numpy()[same] == mutual[same]).mean() > 0.99
 
 
+def test_sift_measurements_agree_with_opencv_and_a_float64_reference(prepared):
+    """sizes / angles are cv2.KeyPoint.size / .angle of both keypoints of every match; dists the
+    nearest and second-nearest descriptor distances, recomputed here by brute force in float64."""
+    spec, s = prepared["specs"][0], prepared["data"][0]
+    sift = cv2.SIFT_create(nfeatures=2000, contrastThreshold=1e-5)
+    (k1, d1), (k2, d2) = (
+        sift.detectAndCompute(cv2.imread(str(p)), None) for p in (spec.image1, spec.image2)
+    )
+    k1, k2, d1, d2 = k1[:2000], k2[:2000], d1[:2000].astype(np.float64), d2[:2000]
+    D = np.sqrt(((d1[:, None, :] - d2[None, :, :].astype(np.float64)) ** 2).sum(-1))
+    two = np.sort(D, 1)[:, :2]
+    nn = D.argmin(1)
+    clear = two[:, 1] - two[:, 0] > 1e-3  # the nearest neighbour is unambiguous
+    assert clear.mean() > 0.99
+    np.testing.assert_allclose(s["dists"].numpy(), two, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(s["ratios"].numpy(), two[:, 0] / two[:, 1], atol=1e-5)
+    for col, kps in ((0, k1), (1, [k2[j] for j in nn])):
+        for key, attr in (("sizes", "size"), ("angles", "angle")):
+            ref = np.array([getattr(k, attr) for k in kps], np.float32)
+            np.testing.assert_array_equal(s[key].numpy()[clear, col], ref[clear], f"{key}[{col}]")
+    assert s["sizes"].min() > 0 and 0 <= s["angles"].min() and s["angles"].max() < 360
+
+
+def test_num_features_is_part_of_the_protocol(prepared, tmp_path, capsys):
+    """The keypoint count is recorded in the file and keys the caches and the inputs digest, so
+    preparations with 500 and 2000 keypoints never share a cache entry or an output."""
+    spec = prepared["specs"][0]
+    assert prep._feature_cache_name(spec.image1, 500) != prep._feature_cache_name(spec.image1)
+    assert prep._pair_cache_name(spec, 500) != prep._pair_cache_name(spec, 2000)
+    assert prep.inputs_digest([spec], 500) != prep.inputs_digest([spec])
+    out = tmp_path / "small.hdf5"
+    # the 2000-keypoint cache of the module's run beside this output: none of it may be reused
+    shutil.copytree(prep.cache_dir_for(prepared["out"]), prep.cache_dir_for(out))
+    before = {p.name for p in prep.cache_dir_for(out).rglob("*.npz")}
+    pairs = tmp_path / "one.json"
+    pairs.write_text(json.dumps(json.loads(prepared["json"].read_text())[:1]))
+    args = ["--pairs-file", str(pairs), "--out", str(out), "--workers", "1"]
+    assert prepare_cli([*args, "--num-features", "500", "--keep-cache"]) == 0
+    made = {p.name for p in prep.cache_dir_for(out).rglob("*.npz")} - before
+    assert len(made) == 3  # two images' features and one pair, all new
+    with h5py.File(out, "r") as f:
+        assert f.attrs[prep.PROTOCOL_ATTR] == prep.protocol(500)
+        assert f.attrs[prep.NUM_FEATURES_ATTR] == 500 and "sift=500 " in prep.protocol(500)
+    small = OANetPairs(out)[0]
+    assert 8 <= len(small["xs"]) <= 500 and small["sizes"].shape == (len(small["xs"]), 2)
+    capsys.readouterr()
+    assert prepare_cli(args) == 2  # the other count does not reuse (or replace) the output
+    assert "made by another preparation protocol" in capsys.readouterr().err
+    with h5py.File(prepared["out"], "r") as f:
+        assert f.attrs[prep.PROTOCOL_ATTR] == prep.protocol() == prep.protocol(prep.NUM_FEATURES)
+        assert f.attrs[prep.NUM_FEATURES_ATTR] == 2000
+
+
 def test_labels_and_inlier_ratio(prepared):
     ratios: dict[str, list[float]] = {}
     for s, spec in zip(prepared["data"], prepared["specs"]):
@@ -170,9 +224,9 @@ def test_interrupted_run_resumes_and_rerun_skips(prepared, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_match(*args)
 
-    def counting_sift(image):
+    def counting_sift(image, num_features):
         calls["sift"] += 1
-        return real_sift(image)
+        return real_sift(image, num_features)
 
     monkeypatch.setattr(prep, "extract_sift", counting_sift)
     monkeypatch.setattr(prep, "match_pair", lambda *a: counting_match(*a, stop_at=3))
@@ -186,8 +240,10 @@ def test_interrupted_run_resumes_and_rerun_skips(prepared, tmp_path, monkeypatch
     assert prep.prepare(specs, out, workers=1) == 3 and calls["match"] == 4
     data = OANetPairs(out)
     for k in range(3):
-        for key in ("xs", "ys", "ratios", "mutuals", "R", "t", "K1", "K2"):
+        for key in ("xs", "ys", "ratios", "mutuals", "R", "t", "K1", "K2", *SIFT_KEYS):
             assert (data[k][key] == prepared["data"][k][key]).all(), key
+    with np.load(next((prep.cache_dir_for(prepared["out"]) / "features").glob("*.npz"))) as z:
+        assert sorted(z.files) == sorted(prep.Features._fields)  # the cache keeps sizes, angles
 
 
 def test_pair_selection_and_small_translation(tmp_path, real_dev):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from corrnet.commands.synthetic import main as synthetic_cli
 from corrnet.datasets import OANetPairs
-from corrnet.datasets.synthetic import SyntheticPairs, generate_pair, write_synthetic
+from corrnet.datasets.prepare import nearest_neighbours, sift_features
+from corrnet.datasets.sample import to_pixels
+from corrnet.datasets.synthetic import (
+    SyntheticPairs,
+    generate_pair,
+    local_affine,
+    local_similarity,
+    write_synthetic,
+)
 from corrnet.geometry import INLIER_THRESHOLD, recover_pose, weighted_eight_point
 from tests._data_reference import episym_np, ransac_pose_error, rotation_angle_deg
 
@@ -33,6 +42,9 @@ def test_sample_contract(pairs):
         "K1": (3, 3),
         "K2": (3, 3),
         "features": (300, 6),
+        "sizes": (300, 2),
+        "angles": (300, 2),
+        "dists": (300, 2),
     }
     for key, shape in shapes.items():
         assert s[key].dtype == torch.float32 and tuple(s[key].shape) == shape, key
@@ -174,7 +186,8 @@ def test_structure_of_real_nearest_neighbour_matches(pairs):
 
 
 def test_scene_without_overlap_is_drawn_again(monkeypatch):
-    """A scene whose cameras hardly overlap is replaced by the next draw, not a training error."""
+    """A scene whose cameras hardly overlap is replaced by the next draw, not an error in
+    training."""
     import corrnet.datasets.synthetic as synthetic
 
     real, calls = synthetic._visible_points, []
@@ -186,3 +199,87 @@ def test_scene_without_overlap_is_drawn_again(monkeypatch):
     monkeypatch.setattr(synthetic, "_visible_points", first_fails)
     pair = synthetic.generate_pair(0, 7, "outdoor", 200)
     assert len(calls) == 2 and pair["xs"].shape == (200, 4) and torch.isfinite(pair["xs"]).all()
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return (a + 180.0) % 360.0 - 180.0
+
+
+def _jacobian_fd(H: np.ndarray, uv: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Jacobian (n, 2, 2) of uv -> π(H [uv, 1]) by central differences (float64)."""
+
+    def f(p: np.ndarray) -> np.ndarray:
+        q = np.c_[p, np.ones(len(p))] @ H.T
+        return q[:, :2] / q[:, 2:]
+
+    cols = [(f(uv + h * e) - f(uv - h * e)) / (2 * h) for e in np.eye(2)]
+    return np.stack(cols, 2)
+
+
+def test_local_similarity_against_finite_differences_and_opencv():
+    """The closed form against central differences, and its angle convention against SIFT on a
+    texture warped by a known rotation and zoom (cv2.KeyPoint.angle: angle2 - angle1)."""
+    rng = np.random.default_rng(3)
+    H = np.array([[1.2, 0.3, 20.0], [-0.25, 0.9, 5.0], [2e-4, -1e-4, 1.0]])
+    uv = rng.uniform(0, 600, (50, 2))
+    A = _jacobian_fd(H, uv)
+    np.testing.assert_allclose(local_affine(H, uv), A, atol=1e-7)
+    scale, turn = local_similarity(H, uv)
+    np.testing.assert_allclose(scale, np.sqrt(np.abs(np.linalg.det(A))), rtol=1e-7)
+    np.testing.assert_allclose(
+        turn, np.degrees(np.arctan2(A[:, 1, 0] - A[:, 0, 1], A[:, 0, 0] + A[:, 1, 1])), atol=1e-6
+    )
+    noise = rng.uniform(0, 255, (60, 60, 3)).astype(np.uint8)
+    image = cv2.GaussianBlur(
+        cv2.resize(noise, (480, 480), interpolation=cv2.INTER_CUBIC), (0, 0), 1
+    )
+    for degrees, zoom in ((35.0, 1.0), (-70.0, 1.3)):
+        H = np.vstack([cv2.getRotationMatrix2D((239.5, 239.5), degrees, zoom), [0, 0, 1]])
+        f1, f2 = sift_features(image), sift_features(cv2.warpPerspective(image, H, (480, 480)))
+        nn, ratio, mutual, _ = nearest_neighbours(f1.desc, f2.desc)
+        p = np.c_[f1.kp, np.ones(len(f1.kp))] @ H.T
+        true = (np.linalg.norm(f2.kp[nn] - p[:, :2], axis=1) < 1.5) & mutual & (ratio < 0.8)
+        assert true.sum() > 50
+        scale, turn = local_similarity(H, f1.kp[true])
+        measured = _wrap(f2.angles[nn][true] - f1.angles[true])
+        assert abs(np.median(_wrap(measured - turn))) < 1.0 and abs(turn[0] + degrees) < 1e-9
+        log_scale = np.log(f2.sizes[nn][true] / f1.sizes[true])
+        assert abs(np.median(log_scale - np.log(scale))) < 0.05
+
+
+def test_sift_measurements_of_inliers_follow_the_plane_homography(monkeypatch):
+    """One plane, no clutter: the homography fitted here (OpenCV, on the inliers' pixels) gives
+    the local affine map whose scale and rotation the inliers' sizes and angles follow within
+    SIFT's noise; outliers' spread as measured on real matches."""
+    import corrnet.datasets.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "PLANES", (1, 1))
+    monkeypatch.setattr(synthetic, "CLUTTER", 0.0)
+    scale_res, turn_res, out_scale = [], [], []
+    for i in range(6):
+        s = synthetic.generate_pair(11, i, "mixed", 1500)
+        inl = s["labels"].numpy() > 0.5
+        xs, K1, K2 = (s[k].double().numpy() for k in ("xs", "K1", "K2"))
+        uv1, uv2 = to_pixels(xs[:, :2], K1), to_pixels(xs[:, 2:], K2)
+        H, _ = cv2.findHomography(uv1[inl], uv2[inl], cv2.LMEDS)
+        p = np.c_[uv1, np.ones(len(uv1))] @ H.T
+        # true matches: on the plane's homography (an outlier may pass the epipolar test)
+        inl &= np.linalg.norm(p[:, :2] / p[:, 2:] - uv2, axis=1) < 4.0
+        A = _jacobian_fd(H, uv1[inl])
+        sizes, angles = s["sizes"].double().numpy(), s["angles"].double().numpy()
+        log_scale = np.log(sizes[:, 1] / sizes[:, 0])
+        scale_res.append(log_scale[inl] - 0.5 * np.log(np.abs(np.linalg.det(A))))
+        turn = np.degrees(np.arctan2(A[:, 1, 0] - A[:, 0, 1], A[:, 0, 0] + A[:, 1, 1]))
+        turn_res.append(_wrap(angles[inl, 1] - angles[inl, 0] - turn))
+        out_scale.append(log_scale[~inl])
+        dists, ratios = s["dists"].double().numpy(), s["ratios"].double().numpy()
+        np.testing.assert_allclose(dists[:, 0], ratios * dists[:, 1], rtol=1e-5)
+        assert (sizes > 0).all() and (angles >= 0).all() and (angles < 360).all()
+    scale_res, turn_res = np.concatenate(scale_res), np.concatenate(turn_res)
+    mad = lambda a: 1.4826 * np.median(np.abs(a - np.median(a)))
+    assert abs(np.median(scale_res)) < 0.01 and abs(np.median(turn_res)) < 0.5
+    assert 0.7 * synthetic.LOG_SCALE_NOISE < mad(scale_res) < 1.5 * synthetic.LOG_SCALE_NOISE
+    assert 0.7 * synthetic.ANGLE_NOISE < mad(turn_res) < 1.5 * synthetic.ANGLE_NOISE
+    # outliers: the measured real spread of log(size2 / size1), 25-75 % at -0.30 / 0.32
+    q25, q75 = np.percentile(np.concatenate(out_scale), [25, 75])
+    assert -0.5 < q25 < -0.15 and 0.15 < q75 < 0.5

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from corrnet.channels import network_input
 from corrnet.checkpoint import FORMAT_VERSION, PRETRAINED, export_model, load_model
 from corrnet.commands.train import CorrNetCLI, main
 from corrnet.datasets import collate_pairs, generate_pair
@@ -272,6 +273,22 @@ def test_data_side_info_follows_the_network(tmp_path, capsys):
     assert batch["features"].shape[-1] == 6
     assert main(_args(tmp_path, 1) + ["--data.side_info", "true"]) == 2  # set in one place only
     assert "model.net.side_info" in _one_error_line(capsys)
+    # a list of named channels: the synthetic data has their keys, the batch follows the list
+    names = ["ratio", "orientation", "log_scale_ratio"]
+    cli = CorrNetCLI(
+        CorrNetModule,
+        CorrNetDataModule,
+        run=False,
+        args=_args(tmp_path, 1)
+        + ["--model.net.side_info", "[ratio, orientation, log_scale_ratio]"],
+    )
+    assert cli.model.net.config.channels == tuple(names) and cli.model.net.in_channels == 8
+    assert tuple(cli.datamodule.hparams.side_info) == tuple(names)
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    assert torch.equal(batch["features"], network_input(batch["xs"], batch, names))
+    assert cli.model.net(batch["features"])["logits"].shape == batch["xs"].shape[:2]
+    assert main(_args(tmp_path, 1) + ["--model.net.side_info", "[ratio, scale]"]) == 2
+    assert "model.net.side_info: unknown channel(s) ['scale']" in _one_error_line(capsys)
 
 
 def test_old_checkpoint_formats_load_or_name_their_version(trained, tmp_path):

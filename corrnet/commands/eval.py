@@ -2,12 +2,13 @@
 
     corrnet eval --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
                  [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
-                 [--seed S] [--overwrite]
+                 [--seed S] [--overwrite] [--num-features K]
 (``python eval.py`` is the same command.)
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
-the content of its pairs, images and calibration).  Without ``--out`` the report goes to a
+the content of its pairs, images and calibration and the SIFT keypoint count
+``--num-features``, default 2000).  Without ``--out`` the report goes to a
 fresh folder runs/eval/<data name>[-k] under the current directory; an explicit ``--out``
 that already holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust
 pose from the network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
@@ -101,10 +102,17 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         default=Path("data/generated"),
         help="where a raw folder is prepared into HDF5 (default: %(default)s)",
     )
+    parser.add_argument(
+        "--num-features",
+        type=int,
+        metavar="K",
+        help="SIFT keypoints per image when --data is a raw folder (default 2000, as "
+        "data/prepare.py)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     args.prog = prog  # the name in warnings
-    for name in ("workers", "max_pairs"):
+    for name in ("workers", "max_pairs", "num_features"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number")
     if args.viz < 0:
@@ -120,19 +128,29 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     return args
 
 
-def _hdf5_of_raw_folder(folder: Path, cache: Path, workers: int | None) -> Path:
-    """Prepare (once) the putative matches of a raw folder; returns the cached HDF5 path,
-    named by the digest of the pairs' content (pairs.txt, images.txt, images, calibration)."""
-    from corrnet.datasets.prepare import find_sequences, inputs_digest, prepare, read_sequence
+def _hdf5_of_raw_folder(
+    folder: Path, cache: Path, workers: int | None, num_features: int | None = None
+) -> Path:
+    """Prepare (once) the putative matches of a raw folder with ``num_features`` SIFT keypoints
+    per image (None: the default); returns the cached HDF5 path, named by the digest of the
+    pairs' content (pairs.txt, images.txt, images, calibration) and the protocol."""
+    from corrnet.datasets.prepare import (
+        NUM_FEATURES,
+        find_sequences,
+        inputs_digest,
+        prepare,
+        read_sequence,
+    )
 
+    count = NUM_FEATURES if num_features is None else num_features
     pairs = [p for seq in find_sequences(folder) for p in read_sequence(seq)]
-    out = cache / f"{folder.resolve().name}-{inputs_digest(pairs)[:12]}.hdf5"
-    prepare(pairs, out, workers or 2)
+    out = cache / f"{folder.resolve().name}-{inputs_digest(pairs, count)[:12]}.hdf5"
+    prepare(pairs, out, workers or 2, num_features=count)
     return out
 
 
 def _dataset(
-    args: argparse.Namespace, side_info: bool, geometry: str = "two_view"
+    args: argparse.Namespace, side_info: Sequence[str], geometry: str = "two_view"
 ) -> tuple[Dataset, str]:
     """The dataset named by --data and its name for the report; ``geometry="rigid"`` for a
     3-D pairs file (:func:`corrnet.datasets.factory.open_dataset`)."""
@@ -141,7 +159,12 @@ def _dataset(
     data = data_path(args.data)
     if data is not None and data.is_dir():
         name = data.resolve().name
-        data = _hdf5_of_raw_folder(data, args.cache, args.workers)
+        data = _hdf5_of_raw_folder(data, args.cache, args.workers, args.num_features)
+    elif args.num_features is not None:
+        raise ValueError(
+            f"--num-features: only with a raw folder as --data (the keypoints of {args.data} "
+            f"are already extracted)"
+        )
     else:
         name = "synthetic-test" if data is None else data.stem
     dataset = open_dataset(
@@ -206,9 +229,9 @@ def _render_registration(args: argparse.Namespace, out: Path, dataset: Dataset, 
 
 def _network(
     args: argparse.Namespace, geometry: str
-) -> tuple[Sequence[str], Predictor | None, bool]:
+) -> tuple[Sequence[str], Predictor | None, tuple[str, ...]]:
     """The methods of --methods (default: all for ``geometry``, "rigid" for a 3-D pairs file,
-    else "two_view"), and the predictor and side_info of the weights they need (None, False
+    else "two_view"), and the predictor and input channels of the weights they need (None, ()
     when no method needs the network).  ValueError for a method or weights of the other
     geometry."""
     from corrnet.checkpoint import PRETRAINED, PRETRAINED_REGISTRATION, load_model
@@ -230,7 +253,7 @@ def _network(
             f"is not a 3-D pairs file"
         )
     if not any(m in network for m in methods):
-        return methods, None, False
+        return methods, None, ()
     weights = args.checkpoint or (PRETRAINED_REGISTRATION if rigid else PRETRAINED)
     model = load_model(weights)
     if model.config.geometry != geometry:
@@ -239,7 +262,7 @@ def _network(
             f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
             f"{'rigid' if rigid else 'two-view'} one"
         )
-    return methods, make_predictor(model), model.config.side_info
+    return methods, make_predictor(model), model.config.channels
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet eval") -> int:

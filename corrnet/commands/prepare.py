@@ -86,6 +86,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--max-pairs", type=int, help="sample at most this many pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
+    parser.add_argument(
+        "--num-features",
+        type=int,
+        metavar="K",
+        help="SIFT keypoints per image (default: corrnet.datasets.prepare.NUM_FEATURES, 2000, "
+        "OANet's protocol); recorded in the file's corrnet_protocol attribute",
+    )
     parser.add_argument("--keep-cache", action="store_true", help="keep <out>.partial/ afterwards")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an --out made from other inputs"
@@ -131,7 +138,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
     )
     colmap.add_argument("--threads", type=int, default=2, help="--sfm: COLMAP threads (default 2)")
     args = parser.parse_args(argv)
-    for name in ("workers", "max_pairs"):
+    for name in ("workers", "max_pairs", "num_features"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
@@ -144,6 +151,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
 
     def run() -> None:
         from corrnet.datasets.prepare import (
+            NUM_FEATURES,
             find_sequences,
             prepare,
             read_pairs_file,
@@ -166,6 +174,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
             args.keep_cache,
             args.overwrite,
             attrs,
+            args.num_features or NUM_FEATURES,
         )
         print(f"{args.out}: {count} pairs")
 

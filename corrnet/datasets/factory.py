@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -28,7 +29,7 @@ def open_dataset(
     spec: str,
     split: str,
     *,
-    side_info: bool = False,
+    side_info: bool | Sequence[str] = False,
     seed: int = 0,
     synthetic_pairs: int = 1000,
     synthetic_mode: str = "mixed",
@@ -36,6 +37,9 @@ def open_dataset(
     geometry: str = "two_view",
 ) -> Dataset:
     """``"synthetic"`` -> the generator's split; anything else is an OANet-format HDF5 path.
+
+    ``side_info``: the network's input channels (:func:`corrnet.channels.network_input`); a file
+    without a group they need is refused naming the file and the keys.
 
     With ``geometry="rigid"`` the same for 3-D pairs: the synthetic 3-D generator
     (:class:`Synthetic3DPairs`) or a file of ``data/prepare3d.py`` (:class:`Pairs3D`).
@@ -70,13 +74,16 @@ def data_path(spec: str) -> Path | None:
     return path
 
 
-def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
+def check_data_spec(
+    spec: str, geometry: str = "two_view", side_info: bool | Sequence[str] = False
+) -> Path | None:
     """None for ``"synthetic"``; otherwise the expanded path of an OANet-format HDF5 file
-    (``geometry="rigid"``: of a 3-D pairs file).
+    (``geometry="rigid"``: of a 3-D pairs file) that has the groups the input channels
+    ``side_info`` need.
 
     Raises FileNotFoundError (no such file, unset variable), OSError (not HDF5 or damaged)
-    or ValueError (groups missing, a 3-D file for a two-view network or the reverse), each
-    naming the file.
+    or ValueError (groups missing, also those of the channels, a 3-D file for a two-view
+    network or the reverse), each naming the file.
     """
     path = data_path(spec)
     if path is None:
@@ -91,5 +98,5 @@ def check_data_spec(spec: str, geometry: str = "two_view") -> Path | None:
             f"{'rigid' if three_d else 'two_view'} reads it)"
         )
     # opens it and checks its groups: fails now, not in a DataLoader worker
-    (Pairs3D if geometry == "rigid" else OANetPairs)(path)
+    (Pairs3D if geometry == "rigid" else OANetPairs)(path, side_info=side_info)
     return path

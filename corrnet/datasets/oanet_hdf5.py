@@ -3,11 +3,15 @@
 Layout: one top-level group per key, and in each group one float32 dataset per pair named
 "0", "1", ...: ``xs`` (1, N, 4), ``ys`` (N, 1), ``Rs`` (3, 3), ``ts`` (3, 1), ``ratios`` (N,),
 ``mutuals`` (N,), ``cx1s``, ``cy1s``, ``cx2s``, ``cy2s`` (1,), ``f1s``, ``f2s`` (1, 2) as
-[fx, fy].  corrnet may add the string groups ``image1s``/``image2s``, which OANet ignores.
+[fx, fy].  corrnet may add the string groups ``image1s``/``image2s`` and, from
+``data/prepare.py``, the per-match SIFT measurements ``sizes``, ``angles`` and ``dists``
+(N, 2) (:data:`SIFT_KEYS`, docs/channels.md), which OANet ignores.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +24,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.channels import channel_keys, side_info_channels
 from corrnet.errors import UserError, one_line
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
 
@@ -36,20 +41,26 @@ MAX_COORDINATE = 100.0
 lenses and 100 is 89.4° off-axis; pixel coordinates (hundreds to thousands) exceed it."""
 SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
 """Keys a sample needs to be written."""
+SIFT_KEYS = ("sizes", "angles", "dists")
+"""Optional per-match (N, 2) groups of what SIFT measured: keypoint size in image 1 and 2
+(pixels, ``cv2.KeyPoint.size``), keypoint angle in image 1 and 2 (degrees, ``cv2.KeyPoint.angle``),
+nearest and second-nearest L2 descriptor distance of the image-1 descriptor."""
 
 
 class BadPairError(UserError):
     """A pair of an HDF5 file does not match the expected layout."""
 
 
-def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
-    """A sample dictionary as OANet's per-pair float32 arrays.
+def _oanet_arrays(sample: dict, sift: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """A sample dictionary as OANet's per-pair float32 arrays, with the :data:`SIFT_KEYS`
+    ``sift`` (N, 2) as well.
 
     Raises ValueError naming a missing key, or a key whose size does not fit its shape.
     """
-    missing = [k for k in SAMPLE_KEYS if k not in sample]
+    needed = (*SAMPLE_KEYS, *sift)
+    missing = [k for k in needed if k not in sample]
     if missing:
-        raise UserError(f"missing key(s) {missing}; expected {list(SAMPLE_KEYS)}")
+        raise UserError(f"missing key(s) {missing}; expected {list(needed)}")
     n = len(sample["xs"])
 
     def f32(key: str, *shape: int) -> np.ndarray:
@@ -72,6 +83,7 @@ def _oanet_arrays(sample: dict) -> dict[str, np.ndarray]:
         "cy2s": K2[1, 2].reshape(1),
         "f1s": np.array([[K1[0, 0], K1[1, 1]]], np.float32),
         "f2s": np.array([[K2[0, 0], K2[1, 1]]], np.float32),
+        **{key: f32(key, n, 2) for key in sift},
     }
 
 
@@ -90,11 +102,11 @@ def write_pairs_hdf5(
     ``arrays(sample, i)`` gives the datasets of pair i by group: every pair has those of
     ``groups`` (created even when there are no pairs); the others (strings, such as image
     paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string,
-    anything else as
-    it is.  A ValueError of ``arrays`` is raised again naming ``path`` and the pair.  The file
-    is written to a temporary file beside ``path`` and renamed into place, so an interrupted
-    run never leaves a partial file at ``path``; temporary files that killed writers left
-    beside ``path`` are removed first.  ``attrs`` are stored as file attributes.
+    anything else as it is.  A ValueError of ``arrays`` is raised again naming ``path`` and
+    the pair.  The file is written to a temporary file beside ``path`` and renamed into
+    place, so an interrupted run never leaves a partial file at ``path``; temporary files
+    that killed writers left beside ``path`` are removed first.  ``attrs`` are stored as
+    file attributes.
     """
 
     def put(group: h5py.Group, i: int, value: np.ndarray | str) -> None:
@@ -127,10 +139,10 @@ def write_pairs_hdf5(
     return count
 
 
-def _oanet_pair(sample: dict, index: int) -> dict[str, np.ndarray | str]:
+def _oanet_pair(sample: dict, index: int, sift: Sequence[str] = ()) -> dict[str, np.ndarray | str]:
     """:func:`_oanet_arrays` and, where the sample has both, its image paths (for
     :func:`write_pairs_hdf5`, which gives the pair's ``index``; the layout does not store it)."""
-    pair: dict[str, np.ndarray | str] = dict(_oanet_arrays(sample))
+    pair: dict[str, np.ndarray | str] = dict(_oanet_arrays(sample, sift))
     if "image1" in sample and "image2" in sample:
         pair.update(image1s=str(sample["image1"]), image2s=str(sample["image2"]))
     return pair
@@ -146,13 +158,24 @@ def write_oanet_hdf5(
     """Write samples (sample dictionaries or equivalent numpy dicts) in OANet's layout.
 
     Written atomically by :func:`write_pairs_hdf5`.  Image paths are stored in the
-    ``image1s``/``image2s`` groups when every sample has them.  Returns the number of pairs.
+    ``image1s``/``image2s`` groups when every sample has them; the :data:`SIFT_KEYS` that the
+    first sample has are written for every pair (a later sample without one is an error).
+    Returns the number of pairs.
     A sample with a missing or misshapen array raises ValueError naming ``path``, the pair
     and the key.  ``attrs`` are stored as file attributes (prepare's record of its inputs,
     where the poses come from).
     """
+    samples = iter(samples)
+    first = next(samples, None)
+    sift = tuple(k for k in SIFT_KEYS if first is not None and k in first)
     return write_pairs_hdf5(
-        path, samples, _oanet_pair, REQUIRED_KEYS + OPTIONAL_KEYS, total, desc, attrs
+        path,
+        itertools.chain([] if first is None else [first], samples),
+        functools.partial(_oanet_pair, sift=sift),
+        REQUIRED_KEYS + OPTIONAL_KEYS + sift,
+        total,
+        desc,
+        attrs,
     )
 
 
@@ -241,11 +264,15 @@ class OANetPairs(LazyHDF5, Dataset):
 
     Args:
         path: HDF5 file.
-        side_info: ``features`` is [xs, ratio, mutual] (N, 6) instead of xs (N, 4).
+        side_info: the network's input channels after the coordinates (a list of names of
+            :data:`corrnet.channels.CHANNELS`; True: ratio and mutual): ``features`` is
+            :func:`corrnet.channels.network_input` of them, (N, 4 + C).
         on_bad: "raise" or "skip".
         min_matches: fewest matches a valid pair has.
-    Without ``side_info``, missing ``ratios``/``mutuals`` read as zeros; with it, a file that
-    lacks them is refused (zeros would pass for perfectly distinctive, never mutual matches).
+    A file that lacks a group the channels need is refused with one line naming the file and
+    the keys (zeros would pass, say, for perfectly distinctive, never mutual matches); groups
+    no channel needs may be absent: missing ``ratios``/``mutuals`` read as zeros, missing
+    ``sizes``/``angles``/``dists`` are left out of the sample.
     Missing intrinsics read as the identity (the coordinates are already normalised);
     :meth:`lacks` tells which optional groups a file has not.
     """
@@ -253,29 +280,30 @@ class OANetPairs(LazyHDF5, Dataset):
     def __init__(
         self,
         path: str | Path,
-        side_info: bool = False,
+        side_info: bool | Sequence[str] = False,
         on_bad: str = "raise",
         min_matches: int = MIN_MATCHES,
     ) -> None:
         if on_bad not in ("raise", "skip"):
             raise ValueError(f"on_bad: expected 'raise' or 'skip', got {on_bad!r}")
         self.path, self.side_info, self.on_bad = Path(path), side_info, on_bad
+        self.channels = side_info_channels(side_info)
         self.min_matches = min_matches
         self._open_checked()
 
     def _check_file(self, f: h5py.File) -> None:
         """Check the groups of an open file and find the pairs (all, or the valid ones)."""
         self.groups = frozenset(f.keys())
-        if self.side_info:
+        needed = channel_keys(self.side_info)
+        if needed:
             self.require(
-                SIDE_INFO_KEYS,
-                "the network's side_info input (Lowe ratio and mutual-NN channels); "
-                "use weights without side_info, or a file that has them "
-                "(data/prepare.py writes them)",
+                needed,
+                f"the network's side_info input (channels {list(self.channels)}); use weights "
+                f"without them, or a file that has them (data/prepare.py writes them)",
             )
-        self.required = REQUIRED_KEYS + (SIDE_INFO_KEYS if self.side_info else ())
+        self.required = REQUIRED_KEYS + needed
         n = self._pair_count(f, self.required)
-        self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
+        self.optional = tuple(k for k in OPTIONAL_KEYS + SIFT_KEYS + IMAGE_KEYS if k in f)
         self.indices = list(range(n))
         if self.on_bad == "skip":
             self.indices = [
@@ -299,7 +327,7 @@ class OANetPairs(LazyHDF5, Dataset):
 
     def require(self, keys: Sequence[str], why: str) -> None:
         """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group
-        of ``keys``."""
+        ``keys``."""
         lacking = self.lacks(keys)
         if lacking:
             raise BadPairError(f"{self.path}: missing key(s) {lacking}, {why}")
@@ -343,14 +371,19 @@ class OANetPairs(LazyHDF5, Dataset):
             "cy2s": [(1,), ()],
             "f1s": [(1, 2), (2,)],
             "f2s": [(1, 2), (2,)],
+            **{key: [(n, 2)] for key in SIFT_KEYS},
         }
         for key, allowed in shapes.items():
             if key in a and np.shape(a[key]) not in allowed:
                 expected = " or ".join(map(str, allowed))
                 return f"{key}: expected shape {expected}, got {np.shape(a[key])}"
-        for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s"):
+        for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", *SIFT_KEYS):
             if key in a and not np.isfinite(a[key]).all():
                 return f"{key}: expected finite values, got NaN or inf"
+        if "sizes" in a and not (a["sizes"] > 0).all():
+            return "sizes: expected positive keypoint sizes (pixels)"
+        if "dists" in a and not (a["dists"] >= 0).all():
+            return "dists: expected descriptor distances >= 0"
         largest = float(np.abs(xs).max())
         if largest > MAX_COORDINATE:
             return (
@@ -404,4 +437,5 @@ class OANetPairs(LazyHDF5, Dataset):
             self.side_info,
             image1,
             image2,
+            {k: a[k] for k in SIFT_KEYS if k in a},
         )

@@ -24,7 +24,7 @@ a 3-D file from an OANet one), ``voxel_size``, ``inlier_threshold``, ``min_overl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from corrnet.channels import network_input
 from corrnet.errors import UserError
 from corrnet.geometry.checks import rotation_problem
 from corrnet.geometry.rigid import MIN_RIGID_MATCHES
 
 from .oanet_hdf5 import LazyHDF5, write_pairs_hdf5
-from .sample import network_input
 
 LAYOUT = "corrnet-pairs3d"
 VOXEL_SIZE = 0.05
@@ -219,7 +219,7 @@ def make_sample3d(
     ratios: np.ndarray,
     mutuals: np.ndarray,
     index: int,
-    side_info: bool = False,
+    side_info: bool | Sequence[str] = False,
     threshold: float = INLIER_THRESHOLD,
 ) -> dict[str, torch.Tensor]:
     """The sample dictionary of a 3-D pair (as :mod:`corrnet.datasets.sample`'s, 6-D).
@@ -227,7 +227,8 @@ def make_sample3d(
     ``xs`` (N, 6) float32 metres, ``ys`` (N,) residuals (float64 from ``xs``, rounded),
     ``labels`` (N,) 1.0 where the float64 residual is below ``threshold``, ``R`` (3, 3),
     ``t`` (3,) metres, ``ratios``, ``mutuals`` (N,), ``index``, ``features`` (N, 6) or
-    (N, 8) with [ratio, mutual] when ``side_info``.
+    (N, 6 + C) with the channels of ``side_info`` (True: [ratio, mutual]; 3-D pairs have no
+    other per-match keys).
     """
     as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))
     xs32 = np.asarray(xs, np.float32)
@@ -242,7 +243,7 @@ def make_sample3d(
         "mutuals": as32(mutuals),
         "index": torch.tensor(index, dtype=torch.int64),
     }
-    sample["features"] = network_input(sample, side_info)
+    sample["features"] = network_input(sample["xs"], sample, side_info)
     return sample
 
 
@@ -255,7 +256,7 @@ class Pairs3D(LazyHDF5, Dataset):
     the two downsampled clouds of pair i.
     """
 
-    def __init__(self, path: str | Path, side_info: bool = False) -> None:
+    def __init__(self, path: str | Path, side_info: bool | Sequence[str] = False) -> None:
         self.path, self.side_info = Path(path), side_info
         self._open_checked()
 

@@ -1,10 +1,15 @@
 """Putative SIFT matches with ground-truth labels from real images (OANet's protocol).
 
-Protocol (OANet ``dump_match``): ``cv2.SIFT_create(nfeatures=2000, contrastThreshold=1e-5)``
-on the colour image, OpenCV's keypoint order (strongest first, at most 2000); for every
-keypoint of image 1 its L2 nearest neighbour in image 2, recording the ratio d1/d2 and the
-mutual-NN flag without filtering; labels by symmetric epipolar distance < 1e-4 under the GT
-pose.  Pairs with |t| < 1e-5 are dropped.
+Protocol (OANet ``dump_match``): ``cv2.SIFT_create(nfeatures=K, contrastThreshold=1e-5)``
+on the colour image with K = 2000 keypoints by default (``num_features``), OpenCV's keypoint
+order (strongest first, at most K); for every keypoint of image 1 its L2 nearest neighbour in
+image 2, recording the ratio d1/d2 and the mutual-NN flag without filtering; labels by
+symmetric epipolar distance < 1e-4 under the GT pose.  Pairs with |t| < 1e-5 are dropped.
+Beside OANet's keys every match keeps what SIFT measured (``sizes``, ``angles``: the two
+keypoints' ``cv2.KeyPoint.size`` and ``.angle``; ``dists``: the nearest and second-nearest
+descriptor distances; see docs/channels.md).  The keypoint count is part of the protocol
+(file attribute ``corrnet_protocol``, the cache names, :func:`inputs_digest`), so
+preparations with different counts never mix.
 
 Inputs: OANet's raw layout ``<seq>/test/{images,calibration,visibility,pairs}.txt`` with
 ``calibration/calibration_<name>.h5`` (K with principal point *offset from the image centre*,
@@ -34,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import h5py
@@ -49,12 +55,23 @@ from .oanet_hdf5 import write_oanet_hdf5
 from .sample import MIN_MATCHES, episym, intrinsics, normalized_matches
 
 NUM_FEATURES = 2000
+"""Default keypoints per image (OANet's protocol)."""
 CONTRAST_THRESHOLD = 1e-5
 MIN_TRANSLATION = 1e-5
 INPUTS_ATTR = "corrnet_inputs"
 """HDF5 file attribute holding :func:`inputs_digest` of the pairs an output was made from."""
-PROTOCOL = f"corrnet-prepare-1 sift={NUM_FEATURES} contrast={CONTRAST_THRESHOLD} nn"
-"""Changes whenever the extraction or matching would give other results for the same inputs."""
+PROTOCOL_ATTR = "corrnet_protocol"
+"""HDF5 file attribute holding :func:`protocol` of the preparation that wrote the file."""
+NUM_FEATURES_ATTR = "num_features"
+"""HDF5 file attribute holding the keypoint count per image of the preparation."""
+
+
+def protocol(num_features: int = NUM_FEATURES) -> str:
+    """The preparation's protocol for ``num_features`` keypoints per image; changes whenever
+    the extraction or matching would give other results (or other keys) for the same inputs."""
+    return (
+        f"corrnet-prepare-2 sift={num_features} contrast={CONTRAST_THRESHOLD} nn sizes-angles-dists"
+    )
 
 
 Undistort = Callable[[np.ndarray], np.ndarray]
@@ -257,36 +274,50 @@ def read_image(image: str | Path) -> np.ndarray:
     return img
 
 
-def sift_keypoints(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """SIFT of a (h, w, 3) uint8 BGR image, n <= 2000 keypoints: positions (n, 2) float64
-    pixels, descriptors (n, 128) float32, scales (n,) float64 (OpenCV's ``KeyPoint.size``, the
-    diameter of the keypoint's neighbourhood in pixels) and orientations (n,) float64 degrees."""
-    sift = cv2.SIFT_create(nfeatures=NUM_FEATURES, contrastThreshold=CONTRAST_THRESHOLD)
+class Features(NamedTuple):
+    """SIFT features of one image, n keypoints in OpenCV's order (strongest first).
+
+    kp (n, 2) float64 pixels (``cv2.KeyPoint.pt``); desc (n, 128) float32 descriptors;
+    sizes (n,) float64 ``cv2.KeyPoint.size`` (diameter of the keypoint's neighbourhood, pixels);
+    angles (n,) float64 ``cv2.KeyPoint.angle`` (degrees in [0, 360), OpenCV's convention:
+    measured in image coordinates, y pointing down).
+    """
+
+    kp: np.ndarray
+    desc: np.ndarray
+    sizes: np.ndarray
+    angles: np.ndarray
+
+
+def sift_features(img: np.ndarray, num_features: int = NUM_FEATURES) -> Features:
+    """SIFT :class:`Features` of a (h, w, 3) uint8 BGR image, at most ``num_features`` keypoints."""
+    if num_features < 1:
+        raise UserError(f"num_features: expected a positive count, got {num_features}")
+    sift = cv2.SIFT_create(nfeatures=num_features, contrastThreshold=CONTRAST_THRESHOLD)
     kps, desc = sift.detectAndCompute(img, None)
-    kps = kps[:NUM_FEATURES]
-    kp = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
-    desc = np.zeros((0, 128), np.float32) if desc is None else desc[:NUM_FEATURES]
-    scales = np.array([k.size for k in kps], np.float64)
-    angles = np.array([k.angle for k in kps], np.float64)
-    return kp, desc, scales, angles
+    kps = kps[:num_features]
+    column = lambda values: np.array(values, np.float64).reshape(-1)
+    return Features(
+        np.array([k.pt for k in kps], np.float64).reshape(-1, 2),
+        np.zeros((0, 128), np.float32) if desc is None else desc[:num_features],
+        column([k.size for k in kps]),
+        column([k.angle for k in kps]),
+    )
 
 
-def sift_features(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32, n <= 2000, of a
-    (h, w, 3) uint8 BGR image (:func:`sift_keypoints` without scales and orientations)."""
-    return sift_keypoints(img)[:2]
+def extract_sift(image: Path, num_features: int = NUM_FEATURES) -> Features:
+    """SIFT :class:`Features` of an image file (:func:`sift_features`)."""
+    return sift_features(read_image(image), num_features)
 
 
-def extract_sift(image: Path) -> tuple[np.ndarray, np.ndarray]:
-    """SIFT keypoints (n, 2) float64 pixels and descriptors (n, 128) float32 of an image file."""
-    return sift_features(read_image(image))
-
-
-def nearest_neighbours(d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    d1: np.ndarray, d2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """L2 nearest neighbour in d2 of every row of d1.  (n1, D), (n2, D) with n2 >= 2.
 
-    Returns the index (n1,), the ratio of the nearest to the second nearest distance (n1,)
-    and whether the match is a mutual nearest neighbour (n1,) bool.
+    Returns the index (n1,), the ratio of the nearest to the second nearest distance (n1,),
+    whether the match is a mutual nearest neighbour (n1,) bool and the nearest and second
+    nearest L2 distances (n1, 2) float64 (in descriptor units).
     """
     a, b = d1.astype(np.float64), d2.astype(np.float64)
     D = np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
@@ -297,7 +328,7 @@ def nearest_neighbours(d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.n
     d = np.sqrt(np.take_along_axis(d, order, 1))
     ratio = d[:, 0] / np.maximum(d[:, 1], 1e-12)
     mutual = D.argmin(0)[nn] == np.arange(len(a))
-    return nn, ratio, mutual
+    return nn, ratio, mutual, d
 
 
 @dataclass(frozen=True)
@@ -305,7 +336,9 @@ class PutativeMatches:
     """Nearest-neighbour matches of every keypoint of image 1 (N = its keypoint count).
 
     uv1, uv2 (N, 2) float64 pixels; xs (N, 4) float64 normalised [x1, y1, x2, y2]; nn (N,) int
-    index of the match among image 2's keypoints; ratios (N,) d1/d2; mutuals (N,) bool.
+    index of the match among image 2's keypoints; ratios (N,) d1/d2; mutuals (N,) bool;
+    sizes, angles (N, 2) float64: the keypoint size (pixels) and angle (degrees) in image 1
+    and image 2; dists (N, 2) float64: nearest and second-nearest descriptor distance.
     """
 
     uv1: np.ndarray
@@ -314,11 +347,14 @@ class PutativeMatches:
     nn: np.ndarray
     ratios: np.ndarray
     mutuals: np.ndarray
+    sizes: np.ndarray
+    angles: np.ndarray
+    dists: np.ndarray
 
 
 def putative_matches(
-    feats1: tuple[np.ndarray, np.ndarray],
-    feats2: tuple[np.ndarray, np.ndarray],
+    feats1: Features,
+    feats2: Features,
     K1: np.ndarray,
     K2: np.ndarray,
     what: str = "pair",
@@ -327,27 +363,35 @@ def putative_matches(
 ) -> PutativeMatches:
     """The nearest neighbour in image 2 of every keypoint of image 1, with ratio and mutual flag.
 
-    feats: (keypoints (n, 2) pixels, descriptors (n, 128)); K1, K2 (3, 3) absolute intrinsics
+    feats: the two images' :class:`Features`; K1, K2 (3, 3) absolute intrinsics
     of the (undistorted) pinhole cameras; ``undistort``: per image, None or a map of distorted
     keypoint pixels (n, 2) to pinhole pixels, applied before normalising (the stored
     keypoints stay as detected).
     Raises ValueError starting with ``what`` and naming ``names`` when image 1 has fewer than
     MIN_MATCHES keypoints or image 2 fewer than 2.
     """
-    (kp1, d1), (kp2, d2) = feats1, feats2
+    kp1, d1, kp2, d2 = feats1.kp, feats1.desc, feats2.kp, feats2.desc
     if len(kp1) < MIN_MATCHES or len(kp2) < 2:
         raise UserError(
             f"{what}: expected at least {MIN_MATCHES} keypoints in image 1 "
             f"and 2 in image 2, got {len(kp1)} ({names[0]}) and {len(kp2)} ({names[1]})"
         )
-    nn, ratio, mutual = nearest_neighbours(d1, d2)
+    nn, ratio, mutual, dists = nearest_neighbours(d1, d2)
     uv1, uv2 = (uv if f is None else f(uv) for uv, f in zip((kp1, kp2[nn]), undistort))
-    return PutativeMatches(kp1, kp2[nn], normalized_matches(uv1, uv2, K1, K2), nn, ratio, mutual)
+    return PutativeMatches(
+        kp1,
+        kp2[nn],
+        normalized_matches(uv1, uv2, K1, K2),
+        nn,
+        ratio,
+        mutual,
+        np.stack([feats1.sizes, feats2.sizes[nn]], 1),
+        np.stack([feats1.angles, feats2.angles[nn]], 1),
+        dists,
+    )
 
 
-def match_pair(
-    spec: PairSpec, feats1: tuple[np.ndarray, np.ndarray], feats2: tuple[np.ndarray, np.ndarray]
-) -> dict[str, np.ndarray | str]:
+def match_pair(spec: PairSpec, feats1: Features, feats2: Features) -> dict[str, np.ndarray | str]:
     """Putative matches of a pair as a numpy sample (keys as the corrnet sample, no labels)."""
     m = putative_matches(
         feats1,
@@ -366,6 +410,9 @@ def match_pair(
         "t": t,
         "ratios": m.ratios,
         "mutuals": m.mutuals.astype(np.float64),
+        "sizes": m.sizes,
+        "angles": m.angles,
+        "dists": m.dists,
         "K1": spec.K1,
         "K2": spec.K2,
         "image1": str(spec.image1),
@@ -393,20 +440,22 @@ def image_digest(image: Path) -> str:
     return _content_digest(Path(image).resolve(), st.st_size, st.st_mtime_ns)
 
 
-def _feature_cache_name(image: Path) -> str:
-    """Cache file name of an image's SIFT features: changes with the image's content."""
-    return _cache_name(f"{PROTOCOL}\n{image_digest(image)}")
+def _feature_cache_name(image: Path, num_features: int = NUM_FEATURES) -> str:
+    """Cache file name of an image's SIFT features: changes with the image's content and the
+    protocol (keypoint count)."""
+    return _cache_name(f"{protocol(num_features)}\n{image_digest(image)}")
 
 
-def _pair_cache_name(spec: PairSpec) -> str:
-    """Cache file name of a pair's matches: changes with its key, images' content and geometry."""
+def _pair_cache_name(spec: PairSpec, num_features: int = NUM_FEATURES) -> str:
+    """Cache file name of a pair's matches: changes with the protocol (keypoint count), its
+    key, images' content and geometry."""
     geometry = np.concatenate(
         [np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)]
     )
     return _cache_name(
         "\n".join(
             [
-                PROTOCOL,
+                protocol(num_features),
                 spec.key,
                 str(Path(spec.image1).resolve()),
                 str(Path(spec.image2).resolve()),
@@ -420,27 +469,27 @@ def _pair_cache_name(spec: PairSpec) -> str:
     )
 
 
-def inputs_digest(pairs: Sequence[PairSpec]) -> str:
-    """Digest of what an output is made from: the protocol and, in order, every pair's key,
-    image paths and content, K1, K2, R and t.  Raises FileNotFoundError naming a missing
-    image and its pair."""
+def inputs_digest(pairs: Sequence[PairSpec], num_features: int = NUM_FEATURES) -> str:
+    """Digest of what an output is made from: the protocol (with the keypoint count) and, in
+    order, every pair's key, image paths and content, K1, K2, R and t.  Raises
+    FileNotFoundError naming a missing image and its pair."""
     names = []
     for p in pairs:
         try:
-            names.append(_pair_cache_name(p))
+            names.append(_pair_cache_name(p, num_features))
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err} (pair {p.key})") from None
-    return hashlib.sha1("\n".join([PROTOCOL, *names]).encode()).hexdigest()
+    return hashlib.sha1("\n".join([protocol(num_features), *names]).encode()).hexdigest()
 
 
-def recorded_inputs(out: Path) -> str | None:
-    """The :func:`inputs_digest` an existing output records (None: not made by prepare).
+def recorded_attr(out: Path, name: str) -> str | None:
+    """The string attribute ``name`` of an existing output (None: absent).
 
     Raises FileExistsError naming ``out`` when it is not an HDF5 file.
     """
     try:
         with h5py.File(out, "r") as f:
-            value = f.attrs.get(INPUTS_ATTR)
+            value = f.attrs.get(name)
     except OSError:
         raise FileExistsError(
             f"{out}: exists and is not an HDF5 file; pass --overwrite to replace "
@@ -449,21 +498,28 @@ def recorded_inputs(out: Path) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def recorded_inputs(out: Path) -> str | None:
+    """The :func:`inputs_digest` an existing output records (None: not made by prepare).
+
+    Raises FileExistsError naming ``out`` when it is not an HDF5 file.
+    """
+    return recorded_attr(out, INPUTS_ATTR)
+
+
 def _save_npz(path: Path, **arrays: np.ndarray | str) -> None:
     """np.savez to a temporary file, then rename: a cache entry is complete or absent."""
     with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez(tmp, **arrays)
 
 
-def _features_job(args: tuple[Path, Path]) -> None:
-    image, dest = args
-    kp, desc = extract_sift(image)
-    _save_npz(dest, kp=kp, desc=desc)
+def _features_job(args: tuple[Path, Path, int]) -> None:
+    image, dest, num_features = args
+    _save_npz(dest, **extract_sift(image, num_features)._asdict())
 
 
-def _load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_features(path: Path) -> Features:
     with np.load(path) as z:
-        return z["kp"], z["desc"]
+        return Features(*(z[k] for k in Features._fields))
 
 
 def _pair_job(args: tuple[PairSpec, Path, Path, Path]) -> None:
@@ -503,15 +559,22 @@ def prepare(
     keep_cache: bool = False,
     overwrite: bool = False,
     attrs: dict[str, str | int | float] | None = None,
+    num_features: int = NUM_FEATURES,
 ) -> int:
-    """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout).
+    """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout), with at most
+    ``num_features`` SIFT keypoints per image.
 
     Resumable: features and per-pair matches already in ``<out>.partial/`` are reused.  If
     ``out`` exists and records the same :func:`inputs_digest`, nothing is done; if it was
     made from other inputs (or not by prepare) it is refused with FileExistsError unless
     ``overwrite``.  Returns the number of pairs in ``out`` (pairs with |t| < 1e-5 are dropped
-    with a warning).  ``attrs`` are written as file attributes.
+    with a warning).  ``attrs`` are written as file attributes, beside :data:`INPUTS_ATTR`,
+    :data:`PROTOCOL_ATTR` and :data:`NUM_FEATURES_ATTR`.
     """
+    if num_features < MIN_MATCHES:
+        raise UserError(
+            f"num_features: expected at least {MIN_MATCHES} keypoints per image, got {num_features}"
+        )
     out = Path(out)
     pairs = list(pairs)
     keys = [p.key for p in pairs]
@@ -525,31 +588,37 @@ def prepare(
         warnings.warn(
             f"dropped {len(pairs) - len(kept)} pair(s) with |t| < {MIN_TRANSLATION}", stacklevel=2
         )
-    digest = inputs_digest(kept)
+    digest = inputs_digest(kept, num_features)
     if out.exists():
         if recorded_inputs(out) == digest:
             with h5py.File(out, "r") as f:
                 return len(f["xs"])
         if not overwrite:
+            made_by = recorded_attr(out, PROTOCOL_ATTR)
+            why = (
+                f"by another preparation protocol ({made_by!r}, not {protocol(num_features)!r})"
+                if made_by != protocol(num_features)
+                else "from other inputs (other pairs, sequences, --max-pairs or images)"
+            )
             raise FileExistsError(
-                f"{out}: exists and was made from other inputs (other pairs, sequences, "
-                f"--max-pairs or images); pass --overwrite to replace it or choose another --out"
+                f"{out}: exists and was made {why}; pass --overwrite to replace it or "
+                f"choose another --out"
             )
     cache = cache_dir_for(out)
     for sub in ("features", "pairs"):
         (cache / sub).mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(cache / sub)
     feat = {
-        img: cache / "features" / _feature_cache_name(img)
+        img: cache / "features" / _feature_cache_name(img, num_features)
         for p in kept
         for img in (p.image1, p.image2)
     }
-    pair_file = {p.key: cache / "pairs" / _pair_cache_name(p) for p in kept}
+    pair_file = {p.key: cache / "pairs" / _pair_cache_name(p, num_features) for p in kept}
     todo = [p for p in kept if not pair_file[p.key].exists()]
     images = list(dict.fromkeys(img for p in todo for img in (p.image1, p.image2)))
     _run(
         _features_job,
-        [(img, feat[img]) for img in images if not feat[img].exists()],
+        [(img, feat[img], num_features) for img in images if not feat[img].exists()],
         workers,
         "SIFT",
     )
@@ -570,7 +639,12 @@ def prepare(
         samples(),
         total=len(kept),
         desc="writing",
-        attrs={**(attrs or {}), INPUTS_ATTR: digest},
+        attrs={
+            **(attrs or {}),
+            INPUTS_ATTR: digest,
+            PROTOCOL_ATTR: protocol(num_features),
+            NUM_FEATURES_ATTR: num_features,
+        },
     )
     if not keep_cache:
         shutil.rmtree(cache)

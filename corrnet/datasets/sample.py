@@ -4,15 +4,20 @@ Keys (N matches; all float32 unless noted):
     xs (N, 4) normalised [x1, y1, x2, y2]; ys (N,) symmetric epipolar distance under the GT
     essential matrix; labels (N,) 1.0 where ys < 1e-4; R (3, 3) relative rotation R_j R_iᵀ;
     t (3,) unit translation; ratios (N,) SIFT ratio d1/d2; mutuals (N,) 0/1 mutual-NN flag;
-    K1, K2 (3, 3) absolute intrinsics; index int64 scalar; features (N, 4) or (N, 6)
-    ([xs, ratio, mutual] when ``side_info``); optional image1, image2 (str paths).
-"""
+    K1, K2 (3, 3) absolute intrinsics; index int64 scalar; features (N, 4 + C): the network's
+    input, xs and the channels of ``side_info`` (:func:`network_input`); optional image1,
+    image2 (str paths); optional sizes, angles, dists (N, 2): what SIFT measured per match
+    (keypoint size in pixels and angle in degrees in image 1 and 2, nearest and second-nearest
+    descriptor distance; docs/channels.md)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from ..channels import network_input
 from ..geometry import (
     INLIER_THRESHOLD,
     essential_from_pose,
@@ -23,7 +28,7 @@ from ..geometry import (
 MIN_MATCHES = 8
 """Fewest matches a pair may have (the eight-point algorithm needs eight)."""
 
-PER_MATCH_KEYS = ("xs", "ys", "labels", "ratios", "mutuals", "features")
+PER_MATCH_KEYS = ("xs", "ys", "labels", "ratios", "mutuals", "features", "sizes", "angles", "dists")
 """Sample keys whose first dimension is the match dimension N."""
 
 
@@ -65,17 +70,6 @@ def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
-def network_input(sample: dict[str, torch.Tensor], side_info: bool) -> torch.Tensor:
-    """The network's input of a sample: its coordinates ``xs`` (N, D), with ``side_info`` followed
-    by the ``ratios`` and ``mutuals`` columns -> (N, D) or (N, D + 2)."""
-    xs = sample["xs"]
-    return (
-        torch.cat([xs, sample["ratios"][:, None], sample["mutuals"][:, None]], 1)
-        if side_info
-        else xs
-    )
-
-
 def make_sample(
     xs: np.ndarray,
     ys: np.ndarray,
@@ -86,14 +80,16 @@ def make_sample(
     K1: np.ndarray,
     K2: np.ndarray,
     index: int,
-    side_info: bool = False,
+    side_info: bool | Sequence[str] = False,
     image1: str | None = None,
     image2: str | None = None,
+    sift: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, torch.Tensor | str]:
     """Build the sample dictionary (see module docstring) from numpy arrays.
 
     xs (N, 4), ys (N,), R (3, 3), t (3,) (normalised here), ratios (N,), mutuals (N,),
-    K1, K2 (3, 3).  Labels are ``ys < INLIER_THRESHOLD`` with ys rounded to float32 first.
+    K1, K2 (3, 3); ``sift``: optional per-match arrays ``sizes``, ``angles``, ``dists`` (N, 2).
+    Labels are ``ys < INLIER_THRESHOLD`` with ys rounded to float32 first.
     """
     as32 = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))
     t = np.asarray(t, dtype=np.float64).reshape(3)
@@ -111,8 +107,9 @@ def make_sample(
         "K1": as32(K1),
         "K2": as32(K2),
         "index": torch.tensor(index, dtype=torch.int64),
+        **{k: as32(v).reshape(-1, 2) for k, v in (sift or {}).items()},
     }
-    sample["features"] = network_input(sample, side_info)
+    sample["features"] = network_input(sample["xs"], sample, side_info)
     if image1 is not None and image2 is not None:
         sample["image1"], sample["image2"] = image1, image2
     return sample

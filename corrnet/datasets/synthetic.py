@@ -12,16 +12,24 @@ projections with 0.5-1.5 px Gaussian noise; the inlier ratio is log-uniform (1-4
 shifted by one vector per pair).  As in unfiltered SIFT nearest neighbours, 20-50 % of the
 matches repeat another match's image-2 point: true ones from (almost) the same image-1
 point (copies per orientation, neighbouring scales), outliers from anywhere ("hub" points
-of image 2, on which the uniform outliers land too).  Ratios and mutual flags are drawn per kind
-with the spread measured on
-real pairs (``benchmarks/data_stats.py``).  Labels come from the real symmetric epipolar
-distance, so a near miss may be an inlier.
+of image 2, on which the uniform outliers land too).  Ratios and mutual flags are drawn per
+kind with the spread measured on real pairs (``benchmarks/data_stats.py``).  Labels come from
+the real symmetric epipolar distance, so a near miss may be an inlier.
+
+What SIFT measures per match (``sizes``, ``angles``, ``dists``; docs/channels.md) comes from a
+random stream of its own, so the matches above are the same with or without it.  True matches
+(and repeated structure, which looks like its true match) change scale and orientation as the
+local affine map of their plane's homography does (:func:`local_similarity`), with SIFT's
+noise; the other outliers' scale ratio and orientation difference, the keypoint sizes and the
+second-nearest descriptor distance are drawn from quantiles measured on unposed real photos
+(``benchmarks/sift_stats.py``); the nearest distance is the ratio times the second.
 
 Every pair is determined by (seed, index) through ``np.random.default_rng([seed, index])``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +55,27 @@ CLUTTER = 0.15
 """Share of points at an independent random depth (off the planes)."""
 BLOBS = 0.5
 """Share of keypoints in texture blobs (Gaussian clusters in image 1); the rest uniform."""
+SIFT_QUANTILES = (0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
+"""Probabilities of the quantile tables below, measured by ``benchmarks/sift_stats.py`` on
+consecutive photos of ../shared/real-train (2 pairs from each of its 20 folders, 2000 SIFT
+keypoints): "outliers" are matches with ratio > 0.9, "likely inliers" mutual ones with ratio
+< 0.6.  A value is drawn by the piecewise-linear inverse of the table (tails cut at 1 / 99 %)."""
+SIZE_INLIER = (1.851, 1.979, 2.105, 2.506, 3.323, 5.349, 9.946, 15.725, 47.040)
+"""Keypoint size in image 1 (pixels) of true matches (the likely inliers')."""
+SIZE_OUTLIER = (1.818, 1.883, 1.949, 2.173, 2.777, 4.183, 7.122, 10.849, 27.968)
+"""Keypoint size in image 1 (pixels) of outliers."""
+LOG_SCALE_OUTLIER = (-2.208, -1.242, -0.812, -0.303, 0.002, 0.317, 0.819, 1.210, 2.113)
+"""log(size2 / size1) of outliers."""
+TURN_OUTLIER = (-178.15, -167.82, -146.86, -75.80, 0.53, 76.53, 145.79, 166.96, 178.16)
+"""angle2 - angle1 of outliers, degrees in [-180, 180)."""
+SECOND_DISTANCE = (68.07, 132.86, 174.47, 238.75, 294.91, 333.33, 358.10, 371.05, 394.05)
+"""Second-nearest descriptor distance (all matches: it hardly differs between inliers and
+outliers)."""
+LOG_SCALE_NOISE = 0.033
+"""SIFT's noise of log(size2 / size1) on true matches: the robust spread around the closed form
+of photos warped by known homographies (``benchmarks/sift_stats.py``)."""
+ANGLE_NOISE = 2.6
+"""SIFT's noise of angle2 - angle1 (degrees) on true matches, measured likewise."""
 SATELLITES = (0.2, 0.5)
 """Range of the share of matches that repeat another match's image-2 point."""
 EXACT_COPY = 0.35
@@ -132,8 +161,97 @@ def _scene(rng: np.random.Generator, mode: str):
     return K1, size1, K2, size2, R, -R @ centre, near, far
 
 
+def local_affine(H: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """The local affine map (Jacobian) of the homography H (3, 3) or (n, 3, 3) at pixels uv
+    (n, 2) -> (n, 2, 2): d(uv2) / d(uv1) of uv2 = π(H [uv1, 1])."""
+    uv = np.asarray(uv, np.float64).reshape(-1, 2)
+    H = np.broadcast_to(np.asarray(H, np.float64), (len(uv), 3, 3))
+    h = np.einsum("nij,nj->ni", H, np.c_[uv, np.ones(len(uv))])
+    uv2 = h[:, :2] / h[:, 2:]
+    return (H[:, :2, :2] - uv2[:, :, None] * H[:, 2:3, :2]) / h[:, 2, None, None]
+
+
+def local_similarity(H: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and rotation of the homography H (3, 3) or (n, 3, 3) at pixels uv (n, 2), as SIFT
+    sees them: scale sqrt|det A| (size2 / size1) and turn atan2(A10 - A01, A00 + A11) in degrees
+    (angle2 - angle1 of ``cv2.KeyPoint.angle``, y down) of the local affine map A -> (n,), (n,)."""
+    A = local_affine(H, uv)
+    scale = np.sqrt(np.abs(np.linalg.det(A)))
+    turn = np.degrees(np.arctan2(A[:, 1, 0] - A[:, 0, 1], A[:, 0, 0] + A[:, 1, 1]))
+    return scale, turn
+
+
+def plane_homography(
+    K1: np.ndarray, K2: np.ndarray, R: np.ndarray, t: np.ndarray, q: np.ndarray
+) -> np.ndarray:
+    """Homographies (n, 3, 3) of image 1 to image 2 induced by planes 1/Z₁ = q · [u, v, 1]
+    (q (n, 3): inverse depth affine in the pixels of image 1) under X₂ = R X₁ + t:
+    H = K2 (R K1⁻¹ + t qᵀ)."""
+    M = R @ np.linalg.inv(K1)
+    return K2 @ (M[None] + np.asarray(t, np.float64).reshape(3)[None, :, None] * q[:, None, :])
+
+
+def _from_quantiles(rng: np.random.Generator, table: tuple[float, ...], n: int) -> np.ndarray:
+    """n draws (n,) of the distribution with quantiles ``table`` at :data:`SIFT_QUANTILES`."""
+    return np.interp(rng.uniform(SIFT_QUANTILES[0], SIFT_QUANTILES[-1], n), SIFT_QUANTILES, table)
+
+
+def _sift_measurements(
+    rng: np.random.Generator,
+    kind: np.ndarray,
+    uv1: np.ndarray,
+    planes: np.ndarray,
+    motion: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ratios: np.ndarray,
+    satellites: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What SIFT would have measured for N matches: sizes (N, 2) pixels, angles (N, 2) degrees
+    in [0, 360), dists (N, 2) (nearest = ratio x second nearest).
+
+    kind (N,): 0 true, 1-3 outliers, 4 repeated structure (looks like its true match); uv1
+    (N, 2) pixels of image 1; planes (N, 3) of the true points (1/Z₁ = q · [u, v, 1]); motion
+    (K1, K2, R, t); ratios (N,); satellites (sat (N,) bool, src (S,) their sources, exact (S,)
+    copies of a true match's keypoint): a true match's satellite moves like it (an exact copy
+    is the same keypoints at another dominant orientation), another's shares its image-2 keypoint.
+    """
+    n = len(kind)
+    sat, src, exact = satellites
+    true_src = kind[src] == 0
+    geometric = np.isin(kind, (0, 4))
+    geometric[sat] = true_src
+    plane = planes.copy()
+    plane[sat] = planes[src]
+    scale, turn = np.ones(n), np.zeros(n)
+    H = plane_homography(*motion, plane[geometric])
+    scale[geometric], turn[geometric] = local_similarity(H, uv1[geometric])
+    size1 = np.where(
+        geometric, _from_quantiles(rng, SIZE_INLIER, n), _from_quantiles(rng, SIZE_OUTLIER, n)
+    )
+    size2 = size1 * np.where(
+        geometric,
+        scale * np.exp(rng.normal(0, LOG_SCALE_NOISE, n)),
+        np.exp(_from_quantiles(rng, LOG_SCALE_OUTLIER, n)),
+    )
+    angle1 = rng.uniform(0, 360, n)
+    angle2 = angle1 + np.where(
+        geometric, turn + rng.normal(0, ANGLE_NOISE, n), _from_quantiles(rng, TURN_OUTLIER, n)
+    )
+    copies, hubs = np.flatnonzero(sat)[exact], np.flatnonzero(sat)[~true_src]
+    spin = rng.uniform(0, 360, len(copies))
+    size1[copies], size2[copies] = size1[src[exact]], size2[src[exact]]
+    angle1[copies], angle2[copies] = angle1[src[exact]] + spin, angle2[src[exact]] + spin
+    size2[hubs], angle2[hubs] = size2[src[~true_src]], angle2[src[~true_src]]
+    second = _from_quantiles(rng, SECOND_DISTANCE, n)
+    return (
+        np.c_[size1, size2],
+        np.c_[angle1, angle2] % 360.0,
+        np.c_[ratios * second, second],
+    )
+
+
 def _planes(rng: np.random.Generator, size: np.ndarray, near: float, far: float):
-    """A piecewise-planar depth map of image 1: a function (m, 2) pixels -> (m,) depths.
+    """A piecewise-planar depth map of image 1: a function (m, 2) pixels -> (m,) depths and the
+    planes (m, 3) q of the points, 1/depth = q · [u, v, 1] (constant where clipped).
 
     Each Voronoi cell of 2-6 random sites is a plane, 1/depth affine in the pixel coordinates.
     """
@@ -142,12 +260,19 @@ def _planes(rng: np.random.Generator, size: np.ndarray, near: float, far: float)
     inv = np.exp(rng.uniform(np.log(1 / far), np.log(1 / near), k))
     slope = rng.normal(0, 0.4, (k, 2)) * inv[:, None]
 
-    def depth(uv: np.ndarray) -> np.ndarray:
+    def depth(uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cell = ((sites**2).sum(1)[None] - 2 * uv @ sites.T).argmin(
             1
         )  # nearest site (|uv|² is common)
-        d = 1 / np.maximum(inv[cell] + (slope[cell] * (uv / (size - 1) - 0.5)).sum(1), 1 / far)
-        return np.clip(d, near, far)
+        gradient = slope[cell] / (size - 1)  # d(1/depth) / d(uv)
+        q = np.c_[gradient, inv[cell] - (slope[cell] * 0.5).sum(1)]
+        inverse = inv[cell] + (slope[cell] * (uv / (size - 1) - 0.5)).sum(1)
+        d = np.clip(1 / np.maximum(inverse, 1 / far), near, far)
+        clipped = (
+            np.abs(d * inverse - 1) > 1e-9
+        )  # the plane's depth left [near, far]: constant there
+        q[clipped] = np.c_[np.zeros((int(clipped.sum()), 2)), 1 / d[clipped]]
+        return d, q
 
     return depth
 
@@ -168,31 +293,39 @@ SCENE_ATTEMPTS = 20
 
 
 def _visible_points(rng: np.random.Generator, n: int, K1, size1, K2, size2, R, t, near, far):
-    """n points seen by both cameras: pixels uv1, uv2 (n, 2) and camera-1 coordinates (n, 3);
+    """n points seen by both cameras: pixels uv1, uv2 (n, 2), camera-1 coordinates (n, 3) and
+    the local planes q (n, 3) of the points, 1/Z₁ = q · [u, v, 1] (clutter: fronto-parallel);
     None when the cameras hardly overlap."""
     found: list[np.ndarray] = []
+    planes: list[np.ndarray] = []
     total = 0
     plane_depth = _planes(rng, size1, near, far)
     for _ in range(50):
         m = 2 * n + 256
         uv = _keypoints(rng, m, size1)
-        depth = plane_depth(uv)
+        depth, q = plane_depth(uv)
         clutter = rng.random(m) < CLUTTER
         depth[clutter] = np.exp(rng.uniform(np.log(near), np.log(far), int(clutter.sum())))
+        q[clutter] = np.c_[np.zeros((int(clutter.sum()), 2)), 1 / depth[clutter]]
         X1 = np.concatenate([uv, np.ones((m, 1))], 1) @ np.linalg.inv(K1).T * depth[:, None]
         X2 = X1 @ R.T + t
         ok = X2[:, 2] > 1e-3 * near
         ok[ok] = _inside(_project(K2, X2[ok]), size2)
         found.append(X1[ok])
+        planes.append(q[ok])
         total += int(ok.sum())
         if total >= n:
             X1 = np.concatenate(found)[:n]
-            return _project(K1, X1), _project(K2, X1 @ R.T + t), X1
+            return _project(K1, X1), _project(K2, X1 @ R.T + t), X1, np.concatenate(planes)[:n]
     return None
 
 
 def generate_pair(
-    seed: int, index: int, mode: str = "mixed", num_matches: int = 2000, side_info: bool = False
+    seed: int,
+    index: int,
+    mode: str = "mixed",
+    num_matches: int = 2000,
+    side_info: bool | Sequence[str] = False,
 ) -> dict[str, torch.Tensor]:
     """One synthetic pair as a corrnet sample dictionary (N = ``num_matches``)."""
     _check_args(mode, num_matches)
@@ -215,7 +348,7 @@ def generate_pair(
         raise RuntimeError(
             f"synthetic pair ({seed}, {index}): no overlapping scene in {SCENE_ATTEMPTS} draws"
         )
-    uv1, uv2, X1 = points
+    uv1, uv2, X1, planes = points
     sigma = rng.uniform(0.5, 1.5)
     uv1 = uv1 + rng.normal(0, sigma, uv1.shape)
     uv2 = uv2 + rng.normal(0, sigma, uv2.shape)
@@ -283,6 +416,15 @@ def generate_pair(
     fresh = rng.random(len(src)) < np.where(true_src, MUTUAL_P[0], MUTUAL_P[1])
     mutuals[sat] = np.where(exact, mutuals[src], fresh)  # copies in image 2 too: may be mutual
     order = rng.permutation(num_matches)
+    sizes, angles, dists = _sift_measurements(
+        np.random.default_rng([seed, index, 1]),
+        kind,
+        uv1,
+        planes,
+        (K1, K2, R, t),
+        ratios,
+        (sat, src, exact),
+    )
     xs = normalized_matches(uv1, uv2, K1, K2)[order]
     t_unit = t / np.linalg.norm(t)
     return make_sample(
@@ -296,6 +438,7 @@ def generate_pair(
         K2,
         index,
         side_info,
+        sift={"sizes": sizes[order], "angles": angles[order], "dists": dists[order]},
     )
 
 
@@ -309,7 +452,7 @@ class SyntheticPairs(Dataset):
         seed: int = 0,
         mode: str = "mixed",
         num_matches: int = 2000,
-        side_info: bool = False,
+        side_info: bool | Sequence[str] = False,
     ) -> None:
         _check_args(mode, num_matches)
         if length < 0:

@@ -2,10 +2,10 @@
 
 A room (floor, ceiling, four walls; 3–7 m by 3–7 m, 2.4–3 m high) is furnished with 6–20
 Open3D primitives standing on the floor: boxes (cupboards, tables), cylinders and spheres.
-Camera 1 stands 1–1.8 m high inside the room and looks at a random
-point of it; camera 2 is camera 1 moved by 0.05–1.2 m and turned by 2–40° about a random axis (the
-motions of the overlapping frame pairs of a hand-held sequence such as ``../shared/real-dev-3d``,
-whose 10th–90th percentiles are 4–23° and 0.14–0.94 m).
+Camera 1 stands 1–1.8 m high inside the room and looks at a random point of it; camera 2 is
+camera 1 moved by 0.05–1.2 m and turned by 2–40° about a random axis (the motions of the
+overlapping frame pairs of a hand-held sequence such as ``../shared/real-dev-3d``, whose
+10th–90th percentiles are 4–23° and 0.14–0.94 m).
 Both render a Kinect-like depth image by ray casting (320×240, f = 292.5 px: the 640×480,
 f = 585 field of view of ``../shared/real-dev-3d`` at half resolution), with depth noise of
 standard deviation 0.0012 + 0.0019 (z − 0.4)² metres (Nguyen, Izadi and Lovell, 3DIMPVT
@@ -16,6 +16,8 @@ Each pair is fixed by (seed, index).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -174,7 +176,11 @@ class Synthetic3DPairs(Dataset):
     (:func:`~corrnet.datasets.pairs3d.make_sample3d`), generated on access (~0.5 s a pair)."""
 
     def __init__(
-        self, length: int, seed: int = 0, num_matches: int = NUM_MATCHES, side_info: bool = False
+        self,
+        length: int,
+        seed: int = 0,
+        num_matches: int = NUM_MATCHES,
+        side_info: bool | Sequence[str] = False,
     ) -> None:
         if length < 1:
             raise ValueError(f"length: expected a positive number of pairs, got {length}")

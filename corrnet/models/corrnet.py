@@ -15,7 +15,7 @@ is the weighted eight-point estimate on the last stage's matches.  Internally fe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -23,6 +23,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from corrnet.channels import LEGACY_SIDE_INFO, channel_count, side_info_channels
 from corrnet.errors import UserError
 
 from .blocks import (
@@ -56,9 +57,8 @@ class Stage(nn.Module):
 
     embed (1×1 conv) -> PointCN blocks -> graph Laplacian layer driven by an intermediate
     logit head w (supervised as an inlier logit, opened at initialisation: see
-    :data:`GRAPH_GATE_BIAS`; ``graph_layer=False`` drops the layer and keeps the head) -> state
-    cross-attention -> [transformer] -> PointCN blocks
-    -> logit head.
+    :data:`GRAPH_GATE_BIAS`; ``graph_layer=False`` drops the layer and keeps the head)
+    -> state cross-attention -> [transformer] -> PointCN blocks -> logit head.
     The transformer's keys are the ``attention_keys`` real matches with the highest graph
     logits (all matches when there are no more than that, or when it is None).
 
@@ -129,10 +129,12 @@ class CorrNetConfig:
     """CorrNet's architecture, as ``model.net`` in the training configs (``configs/model/*.yaml``).
 
     Args:
-        side_info: the input has the Lowe ratio and mutual-nearest-neighbour channels after
-            the four coordinates (C = 6, ``[x1, y1, x2, y2, ratio, mutual]``); else C = 4
-            (rigid geometry: after six coordinates, C = 8 or 6).
-            The data's ``side_info`` follows from this setting.
+        side_info: the named input channels after the coordinates, in order (names of
+            :data:`corrnet.channels.CHANNELS`: ``ratio``, ``mutual``, ``log_scale_ratio``,
+            ``orientation`` (2 columns), ``descriptor_distance``); ``True`` is
+            ``["ratio", "mutual"]`` (C = 6, ``[x1, y1, x2, y2, ratio, mutual]``) and ``False``
+            none (C = 4); rigid geometry: after six coordinates, ratio and mutual only.
+            The data's ``side_info`` follows from this setting (:attr:`channels`).
         width: feature channels W.
         num_stages: pruning stages; stage s sees about N · prune_ratio^s matches.
         blocks_per_stage: PointCN blocks per stage (split around the graph/state blocks).
@@ -154,7 +156,7 @@ class CorrNetConfig:
             see :mod:`corrnet.models.geometry`.
     """
 
-    side_info: bool = False
+    side_info: bool | Sequence[str] = False
     width: int = 128
     num_stages: int = 2
     blocks_per_stage: int = 4
@@ -170,6 +172,9 @@ class CorrNetConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_stages", tuple(self.attention_stages))
+        if not isinstance(self.side_info, (bool, str)):
+            object.__setattr__(self, "side_info", tuple(self.side_info))
+        channels = side_info_channels(self.side_info, "model.net.side_info")
         checks = {
             "width": (self.width >= 1, "a positive count"),
             "num_stages": (self.num_stages >= 1, "a positive count"),
@@ -189,6 +194,10 @@ class CorrNetConfig:
                 "None or a positive count",
             ),
             "geometry": (self.geometry in GEOMETRIES, f"one of {sorted(GEOMETRIES)}"),
+            "side_info": (
+                self.geometry != "rigid" or set(channels) <= set(LEGACY_SIDE_INFO),
+                f"channels of 3-D pairs (some of {list(LEGACY_SIDE_INFO)}) with geometry rigid",
+            ),
         }
         for name, (ok, expected) in checks.items():
             if not ok:
@@ -197,15 +206,22 @@ class CorrNetConfig:
                 )
 
     @property
+    def channels(self) -> tuple[str, ...]:
+        """The names of the input channels after the coordinates (``side_info`` resolved)."""
+        return side_info_channels(self.side_info)
+
+    @property
     def in_channels(self) -> int:
-        """Channels per input match: the coordinates (4, or 6 for rigid), plus 2 with side
-        information."""
-        return GEOMETRIES[self.geometry].coords + (2 if self.side_info else 0)
+        """Channels per input match: the coordinates (4, or 6 for rigid) and those of
+        :attr:`channels`."""
+        return GEOMETRIES[self.geometry].coords + channel_count(self.side_info)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, no tuples) for checkpoints and YAML."""
         d = dataclasses.asdict(self)
         d["attention_stages"] = list(self.attention_stages)
+        if not isinstance(self.side_info, bool):
+            d["side_info"] = list(self.side_info)
         return d
 
     @classmethod
@@ -307,8 +323,8 @@ class CorrNet(nn.Module):
             ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
             elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
             (float32); with ``geometry="rigid"`` instead ``R`` (B, 3, 3) and ``t`` (B, 3),
-            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s) over
-            that stage's matches:
+            the weighted Kabsch transform in metres (float64).  Per stage s, lists of
+            (B, N_s) over that stage's matches:
             ``stage_logits``, ``graph_logits`` (the w that builds the stage's graph
             Laplacian, a = relu(tanh(w))), ``stage_indices`` (long indices into the N input
             matches) and ``stage_masks`` (bool, True on the real matches the stage kept).

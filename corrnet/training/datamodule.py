@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 from torch.utils.data import DataLoader
 
@@ -25,9 +27,10 @@ class CorrNetDataModule(L.LightningDataModule):
         batch_size: pairs per batch.
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
-        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies
-        of real matches).
-        side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
+        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked
+            copies of real matches).
+        side_info: the named input channels after the coordinates
+            (:func:`corrnet.channels.network_input`; true: ratio and mutual-NN, C = 6); in
             ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
         geometry: ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and
             paths are files of ``data/prepare3d.py``); in ``train.py`` it follows
@@ -47,7 +50,7 @@ class CorrNetDataModule(L.LightningDataModule):
         num_matches: int | None = 2000,
         batching: str = "subsample",
         num_workers: int = 2,
-        side_info: bool = False,
+        side_info: bool | Sequence[str] = False,
         geometry: str = "two_view",
         synthetic_mode: str = "mixed",
         synthetic_train_pairs: int = 20000,
@@ -67,7 +70,7 @@ class CorrNetDataModule(L.LightningDataModule):
         if train_weights is not None:
             check_weights(train_weights, len(self.train_specs))
         for spec in (*self.train_specs, val, test):  # fail before training starts, not an hour in
-            check_data_spec(spec, geometry)
+            check_data_spec(spec, geometry, side_info)
 
     def _dataset(self, split: str, spec: str | None = None):
         h = self.hparams
