@@ -65,6 +65,16 @@ def channel_count(side_info: bool | Sequence[str]) -> int:
     return sum(CHANNELS[c][1] for c in side_info_channels(side_info))
 
 
+def channel_columns(side_info: bool | Sequence[str]) -> tuple[str, ...]:
+    """One name per input column the channels of ``side_info`` add after the coordinates, e.g.
+    ``("ratio", "orientation.sin", "orientation.cos")``."""
+    return tuple(
+        f"{name}.{part}" if CHANNELS[name][1] > 1 else name
+        for name in side_info_channels(side_info)
+        for part in (("sin", "cos") if CHANNELS[name][1] > 1 else ("",))
+    )
+
+
 def network_input(
     xs: torch.Tensor, per_match: Mapping[str, torch.Tensor], side_info: bool | Sequence[str]
 ) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import re
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from corrnet.atomic import atomic_path
+from corrnet.channels import channel_columns, channel_count
 from corrnet.errors import UserError
 from corrnet.models import CorrNet, CorrNetConfig
 
@@ -87,6 +89,38 @@ def load_state(model: CorrNet, state: dict[str, torch.Tensor], path: Path) -> No
     listing the mismatching keys."""
     check_same_architecture(model.state_dict(), state, path)
     model.load_state_dict(state)
+
+
+def adapt_input_channels(
+    state: dict[str, torch.Tensor], source: CorrNetConfig, target: CorrNetConfig, path: Path
+) -> dict[str, torch.Tensor]:
+    """Weights of ``source`` for the network ``target``, which differs at most in its input
+    channels (``side_info``): each stage's ``embed`` keeps the columns of the channels both
+    have, drops those ``target`` lacks and starts the new ones at zero, so that the adapted
+    network computes exactly what ``source`` computed from the shared channels.  Any other
+    difference in architecture: ValueError naming ``path``."""
+    if dataclasses.replace(source, side_info=target.side_info) != target:
+        raise UserError(
+            f"{path}: weights of another architecture than model.net apart from side_info: "
+            f"{source.to_dict()} against {target.to_dict()}"
+        )
+    coords = target.in_channels - channel_count(target.side_info)
+    old = [f"coord{i}" for i in range(coords)] + list(channel_columns(source.side_info))
+    new = [f"coord{i}" for i in range(coords)] + list(channel_columns(target.side_info))
+    adapted = dict(state)
+    for s in range(target.num_stages):
+        key = f"stages.{s}.embed.weight"
+        w = state[key]  # (width, [width +] C_in [+ 1], 1, 1)
+        lead = 0 if s == 0 else target.width
+        out = w.new_zeros(w.shape[0], lead + len(new) + (0 if s == 0 else 1), *w.shape[2:])
+        out[:, :lead] = w[:, :lead]
+        for j, name in enumerate(new):
+            if name in old:
+                out[:, lead + j] = w[:, lead + old.index(name)]
+        if s > 0:
+            out[:, -1] = w[:, -1]
+        adapted[key] = out
+    return adapted
 
 
 def check_same_architecture(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -386,6 +387,39 @@ def test_init_weights_loads_a_file_and_reopens_the_graph_heads(trained, tmp_path
     assert all(torch.all(fresh[k] == GRAPH_GATE_BIAS) for k in heads if k.endswith("bias"))
     with pytest.raises(ValueError, match="another architecture"):
         CorrNetModule(net=CorrNetConfig(width=16, heads=2), init_weights=str(path))
+
+
+@pytest.mark.parametrize(
+    "channels",
+    [("ratio", "mutual", "log_scale_ratio", "orientation"), ("orientation", "ratio"), ()],
+)
+def test_init_weights_with_other_channels_computes_what_the_shared_channels_gave(channels):
+    """New channels start at zero weight and dropped ones are removed: the adapted network's
+    outputs equal the shipped network's on its input with the dropped channels set to zero."""
+    shipped = load_model(PRETRAINED)
+    target = dataclasses.replace(shipped.config, side_info=list(channels))
+    adapted = CorrNetModule(net=target, init_weights=str(PRETRAINED), reset_graph_heads=False)
+    adapted.net.eval()
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(2, 300, 4, generator=g) * 0.5
+    per_match = {
+        "ratios": torch.rand(2, 300, generator=g),
+        "mutuals": (torch.rand(2, 300, generator=g) < 0.3).float(),
+        "sizes": torch.rand(2, 300, 2, generator=g) * 20 + 2,
+        "angles": torch.rand(2, 300, 2, generator=g) * 360,
+    }
+    reference = network_input(xs, per_match, True)
+    for i, name in enumerate(("ratio", "mutual")):
+        if name not in channels:
+            reference[..., 4 + i] = 0.0
+    with torch.no_grad():
+        want = shipped(reference)["logits"]
+        got = adapted.net(network_input(xs, per_match, list(channels)))["logits"]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="another architecture"):
+        CorrNetModule(
+            net=dataclasses.replace(target, width=32, heads=2), init_weights=str(PRETRAINED)
+        )
 
 
 def test_validation_metrics_equal_the_report():

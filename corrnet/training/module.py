@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from corrnet.checkpoint import load_state, read_weights
+from corrnet.checkpoint import adapt_input_channels, load_state, read_weights
 from corrnet.eval.metrics import oanet_map, pose_auc
 from corrnet.eval.predict import kept_matches, predict
 from corrnet.geometry import pose_errors
@@ -35,7 +35,9 @@ class CorrNetModule(L.LightningModule):
         weight_decay: Adam weight decay.
         init_weights: start from these weights (an exported ``.pt`` such as
             ``corrnet/pretrained/corrnet-synthetic.pt``, or a Lightning ``.ckpt``) instead of
-            a random initialisation; ``net`` must describe the same architecture.  The step
+            a random initialisation; ``net`` must describe the same architecture, except that
+            its input channels may differ (:func:`corrnet.checkpoint.adapt_input_channels`:
+            new channels start at zero weight, dropped ones are removed).  The step
             counter and optimiser start afresh (``--ckpt_path`` resumes a run instead).
         reset_graph_heads: with ``init_weights``, re-initialise every stage's graph head with
             its gate open (weights trained without the graph-logit loss have closed gates,
@@ -68,7 +70,10 @@ class CorrNetModule(L.LightningModule):
         self.net = CorrNet(net)
         if init_weights is not None:
             path = Path(os.path.expandvars(os.path.expanduser(init_weights)))
-            load_state(self.net, read_weights(path)[1], path)
+            source, state = read_weights(path)
+            if source.channels != net.channels:
+                state = adapt_input_channels(state, source, net, path)
+            load_state(self.net, state, path)
             if reset_graph_heads:
                 for stage in self.net.stages:
                     stage.reset_graph_head()
