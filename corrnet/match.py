@@ -416,22 +416,25 @@ def write_result(
     """Render ``out/matches.png`` (``picture`` "2d" or "3d", see :func:`render_matches`;
     timed into ``result.times_ms["picture"]``), then write ``out/matches.npz`` and
     ``out/pose.json``, each atomically (both also when rendering raises RuntimeError).
-    ``picture=None`` writes no picture and removes a matches.png of an earlier result (after
-    pose.json is written), so that the folder never mixes two results.
+    Without a picture of this result (``picture=None``, or rendering failed) a matches.png of
+    an earlier result is removed after pose.json is written, so that the folder never mixes
+    two results.
     Returns the path of pose.json."""
     out = check_out_dir(out, overwrite)
     start = time.perf_counter()
+    drawn = False
     try:
         if picture is not None:
             render_matches(result, out / "matches.png", picture)
             result.times_ms["picture"] = (time.perf_counter() - start) * 1e3
+            drawn = True
     finally:  # the pose is worth keeping when only the picture failed
         with atomic_path(out / MATCHES_FILE, suffix=".tmp.npz") as tmp:
             np.savez(tmp, **result.matches_arrays())
         with atomic_path(out / "pose.json") as tmp:
             tmp.write_text(json.dumps(result.to_json(), indent=1) + "\n")
-    if picture is None:
-        (out / "matches.png").unlink(missing_ok=True)
+        if not drawn:  # an earlier result's picture would not match this result
+            (out / "matches.png").unlink(missing_ok=True)
     return out / "pose.json"
 
 

@@ -258,8 +258,10 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
     assert sorted(p.name for p in out.iterdir()) == ["matches.npz", "pose.json"]
     pose = json.loads((out / "pose.json").read_text())
     assert pose["intrinsics"] == "given" and "picture" not in pose["times_ms"]
-    # only the picture fails (no Vulkan driver): pose.json is still written, exit status 1
+    # only the picture fails (no Vulkan driver): pose.json and matches.npz are still written,
+    # exit status 1, and an earlier result's picture is removed
     (out / "pose.json").unlink()
+    (out / "matches.png").write_bytes(b"an earlier picture")
 
     def no_driver(result, png, picture):
         raise RuntimeError(
@@ -286,6 +288,7 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
         and "pose.json written, but no picture: Open3D rendering failed" in err
     )
     assert json.loads((out / "pose.json").read_text())["intrinsics"] == "given"
+    assert sorted(p.name for p in out.iterdir()) == ["matches.npz", "pose.json"]
     with pytest.warns(cm.ApproximateIntrinsicsWarning, match="no K2 given"):
         result = cm.match_images(*synthetic_pair["images"], K1=(500, 500, 319.5, 239.5))
     assert result.intrinsics == {"K1": "given", "K2": "default"} and result.approximate
