@@ -492,14 +492,15 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         "--threshold", type=float, metavar="PX", help="estimator inlier threshold in pixels"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
-    parser.add_argument(
+    pictures = parser.add_mutually_exclusive_group()
+    pictures.add_argument(
         "--picture",
         choices=PICTURES,
         default="2d",
         help="matches.png: 2d, the images side by side with the kept matches (OpenCV, fast; "
         "default), or 3d, the Open3D picture (needs a Vulkan renderer)",
     )
-    parser.add_argument(
+    pictures.add_argument(
         "--no-picture",
         dest="picture",
         action="store_const",

@@ -31,6 +31,7 @@ matched with itself, whose translation is undefined.  How the thresholds were ch
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -312,7 +313,7 @@ class Verifier:
         """The :meth:`verify` arguments these weights read beyond keypoints and K."""
         return tuple(CHANNEL_ARGUMENTS[c] for c in self.channels)
 
-    def prepare(
+    def _prepare(
         self,
         kpts1: Any,
         kpts2: Any,
@@ -371,7 +372,7 @@ class Verifier:
         validated, read only by weights with such channels.
         Raises ValueError naming the argument for bad input.
         """
-        pair = self.prepare(
+        pair = self._prepare(
             kpts1, kpts2, K1, K2, ratios, mutuals, scales1, scales2, angles1, angles2
         )
         return self._run([pair], 1, 1)[0]
@@ -391,13 +392,21 @@ class Verifier:
         """
         if not batch_size >= 1:
             raise ValueError(f"batch_size: expected a positive count, got {batch_size}")
+        names = list(inspect.signature(self.verify).parameters)
         prepared = []
         for i, pair in enumerate(pairs):
+            args = dict(pair) if isinstance(pair, Mapping) else dict(zip(names, pair))
+            unknown = sorted(set(args) - set(names)) or len(pair) > len(names)
+            missing = [name for name in names[:4] if name not in args]
+            if unknown or missing:
+                raise ValueError(
+                    f"pairs[{i}]: expected verify's arguments {names} (the first 4 required), "
+                    f"got {list(pair) if isinstance(pair, Mapping) else f'{len(pair)} values'}"
+                )
             try:
-                args = self.prepare(**pair) if isinstance(pair, Mapping) else self.prepare(*pair)
-            except (TypeError, ValueError) as err:
+                prepared.append(self._prepare(**args))
+            except ValueError as err:
                 raise ValueError(f"pairs[{i}]: {err}") from None
-            prepared.append(args)
         workers = min(default_workers() if workers is None else workers, len(prepared))
         return self._run(prepared, batch_size, workers)
 
@@ -417,8 +426,8 @@ class Verifier:
                 start = time.perf_counter()
                 # an all-real batch (one pair) runs as it does without padding: no mask
                 out = self.predictor(features, None if mask.all() else mask.to(self.device))
+                batch_logits = out["logits"].double().cpu()  # waits for the device
                 ms = (time.perf_counter() - start) * 1e3 / len(chunk)
-            batch_logits = out["logits"].double().cpu()
             for row, p in zip(batch_logits, chunk):
                 logits.append(row[: len(p.xs)].numpy())
                 network_ms.append(ms)

@@ -372,6 +372,12 @@ def test_bad_input(synthetic_pair, tmp_path, capsys, monkeypatch):
         [img1, img2, "--out", str(tmp_path / "file")], capsys, "file: exists and is not a folder"
     )
     _error([img1, img2, *out, "--device", "nonsense"], capsys, "--device:")
+    _error(
+        [img1, img2, *out, "--picture", "3d", "--no-picture"],
+        capsys,
+        "argument --no-picture: not allowed with argument --picture",
+    )
+    _error([img1, img2, *out, "--picture", "4d"], capsys, "invalid choice: '4d'")
     assert not (tmp_path / "out").exists()  # nothing written on any error
     with pytest.raises(
         ValueError, match=r"K1: expected 4 numbers FX FY CX CY \(or a 3x3 matrix\), got 5"

@@ -125,6 +125,10 @@ def test_verify_many_equals_one_by_one(verifier):
             assert (many.confident, many.warnings) == (one.confident, one.warnings)
     with pytest.raises(ValueError, match=r"^pairs\[1\]: kpts2: expected pixel coordinates"):
         verifier.verify_many([pairs[0], {**pairs[1], "kpts2": pairs[1]["kpts2"][:-1]}])
+    with pytest.raises(ValueError, match=r"^pairs\[0\]: expected verify's arguments \['kpts1'"):
+        verifier.verify_many([{**pairs[0], "gt": None}])
+    with pytest.raises(ValueError, match=r"^pairs\[0\]: expected .* got 3 values"):
+        verifier.verify_many([tuple(pairs[0].values())[:3]])
 
 
 def _one_line_error(match: str, fn, *args, **kwargs) -> None:
