@@ -411,15 +411,23 @@ def render_matches(result: MatchResult, out_png: str | Path, picture: str = "2d"
 
 
 def write_result(
-    result: MatchResult, out: str | Path, overwrite: bool = False, picture: str | None = "2d"
+    result: MatchResult,
+    out: str | Path,
+    overwrite: bool = False,
+    picture: str | bool | None = "2d",
 ) -> Path:
     """Render ``out/matches.png`` (``picture`` "2d" or "3d", see :func:`render_matches`;
-    timed into ``result.times_ms["picture"]``), then write ``out/matches.npz`` and
-    ``out/pose.json``, each atomically (both also when rendering raises RuntimeError).
+    True means "2d", False None; timed into ``result.times_ms["picture"]``), then write
+    ``out/matches.npz`` and ``out/pose.json``, each atomically (both also when rendering
+    raises RuntimeError).
     Without a picture of this result (``picture=None``, or rendering failed) a matches.png of
     an earlier result is removed after pose.json is written, so that the folder never mixes
     two results.
     Returns the path of pose.json."""
+    if isinstance(picture, bool):  # True / False: the default picture / none
+        picture = PICTURES[0] if picture else None
+    if picture is not None and picture not in PICTURES:
+        raise ValueError(f"picture: expected one of {PICTURES} or None, got {picture!r}")
     out = check_out_dir(out, overwrite)
     start = time.perf_counter()
     drawn = False

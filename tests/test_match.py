@@ -480,7 +480,7 @@ def test_identical_pair_is_not_confident(synthetic_pair, tmp_path, capsys):
     assert pose["parallax_deg"] < 1e-3
 
 
-def test_images_as_arrays_and_reused_verifier(synthetic_pair):
+def test_images_as_arrays_and_reused_verifier(synthetic_pair, tmp_path):
     """Arrays give the result of their files; the shipped weights load once per process,
     and a given Verifier is used as it is."""
     paths = synthetic_pair["images"]
@@ -500,6 +500,14 @@ def test_images_as_arrays_and_reused_verifier(synthetic_pair):
     mine = corrnet.match_images(*arrays, K, K, verifier=verifier)
     assert mine.threshold == 2.0 and cm.default_verifier.cache_info().misses == misses
     assert mine.num_inliers >= from_arrays.num_inliers
+    # write_result from Python: picture=False / True as before, the overlay of the arrays
+    cm.write_result(from_arrays, tmp_path / "a", picture=False)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["matches.npz", "pose.json"]
+    cm.write_result(from_arrays, tmp_path / "b", picture=True)
+    assert cv2.imread(str(tmp_path / "b" / "matches.png")).shape == (480 + CAPTION_HEIGHT, 1280, 3)
+    with pytest.raises(ValueError, match=r"^picture: expected one of \('2d', '3d'\) or None"):
+        cm.write_result(from_arrays, tmp_path / "c", picture="4d")
+    assert not (tmp_path / "c").exists()
     with pytest.raises(ValueError, match=r"^img2: expected an image file or a uint8 array"):
         corrnet.match_images(arrays[0], arrays[1].astype(np.float32), K, K)
     with pytest.raises(ValueError, match="^checkpoint: expected either a checkpoint or a verifier"):
