@@ -59,8 +59,9 @@ from corrnet.batch_verify import BatchVerifier, PairInput, PairVerification, Ver
 from corrnet.datasets import prepare
 from corrnet.datasets.colmap import CAMERA_MODELS, pinhole_K, undistorter
 from corrnet.errors import UserError, check_output, run_command
-from corrnet.match import _device, _Parser
+from corrnet.match import _Parser
 from corrnet.pairs import _content_lines, _pool
+from corrnet.verifier import as_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 """Files ``--from-images`` takes from DIR."""
@@ -380,7 +381,7 @@ def run_database(
     pairs_file = None if pairs_file is None else Path(pairs_file)
     if pairs_file is not None and not pairs_file.is_file():
         raise FileNotFoundError(f"{pairs_file}: no such pairs file")
-    dev = _device(device)
+    dev = as_device(device)
     if from_images:
         if image_path is None or not Path(image_path).is_dir():
             raise FileNotFoundError(f"--image_path: {image_path}: no such image folder")

@@ -1,16 +1,22 @@
-"""Two images in, relative pose and a picture out.
+"""Two images in, relative pose, matches and a picture out.
 
     python -m corrnet.match IMG1 IMG2 [--K1 FX FY CX CY] [--K2 FX FY CX CY] --out DIR
                             [--checkpoint F] [--device D] [--threshold PX] [--overwrite]
-                            [--no-picture]
+                            [--picture {2d,3d} | --no-picture]
     corrnet match ...                       (the same, as the console command)
 
 The pipeline: SIFT and nearest-neighbour matches with ratio and mutual flag exactly as
-``data/prepare.py`` computes them (:mod:`corrnet.datasets.prepare`), the network (kept
-matches: logit > 0, or the 8 best), then PoseLib (:func:`_estimate`) on the
-kept matches.  Writes ``DIR/pose.json`` and ``DIR/matches.png`` (atomically; only pose.json
-with ``--no-picture``) and prints one summary line.  K is in pixels, pixel-centre convention
-(the centre of the top-left pixel is (0, 0)); the motion is x2 = R x1 + t with |t| = 1.
+``data/prepare.py`` computes them (:mod:`corrnet.datasets.prepare`), then
+:class:`corrnet.verifier.Verifier`: the network (kept matches: logit > 0, or the 8 best) and
+PoseLib on the kept matches.  Writes ``DIR/pose.json`` (the pose, its confidence and
+warnings), ``DIR/matches.npz`` (every match: :data:`MATCHES_KEYS`, row i = match i, the
+indices of pose.json's ``kept`` and ``inliers``) and ``DIR/matches.png`` (the images side by
+side with the kept matches; ``--picture 3d`` the Open3D picture; none with
+``--no-picture``), each atomically, and prints one summary line.  K is in pixels,
+pixel-centre convention (the centre of the top-left pixel is (0, 0)); the motion is
+x2 = R x1 + t with |t| = 1.  A pose that is not confident (too few inliers, most kept
+matches rejected, no parallax; see :mod:`corrnet.verifier`) is written all the same, with
+``"confident": false`` and its ``warnings`` in pose.json and one warning line on stderr.
 
 Without ``--K1`` / ``--K2`` the intrinsics of that image are approximated: the focal length
 from the JPEG's EXIF ``FocalLengthIn35mmFilm`` when present (f = f35 * image diagonal / 43.27 mm),
@@ -25,35 +31,42 @@ status 2; nothing is written then.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import struct
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from corrnet.atomic import atomic_path
-from corrnet.checkpoint import PRETRAINED, load_model
-from corrnet.datasets.prepare import PutativeMatches, putative_matches, read_image, sift_features
+from corrnet.datasets.prepare import putative_matches, read_image, sift_features
 from corrnet.datasets.sample import intrinsics
 from corrnet.errors import UserError, run_command
-from corrnet.eval import estimators
-from corrnet.eval.evaluate import NETWORK_THREADS, torch_threads
-from corrnet.eval.predict import kept_matches
-from corrnet.geometry import essential_from_pose
-from corrnet.models.inference import make_predictor
+from corrnet.verifier import Verification, Verifier, as_device, as_intrinsics
+
+Image = str | Path | np.ndarray
+"""An image file, or a uint8 array (h, w) grey or (h, w, 3) BGR."""
 
 DEFAULT_FOCAL_FACTOR = 1.2
 """Focal length without K or EXIF: this times the larger image side, in pixels."""
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 """Diagonal of the 35 mm film frame that EXIF's 35 mm-equivalent focal length refers to."""
-RESULT_FILES = ("pose.json", "matches.png")
+MATCHES_FILE = "matches.npz"
+"""The matches of a result, beside ``pose.json`` (keys :data:`MATCHES_KEYS`)."""
+MATCHES_KEYS = ("kpts1", "kpts2", "scores", "logits", "kept", "inliers", "ratios", "mutuals")
+RESULT_FILES = ("pose.json", MATCHES_FILE, "matches.png")
+PICTURES = ("2d", "3d")
+"""``--picture``: the OpenCV overlay (default) or the Open3D picture."""
 STAGES = ("sift", "matching", "network", "estimator", "picture")
 """Timed stages, in ms in ``pose.json``; ``load`` (reading the weights) is timed as well."""
 
@@ -66,98 +79,99 @@ class ApproximateIntrinsicsWarning(UserWarning):
     """An image had no K; its intrinsics were approximated (see :func:`approximate_intrinsics`)."""
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A robust estimate: R (3, 3), unit t (3,), inlier mask (M,) bool over the matches it saw,
-    the estimator's name and inlier threshold with its unit.  R, t are NaN when it failed."""
-
-    R: np.ndarray
-    t: np.ndarray
-    inliers: np.ndarray
-    name: str
-    threshold: float
-    threshold_unit: str
-
-
-def _estimate(
-    x: np.ndarray, K1: np.ndarray, K2: np.ndarray, threshold_px: float | None = None
-) -> Estimate:
-    """The pose of the kept matches x (M, 4) normalised; K1, K2 (3, 3) pixels.
-
-    The one place that picks the estimator: PoseLib's LO-RANSAC on pixels, as ``eval.py``'s
-    ``corrnet+poselib`` runs it (threshold ``threshold_px``, default 1 px).
-    """
-    estimator = estimators.PoseLibEstimator(
-        max_epipolar_error=estimators.POSELIB_THRESHOLD if threshold_px is None else threshold_px
-    )
-    R, t, inliers = estimator.estimate(x, K1, K2)
-    return Estimate(R, t, inliers, estimator.name, estimator.max_epipolar_error, "px")
-
-
 @dataclass
 class MatchResult:
     """The relative pose of two images and what it was computed from.
 
-    R (3, 3), t (3,) unit, E (3, 3) = [t]x R: the motion x2 = R x1 + t.  K1, K2 (3, 3) pixels;
+    ``verification`` (:class:`corrnet.verifier.Verification`) holds the pose (R, t, E), the
+    matches (kpts1, kpts2 pixels, xs normalised, N each), the network's logits, scores and
+    kept matches, the estimator's inliers, ``confident`` and ``warnings``; its fields are
+    also readable here (``result.R``, ``result.inliers``, ...).  image1, image2: the files, or
+    None for an image given as an array; images: the two BGR images (h, w, 3) uint8.
     ``intrinsics`` per image: "given", "exif" or "default" (1.2 x the larger side).
-    N putative matches: uv1, uv2 (N, 2) pixels, xs (N, 4) normalised, ratios (N,),
-    mutuals (N,) bool, logits (N,); kept (N,) bool (the network's), inliers (N,) bool (the
-    estimator's, a subset of kept).  times_ms: per stage (see :data:`STAGES`).
+    ratios (N,), mutuals (N,) bool: the matches' side information.  times_ms: per stage
+    (see :data:`STAGES`).
     """
 
-    image1: Path
-    image2: Path
-    R: np.ndarray
-    t: np.ndarray
-    E: np.ndarray
-    K1: np.ndarray
-    K2: np.ndarray
+    image1: Path | None
+    image2: Path | None
+    images: tuple[np.ndarray, np.ndarray] = field(repr=False)
+    verification: Verification
     intrinsics: dict[str, str]
-    uv1: np.ndarray
-    uv2: np.ndarray
-    xs: np.ndarray
     ratios: np.ndarray
     mutuals: np.ndarray
-    logits: np.ndarray
-    kept: np.ndarray
-    inliers: np.ndarray
-    estimator: str
-    threshold: float
-    threshold_unit: str
     weights: Path
     times_ms: dict[str, float] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "verification" and "verification" in self.__dict__:
+            return getattr(self.verification, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def uv1(self) -> np.ndarray:
+        """(N, 2) pixels of the matches in image 1 (``verification.kpts1``)."""
+        return self.verification.kpts1
+
+    @property
+    def uv2(self) -> np.ndarray:
+        """(N, 2) pixels of the matches in image 2 (``verification.kpts2``)."""
+        return self.verification.kpts2
 
     @property
     def approximate(self) -> bool:
         """Whether either K was approximated rather than given."""
         return any(v != "given" for v in self.intrinsics.values())
 
+    def names(self) -> tuple[str, str]:
+        """The images' file names (``<array>`` for an image given as an array)."""
+        return tuple("<array>" if p is None else p.name for p in (self.image1, self.image2))
+
     def to_json(self) -> dict:
         """The content of ``pose.json`` (plain lists and numbers)."""
+        v = self.verification
         return {
-            "image1": str(self.image1),
-            "image2": str(self.image2),
-            "R": self.R.tolist(),
-            "t": self.t.tolist(),
-            "E": self.E.tolist(),
+            "image1": None if self.image1 is None else str(self.image1),
+            "image2": None if self.image2 is None else str(self.image2),
+            "R": v.R.tolist(),
+            "t": v.t.tolist(),
+            "E": v.E.tolist(),
             "convention": "x2 = R x1 + t (camera 1 to camera 2), |t| = 1; K in pixels, "
             "pixel-centre convention",
-            "K1": self.K1.tolist(),
-            "K2": self.K2.tolist(),
+            "K1": v.K1.tolist(),
+            "K2": v.K2.tolist(),
             "intrinsics": "approximate" if self.approximate else "given",
             "intrinsics_source": self.intrinsics,
-            "num_matches": int(len(self.xs)),
-            "num_kept": int(self.kept.sum()),
-            "num_inliers": int(self.inliers.sum()),
-            "kept": np.flatnonzero(self.kept).tolist(),
-            "inliers": np.flatnonzero(self.inliers).tolist(),
+            "confident": v.confident,
+            "warnings": list(v.warnings),
+            "parallax_deg": v.parallax_deg,
+            "num_matches": int(len(v.xs)),
+            "num_kept": v.num_kept,
+            "num_inliers": v.num_inliers,
+            "matches": MATCHES_FILE,
+            "kept": np.flatnonzero(v.kept).tolist(),
+            "inliers": np.flatnonzero(v.inliers).tolist(),
             "estimator": {
-                "name": self.estimator,
-                "threshold": self.threshold,
-                "threshold_unit": self.threshold_unit,
+                "name": v.estimator,
+                "threshold": v.threshold,
+                "threshold_unit": v.threshold_unit,
             },
-            "times_ms": {k: round(v, 2) for k, v in self.times_ms.items()},
+            "times_ms": {k: round(ms, 2) for k, ms in self.times_ms.items()},
             "weights": str(self.weights),
+        }
+
+    def matches_arrays(self) -> dict[str, np.ndarray]:
+        """The content of ``matches.npz`` (:data:`MATCHES_KEYS`), row i = match i."""
+        v = self.verification
+        return {
+            "kpts1": v.kpts1,
+            "kpts2": v.kpts2,
+            "scores": v.scores,
+            "logits": v.logits,
+            "kept": v.kept,
+            "inliers": v.inliers,
+            "ratios": self.ratios,
+            "mutuals": self.mutuals,
         }
 
 
@@ -200,39 +214,18 @@ def _ifd_integer(tiff: bytes, order: str, offset: int, tag: int) -> int | None:
     return None
 
 
-def approximate_intrinsics(path: str | Path, width: int, height: int) -> tuple[np.ndarray, str]:
+def approximate_intrinsics(
+    path: str | Path | None, width: int, height: int
+) -> tuple[np.ndarray, str]:
     """K (3, 3) for an image of width x height pixels without calibration, and its source:
-    "exif" (35 mm-equivalent focal length) or "default" (1.2 x the larger side)."""
-    f35 = exif_focal_35mm(path)
+    "exif" (35 mm-equivalent focal length of the file ``path``) or "default" (1.2 x the
+    larger side; always for ``path`` None, an image given as an array)."""
+    f35 = None if path is None else exif_focal_35mm(path)
     if f35 is not None:
         focal, source = f35 * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM, "exif"
     else:
         focal, source = DEFAULT_FOCAL_FACTOR * max(width, height), "default"
     return intrinsics(focal, focal, (width - 1) / 2, (height - 1) / 2), source
-
-
-def as_intrinsics(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
-    """K (3, 3) float64 from (fx, fy, cx, cy) or a (3, 3) matrix without skew; ValueError
-    naming ``name`` for a wrong count, non-finite numbers or a non-positive focal length."""
-    try:
-        a = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        raise UserError(f"{name}: expected 4 numbers FX FY CX CY, got {value!r}") from None
-    if a.shape == (3, 3):
-        if a[0, 1] != 0 or a[1, 0] != 0 or not np.array_equal(a[2], [0.0, 0.0, 1.0]):
-            raise UserError(
-                f"{name}: expected [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {a.tolist()}"
-            )
-        a = a[[0, 1, 0, 1], [0, 1, 2, 2]]
-    if a.shape != (4,):
-        raise UserError(f"{name}: expected 4 numbers FX FY CX CY (or a 3x3 matrix), got {a.size}")
-    if not np.isfinite(a).all():
-        raise UserError(f"{name}: expected finite numbers, got {a.tolist()}")
-    if (a[:2] <= 0).any():
-        raise UserError(
-            f"{name}: expected positive focal lengths FX FY in pixels, got {a[0]:g} {a[1]:g}"
-        )
-    return intrinsics(*a)
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -248,51 +241,67 @@ def load_image(path: str | Path) -> np.ndarray:
     return read_image(path)  # ValueError naming the file when OpenCV cannot decode it
 
 
-def _network_input(matches: PutativeMatches, in_channels: int) -> torch.Tensor:
-    """Features (1, N, C) float32: [xs] (C = 4) or [xs, ratio, mutual] (C = 6)."""
-    columns = {4: [matches.xs], 6: [matches.xs, matches.ratios[:, None], matches.mutuals[:, None]]}
-    if in_channels not in columns:
+def as_image(image: Image, name: str) -> tuple[np.ndarray, Path | None]:
+    """The (h, w, 3) uint8 BGR image of a file or an array, and the file (None for an array).
+
+    An array is (h, w) grey or (h, w, 3) in OpenCV's BGR order (as ``cv2.imread`` gives),
+    uint8; ValueError naming ``name`` otherwise."""
+    if isinstance(image, str | Path):
+        return load_image(image), Path(image)
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise UserError(
-            f"checkpoint: the network takes {in_channels} channels per match; "
-            f"corrnet.match provides 4 (coordinates) or 6 (with ratio and mutual flag)"
+            f"{name}: expected an image file or a uint8 array (H, W) or (H, W, 3) BGR, "
+            f"got {a.dtype} {a.shape}"
         )
-    return torch.as_tensor(np.concatenate(columns[in_channels], 1), dtype=torch.float32)[None]
+    if min(a.shape[:2]) < 1:
+        raise UserError(f"{name}: expected a non-empty image, got shape {a.shape}")
+    return (cv2.cvtColor(a, cv2.COLOR_GRAY2BGR) if a.ndim == 2 else a), None
 
 
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise UserError(f"--device: {str(err).splitlines()[0]}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device: {device} requested, but CUDA is not available here")
-    return dev
+@functools.lru_cache(maxsize=4)
+def default_verifier(checkpoint: Path | None = None, device: str = "cpu") -> Verifier:
+    """The :class:`Verifier` of ``checkpoint`` on ``device``, loaded once per process (the
+    four most recent)."""
+    return Verifier(checkpoint, device)
 
 
 def match_images(
-    img1: str | Path,
-    img2: str | Path,
+    img1: Image,
+    img2: Image,
     K1: Sequence[float] | np.ndarray | None = None,
     K2: Sequence[float] | np.ndarray | None = None,
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",
     threshold: float | None = None,
+    verifier: Verifier | None = None,
 ) -> MatchResult:
-    """Relative pose of two image files (see the module docstring for the pipeline).
+    """Relative pose of two images: SIFT, nearest-neighbour matches, :class:`Verifier`.
 
+    img1, img2: image files or uint8 arrays (h, w) grey or (h, w, 3) BGR.
     K1, K2: (fx, fy, cx, cy) or (3, 3) in pixels; None approximates it (with an
     :class:`ApproximateIntrinsicsWarning`).
-    checkpoint: corrnet weights (default: the shipped ones).  threshold: the estimator's
-    inlier threshold in pixels (None: its default).
+    verifier: the network and estimator to use; default the one of ``checkpoint`` (default:
+    the shipped weights) on ``device``, loaded on the first call and reused after.
+    threshold: the estimator's inlier threshold in pixels (None: the verifier's).
     Raises FileNotFoundError / ValueError for bad input, MatchError (a ValueError) when the
-    pair has fewer than 8 matches or the estimator finds no pose.
+    pair has fewer than 8 matches or the estimator finds no pose.  A pose that is not to be
+    trusted (``result.confident`` False) is returned with its reasons in ``result.warnings``.
     """
-    paths = (Path(img1), Path(img2))
+    if verifier is not None and checkpoint is not None:
+        raise UserError("checkpoint: expected either a checkpoint or a verifier, got both")
     given = [None if K is None else as_intrinsics(K, f"K{i + 1}") for i, K in enumerate((K1, K2))]
-    dev = _device(device)
     times: dict[str, float] = {}
+    if verifier is None:
+        misses = default_verifier.cache_info().misses
+        weights = None if checkpoint is None else Path(checkpoint)
+        verifier = default_verifier(weights, str(as_device(device)))
+        if default_verifier.cache_info().misses > misses:  # loaded by this call
+            times["load"] = verifier.load_ms
+    verifier = verifier.with_threshold(threshold)
     start = time.perf_counter()
-    images = [load_image(p) for p in paths]
+    (image1, path1), (image2, path2) = as_image(img1, "img1"), as_image(img2, "img2")
+    paths, images = (path1, path2), (image1, image2)
     feats = [sift_features(img) for img in images]
     times["sift"] = (time.perf_counter() - start) * 1e3
 
@@ -307,8 +316,9 @@ def match_images(
                 else f"{DEFAULT_FOCAL_FACTOR:g} x the larger image side"
             )
             warnings.warn(
-                f"{path}: no {name} given; approximate intrinsics f = {K[0, 0]:.1f} px "
-                f"({what}), principal point at the centre ({K[0, 2]:g}, {K[1, 2]:g})",
+                f"{path or f'img{i + 1}'}: no {name} given; approximate intrinsics "
+                f"f = {K[0, 0]:.1f} px ({what}), principal point at the centre "
+                f"({K[0, 2]:g}, {K[1, 2]:g})",
                 ApproximateIntrinsicsWarning,
                 stacklevel=2,
             )
@@ -317,65 +327,38 @@ def match_images(
         Ks.append(K)
 
     start = time.perf_counter()
+    names = tuple(p or f"img{i + 1}" for i, p in enumerate(paths))
     try:
-        matches = putative_matches(*feats, *Ks, "too few matches", paths)
+        matches = putative_matches(*feats, *Ks, "too few matches", names)
     except ValueError as err:
         raise MatchError(str(err)) from None
     times["matching"] = (time.perf_counter() - start) * 1e3
 
-    weights = Path(checkpoint) if checkpoint is not None else PRETRAINED
-    start = time.perf_counter()
-    model = load_model(weights, dev)
-    times["load"] = (time.perf_counter() - start) * 1e3
-    features = _network_input(matches, model.config.in_channels).to(dev)
-    with torch_threads(NETWORK_THREADS):  # see NETWORK_THREADS: faster than all cores under load
-        start = time.perf_counter()
-        logits = make_predictor(model)(features)["logits"][0].double().cpu().numpy()
-        times["network"] = (time.perf_counter() - start) * 1e3
-    kept = kept_matches(torch.from_numpy(logits)[None])[0].numpy()
-
-    start = time.perf_counter()
-    est = _estimate(matches.xs[kept], *Ks, threshold)
-    times["estimator"] = (time.perf_counter() - start) * 1e3
-    if not (np.isfinite(est.R).all() and np.isfinite(est.t).all()):
+    v = verifier.verify(
+        matches.uv1, matches.uv2, *Ks, ratios=matches.ratios, mutuals=matches.mutuals
+    )
+    times.update(v.times_ms)
+    if not v.has_pose:
         raise MatchError(
-            f"{paths[0]}, {paths[1]}: no pose found: the estimator '{est.name}' found "
-            f"{int(est.inliers.sum())} inliers among the {int(kept.sum())} kept matches "
-            f"(of {len(kept)})"
+            f"{names[0]}, {names[1]}: no pose found: the estimator '{v.estimator}' found "
+            f"{v.num_inliers} inliers among the {v.num_kept} kept matches (of {len(v.kept)})"
         )
-    inliers = np.zeros(len(kept), bool)
-    inliers[np.flatnonzero(kept)[est.inliers]] = True
-    R, t = np.asarray(est.R, np.float64), np.asarray(est.t, np.float64).reshape(3)
-    t = t / np.linalg.norm(t)
-    E = essential_from_pose(torch.from_numpy(R), torch.from_numpy(t)).numpy()
     return MatchResult(
-        paths[0],
-        paths[1],
-        R,
-        t,
-        E,
-        Ks[0],
-        Ks[1],
+        path1,
+        path2,
+        images,
+        v,
         sources,
-        matches.uv1,
-        matches.uv2,
-        matches.xs,
         matches.ratios,
         matches.mutuals,
-        logits,
-        kept,
-        inliers,
-        est.name,
-        est.threshold,
-        est.threshold_unit,
-        weights,
+        verifier.weights,
         times,
     )
 
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """``out`` as a Path; FileExistsError if it is a file, or holds a result (unless
-    ``overwrite``)."""
+    """``out`` as a Path; FileExistsError if it is a file, or holds a result and not
+    ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
@@ -388,59 +371,93 @@ def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
     return out
 
 
-def render_matches(result: MatchResult, out_png: str | Path) -> Path:
-    """``render_pair`` picture of the pair on its images: kept matches green where the
-    estimator calls them inliers, vermilion where it rejects them (no ground truth here)."""
+def render_matches(result: MatchResult, out_png: str | Path, picture: str = "2d") -> Path:
+    """The picture of the pair: ``"2d"`` the OpenCV overlay
+    (:func:`corrnet.visualization.overlay.draw_matches`), ``"3d"`` Open3D's ``render_pair``:
+    kept matches, green where the estimator calls them inliers, vermilion where it rejects
+    them (no ground truth here)."""
+    v = result.verification
+    if picture == "2d":
+        from corrnet.visualization.overlay import draw_matches
+
+        return draw_matches(
+            out_png, *result.images, v.kpts1, v.kpts2, v.kept, v.inliers, title=result.names()
+        )
     from corrnet.visualization import render_pair
 
+    name1, name2 = result.names()
     title = (
-        f"{result.image1.name} - {result.image2.name}: kept matches vs the {result.estimator} "
+        f"{name1} - {name2}: kept matches vs the {v.estimator} "
         f"pose (TP = estimator inlier, FP = rejected)"
     )
-    return render_pair(
-        out_png,
-        result.xs,
-        result.inliers,
-        result.kept,
-        title=title,
-        image1=result.image1,
-        image2=result.image2,
-        K1=result.K1,
-        K2=result.K2,
-    )
+    with tempfile.TemporaryDirectory(prefix="corrnet-match-") as tmp:
+        files = []
+        for i, (path, image) in enumerate(zip((result.image1, result.image2), result.images)):
+            if path is None:  # an array: the renderer reads files
+                path = Path(tmp, f"image{i + 1}.png")
+                cv2.imwrite(str(path), image)
+            files.append(path)
+        return render_pair(
+            out_png,
+            v.xs,
+            v.inliers,
+            v.kept,
+            title=title,
+            image1=files[0],
+            image2=files[1],
+            K1=v.K1,
+            K2=v.K2,
+        )
 
 
 def write_result(
-    result: MatchResult, out: str | Path, overwrite: bool = False, picture: bool = True
+    result: MatchResult,
+    out: str | Path,
+    overwrite: bool = False,
+    picture: str | bool | None = "2d",
 ) -> Path:
-    """Render ``out/matches.png`` (timed into ``result.times_ms["picture"]``), then write
-    ``out/pose.json``, both atomically (pose.json also when rendering raises RuntimeError).
-    ``picture=False`` writes pose.json alone and removes a matches.png of an earlier result
-    (after pose.json is written), so that the folder never mixes two results.
+    """Render ``out/matches.png`` (``picture`` "2d" or "3d", see :func:`render_matches`;
+    True means "2d", False None; timed into ``result.times_ms["picture"]``), then write
+    ``out/matches.npz`` and ``out/pose.json``, each atomically (both also when rendering
+    raises RuntimeError).
+    Without a picture of this result (``picture=None``, or rendering failed) a matches.png of
+    an earlier result is removed after pose.json is written, so that the folder never mixes
+    two results.
     Returns the path of pose.json."""
+    if isinstance(picture, bool):  # True / False: the default picture / none
+        picture = PICTURES[0] if picture else None
+    if picture is not None and picture not in PICTURES:
+        raise UserError(f"picture: expected one of {PICTURES} or None, got {picture!r}")
     out = check_out_dir(out, overwrite)
     start = time.perf_counter()
+    drawn = False
     try:
-        if picture:
-            render_matches(result, out / "matches.png")
+        if picture is not None:
+            render_matches(result, out / "matches.png", picture)
             result.times_ms["picture"] = (time.perf_counter() - start) * 1e3
+            drawn = True
     finally:  # the pose is worth keeping when only the picture failed
+        with atomic_path(out / MATCHES_FILE, suffix=".tmp.npz") as tmp:
+            np.savez(tmp, **result.matches_arrays())
         with atomic_path(out / "pose.json") as tmp:
             tmp.write_text(json.dumps(result.to_json(), indent=1) + "\n")
-    if not picture:
-        (out / "matches.png").unlink(missing_ok=True)
+        if not drawn:  # an earlier result's picture would not match this result
+            (out / "matches.png").unlink(missing_ok=True)
     return out / "pose.json"
 
 
 def summary(result: MatchResult, out: Path) -> str:
     """The one stdout line: counts, rotation angle, t, intrinsics, time, where the files are."""
-    angle = math.degrees(math.acos(float(np.clip((np.trace(result.R) - 1) / 2, -1.0, 1.0))))
+    v = result.verification
+    angle = math.degrees(math.acos(float(np.clip((np.trace(v.R) - 1) / 2, -1.0, 1.0))))
     total = sum(result.times_ms.get(s, 0.0) for s in STAGES)
+    name1, name2 = result.names()
     return (
-        f"{result.image1.name} {result.image2.name}: {len(result.xs)} matches, "
-        f"{int(result.kept.sum())} kept, {int(result.inliers.sum())} inliers ({result.estimator}); "
-        f"rotation {angle:.2f} deg, t [{' '.join(f'{v:+.3f}' for v in result.t)}]; intrinsics "
-        f"{'approximate' if result.approximate else 'given'}; {total:.0f} ms; {out}"
+        f"{name1} {name2}: {len(v.xs)} matches, "
+        f"{v.num_kept} kept, {v.num_inliers} inliers ({v.estimator}); "
+        f"rotation {angle:.2f} deg, t [{' '.join(f'{x:+.3f}' for x in v.t)}]; intrinsics "
+        f"{'approximate' if result.approximate else 'given'}; "
+        f"{'confident' if v.confident else 'NOT confident'}; {total:.0f} ms; {out}"
     )
 
 
@@ -456,7 +473,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser = _Parser(
         prog=prog,
         description="Relative pose of two images: SIFT, corrnet, robust "
-        "estimation; writes DIR/pose.json and DIR/matches.png.",
+        "estimation; writes DIR/pose.json, DIR/matches.npz and DIR/matches.png.",
     )
     parser.add_argument("image1", type=Path, metavar="IMG1")
     parser.add_argument("image2", type=Path, metavar="IMG2")
@@ -473,7 +490,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         type=Path,
         required=True,
         metavar="DIR",
-        help="folder for pose.json and matches.png",
+        help="folder for pose.json, matches.npz and matches.png",
     )
     parser.add_argument(
         "--checkpoint", type=Path, help="corrnet weights (default: the shipped ones)"
@@ -483,11 +500,20 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         "--threshold", type=float, metavar="PX", help="estimator inlier threshold in pixels"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
-    parser.add_argument(
+    pictures = parser.add_mutually_exclusive_group()
+    pictures.add_argument(
+        "--picture",
+        choices=PICTURES,
+        default="2d",
+        help="matches.png: 2d, the images side by side with the kept matches (OpenCV, fast; "
+        "default), or 3d, the Open3D picture (needs a Vulkan renderer)",
+    )
+    pictures.add_argument(
         "--no-picture",
         dest="picture",
-        action="store_false",
-        help="write pose.json only (no renderer needed; skips the slowest stage)",
+        action="store_const",
+        const=None,
+        help="write pose.json and matches.npz only",
     )
     args = parser.parse_args(argv)
     for i in (1, 2):
@@ -499,11 +525,18 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
                 parser.error(str(err))
     if args.threshold is not None and not args.threshold > 0:
         parser.error(f"--threshold: expected a positive number of pixels, got {args.threshold:g}")
+    try:
+        as_device(args.device)
+    except ValueError as err:
+        parser.error(f"--{err}")
     return args
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match") -> int:
-    """Entry point; returns the exit status (0, 2 for bad input, 1 if only the picture failed)."""
+    """Entry point; returns the exit status (0, 2 for bad input, 1 if only the picture failed).
+
+    A pose that is not confident is written with exit status 0 and one warning line on stderr
+    naming the causes."""
     args = parse_args(argv, prog)
 
     def run() -> int:
@@ -521,11 +554,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match
             )
         for w in caught:
             print(f"{prog}: warning: {w.message}", file=sys.stderr)
+        if not result.confident:
+            print(
+                f"{prog}: warning: pose not confident: {'; '.join(result.warnings)}",
+                file=sys.stderr,
+            )
         try:
             write_result(result, args.out, args.overwrite, args.picture)
-        except (
-            RuntimeError
-        ) as err:  # the renderer: the environment, not the input; pose.json is written
+        except RuntimeError as err:  # the renderer: the environment, not the input
             print(
                 f"{prog}: error: {args.out / 'pose.json'} written, but no picture: {err}",
                 file=sys.stderr,

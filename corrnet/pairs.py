@@ -65,12 +65,12 @@ from corrnet.datasets import prepare
 from corrnet.errors import UserError, run_command
 from corrnet.match import (
     ApproximateIntrinsicsWarning,
-    _device,
     _Parser,
     approximate_intrinsics,
     as_intrinsics,
     load_image,
 )
+from corrnet.verifier import as_device
 
 PROTOCOL = "corrnet-pairs-1"
 """Changes whenever the files would differ for the same inputs."""
@@ -561,7 +561,7 @@ def run_pairs(
     given = read_intrinsics(intrinsics) if intrinsics is not None else {}
     names = list(dict.fromkeys(n for p in pairs for n in p))
     dist = _dist_from_env()
-    dev = _device(device)
+    dev = as_device(device)
     if dev.type == "cuda" and dist.world > 1:
         dev = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(dev)

@@ -1,4 +1,4 @@
-"""corrnet.match: two images in, pose and picture out; its bad-input errors.
+"""corrnet.match: two images in, pose, matches and picture out; its bad-input errors.
 
 The synthetic pair is rendered here with OpenCV (two textured planes seen by two known
 cameras), so it needs no data; the real-dev pairs skip where ``../shared`` is absent.
@@ -21,9 +21,13 @@ import torch
 
 import corrnet
 import corrnet.match as cm
+from corrnet.checkpoint import PRETRAINED
 from corrnet.cli import main as corrnet_cli
 from corrnet.datasets.prepare import read_sequence
+from corrnet.datasets.sample import normalized_matches
+from corrnet.eval.estimators import PoseLibEstimator, failed
 from corrnet.geometry import pose_errors
+from corrnet.visualization.overlay import CAPTION_HEIGHT, MAX_WIDTH
 from tests._data_reference import episym_np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +50,8 @@ def _render(
     R: np.ndarray,
     t: np.ndarray,
 ) -> np.ndarray:
-    """Image of textured planes (texture, origin O, axes a, b per texture pixel), painted far to
-    near, by the camera K [R | t]: texture pixel (u, v) is the point O + u a + v b."""
+    """Image of textured planes (texture, origin, axes a, b per texture pixel), painted far to
+    near, by the camera K [R | t]: texture pixel (u, v) is the point origin + u a + v b."""
     out = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
     for texture, origin, a, b in planes:
         H = K @ np.column_stack([R @ a, R @ b, R @ origin + t])
@@ -119,7 +123,7 @@ def _pose_error(R: np.ndarray, t: np.ndarray, R_gt: np.ndarray, t_gt: np.ndarray
     return max(float(err_R), float(err_t))
 
 
-def test_synthetic_pair_cli(synthetic_pair, tmp_path, capsys):
+def test_synthetic_pair_cli(synthetic_pair, tmp_path, capsys, monkeypatch):
     out = tmp_path / "result"
     code, stdout, err = _cli(
         [
@@ -147,9 +151,38 @@ def test_synthetic_pair_cli(synthetic_pair, tmp_path, capsys):
     assert len(kept) == pose["num_kept"] and inliers <= kept and len(inliers) > 200
     assert pose["estimator"] == {"name": "poselib", "threshold": 1.0, "threshold_unit": "px"}
     assert set(pose["times_ms"]) >= {"sift", "matching", "network", "estimator", "picture"}
-    assert Path(pose["weights"]) == cm.PRETRAINED
+    assert Path(pose["weights"]) == PRETRAINED
+    assert pose["confident"] is True and pose["warnings"] == [] and pose["parallax_deg"] > 1
+    # the 2-D overlay: both 640x480 views side by side below the caption band
     picture = cv2.imread(str(out / "matches.png"))
-    assert picture.shape == (700, 1600, 3)
+    assert picture.shape == (480 + CAPTION_HEIGHT, 1280, 3)
+    # pose.json + matches.npz reproduce the inlier set
+    assert pose["matches"] == "matches.npz"
+    with np.load(out / pose["matches"]) as npz:
+        m = {k: npz[k] for k in npz.files}
+    assert sorted(m) == sorted(cm.MATCHES_KEYS) and m["kpts1"].shape == (2000, 2)
+    assert np.flatnonzero(m["kept"]).tolist() == pose["kept"]
+    assert np.flatnonzero(m["inliers"]).tolist() == pose["inliers"]
+    K1, K2 = np.array(pose["K1"]), np.array(pose["K2"])
+    threshold = pose["estimator"]["threshold"]
+    kept = m["kept"]
+    R2, t2, inl = PoseLibEstimator(max_epipolar_error=threshold).estimate(
+        normalized_matches(m["kpts1"][kept], m["kpts2"][kept], K1, K2), K1, K2
+    )
+    assert np.flatnonzero(kept)[inl].tolist() == pose["inliers"]
+    np.testing.assert_allclose(R2, R, atol=1e-12)
+    np.testing.assert_allclose(t2, t, atol=1e-12)
+    # ... and so do E and K alone: inliers are the kept matches within the threshold
+    # (OpenCV's squared Sampson distance in pixels under F = K2^-T E K1^-1)
+    F = np.linalg.inv(K2).T @ E @ np.linalg.inv(K1)
+    sampson = np.array(
+        [
+            cv2.sampsonDistance(np.r_[a, 1.0][:, None], np.r_[b, 1.0][:, None], F)
+            for a, b in zip(m["kpts1"], m["kpts2"])
+        ]
+    )
+    np.testing.assert_array_equal(m["inliers"], kept & (sampson < threshold**2))
+    np.testing.assert_allclose(m["scores"], 1 / (1 + np.exp(-m["logits"])), rtol=1e-12)
     # the same matches through the Python API; its inliers fit the true geometry
     result = corrnet.match_images(*synthetic_pair["images"], K, K)
     assert isinstance(result, corrnet.MatchResult)
@@ -166,7 +199,19 @@ def test_synthetic_pair_cli(synthetic_pair, tmp_path, capsys):
         "--out",
         str(out),
     ]
-    _error(argv, capsys, "already holds a result (pose.json, matches.png)")
+    _error(argv, capsys, "already holds a result (pose.json, matches.npz, matches.png)")
+    # --picture 3d: the Open3D picture of the same result
+    drawn = []
+    monkeypatch.setattr(
+        "corrnet.visualization.render_pair",
+        lambda png, xs, inliers, kept, **kw: drawn.append((xs, inliers, kept, kw)) or Path(png),
+    )
+    code, _, err = _cli([*argv, "--overwrite", "--picture", "3d"], capsys)
+    assert code == 0, err
+    ((xs, inliers, kept, kw),) = drawn
+    assert np.flatnonzero(inliers).tolist() == pose["inliers"]
+    assert np.flatnonzero(kept).tolist() == pose["kept"]
+    assert kw["image1"] == synthetic_pair["images"][0]
 
 
 def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, monkeypatch):
@@ -175,7 +220,9 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
     (out / "pose.json").write_text("{}")
     drawn = []
     monkeypatch.setattr(
-        cm, "render_matches", lambda result, png: drawn.append(png) or Path(png).write_bytes(b"")
+        cm,
+        "render_matches",
+        lambda result, png, picture: drawn.append(png) or Path(png).write_bytes(b""),
     )
     code, stdout, err = _cli(
         [*map(str, synthetic_pair["images"]), "--out", str(out), "--overwrite"], capsys
@@ -192,7 +239,7 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
         "K2": "default",
     }
     np.testing.assert_allclose(pose["K1"], [[768, 0, 319.5], [0, 768, 239.5], [0, 0, 1]])
-    # --no-picture: pose.json alone, no renderer called, the earlier result's picture removed
+    # --no-picture: pose.json and matches.npz, no renderer called, the earlier picture removed
     code, stdout, err = _cli(
         [
             *map(str, synthetic_pair["images"]),
@@ -208,13 +255,15 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
         capsys,
     )
     assert code == 0 and err == "" and drawn == [out / "matches.png"]
-    assert sorted(p.name for p in out.iterdir()) == ["pose.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["matches.npz", "pose.json"]
     pose = json.loads((out / "pose.json").read_text())
     assert pose["intrinsics"] == "given" and "picture" not in pose["times_ms"]
-    # only the picture fails (no Vulkan driver): pose.json is still written, exit status 1
+    # only the picture fails (no Vulkan driver): pose.json and matches.npz are still written,
+    # exit status 1, and an earlier result's picture is removed
     (out / "pose.json").unlink()
+    (out / "matches.png").write_bytes(b"an earlier picture")
 
-    def no_driver(result, png):
+    def no_driver(result, png, picture):
         raise RuntimeError(
             "Open3D rendering failed: worker exited with status 1\n    apt-get install ..."
         )
@@ -239,6 +288,7 @@ def test_approximate_intrinsics_and_overwrite(synthetic_pair, tmp_path, capsys, 
         and "pose.json written, but no picture: Open3D rendering failed" in err
     )
     assert json.loads((out / "pose.json").read_text())["intrinsics"] == "given"
+    assert sorted(p.name for p in out.iterdir()) == ["matches.npz", "pose.json"]
     with pytest.warns(cm.ApproximateIntrinsicsWarning, match="no K2 given"):
         result = cm.match_images(*synthetic_pair["images"], K1=(500, 500, 319.5, 239.5))
     assert result.intrinsics == {"K1": "given", "K2": "default"} and result.approximate
@@ -322,6 +372,12 @@ def test_bad_input(synthetic_pair, tmp_path, capsys, monkeypatch):
         [img1, img2, "--out", str(tmp_path / "file")], capsys, "file: exists and is not a folder"
     )
     _error([img1, img2, *out, "--device", "nonsense"], capsys, "--device:")
+    _error(
+        [img1, img2, *out, "--picture", "3d", "--no-picture"],
+        capsys,
+        "argument --no-picture: not allowed with argument --picture",
+    )
+    _error([img1, img2, *out, "--picture", "4d"], capsys, "invalid choice: '4d'")
     assert not (tmp_path / "out").exists()  # nothing written on any error
     with pytest.raises(
         ValueError, match=r"K1: expected 4 numbers FX FY CX CY \(or a 3x3 matrix\), got 5"
@@ -331,18 +387,11 @@ def test_bad_input(synthetic_pair, tmp_path, capsys, monkeypatch):
         cm.match_images(img1, img2, K2=np.ones((3, 3)))
     with pytest.raises(cm.MatchError, match="too few matches"):
         cm.match_images(tmp_path / "flat1.png", tmp_path / "flat2.png", K, K)
-    nan = np.full((3, 3), np.nan)
-    monkeypatch.setattr(
-        cm,
-        "_estimate",
-        lambda x, K1, K2, threshold: cm.Estimate(
-            nan, nan[0], np.zeros(len(x), bool), "ransac", 1e-3, "normalised"
-        ),
-    )
+    monkeypatch.setattr(PoseLibEstimator, "estimate", lambda self, x, K1, K2: failed(len(x)))
     _error(
         [img1, img2, *out],
         capsys,
-        "no pose found: the estimator 'ransac' found 0 inliers among the",
+        "no pose found: the estimator 'poselib' found 0 inliers among the",
     )
     assert not (tmp_path / "out").exists()
 
@@ -407,4 +456,59 @@ def test_real_dev_pairs(real_dev, tmp_path, capsys, seq, pair):
     pose = json.loads((out / "pose.json").read_text())
     np.testing.assert_allclose(pose["K1"], spec.K1, rtol=1e-12)
     assert _pose_error(pose["R"], pose["t"], spec.R, spec.t / np.linalg.norm(spec.t)) < 5.0
-    assert cv2.imread(str(out / "matches.png")).shape == (700, 1600, 3)
+    assert cv2.imread(str(out / "matches.png")).shape[1] <= MAX_WIDTH
+    assert pose["confident"], pose["warnings"]
+
+
+def test_identical_pair_is_not_confident(synthetic_pair, tmp_path, capsys):
+    """An image matched with itself: a pose is written (exit 0), flagged not confident: one
+    warning line on stderr, ``confident`` and ``warnings`` in pose.json."""
+    image = str(synthetic_pair["images"][0])
+    out = tmp_path / "same"
+    code, stdout, err = _cli(
+        [image, image, "--K1", *_kargs(K), "--K2", *_kargs(K), "--out", str(out), "--no-picture"],
+        capsys,
+    )
+    assert code == 0 and len(stdout.splitlines()) == 1 and "NOT confident" in stdout
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("python -m corrnet.match: warning: pose not confident: ")
+    assert "translation undefined" in lines[0]
+    pose = json.loads((out / "pose.json").read_text())
+    assert pose["confident"] is False and len(pose["warnings"]) == 1
+    assert pose["warnings"][0].startswith("translation undefined")
+    assert pose["parallax_deg"] < 1e-3
+
+
+def test_images_as_arrays_and_reused_verifier(synthetic_pair, tmp_path):
+    """Arrays give the result of their files; the shipped weights load once per process,
+    and a given Verifier is used as it is."""
+    paths = synthetic_pair["images"]
+    from_files = corrnet.match_images(*paths, K, K)
+    misses = cm.default_verifier.cache_info().misses
+    arrays = [cv2.imread(str(p)) for p in paths]
+    from_arrays = corrnet.match_images(*arrays, K, K)
+    assert cm.default_verifier.cache_info().misses == misses and "load" not in from_arrays.times_ms
+    assert from_arrays.image1 is None and from_arrays.to_json()["image1"] is None
+    np.testing.assert_array_equal(from_arrays.kpts1, from_files.kpts1)
+    np.testing.assert_array_equal(from_arrays.inliers, from_files.inliers)
+    np.testing.assert_array_equal(from_arrays.R, from_files.R)
+    grey = [cv2.cvtColor(a, cv2.COLOR_BGR2GRAY) for a in arrays]
+    from_grey = corrnet.match_images(*grey, K, K)
+    assert from_grey.num_inliers > 200 and from_grey.images[0].shape == (480, 640, 3)
+    verifier = corrnet.Verifier(threshold=2.0)
+    mine = corrnet.match_images(*arrays, K, K, verifier=verifier)
+    assert mine.threshold == 2.0 and cm.default_verifier.cache_info().misses == misses
+    assert mine.num_inliers >= from_arrays.num_inliers
+    # write_result from Python: picture=False / True as before, the overlay of the arrays
+    cm.write_result(from_arrays, tmp_path / "a", picture=False)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["matches.npz", "pose.json"]
+    cm.write_result(from_arrays, tmp_path / "b", picture=True)
+    assert cv2.imread(str(tmp_path / "b" / "matches.png")).shape == (480 + CAPTION_HEIGHT, 1280, 3)
+    with pytest.raises(ValueError, match=r"^picture: expected one of \('2d', '3d'\) or None"):
+        cm.write_result(from_arrays, tmp_path / "c", picture="4d")
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match=r"^img2: expected an image file or a uint8 array"):
+        corrnet.match_images(arrays[0], arrays[1].astype(np.float32), K, K)
+    with pytest.raises(ValueError, match="^checkpoint: expected either a checkpoint or a verifier"):
+        corrnet.match_images(*arrays, K, K, checkpoint=PRETRAINED, verifier=verifier)

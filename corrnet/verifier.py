@@ -1,0 +1,534 @@
+"""Verify matches you already have: the network's kept matches, then PoseLib's pose on them.
+
+    verifier = corrnet.Verifier()                       # loads the shipped weights once
+    v = verifier.verify(kpts1, kpts2, K1, K2, ratios=r, mutuals=m)
+    v.R, v.t, v.inliers, v.confident, v.warnings
+    results = verifier.verify_many([dict(kpts1=..., kpts2=..., K1=..., K2=..., ...), ...])
+
+The pipeline is ``corrnet match``'s and ``eval.py``'s ``corrnet+poselib``: the network scores
+every match (``scores`` = sigmoid(logit)), keeps those with logit > 0 or else its 8 best
+(:func:`corrnet.eval.predict.kept_matches`), and PoseLib's LO-RANSAC
+(:class:`corrnet.eval.estimators.PoseLibEstimator`, threshold in pixels) estimates the pose on
+the kept matches in pixels.  Keypoints are pixels (pixel-centre convention: the centre of the
+top-left pixel is (0, 0)); K is (3, 3) or (fx, fy, cx, cy) in pixels; the motion is
+x2 = R x1 + t with |t| = 1.
+
+The network's inputs beyond the coordinates follow from the weights
+(:func:`side_channels`): the shipped weights read the Lowe ratio and the mutual
+nearest-neighbour flag of every match, so ``ratios`` and ``mutuals`` are required with them.
+``scales`` and ``angles`` (OpenCV ``KeyPoint.size`` and ``KeyPoint.angle`` in degrees) are
+validated and passed on only to weights that read them.
+
+Confidence (:func:`confidence`): a pose is flagged ``confident=False``, with one warning per
+cause, when the estimator has fewer than :data:`MIN_INLIERS` inliers, when it rejects most of
+the kept matches (inlier share below :data:`MIN_INLIER_SHARE`), or when the inliers show
+less than :data:`MIN_PARALLAX_DEG` of parallax (:func:`parallax_deg`: the median angle a
+pure rotation leaves between the inliers' bearing vectors): a pure rotation or an image
+matched with itself, whose translation is undefined.  How the thresholds were chosen:
+``docs/verifier.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from corrnet.channels import channel_keys, network_input
+from corrnet.checkpoint import PRETRAINED, load_model
+from corrnet.datasets.collate import collate_pairs
+from corrnet.datasets.sample import MIN_MATCHES, intrinsics, normalized_matches
+from corrnet.errors import UserError
+from corrnet.eval import estimators
+from corrnet.eval.evaluate import NETWORK_THREADS, default_workers, run_pose_jobs, torch_threads
+from corrnet.eval.predict import kept_matches
+from corrnet.geometry import essential_from_pose
+from corrnet.models import CorrNetConfig
+from corrnet.models.inference import make_predictor
+
+MIN_INLIERS = 50
+"""Fewest estimator inliers of a confident pose (docs/verifier.md: unrelated pairs reach 24
+on synthetic and 83 on real-train images, 44 but for one)."""
+MIN_INLIER_SHARE = 0.2
+"""Smallest share of the kept matches the estimator may call inliers in a confident pose
+(docs/verifier.md: unrelated synthetic pairs reach 0.15, same-scene ones 0.145 at the least,
+0.225 at the 5th percentile)."""
+MIN_PARALLAX_DEG = 0.2
+"""Smallest :func:`parallax_deg` of the inliers, in degrees, for which t is reported as
+defined (docs/verifier.md: pure rotations 0.17 at the 95th percentile; below 0.2 deg the
+median translation error of synthetic pairs is 5.7 deg and more)."""
+METHOD = "corrnet+poselib"
+"""The name of the pipeline in ``eval.py``'s tables."""
+
+CHANNEL_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "ratio": ("ratios",),
+    "mutual": ("mutuals",),
+    "log_scale_ratio": ("scales1", "scales2"),
+    "orientation": ("angles1", "angles2"),
+    "descriptor_distance": ("distances",),
+}
+"""The :meth:`Verifier.verify` arguments each input channel (:data:`corrnet.channels.CHANNELS`)
+is computed from."""
+ARGUMENT_HELP: dict[str, str] = {
+    "ratios": "the Lowe ratio d1/d2 of each match (nearest over second-nearest descriptor "
+    "distance, as corrnet.datasets.prepare.nearest_neighbours gives)",
+    "mutuals": "whether each match is a mutual nearest neighbour (bool)",
+    "scales1": "KeyPoint.size of each match's keypoint in image 1",
+    "scales2": "KeyPoint.size of each match's keypoint in image 2",
+    "angles1": "KeyPoint.angle (degrees) of each match's keypoint in image 1",
+    "angles2": "KeyPoint.angle (degrees) of each match's keypoint in image 2",
+    "distances": "the L2 distance between each match's two SIFT descriptors (OpenCV's scale)",
+}
+"""What each optional per-match argument holds (named in the error for a missing one)."""
+
+
+def side_channels(config: CorrNetConfig, source: str = "checkpoint") -> tuple[str, ...]:
+    """The input channels after the coordinates (names of :data:`CHANNEL_ARGUMENTS`) that
+    weights of ``config`` read; UserError naming ``source`` for weights the verifier cannot
+    feed (a rigid network)."""
+    if config.geometry != "two_view":
+        raise UserError(
+            f"{source}: a {config.geometry} network; the verifier feeds two-view weights"
+        )
+    return config.channels
+
+
+def as_intrinsics(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    """K (3, 3) float64 from (fx, fy, cx, cy) or a (3, 3) matrix without skew; ValueError
+    naming ``name`` for a wrong count, non-finite numbers or a non-positive focal length."""
+    try:
+        a = np.asarray(_numpy(value), np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}: expected 4 numbers FX FY CX CY, got {value!r}") from None
+    if a.shape == (3, 3):
+        if a[0, 1] != 0 or a[1, 0] != 0 or not np.array_equal(a[2], [0.0, 0.0, 1.0]):
+            raise UserError(
+                f"{name}: expected [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {a.tolist()}"
+            )
+        a = a[[0, 1, 0, 1], [0, 1, 2, 2]]
+    if a.shape != (4,):
+        raise UserError(f"{name}: expected 4 numbers FX FY CX CY (or a 3x3 matrix), got {a.size}")
+    if not np.isfinite(a).all():
+        raise UserError(f"{name}: expected finite numbers, got {a.tolist()}")
+    if (a[:2] <= 0).any():
+        raise UserError(
+            f"{name}: expected positive focal lengths FX FY in pixels, got {a[0]:g} {a[1]:g}"
+        )
+    return intrinsics(*a)
+
+
+def _numpy(value: Any) -> Any:
+    """A torch tensor as a numpy array on the CPU; anything else unchanged."""
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def _keypoints(name: str, value: Any, n: int | None) -> np.ndarray:
+    """(N, 2) finite float64 pixels, N >= MIN_MATCHES (and = n when given)."""
+    a = np.asarray(_numpy(value), dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 2 or (n is not None and len(a) != n):
+        expected = "(N, 2)" if n is None else f"({n}, 2) like kpts1"
+        raise UserError(f"{name}: expected pixel coordinates of shape {expected}, got {a.shape}")
+    if len(a) < MIN_MATCHES:
+        raise UserError(f"{name}: expected at least {MIN_MATCHES} matches, got {len(a)}")
+    bad = np.flatnonzero(~np.isfinite(a).all(1))
+    if len(bad):
+        raise UserError(
+            f"{name}: expected finite pixel coordinates, got NaN or inf in {len(bad)} rows "
+            f"(first: row {bad[0]})"
+        )
+    return a
+
+
+def _per_match(name: str, value: Any, n: int) -> np.ndarray:
+    """A finite (n,) float64 array, with its argument's constraints (ValueError naming it)."""
+    a = np.asarray(_numpy(value))
+    if a.shape != (n,):
+        raise UserError(f"{name}: expected one value per match, shape ({n},), got {a.shape}")
+    try:
+        a = a.astype(np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}: expected numbers, got dtype {a.dtype}") from None
+    problem = None
+    if not np.isfinite(a).all():
+        problem = "finite values, got NaN or inf"
+    elif name == "ratios" and (a < 0).any():
+        problem = f"ratios >= 0, got {a.min():g}"
+    elif name == "mutuals" and not np.isin(a, (0.0, 1.0)).all():
+        problem = "booleans (0 or 1)"
+    elif name.startswith("scales") and (a <= 0).any():
+        problem = f"positive sizes in pixels, got {a.min():g}"
+    if problem:
+        raise UserError(f"{name}: expected {problem}")
+    return a
+
+
+@dataclass
+class Verification:
+    """The verdict on N matches of one image pair.
+
+    kpts1, kpts2 (N, 2) pixels; xs (N, 4) normalised [x1, y1, x2, y2]; K1, K2 (3, 3) pixels.
+    logits (N,), scores (N,) = sigmoid(logits), the network's inlier probabilities;
+    kept (N,) bool, the matches the network keeps; inliers (N,) bool, the estimator's
+    (a subset of kept).  R (3, 3), t (3,) unit, E (3, 3) = [t]x R: x2 = R x1 + t; NaN when
+    the estimator found no pose.  parallax_deg: :func:`parallax_deg` of the inliers, what a
+    pure rotation leaves unexplained (NaN without pose).  confident: False when a check of
+    :func:`confidence` failed, with one line per cause in ``warnings``.  times_ms:
+    ``network`` (this pair's share of its batch) and ``estimator``.
+    """
+
+    kpts1: np.ndarray
+    kpts2: np.ndarray
+    xs: np.ndarray
+    K1: np.ndarray
+    K2: np.ndarray
+    logits: np.ndarray
+    scores: np.ndarray
+    kept: np.ndarray
+    inliers: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    E: np.ndarray
+    parallax_deg: float
+    confident: bool
+    warnings: list[str]
+    estimator: str
+    threshold: float
+    threshold_unit: str = "px"
+    times_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_inliers(self) -> int:
+        """Number of estimator inliers."""
+        return int(self.inliers.sum())
+
+    @property
+    def num_kept(self) -> int:
+        """Number of matches the network keeps."""
+        return int(self.kept.sum())
+
+    @property
+    def has_pose(self) -> bool:
+        """Whether the estimator found a pose (R, t finite)."""
+        return bool(np.isfinite(self.R).all() and np.isfinite(self.t).all())
+
+
+def parallax_deg(xs: np.ndarray) -> float:
+    """What a pure rotation leaves unexplained in matches xs (M, 4) normalised: the median
+    angle in degrees between f2 and Q f1 over the bearings f1, f2 (unit vectors), Q the rotation
+    that best aligns them (orthogonal Procrustes).  About the noise (~0.1 deg) for a pure
+    rotation or the same image, where the translation is undefined; NaN for M = 0."""
+    if len(xs) == 0:
+        return math.nan
+    f1, f2 = (np.column_stack([xy, np.ones(len(xy))]) for xy in (xs[:, :2], xs[:, 2:]))
+    f1 /= np.linalg.norm(f1, axis=1, keepdims=True)
+    f2 /= np.linalg.norm(f2, axis=1, keepdims=True)
+    U, _, Vt = np.linalg.svd(f2.T @ f1)
+    Q = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    g1 = f1 @ Q.T
+    # atan2(|g1 x f2|, g1 . f2) is accurate near 0, where acos is not
+    angles = np.arctan2(np.linalg.norm(np.cross(g1, f2), axis=1), (g1 * f2).sum(1))
+    return float(np.degrees(np.median(angles)))
+
+
+def confidence(num_inliers: int, num_kept: int, parallax: float, has_pose: bool) -> list[str]:
+    """The reasons not to trust a pose (empty: confident); thresholds :data:`MIN_INLIERS`,
+    :data:`MIN_INLIER_SHARE`, :data:`MIN_PARALLAX_DEG`."""
+    if not has_pose:
+        return [f"no pose: the estimator found {num_inliers} inliers among {num_kept} kept matches"]
+    reasons = []
+    if num_inliers < MIN_INLIERS:
+        reasons.append(
+            f"too few inliers: {num_inliers} (a confident pose has at least {MIN_INLIERS}); "
+            f"the images may not show the same scene"
+        )
+    share = num_inliers / max(num_kept, 1)
+    if share < MIN_INLIER_SHARE:
+        reasons.append(
+            f"the estimator rejects most kept matches: {num_inliers} inliers of {num_kept} "
+            f"kept ({share:.0%}, a confident pose has at least {MIN_INLIER_SHARE:.0%})"
+        )
+    if parallax < MIN_PARALLAX_DEG:
+        reasons.append(
+            f"translation undefined: the inliers' median parallax is {parallax:.3f} deg "
+            f"(at least {MIN_PARALLAX_DEG:g} deg needed): a rotation alone explains the "
+            f"matches (the same image, a pure rotation or a very short baseline), so t is "
+            f"unreliable"
+        )
+    return reasons
+
+
+@dataclass
+class _Prepared:
+    """A validated pair: pixels, K, normalised matches and the network's features (N, C)."""
+
+    kpts1: np.ndarray
+    kpts2: np.ndarray
+    K1: np.ndarray
+    K2: np.ndarray
+    xs: np.ndarray
+    features: torch.Tensor
+
+
+class Verifier:
+    """The network (loaded once) and the estimator that verify putative matches.
+
+    checkpoint: corrnet weights (default: the shipped ones, :data:`corrnet.checkpoint.PRETRAINED`);
+    device: the network's torch device; threshold: PoseLib's inlier threshold in pixels
+    (default :data:`corrnet.eval.estimators.POSELIB_THRESHOLD`).  Raises FileNotFoundError /
+    ValueError naming the file for unreadable or foreign weights, ValueError naming
+    ``device`` or ``threshold`` for those.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        threshold: float | None = None,
+    ) -> None:
+        self.device = as_device(device)
+        self.estimator = _estimator(threshold)
+        self.weights = Path(checkpoint) if checkpoint is not None else PRETRAINED
+        start = time.perf_counter()
+        self.model = load_model(self.weights, self.device)  # corrnet.checkpoint's checks
+        self.channels = side_channels(self.model.config, str(self.weights))
+        self.predictor = make_predictor(self.model)
+        self.load_ms = (time.perf_counter() - start) * 1e3
+
+    @property
+    def threshold(self) -> float:
+        """The estimator's inlier threshold in pixels."""
+        return self.estimator.max_epipolar_error
+
+    def with_threshold(self, threshold: float | None) -> Verifier:
+        """This verifier (sharing its network) with another estimator threshold in pixels."""
+        if threshold is None or threshold == self.threshold:
+            return self
+        other = copy.copy(self)
+        other.estimator = _estimator(threshold)
+        return other
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The :meth:`verify` arguments these weights read beyond keypoints and K."""
+        return tuple(a for c in self.channels for a in CHANNEL_ARGUMENTS[c])
+
+    def _prepare(
+        self,
+        kpts1: Any,
+        kpts2: Any,
+        K1: Any,
+        K2: Any,
+        ratios: Any = None,
+        mutuals: Any = None,
+        scales1: Any = None,
+        scales2: Any = None,
+        angles1: Any = None,
+        angles2: Any = None,
+        distances: Any = None,
+    ) -> _Prepared:
+        """Validate one pair's inputs (arguments of :meth:`verify`) and build its features."""
+        uv1 = _keypoints("kpts1", kpts1, None)
+        uv2 = _keypoints("kpts2", kpts2, len(uv1))
+        Ks = as_intrinsics(K1, "K1"), as_intrinsics(K2, "K2")
+        given = dict(
+            ratios=ratios,
+            mutuals=mutuals,
+            scales1=scales1,
+            scales2=scales2,
+            angles1=angles1,
+            angles2=angles2,
+            distances=distances,
+        )
+        missing = [name for name in self.needs if given[name] is None]
+        if missing:
+            raise UserError(
+                f"{', '.join(missing)}: missing; the weights {self.weights.name} read them: pass "
+                + "; ".join(f"{name}=(N,) {ARGUMENT_HELP[name]}" for name in missing)
+            )
+        columns = {k: _per_match(k, v, len(uv1)) for k, v in given.items() if v is not None}
+        xs = normalized_matches(uv1, uv2, *Ks)
+        pair = lambda a, b: np.stack([columns[a], columns[b]], -1)
+        per_match = {
+            "ratios": lambda: columns["ratios"],
+            "mutuals": lambda: columns["mutuals"],
+            "sizes": lambda: pair("scales1", "scales2"),
+            "angles": lambda: pair("angles1", "angles2"),
+            # the channel reads the nearest distance only (column 0)
+            "dists": lambda: pair("distances", "distances"),
+        }
+        keys = channel_keys(self.channels)
+        features = network_input(
+            torch.as_tensor(xs, dtype=torch.float32),
+            {k: torch.as_tensor(per_match[k]()) for k in keys},
+            self.channels,
+        )
+        return _Prepared(uv1, uv2, *Ks, xs, features)
+
+    def verify(
+        self,
+        kpts1: Any,
+        kpts2: Any,
+        K1: Any,
+        K2: Any,
+        ratios: Any = None,
+        mutuals: Any = None,
+        scales1: Any = None,
+        scales2: Any = None,
+        angles1: Any = None,
+        angles2: Any = None,
+        distances: Any = None,
+    ) -> Verification:
+        """Verify N matches of one pair.
+
+        kpts1, kpts2: (N, 2) pixels of the matched keypoints (numpy or torch), N >= 8.
+        K1, K2: (3, 3) or (fx, fy, cx, cy) in pixels.  ratios (N,) Lowe ratios, mutuals (N,)
+        mutual-NN flags: required by weights with those channels (the shipped ones).
+        scales1/2 (N,) ``KeyPoint.size``, angles1/2 (N,) ``KeyPoint.angle`` in degrees,
+        distances (N,) descriptor distances: validated, read only by weights with such
+        channels (:attr:`needs`).
+        Raises UserError (a ValueError) naming the argument for bad input.
+        """
+        pair = self._prepare(
+            kpts1, kpts2, K1, K2, ratios, mutuals, scales1, scales2, angles1, angles2, distances
+        )
+        return self._run([pair], 1, 1)[0]
+
+    def verify_many(
+        self,
+        pairs: Iterable[Mapping[str, Any] | Sequence[Any]],
+        batch_size: int = 16,
+        workers: int | None = None,
+    ) -> list[Verification]:
+        """:meth:`verify` of many pairs: the network on ``batch_size`` pairs at a time (padded
+        and masked, as :func:`corrnet.datasets.collate.collate_pairs` pads), the estimator in a
+        pool of ``workers`` processes (default: the cores this process may use).  Each pair is
+        a mapping of :meth:`verify`'s keyword arguments or a sequence of its positional ones;
+        the results, in the pairs' order, are those of :meth:`verify` on each pair.  Bad input
+        raises ValueError naming the pair's position and the argument.
+        """
+        if not batch_size >= 1:
+            raise UserError(f"batch_size: expected a positive count, got {batch_size}")
+        names = list(inspect.signature(self.verify).parameters)
+        prepared = []
+        for i, pair in enumerate(pairs):
+            args = dict(pair) if isinstance(pair, Mapping) else dict(zip(names, pair))
+            unknown = sorted(set(args) - set(names)) or len(pair) > len(names)
+            missing = [name for name in names[:4] if name not in args]
+            if unknown or missing:
+                raise UserError(
+                    f"pairs[{i}]: expected verify's arguments {names} (the first 4 required), "
+                    f"got {list(pair) if isinstance(pair, Mapping) else f'{len(pair)} values'}"
+                )
+            try:
+                prepared.append(self._prepare(**args))
+            except ValueError as err:
+                raise UserError(f"pairs[{i}]: {err}") from None
+        workers = min(default_workers() if workers is None else workers, len(prepared))
+        return self._run(prepared, batch_size, workers)
+
+    def _run(self, pairs: list[_Prepared], batch_size: int, workers: int) -> list[Verification]:
+        """The network in padded batches, kept rule, then the estimator jobs in a pool."""
+        logits: list[np.ndarray] = []
+        network_ms: list[float] = []
+        for first in range(0, len(pairs), batch_size):
+            chunk = pairs[first : first + batch_size]
+            batch = collate_pairs(
+                [{"xs": torch.from_numpy(p.xs), "features": p.features} for p in chunk],
+                "pad",
+                generator=torch.Generator(),
+            )
+            features, mask = batch["features"].to(self.device), batch["mask"]
+            with torch_threads(NETWORK_THREADS):  # see NETWORK_THREADS
+                start = time.perf_counter()
+                # an all-real batch (one pair) runs as it does without padding: no mask
+                out = self.predictor(features, None if mask.all() else mask.to(self.device))
+                batch_logits = out["logits"].double().cpu()  # waits for the device
+                ms = (time.perf_counter() - start) * 1e3 / len(chunk)
+            for row, p in zip(batch_logits, chunk):
+                logits.append(row[: len(p.xs)].numpy())
+                network_ms.append(ms)
+        kept = [kept_matches(torch.from_numpy(lg)[None])[0].numpy() for lg in logits]
+        jobs = [
+            (i, p.xs, p.K1, p.K2, [(METHOD, self.estimator, np.flatnonzero(k))])
+            for i, (p, k) in enumerate(zip(pairs, kept))
+        ]
+        outcomes = dict(run_pose_jobs(jobs, workers, progress=False))
+        results = []
+        for i, p in enumerate(pairs):
+            _, R, t, inliers, estimator_ms = outcomes[i][0]
+            results.append(
+                self._verification(
+                    p, logits[i], kept[i], R, t, inliers, network_ms[i], estimator_ms
+                )
+            )
+        return results
+
+    def _verification(
+        self,
+        p: _Prepared,
+        logits: np.ndarray,
+        kept: np.ndarray,
+        R: np.ndarray,
+        t: np.ndarray,
+        inliers: np.ndarray,
+        network_ms: float,
+        estimator_ms: float,
+    ) -> Verification:
+        R = np.asarray(R, np.float64).reshape(3, 3)
+        t = np.asarray(t, np.float64).reshape(3)
+        has_pose = bool(np.isfinite(R).all() and np.isfinite(t).all())
+        E = np.full((3, 3), np.nan)
+        if has_pose:
+            t = t / np.linalg.norm(t)
+            E = essential_from_pose(torch.from_numpy(R), torch.from_numpy(t)).numpy()
+        parallax = parallax_deg(p.xs[inliers]) if has_pose else math.nan
+        reasons = confidence(int(inliers.sum()), int(kept.sum()), parallax, has_pose)
+        return Verification(
+            p.kpts1,
+            p.kpts2,
+            p.xs,
+            p.K1,
+            p.K2,
+            logits,
+            1.0 / (1.0 + np.exp(-logits)),
+            kept,
+            inliers,
+            R,
+            t,
+            E,
+            parallax,
+            not reasons,
+            reasons,
+            self.estimator.name,
+            self.threshold,
+            times_ms={"network": network_ms, "estimator": estimator_ms},
+        )
+
+
+def as_device(device: str | torch.device) -> torch.device:
+    """A torch device; ValueError naming ``device`` for a bad or unavailable one."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"device: {str(err).splitlines()[0]}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device: {device} requested, but CUDA is not available here")
+    return dev
+
+
+def _estimator(threshold: float | None) -> estimators.PoseLibEstimator:
+    """The one place that picks the estimator: PoseLib on pixels, as ``eval.py``'s
+    ``corrnet+poselib`` runs it (threshold in pixels, default 1 px)."""
+    if threshold is None:
+        return estimators.PoseLibEstimator()
+    if not (isinstance(threshold, int | float) and threshold > 0 and math.isfinite(threshold)):
+        raise UserError(f"threshold: expected a positive number of pixels, got {threshold!r}")
+    return estimators.PoseLibEstimator(max_epipolar_error=float(threshold))
