@@ -2,7 +2,7 @@
 
     python eval.py --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
                    [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
-                   [--seed S] [--overwrite]
+                   [--seed S] [--device cpu|cuda] [--batch-size B] [--overwrite]
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset, Subset
 
 from corrnet.errors import run_command
@@ -101,9 +102,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / "data" / "generated",
         help="where a raw folder is prepared into HDF5",
     )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="the network's")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, metavar="B", help="pairs per network call (padded)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name in ("workers", "max_pairs"):
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device cuda: no CUDA device available to torch {torch.__version__}")
+    for name in ("workers", "max_pairs", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number")
     if args.viz < 0:
@@ -236,7 +243,7 @@ def _network(
             f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
             f"{'rigid' if rigid else 'two-view'} one"
         )
-    return methods, make_predictor(model), model.config.side_info
+    return methods, make_predictor(model.to(args.device)), model.config.side_info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.quiet,
                 dataset=name,
                 estimators=args.estimators,
+                batch_size=args.batch_size,
             )
             render = _render
         summary = write_report(result, out, args.overwrite)
