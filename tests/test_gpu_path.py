@@ -255,4 +255,7 @@ def test_eval_device_cuda_without_cuda_is_one_line(capsys):
         main(["--data", "synthetic", "--device", "cuda"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("eval.py: error: --device cuda: no CUDA device")
+    assert len(err) == 1 + sum(line.startswith((" ", "usage")) for line in err)  # usage + 1
+    assert err[-1].endswith(
+        "error: --device cuda: no CUDA device available to torch " + torch.__version__
+    )
