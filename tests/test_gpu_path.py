@@ -259,3 +259,86 @@ def test_eval_device_cuda_without_cuda_is_one_line(capsys):
     assert err[-1].endswith(
         "error: --device cuda: no CUDA device available to torch " + torch.__version__
     )
+
+
+def _train(run: Path, *args: str) -> dict[str, torch.Tensor]:
+    """The network's parameters after 3 optimiser steps of train.py's CLI (configs/demo.yaml,
+    tiny pairs, no validation) with extra trainer ``args``."""
+    from corrnet.training.cli import CorrNetCLI
+    from corrnet.training.datamodule import CorrNetDataModule
+    from corrnet.training.module import CorrNetModule
+
+    cli = CorrNetCLI(
+        CorrNetModule,
+        CorrNetDataModule,
+        run=False,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=[
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--trainer.max_steps",
+            "3",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.default_root_dir",
+            str(run),
+            "--trainer.logger.init_args.save_dir",
+            str(run),
+            "--checkpoint.dirpath",
+            str(run / "ckpt"),
+            "--data.num_workers",
+            "0",
+            "--data.num_matches",
+            "128",
+            "--data.batch_size",
+            "1",
+            *args,
+        ],
+    )
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return {k: v.detach().clone() for k, v in cli.model.net.named_parameters()}
+
+
+def shift_free_biases(net: torch.nn.Module) -> set[str]:
+    """Biases of the 1×1 convolutions whose output goes straight into a normalisation
+    (MatchNorm, or BatchNorm in training mode): a constant shift is normalised away, so their
+    gradient is zero but for float rounding."""
+    from corrnet.models.blocks import MatchNorm, PointwiseConv
+
+    found = set()
+    for name, module in net.named_modules():
+        if isinstance(module, torch.nn.Sequential):
+            layers = list(module)
+            for i, (a, b) in enumerate(zip(layers, layers[1:])):
+                if isinstance(a, PointwiseConv) and isinstance(
+                    b, (MatchNorm, torch.nn.BatchNorm2d)
+                ):
+                    found.add(f"{name}.{i}.bias")
+    return found
+
+
+def test_ddp_on_two_processes_equals_one_process_on_the_global_batch(tmp_path):
+    """2 DDP processes (gloo, ``--trainer.strategy ddp_spawn --trainer.devices 2``), one pair
+    each per step, give the weights of one process accumulating the same two pairs
+    (``accumulate_grad_batches 2``): the training sampler gives rank r draws r, r + 2, ... of
+    the one order, DDP averages the two gradients, accumulation averages them too.  BatchNorm
+    normalises each pair with its own batch statistics in both (DDP does not synchronise
+    them), so only the summation order of the gradients differs: within 1e-6, except for the
+    biases whose gradient is only rounding noise (:func:`shift_free_biases`), which Adam
+    normalises into steps of up to lr."""
+    init = _train(tmp_path / "init", "--trainer.max_steps", "0")
+    single = _train(tmp_path / "single", "--trainer.accumulate_grad_batches", "2")
+    ddp = _train(tmp_path / "ddp", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2")
+    noise = shift_free_biases(tiny(num_stages=2))  # configs/demo.yaml's network
+    assert len(noise) == 6 and all(k in init for k in noise)  # 2 stages x (2 PointCN + graph)
+    moved = max((single[k] - init[k]).abs().max() for k in init if k not in noise)
+    assert moved > 1e-3  # three Adam steps of lr 1e-3 moved the weights
+    diff = {k: float((ddp[k] - single[k]).abs().max()) for k in init if k not in noise}
+    assert max(diff.values()) < 1e-6, sorted(diff.items(), key=lambda kv: -kv[1])[:3]

@@ -42,12 +42,15 @@ class InferenceModel:
 
     Use :func:`make_predictor` to build one.  Attributes: ``model`` (a
     :class:`~corrnet.models.CorrNet` in eval mode), ``dtype`` (float32, or the autocast dtype),
-    ``device`` (the model's), ``compiled`` (True while calls go through the compiled module;
+    ``device`` (the model's), ``validate`` (inputs checked by :meth:`CorrNet.check_inputs`
+    before each call), ``compiled`` (True while calls go through the compiled module;
     False from the start without compile, or after a fallback).
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, compiled: Any | None) -> None:
-        self.model, self.dtype, self._compiled = model, dtype, compiled
+    def __init__(
+        self, model: nn.Module, dtype: torch.dtype, compiled: Any | None, validate: bool = True
+    ) -> None:
+        self.model, self.dtype, self._compiled, self.validate = model, dtype, compiled, validate
 
     @property
     def compiled(self) -> bool:
@@ -77,10 +80,12 @@ class InferenceModel:
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Any:
         """Run the model on x (B, N, C) with an optional mask (B, N) bool of real matches.
 
-        The inputs are checked where they are (ValueError for bad input), then moved to the
-        model's device; returns its output dictionary, on that device.
+        The inputs are checked where they are (ValueError for bad input; unless ``validate``
+        is False), then moved to the model's device; returns its output dictionary, on that
+        device.
         """
-        mask = self.model.check_inputs(x, mask)
+        if self.validate:
+            mask = self.model.check_inputs(x, mask)
         device = self.device
         x = x.to(device, non_blocking=True)
         mask = None if mask is None else mask.to(device, non_blocking=True)
@@ -105,6 +110,7 @@ def make_predictor(
     model: nn.Module,
     dtype: torch.dtype = torch.float32,
     compile: bool = False,
+    validate: bool = True,
     **compile_kwargs: Any,
 ) -> InferenceModel:
     """An :class:`InferenceModel` of ``model`` (put in eval mode).
@@ -116,6 +122,9 @@ def make_predictor(
             with ``compile_kwargs``, e.g. ``mode="max-autotune"``; with another ``backend``
             such as ``"aot_eager"`` only ``compile_kwargs``); falls back to eager with a
             ``RuntimeWarning`` where compiling is unsupported or fails.
+        validate: check every input (:meth:`CorrNet.check_inputs`, one synchronisation on
+            the input's device); False when the caller vouches for them (benchmarks on
+            inputs already on an accelerator): shapes are still checked, a mask runs as given.
     """
     if dtype != torch.float32 and dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"dtype: expected float32, bfloat16 or float16, got {dtype}")
@@ -130,4 +139,4 @@ def make_predictor(
             warnings.warn(
                 f"torch.compile unavailable ({err}); running eagerly", RuntimeWarning, stacklevel=2
             )
-    return InferenceModel(model, dtype, compiled)
+    return InferenceModel(model, dtype, compiled, validate)

@@ -24,7 +24,8 @@ class CorrNetDataModule(L.LightningDataModule):
         batch_size: pairs per batch.
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
-        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
+        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked
+            copies of real matches).
         side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
             ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
         geometry: ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and
@@ -100,15 +101,17 @@ class CorrNetDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by (seed, epoch); a resumed run skips the batches its checkpoint had seen."""
+        """Shuffled by (seed, epoch), shared out between DDP processes; a resumed run skips the
+        batches its checkpoint had seen."""
         h = self.hparams
         dataset = Draws(self._train_dataset())
-        sampler = ResumableSampler(len(dataset), seed=h.seed)
-        if self.trainer is not None:
-            sampler.set_epoch(self.trainer.current_epoch)
-            sampler.skip = (
-                self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * h.batch_size
-            )
+        trainer = self.trainer
+        rank, replicas = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        sampler = ResumableSampler(len(dataset), seed=h.seed, rank=rank, num_replicas=replicas)
+        if trainer is not None:
+            sampler.set_epoch(trainer.current_epoch)
+            completed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            sampler.skip = completed * h.batch_size * replicas
         return DataLoader(
             dataset,
             batch_size=h.batch_size,
