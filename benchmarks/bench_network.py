@@ -263,6 +263,8 @@ def network_row(
     timing = adaptive_timing(lambda i: predict(batches[i % pairs]), device, args, warmup)
     if args.profile:
         row["profile"] = profile_forward(lambda: predict(batches[0]), device)
+        if predict.compiled and device.type == "cpu":  # inductor's C++ kernels are no aten ops
+            row["profile"]["kernels"] = None
     row.update(
         skipped=False,
         compiled=predict.compiled,
@@ -380,7 +382,7 @@ def print_table(results: dict) -> None:
             top = ", ".join(f"{name} {ms:.2f}" for name, ms in r["profile"]["top_ms"])
             print(
                 f"{r['model']} {r['device']} {r['dtype']} {r['mode']} N={r['n']} B={r['batch']}: "
-                f"{r['profile']['kernels']} kernels; {top}"
+                f"{r['profile']['kernels'] or 'n/a'} kernels; {top}"
             )
 
 
