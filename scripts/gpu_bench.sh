@@ -40,13 +40,14 @@ step() {  # step NAME SECONDS COMMAND... : run with a time limit, log, record th
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
     dev=cpu n=256 model=configs/model/tiny.yaml small="1 2" large="4" pairs=8 steps=(2 4) compile=()
+    repeats=3
     train_size=(--trainer.accelerator cpu --trainer.precision 32-true --data.batch_size 2
                 --data.num_matches 128 --data.num_workers 0 --model.net.width 32
                 --model.net.heads 2 --model.net.num_states 4 --model.net.blocks_per_stage 2)
     $PY -c "import torch; print(torch.__version__, 'CPU dry run')" > "$dir/machine.txt"
 else
     dev=cuda n=2000 model=configs/model/default.yaml small="1" large="64 256" pairs=200
-    steps=(30 130) train_size=() compile=(--compile)
+    steps=(30 130) train_size=() compile=(--compile) repeats=50
     $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
 print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" \
         > "$dir/machine.txt" 2>&1 || { cat "$dir/machine.txt"; exit 2; }
@@ -87,7 +88,7 @@ step latency 240 $PY "${bench[@]}" --batch $small --dtype float32 bfloat16 --out
 # shellcheck disable=SC2086
 step throughput 240 $PY "${bench[@]}" --batch $large --dtype bfloat16 --out "$dir/throughput.json"
 step layout 60 $PY benchmarks/bench_layout.py --device "$dev" --dtype float32 bfloat16 --batch 1 64 \
-    --n "$n"
+    --n "$n" --repeats "$repeats"
 
 for b in 1 32; do
     step "eval-b$b" 120 $PY eval.py --data synthetic --synthetic-pairs "$pairs" --device "$dev" \
@@ -105,7 +106,7 @@ step train-b 240 $PY "${train[@]}" --trainer.max_steps "${steps[1]}" \
     --trainer.default_root_dir "$dir/train-b" --checkpoint.dirpath "$dir/train-b/ckpt"
 kill "$smi" 2>/dev/null
 
-$PY - "$dir" "$report" "${steps[@]}" <<'EOF'
+$PY - "$dir" "$report" "${steps[@]}" "$dev" <<'EOF'
 """The markdown report from the raw outputs."""
 import json
 import re
@@ -113,7 +114,7 @@ import sys
 from pathlib import Path
 
 raw, report = Path(sys.argv[1]), Path(sys.argv[2])
-first, last = (int(v) for v in sys.argv[3:5])
+first, last, dev = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 status = {
     name: (int(rc), float(ms) / 1e3)
     for name, rc, ms in (line.split() for line in (raw / "status.txt").read_text().splitlines())
@@ -125,7 +126,10 @@ lines += [f"| {name} | {rc} | {s:.0f} |" for name, (rc, s) in status.items()]
 tests = (raw / "tests.log").read_text() if (raw / "tests.log").exists() else ""
 lines.append(f"\ntests/test_gpu_path.py on the GPU: {(tests.strip().splitlines() or ['n/a'])[-1]}")
 syncs = re.findall(r"SYNCS (.*)", (raw / "syncs.log").read_text()) if status.get("syncs") else []
-lines.append("\nHost syncs per unchecked forward pass (set_sync_debug_mode): " + "; ".join(syncs))
+lines.append(
+    "\nHost syncs per unchecked forward pass (set_sync_debug_mode): "
+    + ("; ".join(syncs) or "n/a")
+)
 
 lines.append(
     "\n| rows | dtype | mode | B | ms/pair | best | pairs/s | x eager | kernels/forward |"
@@ -153,7 +157,7 @@ for b in (1, 32):
     if name in status:
         table = raw / name / "report.md"
         head = table.read_text().splitlines()[:12] if table.exists() else ["(no report)"]
-        lines.append(f"\neval.py --device cuda --batch-size {b}: {status[name][1]:.0f} s wall\n")
+        lines.append(f"\neval.py --device {dev} --batch-size {b}: {status[name][1]:.0f} s wall\n")
         lines += head
 
 if status.get("train-a", (1,))[0] == 0 and status.get("train-b", (1,))[0] == 0:
