@@ -2,17 +2,24 @@
 
     corrnet bench [--config model/default ...] [--n 1000 2000 4000 8000 16000]
         [--batch 1 32] [--device cpu [cuda]] [--dtype float32 bfloat16] [--compile]
-        [--threads T] [--quick] [--out bench.json]
+        [--profile] [--threads T] [--quick] [--out bench.json]
 (``python benchmarks/bench_network.py`` is the same command.)  ``--config NAME`` without a
 suffix is a shipped config (``model/default``, ``model/tiny``, ``demo``, ...).
 
-Every row is one (model, device, dtype, N, batch): the network alone in eval mode under
-``torch.inference_mode`` (through :func:`corrnet.models.inference.make_predictor`) on
-synthetic pairs (``corrnet.datasets.generate_pair``, seed 0), timed as the median and the
-best of repeated calls after one warm-up call, divided by the batch size; CUDA timers
-synchronise before reading the clock.  Repeats adapt to the cost (``--target-s`` of timed
-calls per row, between ``--min-repeats`` and ``--repeats``); a row whose cost, extrapolated
-quadratically in N from the last measured row, exceeds ``--budget-s`` is printed "skipped".
+Every row is one (model, device, dtype, N, batch, eager / compiled): the network alone in
+eval mode under ``torch.inference_mode`` (through
+:func:`corrnet.models.inference.make_predictor`, inputs already on the device and not
+checked: ``validate=False``) on synthetic pairs (``corrnet.datasets.generate_pair``, seed 0),
+timed as the median and the best of repeated calls after one warm-up call (three for a
+compiled row: CUDA graphs are recorded on the first calls), divided by the batch size; CUDA
+timers synchronise before reading the clock.  ``--compile`` adds a compiled row
+(``torch.compile(mode="reduce-overhead")``: CUDA graphs on CUDA) after each eager one, with
+its speed-up over the eager row measured in the same process (``x eager``).  ``--profile``
+prints, per row, the kernels one forward pass launches (CUDA kernels; aten ops on the CPU)
+and the ops taking the most time (``torch.profiler``).  Repeats adapt to the cost
+(``--target-s`` of timed calls per row, between ``--min-repeats`` and ``--repeats``); a row
+whose cost, extrapolated quadratically in N from the last measured row, exceeds
+``--budget-s`` is printed "skipped".
 
 Peak memory is the extra memory of one forward pass over the model and its input: on CUDA
 ``torch.cuda.max_memory_allocated`` (tensors only); on the CPU the rise of the peak resident
@@ -106,10 +113,12 @@ def time_calls(fn: Callable[[int], object], device: torch.device, repeats: int) 
 
 
 def adaptive_timing(
-    fn: Callable[[int], object], device: torch.device, args: argparse.Namespace
+    fn: Callable[[int], object], device: torch.device, args: argparse.Namespace, warmup: int = 1
 ) -> dict:
-    """One warm-up call, then repeats filling about ``--target-s``: median / best ms per call."""
+    """``warmup`` calls, then repeats filling about ``--target-s``: median / best ms per call
+    (``first_ms``: the first call, with any compilation)."""
     first = time_calls(fn, device, 1)[0]
+    time_calls(fn, device, warmup - 1)
     repeats = int(min(args.repeats, max(args.min_repeats, args.target_s * 1e3 // max(first, 1e-3))))
     times = time_calls(fn, device, repeats)
     return {
@@ -242,18 +251,32 @@ def network_row(
     dtype: str,
     args: argparse.Namespace,
     estimate_ms: float | None,
+    compile: bool = False,
 ) -> dict:
-    """Time (and peak memory) of the network on batches cycled from ``features`` (P, N, C)."""
+    """Time (and peak memory) of the network on batches cycled from ``features`` (P, N, C),
+    eager or compiled (:func:`make_predictor`'s ``compile``)."""
     pairs, n, _ = features.shape
-    row: dict = {"n": n, "batch": batch, "device": device.type, "dtype": dtype}
+    row: dict = {
+        "n": n,
+        "batch": batch,
+        "device": device.type,
+        "dtype": dtype,
+        "mode": "compiled" if compile else "eager",
+    }
     if estimate_ms is not None and estimate_ms * (1 + args.min_repeats) > 1e3 * args.budget_s:
         return {**row, "skipped": True, "estimated_ms_per_batch": estimate_ms}
-    predict = make_predictor(net, DTYPES[dtype], compile=args.compile)
+    predict = make_predictor(net, DTYPES[dtype], compile=compile, validate=False)
     batches = [features[(torch.arange(batch) + i * batch) % pairs].to(device) for i in range(pairs)]
-    timing = adaptive_timing(lambda i: predict(batches[i % pairs]), device, args)
+    warmup = 3 if compile else 1
+    timing = adaptive_timing(lambda i: predict(batches[i % pairs]), device, args, warmup)
+    if args.profile:
+        row["profile"] = profile_forward(lambda: predict(batches[0]), device)
+        if predict.compiled and device.type == "cpu":  # inductor's C++ kernels are no aten ops
+            row["profile"]["kernels"] = None
     row.update(
         skipped=False,
         compiled=predict.compiled,
+        first_ms=timing["first_ms"],
         repeats=timing["repeats"],
         ms_per_batch=timing["median_ms"],
         ms_per_pair=timing["median_ms"] / batch,
@@ -273,6 +296,33 @@ def network_row(
             }
         )
     return row
+
+
+def profile_forward(fn: Callable[[], object], device: torch.device, top: int = 8) -> dict:
+    """One call of fn under ``torch.profiler``: the kernels it launches (CUDA kernels on
+    CUDA; on the CPU the aten ops, each of which is one or more kernels) and the ``top`` ops
+    by self time (ms)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        fn()
+        synchronize(device)
+    events = prof.events()
+    if device.type == "cuda":
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        self_ms = lambda e: e.self_device_time_total / 1e3
+    else:
+        kernels = [e for e in events if e.name.startswith("aten::") and e.cpu_parent is None]
+        self_ms = lambda e: e.self_cpu_time_total / 1e3
+    totals: dict[str, float] = {}
+    for e in events if device.type == "cpu" else kernels:
+        if device.type == "cpu" and not e.name.startswith("aten::"):
+            continue
+        totals[e.name] = totals.get(e.name, 0.0) + self_ms(e)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return {"kernels": len(kernels), "top_ms": [(name, round(ms, 3)) for name, ms in ranked]}
 
 
 def machine() -> dict:
@@ -303,8 +353,9 @@ def cell(value: float | None, digits: int = 1) -> str:
 
 def print_table(results: dict) -> None:
     head = (
-        f"{'model':<18} {'dev':<4} {'dtype':<8} {'N':>6} {'B':>3} {'ms/pair':>9} {'best':>8} "
-        f"{'pairs/s':>8} {'peak MiB':>9} {'RANSAC':>8} {'MAGSAC':>8} {'net/RANSAC':>10} "
+        f"{'model':<18} {'dev':<4} {'dtype':<8} {'mode':<8} {'N':>6} {'B':>3} {'ms/pair':>9} "
+        f"{'best':>8} {'pairs/s':>8} {'x eager':>7} {'peak MiB':>9} {'RANSAC':>8} {'MAGSAC':>8} "
+        f"{'net/RANSAC':>10} "
         f"{'L dense ms':>10} {'L O(N) ms':>9} {'dense MiB':>9} {'O(N) MiB':>8}"
     )
     print(head)
@@ -313,19 +364,34 @@ def print_table(results: dict) -> None:
     for r in results["network"]:
         lap = results["laplacian"].get(f"{r['device']}/{r['width']}/{r['n']}", {})
         b = base[r["n"]]
-        start = f"{r['model']:<18} {r['device']:<4} {r['dtype']:<8} {r['n']:>6} {r['batch']:>3} "
+        failed = r["mode"] == "compiled" and not r.get("compiled", True)
+        mode = "fallback" if failed else r["mode"]
+        start = (
+            f"{r['model']:<18} {r['device']:<4} {r['dtype']:<8} {mode:<8} {r['n']:>6} "
+            f"{r['batch']:>3} "
+        )
         if r["skipped"]:
             est = f"skipped (estimated {r['estimated_ms_per_batch'] / 1e3:.0f} s per call)"
             print(start + est)
             continue
         print(
             start + f"{cell(r['ms_per_pair'], 2):>9} {cell(r['best_ms_per_pair'], 2):>8} "
-            f"{cell(r['pairs_per_s'], 0):>8} {cell(r.get('peak_mib')):>9} "
+            f"{cell(r['pairs_per_s'], 0):>8} {cell(r.get('vs_eager'), 2):>7} "
+            f"{cell(r.get('peak_mib')):>9} "
             f"{cell(b['ransac_ms']):>8} {cell(b['magsac_ms']):>8} "
             f"{cell(r['ms_per_pair'] / b['ransac_ms'], 2):>10} "
             f"{cell(lap.get('dense_ms'), 2):>10} {cell(lap.get('fast_ms'), 3):>9} "
             f"{cell(lap.get('dense_mib')):>9} {cell(lap.get('fast_mib')):>8}"
         )
+    profiled = [r for r in results["network"] if "profile" in r]
+    if profiled:
+        print("\nkernels per forward pass (CUDA kernels; aten ops on the CPU), top ops by self ms")
+        for r in profiled:
+            top = ", ".join(f"{name} {ms:.2f}" for name, ms in r["profile"]["top_ms"])
+            print(
+                f"{r['model']} {r['device']} {r['dtype']} {r['mode']} N={r['n']} B={r['batch']}: "
+                f"{r['profile']['kernels'] or 'n/a'} kernels; {top}"
+            )
 
 
 def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
@@ -351,7 +417,12 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         choices=sorted(DTYPES),
         help="default: float32 on the CPU, float32 and bfloat16 on CUDA",
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument(
+        "--compile", action="store_true", help="add compiled rows (mode=reduce-overhead)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="kernels per forward pass and the top ops"
+    )
     parser.add_argument("--threads", type=int, help="torch and OpenCV threads (default: all cores)")
     parser.add_argument("--pairs", type=int, default=4, help="synthetic pairs per N")
     parser.add_argument("--repeats", type=int, default=20, help="most timed calls per row")
@@ -422,7 +493,7 @@ def measure(args: argparse.Namespace) -> None:
         f"OpenCV {m['opencv']}{gpu}; load {m['load_average_start'][0]:.2f}\n"
     )
 
-    last: dict[tuple, tuple[int, int, float]] = {}  # (model, device, dtype) -> last measured row
+    last: dict[tuple, tuple[int, int, float]] = {}  # (model, device, dtype, mode) -> row
     for n in args.n:
         samples = [generate_pair(0, i, num_matches=n, side_info=True) for i in range(args.pairs)]
         features = torch.stack([s["features"] for s in samples])  # (P, N, 6)
@@ -447,25 +518,34 @@ def measure(args: argparse.Namespace) -> None:
                     ["float32"] + (["bfloat16"] if device.type == "cuda" else [])
                 ):
                     for batch in args.batch:
-                        key = (name, device.type, dtype)
-                        prev = last.get(key)  # quadratic in N, linear in batch
-                        estimate = (
-                            None if prev is None else prev[2] * (n / prev[0]) ** 2 * batch / prev[1]
-                        )
-                        row = network_row(
-                            net,
-                            configs[name],
-                            features[..., : net.in_channels],
-                            batch,
-                            device,
-                            dtype,
-                            args,
-                            estimate,
-                        )
-                        row.update(model=name, width=configs[name].get("width", 128))
-                        results["network"].append(row)
-                        if not row["skipped"]:
-                            last[key] = (n, batch, row["ms_per_batch"])
+                        eager_ms = None
+                        for compile in [False, True] if args.compile else [False]:
+                            mode = "compiled" if compile else "eager"
+                            key = (name, device.type, dtype, mode)
+                            prev = last.get(key)  # quadratic in N, linear in batch
+                            estimate = (
+                                None
+                                if prev is None
+                                else prev[2] * (n / prev[0]) ** 2 * batch / prev[1]
+                            )
+                            row = network_row(
+                                net,
+                                configs[name],
+                                features[..., : net.in_channels],
+                                batch,
+                                device,
+                                dtype,
+                                args,
+                                estimate,
+                                compile,
+                            )
+                            row.update(model=name, width=configs[name].get("width", 128))
+                            if not row["skipped"]:
+                                last[key] = (n, batch, row["ms_per_batch"])
+                                if compile and eager_ms is not None:
+                                    row["vs_eager"] = eager_ms / row["ms_per_batch"]
+                                eager_ms = eager_ms or row["ms_per_batch"]
+                            results["network"].append(row)
                 net.cpu()
     results["machine"]["load_average_end"] = os.getloadavg()
     print_table(results)

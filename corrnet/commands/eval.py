@@ -3,6 +3,7 @@
     corrnet eval --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
                  [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
                  [--seed S] [--overwrite] [--num-features K]
+                 [--device cpu|cuda] [--batch-size B]
 (``python eval.py`` is the same command.)
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
@@ -30,6 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset, Subset
 
 from corrnet.errors import UserError, run_command
@@ -109,10 +111,16 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         help="SIFT keypoints per image when --data is a raw folder (default 2000, as "
         "data/prepare.py)",
     )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="the network's")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, metavar="B", help="pairs per network call (padded)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     args.prog = prog  # the name in warnings
-    for name in ("workers", "max_pairs", "num_features"):
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device cuda: no CUDA device available to torch {torch.__version__}")
+    for name in ("workers", "max_pairs", "num_features", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number")
     if args.viz < 0:
@@ -262,7 +270,7 @@ def _network(
             f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
             f"{'rigid' if rigid else 'two-view'} one"
         )
-    return methods, make_predictor(model), model.config.channels
+    return methods, make_predictor(model.to(args.device)), model.config.channels
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet eval") -> int:
@@ -296,6 +304,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet eval") -> int:
                 progress=not args.quiet,
                 dataset=name,
                 estimators=args.estimators,
+                batch_size=args.batch_size,
             )
             render = _render
         summary = write_report(result, out, args.overwrite)

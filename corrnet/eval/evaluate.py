@@ -19,10 +19,11 @@ Inlier precision / recall of a pair are measured on the matches a method calls i
 the kept set for ``corrnet-8pt``, the robust inliers for ``corrnet``, the estimator's inlier
 mask for every robust method.  0/0 counts as 0 (OANet's convention).  Timing: network plus
 pose for ``corrnet`` / ``corrnet-8pt``, network plus estimator for ``corrnet+*``, the
-estimator alone for the baselines; the network and the poses without RANSAC run with batch
-size 1 in this process on :data:`NETWORK_THREADS` torch thread(s), the estimators in a pool of
-worker processes (one OpenCV thread each), every estimate timed inside its worker: every
-time is the cost on one core.
+estimator alone for the baselines; the network and the poses without RANSAC run in this
+process on :data:`NETWORK_THREADS` torch thread(s) (the network on the predictor's device,
+batch size 1 unless ``batch_size``: then a pair's network time is its batch's divided by the
+batch size), the estimators in a pool of worker processes (one OpenCV thread each), every
+estimate timed inside its worker: every time on the CPU is the cost on one core.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tqdm import tqdm
 
 from corrnet.errors import UserError
 
+from ..datasets.collate import collate_pairs
 from ..datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
 from ..geometry import pose_errors
 from .estimators import (
@@ -156,6 +158,33 @@ class _Pair:
     network_ms: float = 0.0
 
 
+def _read_pair(sample: Mapping) -> _Pair:
+    """What the evaluation keeps of a sample, before the network has seen it."""
+    f64 = lambda k: np.asarray(sample[k], dtype=np.float64)
+    return _Pair(
+        int(sample["index"]),
+        f64("xs").reshape(-1, 4),
+        f64("labels").reshape(-1) > 0.5,
+        f64("ratios").reshape(-1),
+        f64("R").reshape(3, 3),
+        f64("t").reshape(3),
+        f64("K1").reshape(3, 3),
+        f64("K2").reshape(3, 3),
+    )
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def default_workers() -> int:
     """Cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -167,32 +196,57 @@ def inlier_scores(selected: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return tp / max(int(selected.sum()), 1), tp / max(int(labels.sum()), 1)
 
 
-def run_network(
-    sample: Mapping, predictor: Predictor, outputs: Sequence[str] = ("logits", "weights")
-) -> tuple[dict[str, torch.Tensor], float]:
-    """The network on one pair, batch size 1, and its wall time in ms.
+PER_MATCH_OUTPUTS = ("logits", "weights")
+"""Network outputs with one value per match, (B, N)."""
 
-    Returns those of ``outputs`` that the predictor gives, each the pair's own row as float64
-    on the CPU (``logits`` (N,), ``weights`` (N,), a rigid network's ``R`` (3, 3), ``t`` (3,)).
-    Raises ValueError unless ``logits`` is (1, N) and ``weights``, where given, (1, N).
+
+def run_network(
+    sample: Mapping, predictor: Predictor, outputs: Sequence[str] = PER_MATCH_OUTPUTS
+) -> tuple[dict[str, torch.Tensor], float]:
+    """The network on one pair, batch size 1, and its wall time in ms: see
+    :func:`run_network_batch`."""
+    rows, ms = run_network_batch([sample], predictor, outputs)
+    return rows[0], ms
+
+
+def run_network_batch(
+    samples: Sequence[Mapping], predictor: Predictor, outputs: Sequence[str] = PER_MATCH_OUTPUTS
+) -> tuple[list[dict[str, torch.Tensor]], float]:
+    """The network on B pairs in one batch, and its wall time per pair in ms (the batch's / B,
+    including the copy of the outputs to the host, which waits for an accelerator).
+
+    Pairs of different N are padded to the largest as :func:`~corrnet.datasets.collate_pairs`
+    pads (copies of the pair's own matches, seeded) and the predictor is called as
+    ``predictor(features, mask)`` (``make_predictor``'s predictors take a mask); otherwise as
+    ``predictor(features)``.  Returns per pair those of ``outputs`` that the predictor gives,
+    each the pair's own row as float64 on the CPU (``logits`` (N,), ``weights`` (N,), a rigid
+    network's ``R`` (3, 3), ``t`` (3,)).  Raises ValueError unless ``logits`` is (B, N) and
+    ``weights``, where given, (B, N).
     """
-    features = torch.as_tensor(sample["features"]).float().unsqueeze(0)
+    sizes = [len(s["features"]) for s in samples]
+    batch = collate_pairs(  # the features under the key collate_pairs sizes pairs by
+        [{"xs": torch.as_tensor(s["features"])} for s in samples],
+        "pad",
+        generator=torch.Generator().manual_seed(0),
+    )
+    features, mask = batch["xs"].float(), batch["mask"]
+    b, n = mask.shape
     start = time.perf_counter()
     with torch.inference_mode():
-        out = predictor(features)
-    ms = (time.perf_counter() - start) * 1e3
-    n = features.shape[1]
-    logits, weights = out.get("logits"), out.get("weights")
-    if (
-        logits is None
-        or tuple(logits.shape) != (1, n)
-        or (weights is not None and tuple(weights.shape) != (1, n))
-    ):
-        got = {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
-        raise ValueError(
-            f"predictor: expected 'logits' (1, {n}) and optionally 'weights' (1, {n}), got {got}"
-        )
-    return {k: out[k][0].double().cpu() for k in outputs if k in out}, ms
+        out = predictor(features) if min(sizes) == n else predictor(features, mask)
+        shapes = {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
+        if "logits" not in out or any(shapes.get(k, (b, n)) != (b, n) for k in PER_MATCH_OUTPUTS):
+            raise ValueError(
+                f"predictor: expected 'logits' ({b}, {n}) and optionally 'weights' ({b}, {n}), "
+                f"got {shapes}"
+            )
+        host = {k: out[k].double().cpu() for k in outputs if k in out}
+    ms = (time.perf_counter() - start) * 1e3 / b
+    rows = [
+        {k: v[i, :size] if k in PER_MATCH_OUTPUTS else v[i] for k, v in host.items()}
+        for i, size in enumerate(sizes)
+    ]
+    return rows, ms
 
 
 @contextmanager
@@ -323,9 +377,9 @@ def check_inputs(
 ) -> None:
     """BadPairError (a ValueError) naming the file and the groups it lacks where one of ``methods``
     needs them, for an :class:`~corrnet.datasets.OANetPairs` (or a ``Subset`` of one; other
-    datasets have every input): a missing ``ratios`` group would read as zeros (every match passes
-    the ratio test),
-    missing intrinsics as the identity (a threshold in pixels becomes one in normalised units)."""
+    datasets have every input): a missing ``ratios`` group would read as zeros (every match
+    passes the ratio test), missing intrinsics as the identity (a threshold in pixels becomes
+    one in normalised units)."""
     pairs = dataset.dataset if isinstance(dataset, Subset) else dataset
     if not isinstance(pairs, OANetPairs):
         return
@@ -347,6 +401,7 @@ def evaluate(
     dataset: str = "",
     network_threads: int | None = NETWORK_THREADS,
     estimators: Mapping[str, RobustEstimator] | None = None,
+    batch_size: int = 1,
 ) -> EvalResult:
     """Evaluate ``methods`` on every sample (see the module docstring).
 
@@ -362,7 +417,13 @@ def evaluate(
             (restored afterwards); None keeps the current setting.
         estimators: the estimator of each name (default :data:`ESTIMATORS`), for example
             ``{**ESTIMATORS, "poselib": PoseLibEstimator(max_epipolar_error=2.0)}``.
+        batch_size: pairs per network call (:func:`run_network_batch`; padded with a mask
+            where their N differ, so the predictor must take ``(features, mask)``); each
+            pair's network time is the batch's divided by its size.  Every reported number
+            equals the one-by-one run's up to float32 rounding of the logits.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive number, got {batch_size}")
     methods, needs_net = check_methods(methods, predictor, METHODS, NETWORK_METHODS, BASELINES)
     estimators = {**ESTIMATORS, **(estimators or {})}
     workers = default_workers() if workers is None else workers
@@ -371,36 +432,32 @@ def evaluate(
     total = len(samples) if isinstance(samples, Sized) else None
     if total is not None and hasattr(samples, "__getitem__"):  # a Dataset: iterate by index
         samples = map(samples.__getitem__, range(total))
-    with torch_threads(network_threads):
-        for sample in tqdm(
-            samples,
+    with (
+        torch_threads(network_threads),
+        tqdm(
             total=total,
             desc="network" if needs_net else "reading",
             disable=not progress,
             unit="pair",
-        ):
-            f64 = lambda k, sample=sample: np.asarray(sample[k], dtype=np.float64)
-            pair = _Pair(
-                int(sample["index"]),
-                f64("xs").reshape(-1, 4),
-                f64("labels").reshape(-1) > 0.5,
-                f64("ratios").reshape(-1),
-                f64("R").reshape(3, 3),
-                f64("t").reshape(3),
-                f64("K1").reshape(3, 3),
-                f64("K2").reshape(3, 3),
-            )
+        ) as bar,
+    ):
+        for chunk in batched(samples, batch_size if needs_net else 1):
+            new = [_read_pair(sample) for sample in chunk]
             if needs_net:
-                net, pair.network_ms = run_network(sample, predictor)
-                pair.logits, pair.weights = net["logits"], net.get("weights")
-                pair.kept = kept_matches(pair.logits[None])[0].numpy()
-            for method in POSE_METHODS:
-                if method in methods:
-                    R, t, selected, ms = _pose_without_ransac(pair, method)
-                    results.append(
-                        _result(pair, len(pairs), method, R, t, selected, pair.network_ms + ms)
-                    )
-            pairs.append(pair)
+                rows, network_ms = run_network_batch(chunk, predictor)
+                for pair, net in zip(new, rows):
+                    pair.logits, pair.weights = net["logits"], net.get("weights")
+                    pair.kept = kept_matches(pair.logits[None])[0].numpy()
+                    pair.network_ms = network_ms
+            for pair in new:
+                for method in POSE_METHODS:
+                    if method in methods:
+                        R, t, selected, ms = _pose_without_ransac(pair, method)
+                        results.append(
+                            _result(pair, len(pairs), method, R, t, selected, pair.network_ms + ms)
+                        )
+                pairs.append(pair)
+            bar.update(len(chunk))
     if not pairs:
         raise UserError("samples: no pairs to evaluate")
     jobs = [(i, p.xs, p.K1, p.K2, _tasks(p, methods, estimators)) for i, p in enumerate(pairs)]

@@ -15,6 +15,7 @@ is the weighted eight-point estimate on the last stage's matches.  Internally fe
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -289,10 +290,10 @@ class CorrNet(nn.Module):
 
         n: an int, or per-pair counts (B,) long -> (B,) long on their device (no host sync).
         """
-        count = torch.as_tensor(n)
-        kept = torch.ceil(count.double() * self.prune_ratio).long().clamp_min(MIN_MATCHES)
-        kept = torch.minimum(kept, count)
-        return kept if isinstance(n, torch.Tensor) else int(kept)
+        if not isinstance(n, torch.Tensor):  # in Python: no tensor, no host sync
+            return min(max(math.ceil(n * self.prune_ratio), MIN_MATCHES), n)
+        kept = torch.ceil(n.double() * self.prune_ratio).long().clamp_min(MIN_MATCHES)
+        return torch.minimum(kept, n)
 
     def _stage_counts(self, mask: torch.Tensor) -> list[torch.Tensor]:
         """Real matches per pair at each stage, (B,) long each: mask (B, N) -> S tensors.
@@ -304,8 +305,53 @@ class CorrNet(nn.Module):
             counts.append(self.num_kept(counts[-1]))
         return counts
 
-    def forward(
+    def _check_shapes(self, x: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """ValueError for x that is not (B, N >= 8, C) or a mask that is not (B, N) bool."""
+        if x.ndim != 3 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"x: expected shape (B, N, {self.in_channels}), got {tuple(x.shape)}")
+        b, n, _ = x.shape
+        if n < MIN_MATCHES:
+            raise ValueError(f"x: expected at least {MIN_MATCHES} matches, got {n}")
+        if mask is not None and (mask.shape != (b, n) or mask.dtype != torch.bool):
+            raise ValueError(
+                f"mask: expected a bool tensor of shape {(b, n)}, got "
+                f"{mask.dtype} {tuple(mask.shape)}"
+            )
+
+    def check_inputs(
         self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Validate the matches x (B, N, C) and the optional mask (B, N) bool of real matches.
+
+        ValueError for a wrong shape or dtype, a non-finite value or a pair with fewer than
+        eight real matches.  Returns the mask to run with: None where every match is real (the
+        unmasked kernels compute the same, faster).  One host synchronisation on x's device:
+        run it on the host copy before moving a batch to an accelerator (as
+        :class:`~corrnet.models.inference.InferenceModel` does).
+        """
+        self._check_shapes(x, mask)
+        finite = torch.isfinite(x).flatten(1).all(-1)
+        probe = [finite.all()]
+        if mask is not None:
+            probe += [mask.all(), (mask.sum(-1) < MIN_MATCHES).any()]
+        all_finite, *facts = torch.stack([p.long() for p in probe]).tolist()
+        if not all_finite:
+            raise ValueError(
+                f"x: NaN or infinite values in pair(s) {torch.nonzero(~finite).flatten().tolist()} "
+                f"of the batch; expected finite coordinates and side information"
+            )
+        if mask is None:
+            return None
+        all_real, too_few = facts
+        if too_few:
+            raise ValueError(
+                f"mask: expected at least {MIN_MATCHES} real matches per pair, "
+                f"got {mask.sum(-1).tolist()}"
+            )
+        return None if all_real else mask
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, validate: bool = True
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Score every match and estimate the essential matrix.
 
@@ -317,50 +363,31 @@ class CorrNet(nn.Module):
                 pair keeps :meth:`num_kept` of its own real matches) and E.  In eval mode the
                 real matches' outputs equal those of the unpadded pair up to float rounding;
                 in training mode BatchNorm's batch statistics still include the padded rows.
+            validate: :meth:`check_inputs` (one host synchronisation).  False checks the
+                shapes only and runs without any synchronisation or data-dependent shape (for
+                CUDA graphs and ``torch.compile``); the caller vouches for finite values and
+                eight real matches per pair, and a mask that is all True runs the masked
+                kernels (the same outputs up to float rounding).
         Returns:
             ``logits`` (B, N): inlier logits of every input match (a pruned match keeps the
             logits of the last stage that saw it; meaningless on padded matches);
             ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
             elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
             (float32); with ``geometry="rigid"`` instead ``R`` (B, 3, 3) and ``t`` (B, 3),
-            the weighted Kabsch transform in metres (float64).  Per stage s, lists of
-            (B, N_s) over that stage's matches:
-            ``stage_logits``, ``graph_logits`` (the w that builds the stage's graph
-            Laplacian, a = relu(tanh(w))), ``stage_indices`` (long indices into the N input
-            matches) and ``stage_masks`` (bool, True on the real matches the stage kept).
+            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s)
+            over that stage's matches, N_s = :meth:`num_kept` of N_(s-1) (a pair with padding
+            fills its surplus slots with matches it did not keep): ``stage_logits``,
+            ``graph_logits`` (the w that builds the stage's graph Laplacian,
+            a = relu(tanh(w))), ``stage_indices`` (long indices into the N input matches) and
+            ``stage_masks`` (bool, True on the real matches the stage kept).
         """
-        if x.ndim != 3 or x.shape[-1] != self.in_channels:
-            raise ValueError(f"x: expected shape (B, N, {self.in_channels}), got {tuple(x.shape)}")
+        if validate:
+            mask = self.check_inputs(x, mask)
+        else:
+            self._check_shapes(x, mask)
         b, n, _ = x.shape
-        if n < MIN_MATCHES:
-            raise ValueError(f"x: expected at least {MIN_MATCHES} matches, got {n}")
-        finite = torch.isfinite(x).flatten(1).all(-1)
-        # One host sync for the input checks and, with a mask, every stage's largest count.
-        probe, counts = [finite.all()], []
-        if mask is not None and mask.shape == (b, n) and mask.dtype == torch.bool:
-            counts = self._stage_counts(mask)
-            probe += [mask.all(), counts[0].amin() < MIN_MATCHES, *(c.amax() for c in counts[1:])]
-        all_finite, *facts = torch.stack([p.long() for p in probe]).tolist()
-        if not all_finite:
-            raise ValueError(
-                f"x: NaN or infinite values in pair(s) {torch.nonzero(~finite).flatten().tolist()} "
-                f"of the batch; expected finite coordinates and side information"
-            )
         x = x.to(self.states.dtype)  # e.g. float64 matches into a float32 network
-        if mask is not None:
-            if not counts:
-                raise ValueError(
-                    f"mask: expected a bool tensor of shape {(b, n)}, got "
-                    f"{mask.dtype} {tuple(mask.shape)}"
-                )
-            all_real, too_few, *sizes = facts
-            if all_real:
-                mask = None  # the unmasked (faster) kernels compute the same
-            elif too_few:
-                raise ValueError(
-                    f"mask: expected at least {MIN_MATCHES} real matches per pair, "
-                    f"got {counts[0].tolist()}"
-                )
+        counts = None if mask is None else self._stage_counts(mask)
         d = self.geometry.coords
         points, x = x[..., :d], self.geometry.normalise(x, mask)
         raw = rearrange(x, "b n c -> b c n 1")
@@ -376,10 +403,10 @@ class CorrNet(nn.Module):
         }
         for s, stage in enumerate(self.stages):
             if s > 0:
-                if smask is None:
-                    k, score = self.num_kept(logits.shape[-1]), logits.detach()  # noqa: F821
-                else:
-                    k, score = sizes[s - 1], logits.detach().masked_fill(~smask, -torch.inf)  # noqa: F821
+                # A fixed count per batch (the most any pair keeps): no data-dependent shape.
+                k, score = self.num_kept(logits.shape[-1]), logits.detach()  # noqa: F821
+                if smask is not None:
+                    score = score.masked_fill(~smask, -torch.inf)
                 # Stable sort: deterministic, ties broken by the current order.
                 order = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :k]
                 if smask is not None:

@@ -105,15 +105,17 @@ class CorrNetDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by (seed, epoch); a resumed run skips the batches its checkpoint had seen."""
+        """Shuffled by (seed, epoch), shared out between DDP processes; a resumed run skips the
+        batches its checkpoint had seen."""
         h = self.hparams
         dataset = Draws(self._train_dataset())
-        sampler = ResumableSampler(len(dataset), seed=h.seed)
-        if self.trainer is not None:
-            sampler.set_epoch(self.trainer.current_epoch)
-            sampler.skip = (
-                self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * h.batch_size
-            )
+        trainer = self.trainer
+        rank, replicas = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        sampler = ResumableSampler(len(dataset), seed=h.seed, rank=rank, num_replicas=replicas)
+        if trainer is not None:
+            sampler.set_epoch(trainer.current_epoch)
+            completed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            sampler.skip = completed * h.batch_size * replicas
         return DataLoader(
             dataset,
             batch_size=h.batch_size,

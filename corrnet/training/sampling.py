@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from corrnet.errors import UserError
 
@@ -77,24 +77,33 @@ class Draws(Dataset):
         return sample
 
 
-class ResumableSampler(Sampler[int]):
-    """Shuffled draws whose order is fixed by (seed, epoch), starting after ``skip`` of them.
+class ResumableSampler(DistributedSampler):
+    """Shuffled draws whose order is fixed by (seed, epoch), starting after ``skip`` of them,
+    shared out between ``num_replicas`` training processes.
 
-    Lightning calls :meth:`set_epoch` before each epoch; the data module sets ``skip`` to the
-    number of samples the restored checkpoint had already consumed in its epoch.
+    Process ``rank`` takes draws rank, rank + num_replicas, ... of that order (as many as
+    every process gets; the remainder is dropped), so step k's global batch is the same draws
+    whatever the number of processes.  Lightning calls :meth:`set_epoch` before each epoch; the
+    data module sets ``skip`` to the number of samples all processes together had consumed in
+    the restored checkpoint's epoch.  A ``DistributedSampler`` (without its process-group
+    look-up), so that Lightning's DDP uses it as it is rather than wrapping and reshuffling it.
     """
 
-    def __init__(self, length: int, seed: int = 0) -> None:
-        self.length, self.seed = length, seed
+    def __init__(self, length: int, seed: int = 0, rank: int = 0, num_replicas: int = 1) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank: expected 0 <= rank < num_replicas={num_replicas}, got {rank}")
+        self.length, self.seed, self.rank, self.num_replicas = length, seed, rank, num_replicas
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length - self.skip
+        return (self.length - self.skip) // self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
+        count = len(self)
         start, self.skip = self.skip, 0
-        return iter((order[start:] + self.epoch * self.length).tolist())
+        mine = order[start + self.rank :: self.num_replicas][:count]
+        return iter((mine + self.epoch * self.length).tolist())
