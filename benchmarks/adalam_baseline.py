@@ -1,7 +1,7 @@
 """AdaLAM + PoseLib, a hand-crafted baseline on the SIFT features of a prepared file.
 
     python benchmarks/adalam_baseline.py --data FILE.hdf5 [--num-features K] [--seed S]
-        [--workers 2] [--groups sceaux_castle:0:55 kitchen:55:167 ...] [--out per_pair.csv]
+        [--workers 2] [--groups entry_P10:0:24 fountain_P11:24:51 ...] [--out per_pair.csv]
 
 Needs kornia (``pip install -e '.[baselines]'``).  For every pair of a file written by
 ``data/prepare.py`` (which records its image paths), SIFT is computed again on both images with
@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         parser.error(one_line(error))
     print(
-        f"{args.data}: {len(m.positions)} of {len(dataset)} pairs, SIFT {num_features}, seed "
-        f"{args.seed}; features equal to the file's in {len(m.positions)} pairs, "
-        f"{len(m.skipped)} differ; keypoint positions off by > {POSITION_TOLERANCE_PX} px in "
+        f"{args.data}: SIFT {num_features}, seed {args.seed}; {len(m.positions)} of "
+        f"{len(dataset)} pairs have the file's features, {len(m.skipped)} left out; keypoint "
+        f"positions off by > {POSITION_TOLERANCE_PX} px in "
         f"{m.off_position} pairs (largest {m.max_position_px:.2f} px); {m.dropped} AdaLAM "
         f"matches not among the file's dropped"
     )
