@@ -20,8 +20,8 @@ import torch
 
 import corrnet.match as cm
 import corrnet.pairs as cp
-from corrnet.batch_verify import BatchVerifier, PairInput
 from corrnet.geometry import pose_errors
+from corrnet.verifier import Verifier
 from tests.test_match import K, _error, _render, _texture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -320,9 +320,12 @@ def test_encode_name_round_trip():
 
 
 def test_verifier_pairs_without_pose():
-    """Fewer than 8 matches: a result without pose and a warning, not an error."""
-    with BatchVerifier() as verify:
-        [r] = verify(
-            [PairInput(np.zeros((3, 2)), np.zeros((3, 2)), K, K, np.zeros(3), np.zeros(3, bool))]
-        )
+    """Fewer than 8 matches: with few_matches (as the pairs mode calls it) a result without
+    pose and a warning, not an error; without, an error naming the pair."""
+    pair = dict(kpts1=np.zeros((3, 2)), kpts2=np.zeros((3, 2)), K1=K, K2=K)
+    pair |= dict(ratios=np.zeros(3), mutuals=np.zeros(3, bool))
+    verifier = Verifier()
+    [r] = verifier.verify_many([pair], few_matches=True)
     assert not r.confident and r.num_inliers == 0 and np.isnan(r.R).all() and r.warnings
+    with pytest.raises(ValueError, match=r"^pairs\[0\]: kpts1: expected at least 8 matches"):
+        verifier.verify_many([pair])
