@@ -5,6 +5,7 @@
                                 [--batch-size B] [--workers W]
     python -m corrnet.colmap_db --database DB --image_path DIR --from-images [--pairs PAIRS.txt]
                                 [--overwrite] ...
+    corrnet colmap ...                  (the same, as the console command)
 
 Reads every image's keypoints (COLMAP's 2-, 4- or 6-column rows: x, y[, scale, orientation |
 affine shape]), the raw matches of every matched pair (or of the pairs of PAIRS.txt, names as

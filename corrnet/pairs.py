@@ -3,6 +3,7 @@
     python -m corrnet.pairs --pairs PAIRS.txt --images DIR --out OUT [--intrinsics FILE]
                             [--checkpoint F] [--device D] [--threshold PX] [--batch-size B]
                             [--workers W] [--overwrite]
+    corrnet match --pairs PAIRS.txt --images DIR --out OUT ...   (the same, as the console command)
     torchrun --nproc_per_node K -m corrnet.pairs ...      (the same, split over K processes)
 
 PAIRS.txt: two image names per line, relative to DIR (hloc's format); ``#`` starts a comment,

@@ -20,6 +20,7 @@ import torch
 
 import corrnet.match as cm
 import corrnet.pairs as cp
+from corrnet.cli import main as corrnet
 from corrnet.geometry import pose_errors
 from corrnet.verifier import Verifier
 from tests.test_match import K, _error, _render, _texture
@@ -186,6 +187,19 @@ def test_batch_of_one_equals_corrnet_match(scene, tmp_path):
             np.testing.assert_array_equal(g["inliers"][()], ref.inliers)
             np.testing.assert_array_equal(g["kept"][()], ref.kept)
             np.testing.assert_array_equal(g["matches"][()], np.hstack([ref.uv1, ref.uv2]))
+
+
+def test_corrnet_match_pairs_equals_the_module(scene, reference, tmp_path, capsys):
+    """``corrnet match --pairs ...`` is the pairs mode: the files of ``python -m
+    corrnet.pairs``, and its error lines carry the verb's name."""
+    out = tmp_path / "out"
+    assert corrnet(["match", *_argv(scene, out)]) == 0
+    assert f"{len(PAIRS)} pairs ({len(PAIRS)} verified now" in capsys.readouterr().out
+    _same_outputs(reference, out)
+    bad = tmp_path / "pairs.txt"
+    bad.write_text("view0.png\n")
+    argv = ["match", "--pairs", str(bad), "--images", str(scene["images"]), "--out", str(out)]
+    _error(argv, capsys, "pairs.txt: line 1: expected two image names", "corrnet match", corrnet)
 
 
 def _command(scene: dict, out: Path, *extra: str) -> list[str]:
