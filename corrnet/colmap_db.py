@@ -5,13 +5,15 @@
                                 [--batch-size B] [--workers W]
     python -m corrnet.colmap_db --database DB --image_path DIR --from-images [--pairs PAIRS.txt]
                                 [--overwrite] ...
+    corrnet colmap ...                  (the same, as the console command)
 
 Reads every image's keypoints (COLMAP's 2-, 4- or 6-column rows: x, y[, scale, orientation |
 affine shape]), the raw matches of every matched pair (or of the pairs of PAIRS.txt, names as
-stored in the database) and the cameras' intrinsics, verifies each pair with a verify-batch
-(:mod:`corrnet.batch_verify`) and writes its two-view geometry: the estimator's inlier matches
-(each keypoint at most once), E, F and R, t as ``cam2_from_cam1``, config ``CALIBRATED``; a pair
-without a pose gets config ``UNDEFINED`` and no inliers.  ``pycolmap.incremental_mapping`` then
+stored in the database) and the cameras' intrinsics, verifies each pair with
+:meth:`corrnet.verifier.Verifier.verify_many` and writes its two-view geometry: the estimator's
+inlier matches (each keypoint at most once), E, F and R, t as ``cam2_from_cam1``, config
+``CALIBRATED``; a pair without a pose (or with fewer than 8 raw matches) gets config
+``UNDEFINED`` and no inliers.  ``pycolmap.incremental_mapping`` then
 reconstructs from corrnet-verified matches.
 
 Side information: a database has no ratio or mutual flag per match.  Where it holds the
@@ -19,7 +21,7 @@ images' descriptors (COLMAP stores them), both are computed from them for every 
 ratio = distance of the match / distance to the nearest other keypoint of image 2, mutual =
 each keypoint is the other's nearest neighbour, as corrnet's own matching computes them
 (:func:`corrnet.datasets.prepare.nearest_neighbours`), so the shipped weights, which take
-them, can run.  Weights trained without them (``side_info: false``) need no descriptors.
+them, can run.  Weights that read neither need no descriptors.
 COLMAP's default SIFT descriptors are RootSIFT and its default matcher keeps only mutual
 matches with ratio < 0.8, unlike the training data (OpenCV SIFT, every nearest neighbour);
 ``--from-images`` builds a database the way corrnet's training data was made.
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import sqlite3
 import sys
 import time
@@ -55,13 +58,13 @@ import pycolmap
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path
-from corrnet.batch_verify import BatchVerifier, PairInput, PairVerification, VerifyBatch
 from corrnet.datasets import prepare
 from corrnet.datasets.colmap import CAMERA_MODELS, pinhole_K, undistorter
+from corrnet.datasets.sample import MIN_MATCHES
 from corrnet.errors import UserError, check_output, run_command
 from corrnet.match import _Parser
 from corrnet.pairs import _content_lines, _pool
-from corrnet.verifier import as_device
+from corrnet.verifier import Verification, Verifier, as_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 """Files ``--from-images`` takes from DIR."""
@@ -187,26 +190,38 @@ def side_information(
     return ratio, mutual
 
 
-def pair_input(pair: DbPair, im1: _Image, im2: _Image) -> PairInput:
-    """The verify-batch input of a database pair (ratios and mutuals where both images have
-    descriptors)."""
+def pair_input(
+    pair: DbPair, im1: _Image, im2: _Image, needs: Sequence[str] = (), where: Path | None = None
+) -> dict[str, np.ndarray | None]:
+    """A database pair as :meth:`Verifier.verify` arguments (ratios and mutuals where both
+    images have descriptors); UserError naming the database ``where`` and the images when an
+    argument of ``needs`` (:attr:`Verifier.needs`) cannot be had."""
     i, j = pair.matches[:, 0].astype(np.int64), pair.matches[:, 1].astype(np.int64)
     ratios = mutuals = None
     if im1.descriptors is not None and im2.descriptors is not None and len(im2.descriptors) > 1:
         ratios, mutuals = side_information(im1.descriptors, im2.descriptors, pair.matches)
     pick = lambda a, idx: None if a is None else a[idx]
-    return PairInput(
-        im1.keypoints[i],
-        im2.keypoints[j],
-        im1.K,
-        im2.K,
-        ratios,
-        mutuals,
-        pick(im1.scales, i),
-        pick(im2.scales, j),
-        pick(im1.angles, i),
-        pick(im2.angles, j),
+    args = dict(
+        kpts1=im1.keypoints[i],
+        kpts2=im2.keypoints[j],
+        K1=im1.K,
+        K2=im2.K,
+        ratios=ratios,
+        mutuals=mutuals,
+        scales1=pick(im1.scales, i),
+        scales2=pick(im2.scales, j),
+        angles1=pick(im1.angles, i),
+        angles2=pick(im2.angles, j),
     )
+    missing = [name for name in needs if args.get(name) is None]
+    if missing and len(pair.matches) >= MIN_MATCHES:  # fewer: no network, nothing needed
+        raise UserError(
+            f"{where}: images {pair.name1}, {pair.name2}: the weights read "
+            f"{', '.join(missing)}, which this database cannot give (ratios and mutuals come "
+            f"from both images' descriptors, scales and angles from 4- or 6-column keypoints; "
+            f"descriptor distances are not read from databases)"
+        )
+    return args
 
 
 def unique_inliers(matches: np.ndarray, inliers: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -226,7 +241,7 @@ def unique_inliers(matches: np.ndarray, inliers: np.ndarray, scores: np.ndarray)
 
 
 def two_view_geometry(
-    pair: DbPair, result: PairVerification, im1: _Image, im2: _Image
+    pair: DbPair, result: Verification, im1: _Image, im2: _Image
 ) -> pycolmap.TwoViewGeometry:
     """A pair's COLMAP two-view geometry: CALIBRATED with E, F (COLMAP pixels), R, t and the
     unique inlier matches where a pose was found, else UNDEFINED without inliers."""
@@ -250,21 +265,29 @@ def two_view_geometry(
 
 def verify_database(
     db: pycolmap.Database,
-    verify: VerifyBatch,
+    verifier: Verifier,
     pairs_file: Path | None,
     where: Path,
     batch_size: int,
+    pool: multiprocessing.pool.Pool | None = None,
     progress: bool = True,
 ) -> tuple[int, int]:
-    """Verify the database's pairs, then replace their two-view geometries in one transaction
-    (nothing is written when a pair's input is refused).  Returns (pairs, pairs with a pose)."""
+    """Verify the database's pairs (PoseLib in ``pool``, else in this process), then replace
+    their two-view geometries in one transaction (nothing is written when a pair's input is
+    refused).  Returns (pairs, pairs with a pose)."""
     pairs = read_db_pairs(db, pairs_file, where)
     read = _reader(db, where)
     geometries = []
     bar = tqdm(total=len(pairs), desc="pairs", unit="pair", disable=not progress)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        results = verify([pair_input(p, read(p.id1), read(p.id2)) for p in chunk])
+        results = verifier.verify_many(
+            [pair_input(p, read(p.id1), read(p.id2), verifier.needs, where) for p in chunk],
+            batch_size,
+            1,
+            pool=pool,
+            few_matches=True,
+        )
         geometries += [
             two_view_geometry(p, r, read(p.id1), read(p.id2)) for p, r in zip(chunk, results)
         ]
@@ -295,10 +318,15 @@ def _nn_job(task: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def build_database(
-    database: Path, images: Path, pairs_file: Path | None, workers: int, progress: bool = True
+    database: Path,
+    images: Path,
+    pairs_file: Path | None,
+    pool: multiprocessing.pool.Pool | None = None,
+    progress: bool = True,
 ) -> None:
     """Create ``database`` (must not exist) from the images of ``images`` with corrnet's SIFT
-    and nearest-neighbour matches of the pairs of ``pairs_file`` (every pair without it)."""
+    and nearest-neighbour matches of the pairs of ``pairs_file`` (every pair without it), the
+    work in ``pool`` (else in this process)."""
     names = sorted(
         str(p.relative_to(images)) for p in images.rglob("*") if p.suffix in IMAGE_SUFFIXES
     )
@@ -308,44 +336,36 @@ def build_database(
     db = pycolmap.Database.open(database)
     try:
         ids = {image.name: image.image_id for image in db.read_all_images()}
-        pool = _pool(workers)
-        try:
-            run = map if pool is None else pool.imap
-            desc = {}
-            bar = dict(total=len(names), desc="SIFT", unit="image", disable=not progress)
-            for name, (rows, d) in tqdm(
-                zip(names, run(_sift_job, [images / n for n in names])), **bar
-            ):
-                db.write_keypoints(ids[name], rows)
-                db.write_descriptors(
-                    ids[name], pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.SIFT, d)
-                )
-                desc[ids[name]] = d.astype(np.float32)
-            if pairs_file is None:
-                pairs = [
-                    (a, b)
-                    for k, a in enumerate(sorted(ids.values()))
-                    for b in sorted(ids.values())[k + 1 :]
-                ]
-            else:
-                pairs = []
-                for n, line in _content_lines(pairs_file):
-                    fields = line.split()
-                    if len(fields) != 2 or any(f not in ids for f in fields):
-                        raise UserError(
-                            f"{pairs_file}: line {n}: expected two image names of {images}, "
-                            f"got {line!r}"
-                        )
-                    pairs.append(tuple(sorted(ids[f] for f in fields)))
-                pairs = list(dict.fromkeys(pairs))
-            bar = dict(total=len(pairs), desc="matching", unit="pair", disable=not progress)
-            tasks = [(desc[a], desc[b]) for a, b in pairs]
-            for (a, b), m in tqdm(zip(pairs, run(_nn_job, tasks)), **bar):
-                db.write_matches(a, b, m)
-        finally:
-            if pool is not None:
-                pool.close()  # queued tasks finish, the workers exit (no SIGTERM)
-                pool.join()
+        run = map if pool is None else pool.imap
+        desc = {}
+        bar = dict(total=len(names), desc="SIFT", unit="image", disable=not progress)
+        for name, (rows, d) in tqdm(zip(names, run(_sift_job, [images / n for n in names])), **bar):
+            db.write_keypoints(ids[name], rows)
+            db.write_descriptors(
+                ids[name], pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.SIFT, d)
+            )
+            desc[ids[name]] = d.astype(np.float32)
+        if pairs_file is None:
+            pairs = [
+                (a, b)
+                for k, a in enumerate(sorted(ids.values()))
+                for b in sorted(ids.values())[k + 1 :]
+            ]
+        else:
+            pairs = []
+            for n, line in _content_lines(pairs_file):
+                fields = line.split()
+                if len(fields) != 2 or any(f not in ids for f in fields):
+                    raise UserError(
+                        f"{pairs_file}: line {n}: expected two image names of {images}, "
+                        f"got {line!r}"
+                    )
+                pairs.append(tuple(sorted(ids[f] for f in fields)))
+            pairs = list(dict.fromkeys(pairs))
+        bar = dict(total=len(pairs), desc="matching", unit="pair", disable=not progress)
+        tasks = [(desc[a], desc[b]) for a, b in pairs]
+        for (a, b), m in tqdm(zip(pairs, run(_nn_job, tasks)), **bar):
+            db.write_matches(a, b, m)
     finally:
         db.close()
 
@@ -393,19 +413,25 @@ def run_database(
             Path(output), {"--database": database, "--pairs": pairs_file}, overwrite
         )
     target = database if output is None else output
-    with BatchVerifier(checkpoint, dev, threshold, batch_size, workers) as verify:
+    verifier = Verifier(checkpoint, dev, threshold)
+    pool = _pool(workers)  # SIFT, matching and PoseLib
+    try:
         with atomic_path(target, suffix=".db") as path:  # DB itself too: replaced when complete
             if from_images:
-                build_database(path, Path(image_path), pairs_file, workers, progress)
+                build_database(path, Path(image_path), pairs_file, pool, progress)
             else:
                 _copy_database(database, path)
             db = pycolmap.Database.open(path)
             try:
                 pairs, posed = verify_database(
-                    db, verify, pairs_file, database, batch_size, progress
+                    db, verifier, pairs_file, database, batch_size, pool, progress
                 )
             finally:
                 db.close()
+    finally:
+        if pool is not None:
+            pool.close()  # queued tasks finish, the workers exit (no SIGTERM)
+            pool.join()
     return target, pairs, posed
 
 

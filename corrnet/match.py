@@ -4,6 +4,7 @@
                             [--checkpoint F] [--device D] [--threshold PX] [--overwrite]
                             [--picture {2d,3d} | --no-picture]
     corrnet match ...                       (the same, as the console command)
+    corrnet match --pairs PAIRS.txt --images DIR --out OUT ...   (many pairs: corrnet.pairs)
 
 The pipeline: SIFT and nearest-neighbour matches with ratio and mutual flag exactly as
 ``data/prepare.py`` computes them (:mod:`corrnet.datasets.prepare`), then
@@ -474,6 +475,8 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         prog=prog,
         description="Relative pose of two images: SIFT, corrnet, robust "
         "estimation; writes DIR/pose.json, DIR/matches.npz and DIR/matches.png.",
+        epilog=f"Many pairs: {prog} --pairs PAIRS.txt --images DIR --out OUT [...] runs the "
+        f"pairs mode ({prog} --pairs PAIRS.txt --help lists its options).",
     )
     parser.add_argument("image1", type=Path, metavar="IMG1")
     parser.add_argument("image2", type=Path, metavar="IMG2")
@@ -536,7 +539,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match
     """Entry point; returns the exit status (0, 2 for bad input, 1 if only the picture failed).
 
     A pose that is not confident is written with exit status 0 and one warning line on stderr
-    naming the causes."""
+    naming the causes.  With ``--pairs``: :func:`corrnet.pairs.main` (many pairs)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--pairs" or a.startswith("--pairs=") for a in argv):
+        from corrnet.pairs import main as pairs_main
+
+        return pairs_main(argv, prog)
     args = parse_args(argv, prog)
 
     def run() -> int:

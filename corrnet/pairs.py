@@ -3,6 +3,7 @@
     python -m corrnet.pairs --pairs PAIRS.txt --images DIR --out OUT [--intrinsics FILE]
                             [--checkpoint F] [--device D] [--threshold PX] [--batch-size B]
                             [--workers W] [--overwrite]
+    corrnet match --pairs PAIRS.txt --images DIR --out OUT ...   (the same, as the console command)
     torchrun --nproc_per_node K -m corrnet.pairs ...      (the same, split over K processes)
 
 PAIRS.txt: two image names per line, relative to DIR (hloc's format); ``#`` starts a comment,
@@ -12,9 +13,10 @@ the pinhole part of its cameras); an image without intrinsics gets those ``corrn
 approximates (:func:`corrnet.match.approximate_intrinsics`), with a warning.
 
 The pipeline per pair is ``corrnet.match``'s: SIFT once per image (kept in
-``OUT/features.h5``), nearest-neighbour matches with ratio and mutual flag, then a
-verify-batch (:mod:`corrnet.batch_verify`: the network batched over ``--batch-size`` pairs,
-PoseLib in ``--workers`` processes).  Outputs (:data:`RESULT_FILES`): ``features.h5`` (per
+``OUT/features.h5``), nearest-neighbour matches with ratio and mutual flag, then
+:meth:`corrnet.verifier.Verifier.verify_many` (the network batched over ``--batch-size``
+pairs, PoseLib in the run's pool of ``--workers`` processes, ``confident`` as
+:func:`corrnet.verifier.confidence` says).  Outputs (:data:`RESULT_FILES`): ``features.h5`` (per
 image), ``matches.h5`` (per pair, group ``<image1>/<image2>`` with each name
 :func:`encode_name`-d) and ``poses.csv`` (one row per pair, pairs-file order).
 
@@ -60,7 +62,6 @@ import torch
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.batch_verify import BatchVerifier, PairInput, PairVerification, VerifyBatch
 from corrnet.datasets import prepare
 from corrnet.errors import UserError, run_command
 from corrnet.match import (
@@ -70,9 +71,9 @@ from corrnet.match import (
     as_intrinsics,
     load_image,
 )
-from corrnet.verifier import as_device
+from corrnet.verifier import Verification, Verifier, as_device
 
-PROTOCOL = "corrnet-pairs-1"
+PROTOCOL = "corrnet-pairs-2"
 """Changes whenever the files would differ for the same inputs."""
 RESULT_FILES = ("features.h5", "matches.h5", "poses.csv")
 INPUTS_FILE = "inputs.json"
@@ -240,7 +241,8 @@ def read_intrinsics(path: str | Path) -> dict[str, np.ndarray]:
 @dataclass
 class RunStats:
     """What a run did: pairs in the list, pairs verified now, images with new features,
-    confident poses among all pairs, seconds per stage (:data:`STAGES`) and wall seconds."""
+    confident poses among all pairs, seconds per stage (:data:`STAGES`; ``network`` the
+    forward passes, ``estimator`` the rest of the verification) and wall seconds."""
 
     pairs: int = 0
     verified: int = 0
@@ -278,6 +280,14 @@ def _dist_from_env() -> _Dist:
     return _Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def verifier_name(verifier: Verifier) -> str:
+    """What decides a verifier's results: its weights' SHA-1 and the estimator's settings."""
+    with open(verifier.weights, "rb") as f:
+        weights = hashlib.file_digest(f, "sha1").hexdigest()
+    e = verifier.estimator
+    return f"corrnet weights sha1 {weights} + {e.name} {e.max_epipolar_error:g} px seed {e.seed}"
+
+
 def inputs_digest(
     pairs: Sequence[tuple[str, str]],
     images: Path,
@@ -287,7 +297,7 @@ def inputs_digest(
 ) -> str:
     """Digest of what the outputs are made from: protocols, the verifier's name, the batch
     size, every image's name, content and given K (or "approximate") and the pairs in order."""
-    lines = [PROTOCOL, prepare.PROTOCOL, verifier, f"batch_size {batch_size}"]
+    lines = [PROTOCOL, prepare.protocol(), verifier, f"batch_size {batch_size}"]
     for name in dict.fromkeys(n for p in pairs for n in p):
         K = given.get(name)
         k = "approximate" if K is None else np.asarray(K, np.float64).tobytes().hex()
@@ -419,10 +429,10 @@ def _close_features() -> None:
 
 @dataclass
 class _Matched:
-    """A pair's putative matches as the verify-batch takes them, the keypoint indices (N, 2)
-    of every match into features.h5 and the pair's own warnings."""
+    """A pair's putative matches as :meth:`Verifier.verify` arguments, the keypoint indices
+    (N, 2) of every match into features.h5 and the pair's own warnings."""
 
-    pair: PairInput
+    pair: dict[str, np.ndarray]
     ids: np.ndarray
     warnings: list[str]
 
@@ -438,8 +448,10 @@ def _match_job(task: tuple[Path, str, str]) -> _Matched:
     ]
     try:
         m = prepare.putative_matches(
-            (f1["keypoints"], f1["descriptors"]),
-            (f2["keypoints"], f2["descriptors"]),
+            *(
+                prepare.Features(f["keypoints"], f["descriptors"], f["scales"], f["angles"])
+                for f in (f1, f2)
+            ),
             f1["K"],
             f2["K"],
             "too few keypoints",
@@ -447,19 +459,20 @@ def _match_job(task: tuple[Path, str, str]) -> _Matched:
         )
     except ValueError as err:  # too few keypoints: a pair without pose, not an error
         empty = np.zeros((0, 2))
-        pair = PairInput(empty, empty, f1["K"], f2["K"], np.zeros(0), np.zeros(0, bool))
+        pair = dict(kpts1=empty, kpts2=empty, K1=f1["K"], K2=f2["K"])
         return _Matched(pair, np.zeros((0, 2), np.int64), [*notes, str(err)])
-    pair = PairInput(
-        m.uv1,
-        m.uv2,
-        f1["K"],
-        f2["K"],
-        m.ratios,
-        m.mutuals,
-        f1["scales"],
-        f2["scales"][m.nn],
-        f1["angles"],
-        f2["angles"][m.nn],
+    pair = dict(
+        kpts1=m.uv1,
+        kpts2=m.uv2,
+        K1=f1["K"],
+        K2=f2["K"],
+        ratios=m.ratios,
+        mutuals=m.mutuals,
+        scales1=m.sizes[:, 0],
+        scales2=m.sizes[:, 1],
+        angles1=m.angles[:, 0],
+        angles2=m.angles[:, 1],
+        distances=m.dists[:, 0],
     )
     return _Matched(pair, np.column_stack([np.arange(len(m.nn)), m.nn]), notes)
 
@@ -468,14 +481,14 @@ def _write_chunk(
     path: Path,
     pairs: Sequence[tuple[str, str]],
     matched: Sequence[_Matched],
-    results: Sequence[PairVerification],
+    results: Sequence[Verification],
 ) -> None:
     """A chunk's pairs, each in its ``pair_group``, into ``path`` atomically."""
     with atomic_path(path, suffix=".tmp.h5") as tmp:
         with h5py.File(tmp, "w") as f:
             for (name1, name2), m, r in zip(pairs, matched, results):
                 g = f.create_group(pair_group(name1, name2))
-                g.create_dataset("matches", data=np.hstack([m.pair.kpts1, m.pair.kpts2]))
+                g.create_dataset("matches", data=np.hstack([m.pair["kpts1"], m.pair["kpts2"]]))
                 g.create_dataset("keypoint_ids", data=m.ids)
                 g.create_dataset("scores", data=np.asarray(r.scores, np.float32))
                 g.create_dataset("kept", data=np.asarray(r.kept, bool))
@@ -545,13 +558,12 @@ def run_pairs(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
-    verify_batch: Callable[[], VerifyBatch] | None = None,
 ) -> RunStats:
     """Verify every pair of ``pairs_file`` (module docstring); returns this process's stats.
 
-    ``verify_batch``: a factory of the verify-batch to use (default :class:`BatchVerifier`
-    with ``checkpoint``, ``device``, ``threshold``, ``batch_size`` and ``workers``); it is
-    called once, before the processes of a torchrun job connect.
+    The :class:`Verifier` of ``checkpoint``, ``device`` and ``threshold`` and the pool of
+    ``workers`` processes (SIFT, matching, PoseLib) are made once, before the processes of a
+    torchrun job connect.
     """
     start_wall = time.perf_counter()
     images, out = Path(images), Path(out)
@@ -567,14 +579,11 @@ def run_pairs(
         torch.cuda.set_device(dev)
         dist = _Dist(dist.rank, dist.world, dist.local_rank, dev)
     stats = RunStats(pairs=len(pairs))
-    verifier = (
-        verify_batch()
-        if verify_batch is not None
-        else BatchVerifier(checkpoint, dev, threshold, batch_size, workers)
-    )
+    verifier = Verifier(checkpoint, dev, threshold)
+    name = verifier_name(verifier)
     pool = _pool(workers)
     try:
-        digest = inputs_digest(pairs, images, given, verifier.name, batch_size)
+        digest = inputs_digest(pairs, images, given, name, batch_size)
         if check_out(out, digest, overwrite):
             stats.wall = time.perf_counter() - start_wall
             return stats
@@ -588,7 +597,7 @@ def run_pairs(
                     "pairs": str(pairs_file),
                     "images": str(images),
                     "intrinsics": None if intrinsics is None else str(intrinsics),
-                    "verifier": verifier.name,
+                    "verifier": name,
                     "batch_size": batch_size,
                     "num_pairs": len(pairs),
                 }
@@ -618,11 +627,6 @@ def run_pairs(
             pool.close()  # queued tasks finish, the workers exit (no SIGTERM)
             pool.join()
         _close_features()
-        close = getattr(verifier, "close", None)
-        if close is not None:
-            close()
-    for stage, seconds in getattr(verifier, "times", {}).items():
-        stats.seconds[stage] = seconds
     stats.wall = time.perf_counter() - start_wall
     return stats
 
@@ -638,7 +642,7 @@ def _run(
     images: Path,
     given: dict[str, np.ndarray],
     digest: str,
-    verifier: VerifyBatch,
+    verifier: Verifier,
     batch_size: int,
     pool: multiprocessing.pool.Pool | None,
     dist: _Dist,
@@ -698,7 +702,13 @@ def _run(
         stats.seconds["matching"] += time.perf_counter() - start
         if i + 1 < len(todo):
             pending = submit(todo[i + 1])  # the pool matches the next chunk meanwhile
-        results = verifier([m.pair for m in matched])
+        start = time.perf_counter()
+        results = verifier.verify_many(
+            [m.pair for m in matched], batch_size, 1, pool=pool, few_matches=True
+        )
+        network = sum(r.times_ms["network"] for r in results) / 1e3
+        stats.seconds["network"] += network
+        stats.seconds["estimator"] += time.perf_counter() - start - network
         start = time.perf_counter()
         _write_chunk(_chunk_file(out, k), chunks[k], matched, results)
         stats.seconds["writing"] += time.perf_counter() - start

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import multiprocessing
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ defined (docs/verifier.md: pure rotations 0.17 at the 95th percentile; below 0.2
 median translation error of synthetic pairs is 5.7 deg and more)."""
 METHOD = "corrnet+poselib"
 """The name of the pipeline in ``eval.py``'s tables."""
+PAD_SEED = 0
+"""Seed of the padding draw of every batch of :meth:`Verifier.verify_many`: a batch gives the
+same results on every run."""
 
 CHANNEL_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "ratio": ("ratios",),
@@ -130,13 +134,13 @@ def _numpy(value: Any) -> Any:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
 
 
-def _keypoints(name: str, value: Any, n: int | None) -> np.ndarray:
-    """(N, 2) finite float64 pixels, N >= MIN_MATCHES (and = n when given)."""
+def _keypoints(name: str, value: Any, n: int | None, fewest: int = MIN_MATCHES) -> np.ndarray:
+    """(N, 2) finite float64 pixels, N >= ``fewest`` (and = n when given)."""
     a = np.asarray(_numpy(value), dtype=np.float64)
     if a.ndim != 2 or a.shape[1] != 2 or (n is not None and len(a) != n):
         expected = "(N, 2)" if n is None else f"({n}, 2) like kpts1"
         raise UserError(f"{name}: expected pixel coordinates of shape {expected}, got {a.shape}")
-    if len(a) < MIN_MATCHES:
+    if len(a) < fewest:
         raise UserError(f"{name}: expected at least {MIN_MATCHES} matches, got {len(a)}")
     bad = np.flatnonzero(~np.isfinite(a).all(1))
     if len(bad):
@@ -267,14 +271,15 @@ def confidence(num_inliers: int, num_kept: int, parallax: float, has_pose: bool)
 
 @dataclass
 class _Prepared:
-    """A validated pair: pixels, K, normalised matches and the network's features (N, C)."""
+    """A validated pair: pixels, K, normalised matches and the network's features (N, C);
+    features None for a pair of fewer than MIN_MATCHES matches, which gets no pose."""
 
     kpts1: np.ndarray
     kpts2: np.ndarray
     K1: np.ndarray
     K2: np.ndarray
     xs: np.ndarray
-    features: torch.Tensor
+    features: torch.Tensor | None
 
 
 class Verifier:
@@ -333,10 +338,13 @@ class Verifier:
         angles1: Any = None,
         angles2: Any = None,
         distances: Any = None,
+        few_matches: bool = False,
     ) -> _Prepared:
-        """Validate one pair's inputs (arguments of :meth:`verify`) and build its features."""
-        uv1 = _keypoints("kpts1", kpts1, None)
-        uv2 = _keypoints("kpts2", kpts2, len(uv1))
+        """Validate one pair's inputs (arguments of :meth:`verify`) and build its features
+        (none for fewer than MIN_MATCHES matches where ``few_matches``, else UserError)."""
+        fewest = 0 if few_matches else MIN_MATCHES
+        uv1 = _keypoints("kpts1", kpts1, None, fewest)
+        uv2 = _keypoints("kpts2", kpts2, len(uv1), fewest)
         Ks = as_intrinsics(K1, "K1"), as_intrinsics(K2, "K2")
         given = dict(
             ratios=ratios,
@@ -347,14 +355,16 @@ class Verifier:
             angles2=angles2,
             distances=distances,
         )
+        columns = {k: _per_match(k, v, len(uv1)) for k, v in given.items() if v is not None}
+        xs = normalized_matches(uv1, uv2, *Ks)
+        if len(uv1) < MIN_MATCHES:  # no network: nothing else needed
+            return _Prepared(uv1, uv2, *Ks, xs, None)
         missing = [name for name in self.needs if given[name] is None]
         if missing:
             raise UserError(
                 f"{', '.join(missing)}: missing; the weights {self.weights.name} read them: pass "
                 + "; ".join(f"{name}=(N,) {ARGUMENT_HELP[name]}" for name in missing)
             )
-        columns = {k: _per_match(k, v, len(uv1)) for k, v in given.items() if v is not None}
-        xs = normalized_matches(uv1, uv2, *Ks)
         pair = lambda a, b: np.stack([columns[a], columns[b]], -1)
         per_match = {
             "ratios": lambda: columns["ratios"],
@@ -406,13 +416,20 @@ class Verifier:
         pairs: Iterable[Mapping[str, Any] | Sequence[Any]],
         batch_size: int = 16,
         workers: int | None = None,
+        pool: multiprocessing.pool.Pool | None = None,
+        few_matches: bool = False,
     ) -> list[Verification]:
         """:meth:`verify` of many pairs: the network on ``batch_size`` pairs at a time (padded
-        and masked, as :func:`corrnet.datasets.collate.collate_pairs` pads), the estimator in a
-        pool of ``workers`` processes (default: the cores this process may use).  Each pair is
-        a mapping of :meth:`verify`'s keyword arguments or a sequence of its positional ones;
-        the results, in the pairs' order, are those of :meth:`verify` on each pair.  Bad input
-        raises ValueError naming the pair's position and the argument.
+        and masked, as :func:`corrnet.datasets.collate.collate_pairs` pads, the padding drawn
+        with seed :data:`PAD_SEED`), the estimator in a pool of ``workers`` processes (default:
+        the cores this process may use) started for this call, or in the caller's ``pool``
+        (left open; its workers should keep OpenCV at one thread, as
+        :func:`corrnet.eval.estimators.init_worker` does).  Each pair is a mapping of
+        :meth:`verify`'s keyword arguments or a sequence of its positional ones; the results,
+        in the pairs' order, are those of :meth:`verify` on each pair.  ``few_matches``: a pair
+        of fewer than 8 matches gets a result without pose (``confident`` False, one warning)
+        instead of an error.  Bad input raises ValueError naming the pair's position and the
+        argument.
         """
         if not batch_size >= 1:
             raise UserError(f"batch_size: expected a positive count, got {batch_size}")
@@ -428,22 +445,31 @@ class Verifier:
                     f"got {list(pair) if isinstance(pair, Mapping) else f'{len(pair)} values'}"
                 )
             try:
-                prepared.append(self._prepare(**args))
+                prepared.append(self._prepare(**args, few_matches=few_matches))
             except ValueError as err:
                 raise UserError(f"pairs[{i}]: {err}") from None
         workers = min(default_workers() if workers is None else workers, len(prepared))
-        return self._run(prepared, batch_size, workers)
+        return self._run(prepared, batch_size, workers, pool)
 
-    def _run(self, pairs: list[_Prepared], batch_size: int, workers: int) -> list[Verification]:
-        """The network in padded batches, kept rule, then the estimator jobs in a pool."""
+    def _run(
+        self,
+        pairs: list[_Prepared],
+        batch_size: int,
+        workers: int,
+        pool: multiprocessing.pool.Pool | None = None,
+    ) -> list[Verification]:
+        """The network in padded batches, kept rule, then the estimator jobs in a pool (pairs
+        without features get a result without pose)."""
+        short = {i for i, p in enumerate(pairs) if p.features is None}
+        run = [p for i, p in enumerate(pairs) if i not in short]
         logits: list[np.ndarray] = []
         network_ms: list[float] = []
-        for first in range(0, len(pairs), batch_size):
-            chunk = pairs[first : first + batch_size]
+        for first in range(0, len(run), batch_size):
+            chunk = run[first : first + batch_size]
             batch = collate_pairs(
                 [{"xs": torch.from_numpy(p.xs), "features": p.features} for p in chunk],
                 "pad",
-                generator=torch.Generator(),
+                generator=torch.Generator().manual_seed(PAD_SEED),
             )
             features, mask = batch["features"].to(self.device), batch["mask"]
             with torch_threads(NETWORK_THREADS):  # see NETWORK_THREADS
@@ -458,18 +484,46 @@ class Verifier:
         kept = [kept_matches(torch.from_numpy(lg)[None])[0].numpy() for lg in logits]
         jobs = [
             (i, p.xs, p.K1, p.K2, [(METHOD, self.estimator, np.flatnonzero(k))])
-            for i, (p, k) in enumerate(zip(pairs, kept))
+            for i, (p, k) in enumerate(zip(run, kept))
         ]
-        outcomes = dict(run_pose_jobs(jobs, workers, progress=False))
-        results = []
+        outcomes = dict(run_pose_jobs(jobs, workers, progress=False, pool=pool))
+        results, k = [], 0
         for i, p in enumerate(pairs):
-            _, R, t, inliers, estimator_ms = outcomes[i][0]
+            if i in short:
+                results.append(self._too_few(p))
+                continue
+            _, R, t, inliers, estimator_ms = outcomes[k][0]
             results.append(
                 self._verification(
-                    p, logits[i], kept[i], R, t, inliers, network_ms[i], estimator_ms
+                    p, logits[k], kept[k], R, t, inliers, network_ms[k], estimator_ms
                 )
             )
+            k += 1
         return results
+
+    def _too_few(self, p: _Prepared) -> Verification:
+        """The result of a pair of fewer than MIN_MATCHES matches: no network, no pose."""
+        n = len(p.xs)
+        return Verification(
+            p.kpts1,
+            p.kpts2,
+            p.xs,
+            p.K1,
+            p.K2,
+            logits=np.full(n, np.nan),
+            scores=np.full(n, np.nan),
+            kept=np.zeros(n, bool),
+            inliers=np.zeros(n, bool),
+            R=np.full((3, 3), np.nan),
+            t=np.full(3, np.nan),
+            E=np.full((3, 3), np.nan),
+            parallax_deg=math.nan,
+            confident=False,
+            warnings=[f"{n} matches; the network needs at least {MIN_MATCHES}"],
+            estimator=self.estimator.name,
+            threshold=self.threshold,
+            times_ms={"network": 0.0, "estimator": 0.0},
+        )
 
     def _verification(
         self,

@@ -20,7 +20,18 @@ from corrnet.datasets import write_synthetic
 from corrnet.errors import USER_ERRORS, UserError, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
-VERBS = ("match", "prepare", "prepare3d", "synthetic", "merge", "train", "eval", "viz", "bench")
+VERBS = (
+    "match",
+    "colmap",
+    "prepare",
+    "prepare3d",
+    "synthetic",
+    "merge",
+    "train",
+    "eval",
+    "viz",
+    "bench",
+)
 
 
 def python(*args: str) -> subprocess.CompletedProcess:
@@ -89,7 +100,10 @@ def test_prog_name_in_error_lines_for_both_ways_of_calling(tmp_path, capsys):
         (["benchmarks/bench_network.py"], "bench_network.py"),
         (["-m", "corrnet.visualization"], "python -m corrnet.visualization"),
         (["-m", "corrnet.match"], "python -m corrnet.match"),
+        (["-m", "corrnet.pairs"], "python -m corrnet.pairs"),
+        (["-m", "corrnet.colmap_db"], "python -m corrnet.colmap_db"),
         (["-m", "corrnet", "eval"], "corrnet eval"),
+        (["-m", "corrnet", "colmap"], "corrnet colmap"),
     ],
 )
 def test_every_documented_entry_point_still_answers(entry, prog):

@@ -16,8 +16,8 @@ import pycolmap
 import pytest
 
 import corrnet.colmap_db as cdb
-from corrnet.batch_verify import BatchVerifier
 from corrnet.datasets import prepare
+from corrnet.verifier import Verifier
 from tests.conftest import need_shared
 from tests.test_match import _error
 
@@ -95,8 +95,9 @@ def test_verified_copy_reconstructs(colmap_db, photos, tmp_path):
         read = cdb._reader(db, out)
         pairs = cdb.read_db_pairs(db, None, out)
         assert len(pairs) == 6 and set(geometries) == {(p.id1, p.id2) for p in pairs}
-        with BatchVerifier() as verify:
-            results = verify([cdb.pair_input(p, read(p.id1), read(p.id2)) for p in pairs])
+        results = Verifier().verify_many(
+            [cdb.pair_input(p, read(p.id1), read(p.id2)) for p in pairs], workers=1
+        )
         for p, r in zip(pairs, results):
             g = geometries[(p.id1, p.id2)]
             assert g.config == pycolmap.TwoViewGeometryConfiguration.CALIBRATED
@@ -131,10 +132,10 @@ def test_from_images_reconstructs(photos, tmp_path):
     db = pycolmap.Database.open(db_path)
     try:
         ids = {image.name: image.image_id for image in db.read_all_images()}
-        kp, desc = prepare.extract_sift(photos / NAMES[0])
+        kp, desc = prepare.extract_sift(photos / NAMES[0])[:2]
         rows = np.asarray(db.read_keypoints(ids[NAMES[0]]))
         np.testing.assert_allclose(rows[:, :2], kp + 0.5, atol=1e-4)
-        kp2, desc2 = prepare.extract_sift(photos / NAMES[1])
+        kp2, desc2 = prepare.extract_sift(photos / NAMES[1])[:2]
         a, b = ids[NAMES[0]], ids[NAMES[1]]
         nn = prepare.nearest_neighbours(desc, desc2)[0] if a < b else None
         if nn is not None:
@@ -180,7 +181,7 @@ def test_side_information_matches_nearest_neighbours():
     rng = np.random.default_rng(0)
     d1 = rng.integers(0, 60, (300, 128)).astype(np.float64)
     d2 = np.vstack([d1[:150] + rng.integers(-3, 4, (150, 128)), rng.integers(0, 60, (100, 128))])
-    nn, ratio, mutual = prepare.nearest_neighbours(d1, d2)
+    nn, ratio, mutual, _ = prepare.nearest_neighbours(d1, d2)
     got_ratio, got_mutual = cdb.side_information(d1, d2, np.column_stack([np.arange(300), nn]))
     np.testing.assert_allclose(got_ratio, ratio, rtol=1e-9)
     np.testing.assert_array_equal(got_mutual, mutual)

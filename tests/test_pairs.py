@@ -20,8 +20,9 @@ import torch
 
 import corrnet.match as cm
 import corrnet.pairs as cp
-from corrnet.batch_verify import BatchVerifier, PairInput
+from corrnet.cli import main as corrnet
 from corrnet.geometry import pose_errors
+from corrnet.verifier import Verifier
 from tests.test_match import K, _error, _render, _texture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +189,19 @@ def test_batch_of_one_equals_corrnet_match(scene, tmp_path):
             np.testing.assert_array_equal(g["matches"][()], np.hstack([ref.uv1, ref.uv2]))
 
 
+def test_corrnet_match_pairs_equals_the_module(scene, reference, tmp_path, capsys):
+    """``corrnet match --pairs ...`` is the pairs mode: the files of ``python -m
+    corrnet.pairs``, and its error lines carry the verb's name."""
+    out = tmp_path / "out"
+    assert corrnet(["match", *_argv(scene, out)]) == 0
+    assert f"{len(PAIRS)} pairs ({len(PAIRS)} verified now" in capsys.readouterr().out
+    _same_outputs(reference, out)
+    bad = tmp_path / "pairs.txt"
+    bad.write_text("view0.png\n")
+    argv = ["match", "--pairs", str(bad), "--images", str(scene["images"]), "--out", str(out)]
+    _error(argv, capsys, "pairs.txt: line 1: expected two image names", "corrnet match", corrnet)
+
+
 def _command(scene: dict, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "corrnet.pairs", *_argv(scene, out, *extra)]
 
@@ -320,9 +334,12 @@ def test_encode_name_round_trip():
 
 
 def test_verifier_pairs_without_pose():
-    """Fewer than 8 matches: a result without pose and a warning, not an error."""
-    with BatchVerifier() as verify:
-        [r] = verify(
-            [PairInput(np.zeros((3, 2)), np.zeros((3, 2)), K, K, np.zeros(3), np.zeros(3, bool))]
-        )
+    """Fewer than 8 matches: with few_matches (as the pairs mode calls it) a result without
+    pose and a warning, not an error; without, an error naming the pair."""
+    pair = dict(kpts1=np.zeros((3, 2)), kpts2=np.zeros((3, 2)), K1=K, K2=K)
+    pair |= dict(ratios=np.zeros(3), mutuals=np.zeros(3, bool))
+    verifier = Verifier()
+    [r] = verifier.verify_many([pair], few_matches=True)
     assert not r.confident and r.num_inliers == 0 and np.isnan(r.R).all() and r.warnings
+    with pytest.raises(ValueError, match=r"^pairs\[0\]: kpts1: expected at least 8 matches"):
+        verifier.verify_many([pair])

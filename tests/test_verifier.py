@@ -4,6 +4,7 @@ one, its bad-input errors and its confidence checks."""
 from __future__ import annotations
 
 import math
+import multiprocessing
 
 import cv2
 import numpy as np
@@ -16,7 +17,7 @@ from corrnet.checkpoint import FORMAT, FORMAT_VERSION, PRETRAINED, load_model
 from corrnet.datasets.prepare import putative_matches, sift_features
 from corrnet.datasets.sample import to_pixels
 from corrnet.datasets.synthetic import generate_pair
-from corrnet.eval.estimators import PoseLibEstimator
+from corrnet.eval.estimators import PoseLibEstimator, init_worker
 from corrnet.eval.predict import kept_matches
 from corrnet.models import CorrNet, CorrNetConfig, make_predictor
 from tests.test_match import K, _render, _texture
@@ -111,9 +112,13 @@ def _pairs(count: int) -> list[dict]:
 def test_verify_many_equals_one_by_one(verifier):
     pairs = _pairs(5)
     single = [verifier.verify(**p) for p in pairs]
+    with multiprocessing.get_context("fork").Pool(2, initializer=init_worker) as pool:
+        in_pool = [verifier.verify_many(pairs, batch_size=3, pool=pool) for _ in range(2)]
+        assert pool.apply(abs, (-1,)) == 1  # the caller's pool is left open
     for batched in (
         verifier.verify_many(pairs, batch_size=2, workers=2),
         verifier.verify_many([tuple(p.values()) for p in pairs], batch_size=5, workers=1),
+        *in_pool,
     ):
         assert len(batched) == len(pairs)
         for one, many in zip(single, batched):
@@ -195,7 +200,7 @@ def test_inputs_follow_the_weights(tmp_path, matches):
     assert v.logits.shape == (len(matches.uv1),) and v.kept.sum() >= 8
     assert cv.Verifier(_weights(tmp_path, side_info=True)).needs == ("ratios", "mutuals")
     _one_line_error(
-        "small.pt: a rigid network with 6 input channels; the verifier feeds two-view weights",
+        "small.pt: a rigid network; the verifier feeds two-view weights",
         cv.Verifier,
         _weights(tmp_path, geometry="rigid"),
     )

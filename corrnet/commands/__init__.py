@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 COMMANDS = {
-    "match": "two images in, relative pose and a picture out",
+    "match": "two images in, relative pose and a picture out (--pairs: a pairs list)",
+    "colmap": "verify a COLMAP database's matches, write its two-view geometries",
     "prepare": "putative SIFT matches with ground truth from images, in OANet's HDF5 layout",
     "prepare3d": "3-D point-cloud pairs with rigid ground truth and FPFH matches",
     "synthetic": "synthetic two-view pairs in OANet's HDF5 layout",

@@ -1,4 +1,5 @@
-"""``corrnet match IMG1 IMG2 --out DIR ...``: :func:`corrnet.match.main`, which is also
+"""``corrnet match IMG1 IMG2 --out DIR ...`` and ``corrnet match --pairs PAIRS.txt --images DIR
+--out OUT ...`` (the pairs mode): :func:`corrnet.match.main`, which is also
 ``python -m corrnet.match``."""
 
 from __future__ import annotations

@@ -313,10 +313,18 @@ def _tasks(
 
 
 def run_pose_jobs(
-    jobs: list[PoseJob], workers: int, progress: bool
+    jobs: list[PoseJob],
+    workers: int,
+    progress: bool,
+    pool: multiprocessing.pool.Pool | None = None,
 ) -> Iterator[tuple[int, list[PoseOutcome]]]:
-    """run_job over jobs, in a pool of ``workers`` processes (in this process when 1)."""
+    """run_job over jobs, in a pool of ``workers`` processes (in this process when 1), or in
+    the caller's ``pool`` (left open; its workers should run :func:`init_worker` or otherwise
+    keep OpenCV at one thread), whatever ``workers`` says."""
     bar = dict(total=len(jobs), desc="robust estimation", disable=not progress, unit="pair")
+    if pool is not None:
+        yield from tqdm(pool.imap_unordered(run_job, jobs), **bar)
+        return
     if workers <= 1:
         threads = cv2.getNumThreads()
         init_worker()
