@@ -264,7 +264,7 @@ def test_eval_device_cuda_without_cuda_is_one_line(capsys):
 def _train(run: Path, *args: str) -> dict[str, torch.Tensor]:
     """The network's parameters after 3 optimiser steps of train.py's CLI (configs/demo.yaml,
     tiny pairs, no validation) with extra trainer ``args``."""
-    from corrnet.training.cli import CorrNetCLI
+    from corrnet.commands.train import CorrNetCLI
     from corrnet.training.datamodule import CorrNetDataModule
     from corrnet.training.module import CorrNetModule
 
