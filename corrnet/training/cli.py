@@ -1,4 +1,5 @@
-"""``python train.py --config configs/synthetic.yaml [--trainer.max_steps 100] [--ckpt_path last]``."""
+"""``python train.py --config configs/synthetic.yaml [--trainer.max_steps 100]
+[--ckpt_path last]``."""
 
 from __future__ import annotations
 

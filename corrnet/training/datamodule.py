@@ -24,7 +24,8 @@ class CorrNetDataModule(L.LightningDataModule):
         batch_size: pairs per batch.
         num_matches: matches per pair in a training batch (pairs are subsampled without
             replacement to a common N, OANet's way; ``None`` takes the batch's smallest N).
-        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked copies of real matches).
+        batching: ``"subsample"`` (default) or ``"pad"`` (pad to the largest N with masked
+            copies of real matches).
         side_info: add the ratio and mutual-NN channels to the network input (C = 6); in
             ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
         geometry: ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and
@@ -104,11 +105,10 @@ class CorrNetDataModule(L.LightningDataModule):
         h = self.hparams
         dataset = Draws(self._train_dataset())
         sampler = ResumableSampler(len(dataset), seed=h.seed)
-        if self.trainer is not None:
-            sampler.set_epoch(self.trainer.current_epoch)
-            sampler.skip = (
-                self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * h.batch_size
-            )
+        if self.trainer is not None:  # a restored checkpoint's epoch and batches done in it
+            loop = self.trainer.fit_loop
+            sampler.epoch = loop.epoch_progress.current.processed
+            sampler.skip = loop.epoch_loop.batch_progress.current.processed * h.batch_size
         return DataLoader(
             dataset,
             batch_size=h.batch_size,

@@ -76,23 +76,26 @@ class Draws(Dataset):
 
 
 class ResumableSampler(Sampler[int]):
-    """Shuffled draws whose order is fixed by (seed, epoch), starting after ``skip`` of them.
+    """Shuffled draws whose order is fixed by (seed, epoch), the first epoch starting after
+    ``skip`` of them.
 
-    Lightning calls :meth:`set_epoch` before each epoch; the data module sets ``skip`` to the
-    number of samples the restored checkpoint had already consumed in its epoch.
+    Each iteration is one epoch, numbered from ``epoch`` on: the sampler counts its epochs
+    itself, because Lightning's epoch counter is one ahead when it resumes from a checkpoint
+    taken on an epoch's last batch.  The data module sets ``epoch`` and ``skip`` from the
+    restored checkpoint (its epoch, and the samples its batches had consumed in it).  The
+    length is always the whole epoch's: Lightning counts a resumed epoch's batches from its
+    start, so an epoch resumed after its last batch ends at once and the next runs in full.
     """
 
-    def __init__(self, length: int, seed: int = 0) -> None:
+    def __init__(self, length: int, seed: int = 0, epoch: int = 0, skip: int = 0) -> None:
         self.length, self.seed = length, seed
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
-        return self.length - self.skip
+        return self.length
 
     def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
-        start, self.skip = self.skip, 0
-        return iter((order[start:] + self.epoch * self.length).tolist())
+        draws = order[min(self.skip, self.length) :] + self.epoch * self.length
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(draws.tolist())
