@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from corrnet.atomic import check_regular_output
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
 """Exceptions that mean bad input (FileNotFoundError and FileExistsError are OSErrors)."""
 
@@ -52,7 +54,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_output(out: Path, inputs: Mapping[str, Path | None], overwrite: bool | None) -> Path:
-    """Refuse an output path that is one of the inputs, or that exists (unless ``overwrite``).
+    """Refuse an output path that is one of the inputs, that exists (unless ``overwrite``), or
+    that is neither a regular file nor a new path (a device, FIFO or folder: OSError).
 
     inputs: option name -> path (None entries are ignored).  ``overwrite=None`` skips the
     existence check (for writers that verify an existing file themselves).
@@ -63,4 +66,4 @@ def check_output(out: Path, inputs: Mapping[str, Path | None], overwrite: bool |
             raise ValueError(f"{out}: is also the input {option}; choose another output path")
     if overwrite is False and (out.exists() or out.is_symlink()):
         raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
-    return out
+    return check_regular_output(out)

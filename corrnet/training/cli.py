@@ -8,10 +8,13 @@ import warnings
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
+from corrnet.atomic import atomic_path
 from corrnet.checkpoint import check_resumable
 from corrnet.datasets.factory import check_data_spec
 from corrnet.datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
@@ -27,6 +30,21 @@ resolved here, so that a missing ``last.ckpt`` is an error rather than a fresh s
 NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
 """Start of Lightning's warning that a mid-epoch resume may repeat or skip batches.  Silenced:
 CorrNetDataModule's sampler skips exactly the batches the checkpoint had seen."""
+
+
+RUN_FILES = ("config.yaml", "metrics.csv", "hparams.yaml")
+"""Files of a run's log folder that a new run would replace."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside their path, then renamed: a failed write
+    (a full disk) leaves the previous file, never a truncated one, at the final path."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}: storage_options are not supported")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -66,6 +84,12 @@ class CorrNetCLI(LightningCLI):
             help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt",
         )
 
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The trainer, writing its checkpoints with :class:`AtomicCheckpointIO`."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
         if trainer.precision is None and torch.cuda.is_available():
@@ -99,6 +123,18 @@ def resume_path(cli: LightningCLI, ckpt_path: str | None) -> str | None:
     return str(check_resumable(ckpt_path, cli.model))
 
 
+def check_new_log_dir(trainer: Trainer) -> None:
+    """FileExistsError naming the folder when the run's log folder (``trainer.log_dir``) holds
+    an earlier run's config.yaml or metrics.csv, which this run would replace."""
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    found = [name for name in RUN_FILES if (log_dir / name).exists()]
+    if found:
+        raise FileExistsError(
+            f"{log_dir}: holds an earlier run's {', '.join(found)}; choose another "
+            f"--trainer.default_root_dir or --trainer.logger.init_args.version"
+        )
+
+
 def check_label_px(model: CorrNetModule, data: CorrNetDataModule) -> None:
     """ValueError for ``model.loss.label_px`` with a training file that lacks the intrinsics: its
     pixels would be normalised units (the identity K), and every labelled inlier would pass."""
@@ -124,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             run=False,
             args=argv,
             seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
+            save_config_kwargs={"overwrite": False},
             parser_kwargs={"exit_on_error": False},
         )
+        check_new_log_dir(cli.trainer)
         check_label_px(cli.model, cli.datamodule)
         ckpt_path = resume_path(cli, cli.config.ckpt_path)
         with warnings.catch_warnings():
