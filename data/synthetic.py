@@ -1,6 +1,7 @@
 """Dump synthetic two-view pairs in OANet's HDF5 layout.
 
-    python data/synthetic.py --out data/generated/synthetic.hdf5 --pairs 1000 --seed 0 [--mode mixed]
+    python data/synthetic.py --out data/generated/synthetic.hdf5 --pairs 1000 \\
+        --seed 0 [--mode mixed]
 See corrnet.datasets.synthetic for the generative model.  An existing --out is replaced only
 with --overwrite; bad arguments end with one ``synthetic.py: error:`` line and exit status 2.
 """
@@ -11,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from corrnet.datasets.oanet_hdf5 import MAX_MATCHES
 from corrnet.datasets.sample import MIN_MATCHES
 from corrnet.datasets.synthetic import MODES, write_synthetic
 from corrnet.errors import check_output, run_command
@@ -34,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.pairs < 1:
         parser.error(f"--pairs: expected at least 1, got {args.pairs}")
-    if args.num_matches < MIN_MATCHES:
-        parser.error(f"--num-matches: expected at least {MIN_MATCHES}, got {args.num_matches}")
+    if not MIN_MATCHES <= args.num_matches <= MAX_MATCHES:
+        parser.error(
+            f"--num-matches: expected {MIN_MATCHES} to {MAX_MATCHES}, got {args.num_matches}"
+        )
 
     def run() -> None:
         check_output(args.out, {}, args.overwrite)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +20,13 @@ from corrnet.atomic import (
     check_regular_input,
     is_temporary,
     remove_stale_temporaries,
+)
+from corrnet.datasets.oanet_hdf5 import (
+    INTRINSICS_KEYS,
+    MAX_MATCHES,
+    SIDE_INFO_KEYS,
+    BadPairError,
+    OANetPairs,
 )
 from corrnet.training.cli import AtomicCheckpointIO
 from corrnet.training.cli import main as train_main
@@ -149,3 +159,101 @@ def test_a_new_run_never_replaces_an_earlier_runs_logs(tmp_path, capsys, logger)
     refused(capsys, train_main(args), str(earlier.parent), earlier.name)
     assert earlier.read_text() == "earlier run"
     assert not (tmp_path / "ckpt").exists()
+
+
+# ---------------------------------------------------------------- HDF5: declared, then read
+
+
+def _edit(path: Path, edit) -> Path:
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+def _replace(key: str, value) -> object:
+    def edit(f: h5py.File) -> None:
+        del f[key]
+        if value is None:
+            return
+        if isinstance(value, str):
+            f.create_group(key)
+        else:
+            f.create_dataset(key, data=value)
+
+    return edit
+
+
+BAD_DATASETS = {
+    "xs of strings": (_replace("xs/1", np.array(["a"] * 4, dtype=object).astype("S")), "dtype"),
+    "a group for a dataset": (_replace("ys/1", "group"), "ys/1: expected a dataset, got a group"),
+    "2e9 declared matches": (
+        lambda f: (
+            f["xs"].__delitem__("1"),
+            f["xs"].create_dataset("1", shape=(1, 2 * 10**9, 4), dtype="f4", chunks=(1, 4096, 4)),
+        ),
+        "declares shape (1, 2000000000, 4)",
+    ),
+    "ratio 1.5": (_replace("ratios/1", np.full(50, 1.5, np.float32)), "Lowe ratios in [0, 1]"),
+    "mutual 0.5": (_replace("mutuals/1", np.full(50, 0.5, np.float32)), "flags 0 or 1, got 0.5"),
+    "negative ys": (_replace("ys/1", -np.ones((50, 1), np.float32)), "epipolar distances >= 0"),
+    "focal 1e30": (_replace("f1s/1", np.full((1, 2), 1e30, np.float32)), "focal lengths <= 1e+06"),
+    "principal point 1e30": (_replace("cx2s/1", np.full(1, 1e30, np.float32)), "cx2s: expected"),
+    "ratios/1 missing": (lambda f: f["ratios"].__delitem__("1"), "ratios/1: missing dataset"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATASETS))
+def test_bad_datasets_are_one_line_errors_naming_file_pair_and_key(syn, tmp_path, case):
+    edit, message = BAD_DATASETS[case]
+    path = _edit(Path(shutil.copy(syn, tmp_path / "bad.hdf5")), edit)
+    with pytest.raises(BadPairError) as err:
+        OANetPairs(path)[1]
+    text = str(err.value)
+    assert text.startswith(f"{path}: pair 1: ") and message in text and "\n" not in text, text
+    assert path.stat().st_size < 10**6  # the 2e9 matches are only declared
+
+
+def test_a_group_that_should_hold_pairs_is_refused_when_opened(syn, tmp_path):
+    path = _edit(Path(shutil.copy(syn, tmp_path / "bad.hdf5")), _replace("ratios", [1.0]))
+    with pytest.raises(BadPairError, match="ratios: expected a group of per-pair datasets"):
+        OANetPairs(path)
+
+
+def test_synthetic_refuses_billions_of_matches(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "x.hdf5"), "--pairs", "1", "--num-matches", "2000000000"]
+    refused(capsys, call(synthetic_main, args), "--num-matches", str(MAX_MATCHES))
+
+
+# ---------------------------------------------------------------- merge keeps absence absent
+
+
+def _without(syn: Path, path: Path, keys: tuple[str, ...]) -> Path:
+    return _edit(Path(shutil.copy(syn, path)), lambda f: [f.__delitem__(k) for k in keys])
+
+
+def test_merge_keeps_absent_side_information_absent(syn, tmp_path):
+    bare = _without(syn, tmp_path / "bare.hdf5", SIDE_INFO_KEYS + INTRINSICS_KEYS)
+    out = tmp_path / "merged.hdf5"
+    assert merge_main([str(bare), str(bare), "--out", str(out)]) == 0
+    merged = OANetPairs(out)
+    assert len(merged) == 4 and merged.lacks(SIDE_INFO_KEYS + INTRINSICS_KEYS) == list(
+        SIDE_INFO_KEYS + INTRINSICS_KEYS
+    )
+    with h5py.File(bare) as a, h5py.File(out) as b:  # copied as stored
+        for key in ("xs", "ys", "Rs", "ts"):
+            assert np.array_equal(a[key]["1"][()], b[key]["3"][()]), key
+
+
+def test_merge_refuses_files_with_different_groups(syn, tmp_path, capsys):
+    bare = _without(syn, tmp_path / "bare.hdf5", SIDE_INFO_KEYS)
+    out = tmp_path / "merged.hdf5"
+    refused(capsys, call(merge_main, [str(syn), str(bare), "--out", str(out)]), "bare.hdf5")
+    assert not out.exists()
+
+
+def test_merge_names_a_pair_missing_from_a_group(syn, tmp_path, capsys):
+    holed = _edit(Path(shutil.copy(syn, tmp_path / "holed.hdf5")), _replace("ratios/1", None))
+    out = tmp_path / "merged.hdf5"
+    code = call(merge_main, [str(syn), str(holed), "--out", str(out)])
+    refused(capsys, code, "holed.hdf5: pair 1: ratios/1: missing dataset")
+    assert not out.exists()

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.errors import one_line
-from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
+from corrnet.geometry.checks import rotation_problem, translation_problem
 
 from .sample import MIN_MATCHES, intrinsics, make_sample
 
@@ -34,6 +34,15 @@ IMAGE_KEYS = ("image1s", "image2s")
 MAX_COORDINATE = 100.0
 """Largest |x| a normalised coordinate may have: |x| = (u - cx) / f is below ~2 for ordinary
 lenses and 100 is 89.4° off-axis; pixel coordinates (hundreds to thousands) exceed it."""
+MAX_MATCHES = 1_000_000
+"""Most matches a pair may declare (OANet's files have 2000-8000); a pair's datasets are read
+only after their declared shapes are checked, so a small file declaring billions of matches is
+refused before anything is allocated."""
+MAX_DATASET_VALUES = 2**25
+"""Most values (128 MB of float32) any per-pair dataset may declare before it is read."""
+MAX_PIXELS = 1e6
+"""Largest focal length and |principal point| in pixels (a 100-megapixel telephoto image has
+f ~ 10⁵); larger values are a unit or scale error."""
 SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
 """Keys a sample needs to be written."""
 
@@ -89,11 +98,11 @@ def write_pairs_hdf5(
 
     ``arrays(sample, i)`` gives the datasets of pair i by group: every pair has those of
     ``groups`` (created even when there are no pairs); the others (strings, such as image
-    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string, anything else as
-    it is.  A ValueError of ``arrays`` is raised again naming ``path`` and the pair.  The file
-    is written to a temporary file beside ``path`` and renamed into place, so an interrupted
-    run never leaves a partial file at ``path``; temporary files that killed writers left
-    beside ``path`` are removed first.  ``attrs`` are stored as file attributes.
+    paths) are written only when every pair has them.  A ``str`` is stored as an HDF5 string,
+    anything else as it is.  A ValueError of ``arrays`` is raised again naming ``path`` and the
+    pair.  The file is written to a temporary file beside ``path`` and renamed into place, so
+    an interrupted run never leaves a partial file at ``path``; temporary files that killed
+    writers left beside ``path`` are removed first.  ``attrs`` are stored as file attributes.
     """
 
     def put(group: h5py.Group, i: int, value: np.ndarray | str) -> None:
@@ -158,14 +167,31 @@ def write_oanet_hdf5(
 def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
     """Write the pairs of every input file, in order, to ``out`` (atomically); returns the count.
 
-    Each pair is read (and checked) by :class:`OANetPairs`; the attribute ``merged_from`` lists
-    the inputs as ``path: pairs``.  A missing or malformed input raises as OANetPairs does.
+    Each pair is read (and checked) by :class:`OANetPairs` and copied as stored: groups that
+    the inputs lack stay absent (never zeros or identity intrinsics), and inputs whose
+    optional groups differ are refused (ValueError naming both files and the groups).  Image
+    paths are kept when every pair has them.  The attribute ``merged_from`` lists the inputs
+    as ``path: pairs``.  A missing or malformed input raises as OANetPairs does.
     """
     datasets = [OANetPairs(path) for path in inputs]
+    first, *others = datasets
+    groups = set(OPTIONAL_KEYS).intersection(first.optional)
+    for d in others:
+        differ = sorted(groups.symmetric_difference(set(OPTIONAL_KEYS).intersection(d.optional)))
+        if differ:
+            raise ValueError(
+                f"{d.path}: has not the same groups as {first.path} (differing: {differ}); "
+                f"merge only files with the same side information"
+            )
     record = "; ".join(f"{d.path}: {len(d)}" for d in datasets)
-    samples = (d[i] for d in datasets for i in range(len(d)))
-    return write_oanet_hdf5(
-        out, samples, sum(map(len, datasets)), desc="merging", attrs={"merged_from": record}
+    return write_pairs_hdf5(
+        out,
+        (d.stored(i) for d in datasets for i in range(len(d))),
+        lambda pair, i: pair,
+        REQUIRED_KEYS + tuple(k for k in OPTIONAL_KEYS if k in groups),
+        sum(map(len, datasets)),
+        desc="merging",
+        attrs={"merged_from": record},
     )
 
 
@@ -210,6 +236,48 @@ class LazyHDF5:
         """Check the open file (its layout, groups, pairs); raises ValueError naming the file."""
         raise NotImplementedError
 
+    def _check_groups(self, f: h5py.File, keys: Iterable[str]) -> None:
+        """BadPairError naming the file and key unless each of ``keys`` present is a group."""
+        for k in keys:
+            if k in f and not isinstance(f[k], h5py.Group):
+                raise BadPairError(
+                    f"{self.path}: {k}: expected a group of per-pair datasets, got a dataset"
+                )
+
+    def _dataset(self, f: h5py.File, key: str, i: int) -> h5py.Dataset:
+        """The dataset ``key/i`` of an open file, unread: BadPairError naming the file, the pair
+        and the key when it is missing, a group, not of numbers (or strings, for the string
+        groups), or declares more than :data:`MAX_DATASET_VALUES` values."""
+        where = f"{self.path}: pair {i}: {key}/{i}"
+        if key not in f or str(i) not in f[key]:
+            raise BadPairError(f"{where}: missing dataset (expected one per pair)")
+        try:
+            obj = f[key][str(i)]
+        except (KeyError, OSError, RuntimeError) as err:  # a damaged object header
+            raise BadPairError(
+                f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})"
+            ) from None
+        if not isinstance(obj, h5py.Dataset):
+            raise BadPairError(f"{where}: expected a dataset, got a group")
+        strings = key in IMAGE_KEYS or key == "names"
+        if (obj.dtype.kind in "SUO") != strings or obj.dtype.kind not in "SUOfiub":
+            expected = "a string" if strings else "numbers"
+            raise BadPairError(f"{where}: expected {expected}, got dtype {obj.dtype}")
+        if obj.size > MAX_DATASET_VALUES:
+            raise BadPairError(
+                f"{where}: declares shape {obj.shape}, more than {MAX_DATASET_VALUES} values"
+            )
+        return obj
+
+    def _read_dataset(self, obj: h5py.Dataset, i: int) -> np.ndarray:
+        """The values of a checked dataset; BadPairError naming the file and pair if damaged."""
+        try:
+            return obj[()]
+        except (KeyError, OSError, RuntimeError, TypeError) as err:  # a damaged dataset
+            raise BadPairError(
+                f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})"
+            ) from None
+
     def _pair_count(self, f: h5py.File, required: Sequence[str]) -> int:
         """The number of pairs of an open file, whose groups ``required`` must all exist and hold
         as many pairs as the first; raises BadPairError naming the file and the group."""
@@ -219,6 +287,7 @@ class LazyHDF5:
                 f"{self.path}: missing key(s) {missing}; expected groups "
                 f"{list(required)} (found {sorted(f.keys())})"
             )
+        self._check_groups(f, required)
         n = len(f[required[0]])
         for k in required:
             if len(f[k]) != n:
@@ -275,6 +344,7 @@ class OANetPairs(LazyHDF5, Dataset):
         self.required = REQUIRED_KEYS + (SIDE_INFO_KEYS if self.side_info else ())
         n = self._pair_count(f, self.required)
         self.optional = tuple(k for k in OPTIONAL_KEYS + IMAGE_KEYS if k in f)
+        self._check_groups(f, self.optional)
         self.indices = list(range(n))
         if self.on_bad == "skip":
             self.indices = [
@@ -297,38 +367,38 @@ class OANetPairs(LazyHDF5, Dataset):
         return [k for k in keys if k not in self.groups]
 
     def require(self, keys: Sequence[str], why: str) -> None:
-        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group ``keys``."""
+        """BadPairError ``<file>: missing key(s) [...], <why>`` unless the file has every group
+        ``keys``."""
         lacking = self.lacks(keys)
         if lacking:
             raise BadPairError(f"{self.path}: missing key(s) {lacking}, {why}")
 
     def _read(self, f: h5py.File, i: int) -> dict[str, np.ndarray]:
-        """Arrays of pair i (absent optional keys left out), checked; raises BadPairError."""
-        name = str(i)
-        missing = [k for k in self.required if name not in f[k]]
-        if missing:
-            raise BadPairError(
-                f"{self.path}: pair {i}: missing dataset(s) {[f'{k}/{name}' for k in missing]}"
-            )
-        try:
-            a = {k: f[k][name][()] for k in REQUIRED_KEYS + self.optional if name in f[k]}
-        except (KeyError, OSError, RuntimeError) as err:  # a damaged dataset
-            raise BadPairError(
-                f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})"
-            ) from None
-        reason = self._problem(a)
+        """Arrays of pair i, checked; raises BadPairError naming the file, pair and key.
+
+        Every group the file has must hold the pair (a group with some pairs and not others is
+        an error, never zeros); declared shapes and types are checked before anything is read.
+        """
+        datasets = {k: self._dataset(f, k, i) for k in self.required + self.optional}
+        reason = self._shape_problem({k: d.shape for k, d in datasets.items()})
+        if reason is None:
+            a = {k: self._read_dataset(d, i) for k, d in datasets.items()}
+            reason = self._problem(a)
         if reason is not None:
             raise BadPairError(f"{self.path}: pair {i}: {reason}")
         return a
 
-    def _problem(self, a: dict[str, np.ndarray]) -> str | None:
-        """None when the arrays of a pair are valid, else the key and what was expected."""
-        xs = np.asarray(a["xs"])
-        if xs.ndim != 3 or xs.shape[0] != 1 or xs.shape[2] != 4:
-            return f"xs: expected shape (1, N, 4), got {xs.shape}"
-        n = xs.shape[1]
+    def _shape_problem(self, declared: dict[str, tuple[int, ...]]) -> str | None:
+        """None when the declared shapes of a pair's datasets are valid, else the key and what
+        was expected."""
+        xs = declared["xs"]
+        if len(xs) != 3 or xs[0] != 1 or xs[2] != 4:
+            return f"xs: expected shape (1, N, 4), got {xs}"
+        n = xs[1]
         if n < self.min_matches:
             return f"xs: expected at least {self.min_matches} matches, got {n}"
+        if n > MAX_MATCHES:
+            return f"xs: declares {n} matches, expected at most {MAX_MATCHES}"
         shapes = {
             "ys": [(n, 1), (n,)],
             "Rs": [(3, 3)],
@@ -343,11 +413,42 @@ class OANetPairs(LazyHDF5, Dataset):
             "f2s": [(1, 2), (2,)],
         }
         for key, allowed in shapes.items():
-            if key in a and np.shape(a[key]) not in allowed:
-                return f"{key}: expected shape {' or '.join(map(str, allowed))}, got {np.shape(a[key])}"
+            if key in declared and declared[key] not in allowed:
+                expected = " or ".join(map(str, allowed))
+                return f"{key}: expected shape {expected}, got {declared[key]}"
+        return None
+
+    def _problem(self, a: dict[str, np.ndarray]) -> str | None:
+        """None when the values of a pair (of checked shapes) are valid, else the key and what
+        was expected: finite numbers, ``ys`` >= 0, ``ratios`` in [0, 1], ``mutuals`` 0 or 1,
+        normalised ``xs``, a rotation, a non-zero translation, focal lengths in (0,
+        :data:`MAX_PIXELS`] and principal points within ±MAX_PIXELS."""
+        xs = np.asarray(a["xs"])
         for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s"):
             if key in a and not np.isfinite(a[key]).all():
                 return f"{key}: expected finite values, got NaN or inf"
+        ranges = {
+            "ys": (lambda v: v >= 0, "epipolar distances >= 0"),
+            "ratios": (lambda v: (v >= 0) & (v <= 1), "Lowe ratios in [0, 1]"),
+            "mutuals": (lambda v: (v == 0) | (v == 1), "mutual-NN flags 0 or 1"),
+            **{
+                k: (lambda v: np.abs(v) <= MAX_PIXELS, f"|principal point| <= {MAX_PIXELS:g} px")
+                for k in ("cx1s", "cy1s", "cx2s", "cy2s")
+            },
+            **{
+                k: (
+                    lambda v: (v > 0) & (v <= MAX_PIXELS),
+                    f"positive focal lengths <= {MAX_PIXELS:g} px",
+                )
+                for k in ("f1s", "f2s")
+            },
+        }
+        for key, (ok, expected) in ranges.items():
+            if key in a:
+                v = np.asarray(a[key], np.float64)
+                bad = ~ok(v)
+                if bad.any():
+                    return f"{key}: expected {expected}, got {v[bad].reshape(-1)[0]:g}"
         largest = float(np.abs(xs).max())
         if largest > MAX_COORDINATE:
             return (
@@ -355,10 +456,6 @@ class OANetPairs(LazyHDF5, Dataset):
                 f"|x| up to {largest:.3g} (pixels? divide by the focal length)"
             )
         problems = {"Rs": rotation_problem(a["Rs"]), "ts": translation_problem(a["ts"])}
-        for key in ("f1s", "f2s"):
-            if key in a:
-                fx, fy = np.asarray(a[key], np.float64).reshape(2)
-                problems[key] = intrinsics_problem(intrinsics(fx, fy, 0.0, 0.0))
         return next((f"{key}: {p}" for key, p in problems.items() if p is not None), None)
 
     def _valid(self, f: h5py.File, i: int) -> bool:
@@ -368,10 +465,18 @@ class OANetPairs(LazyHDF5, Dataset):
             return False
         return True
 
+    def stored(self, idx: int) -> dict[str, np.ndarray | str]:
+        """The datasets of pair ``idx`` as stored (checked; the file's groups only), image
+        paths as str."""
+        a = self._read(self._h5(), self.indices[idx])
+        for key in IMAGE_KEYS:
+            if key in a:
+                a[key] = a[key].decode() if isinstance(a[key], bytes) else str(a[key])
+        return a
+
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor | str]:
         i = self.indices[idx]
-        f = self._h5()
-        a = self._read(f, i)
+        a = self.stored(idx)
         n = a["xs"].shape[1]
         zeros = np.zeros(n, np.float32)
 
@@ -383,11 +488,7 @@ class OANetPairs(LazyHDF5, Dataset):
                 fx, fy, float(np.ravel(a[f"cx{c}s"])[0]), float(np.ravel(a[f"cy{c}s"])[0])
             )
 
-        image1 = image2 = None
-        if "image1s" in a and "image2s" in a:
-            image1, image2 = (
-                v.decode() if isinstance(v, bytes) else str(v) for v in (a["image1s"], a["image2s"])
-            )
+        image1, image2 = a.get("image1s"), a.get("image2s")
         return make_sample(
             a["xs"].reshape(n, 4),
             a["ys"].reshape(n),
