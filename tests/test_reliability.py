@@ -21,6 +21,7 @@ from corrnet.atomic import (
     is_temporary,
     remove_stale_temporaries,
 )
+from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.datasets.oanet_hdf5 import (
     INTRINSICS_KEYS,
     MAX_MATCHES,
@@ -257,3 +258,92 @@ def test_merge_names_a_pair_missing_from_a_group(syn, tmp_path, capsys):
     code = call(merge_main, [str(syn), str(holed), "--out", str(out)])
     refused(capsys, code, "holed.hdf5: pair 1: ratios/1: missing dataset")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- checkpoints: validated once
+
+
+def _exported(tmp_path: Path, edit) -> Path:
+    ckpt = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
+    edit(ckpt)
+    path = tmp_path / "edited.pt"
+    torch.save(ckpt, path)
+    return path
+
+
+def _first_weight(ckpt: dict) -> str:
+    return next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+
+
+BAD_WEIGHTS = {
+    "NaN weight": (
+        lambda c: c["state_dict"][_first_weight(c)].view(-1).__setitem__(0, np.nan),
+        "nan",
+    ),
+    "1e30 weight": (
+        lambda c: c["state_dict"][_first_weight(c)].view(-1).__setitem__(0, 1e30),
+        "1e+30",
+    ),
+    "state_dict a list": (lambda c: c.update(state_dict=[1, 2]), "got list"),
+    "an int for a tensor": (lambda c: c["state_dict"].update({_first_weight(c): 3}), "got int"),
+    "width 64.0": (lambda c: c["net"].update(width=64.0), "width: expected int, got 64.0"),
+    "side_info 1": (lambda c: c["net"].update(side_info=1), "side_info: expected bool"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WEIGHTS))
+def test_bad_weights_are_one_line_errors(tmp_path, case):
+    edit, message = BAD_WEIGHTS[case]
+    path = _exported(tmp_path, edit)
+    with pytest.raises(ValueError) as err:
+        load_model(path)
+    text = str(err.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text, text
+
+
+@pytest.fixture(scope="module")
+def training_checkpoint(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    assert train_main(train_args(run, 2)) == 0
+    return run / "ckpt" / "last.ckpt"
+
+
+BAD_TRAINING_STATE = {
+    "loops a list": (lambda c: c.update(loops=[]), "loops: expected dict"),
+    "progress a string": (
+        lambda c: c["loops"]["fit_loop"].update({"epoch_loop.batch_progress": "x"}),
+        "loops.fit_loop.epoch_loop.batch_progress: expected a mapping",
+    ),
+    "negative count": (
+        lambda c: c["loops"]["fit_loop"]["epoch_progress"]["current"].update(ready=-1),
+        "epoch_progress: current: expected counts >= 0",
+    ),
+    "callbacks a string": (lambda c: c.update(callbacks="x"), "callbacks: expected dict"),
+    "a callback's state a list": (
+        lambda c: c["callbacks"].update({next(iter(c["callbacks"])): [1]}),
+        "expected a mapping",
+    ),
+    "global_step a float": (lambda c: c.update(global_step=2.5), "global_step: expected int"),
+    "NaN optimiser moment": (
+        lambda c: (
+            next(iter(c["optimizer_states"][0]["state"].values()))["exp_avg"]
+            .view(-1)
+            .__setitem__(0, np.nan)
+        ),
+        "optimizer_states[0]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRAINING_STATE))
+def test_mangled_training_checkpoints_are_refused_before_resuming(
+    training_checkpoint, tmp_path, capsys, case
+):
+    edit, message = BAD_TRAINING_STATE[case]
+    ckpt = torch.load(training_checkpoint, map_location="cpu", weights_only=True)
+    edit(ckpt)
+    path = tmp_path / "mangled.ckpt"
+    torch.save(ckpt, path)
+    run = tmp_path / "run"
+    refused(capsys, train_main(train_args(run, 4) + ["--ckpt_path", str(path)]), str(path), message)
+    assert not (run / "ckpt").exists()
