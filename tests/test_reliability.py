@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from corrnet.atomic import (
     NotRegularFileError,
@@ -29,7 +30,7 @@ from corrnet.datasets.oanet_hdf5 import (
     BadPairError,
     OANetPairs,
 )
-from corrnet.training.cli import AtomicCheckpointIO
+from corrnet.training.cli import AtomicCheckpointIO, bounded_yaml_load
 from corrnet.training.cli import main as train_main
 from data.merge import main as merge_main
 from data.synthetic import main as synthetic_main
@@ -347,3 +348,24 @@ def test_mangled_training_checkpoints_are_refused_before_resuming(
     run = tmp_path / "run"
     refused(capsys, train_main(train_args(run, 4) + ["--ckpt_path", str(path)]), str(path), message)
     assert not (run / "ckpt").exists()
+
+
+# ---------------------------------------------------------------- configs: bounded expansion
+
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")
+)
+
+
+def test_a_billion_laughs_config_is_refused_before_it_expands(tmp_path, capsys):
+    config = tmp_path / "laughs.yaml"
+    config.write_text(LAUGHS)
+    with pytest.raises(ValueError, match="expands to more than 100000 nodes"):
+        bounded_yaml_load(LAUGHS)
+    args = train_args(tmp_path, 1) + ["--config", str(config)]
+    refused(capsys, train_main(args), "YAML config: expands to more than")
+
+
+def test_a_few_aliases_still_load():
+    text = "model:\n  lr: &lr 2.0e-3\n  other: [*lr, *lr]\n"
+    assert bounded_yaml_load(text) == yaml.safe_load(text)

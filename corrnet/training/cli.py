@@ -8,6 +8,9 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
+from jsonargparse import set_loader
+from jsonargparse._loaders_dumpers import yaml_load
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,6 +33,40 @@ resolved here, so that a missing ``last.ckpt`` is an error rather than a fresh s
 NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
 """Start of Lightning's warning that a mid-epoch resume may repeat or skip batches.  Silenced:
 CorrNetDataModule's sampler skips exactly the batches the checkpoint had seen."""
+
+
+MAX_YAML_NODES = 100_000
+"""Most nodes a YAML config or value may expand to through its aliases (a few hundred in the
+project's configs; a "billion laughs" document expands to 10⁹ from a few hundred bytes)."""
+
+
+def bounded_yaml_load(text: str):
+    """jsonargparse's YAML loader, after counting the nodes the document expands to through
+    its anchors and aliases (from the parser's events, before anything is built): ValueError
+    beyond :data:`MAX_YAML_NODES`."""
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[None, 0]]
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([event.anchor, 1])
+            total += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+            stack[-1][1] += size
+            sizes[anchor] = size
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            size = sizes.get(event.anchor, 1) if isinstance(event, yaml.AliasEvent) else 1
+            stack[-1][1] += size
+            total += size
+            if isinstance(event, yaml.ScalarEvent):
+                sizes[event.anchor] = 1
+        if total > MAX_YAML_NODES:
+            raise ValueError(
+                f"YAML config: expands to more than {MAX_YAML_NODES} nodes through its "
+                f"aliases (*name); write the values out"
+            )
+    return yaml_load(text)
 
 
 RUN_FILES = ("config.yaml", "metrics.csv", "hparams.yaml")
@@ -152,6 +189,8 @@ def check_label_px(model: CorrNetModule, data: CorrNetDataModule) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Train; bad input (data, config values, ``--ckpt_path``) ends with one line, exit 2."""
+
+    set_loader("yaml", bounded_yaml_load, exceptions=(yaml.YAMLError,))
 
     def run() -> None:
         cli = CorrNetCLI(
