@@ -30,6 +30,7 @@ from corrnet.datasets.oanet_hdf5 import (
     BadPairError,
     OANetPairs,
 )
+from corrnet.datasets.prepare import image_digest
 from corrnet.training.cli import AtomicCheckpointIO, bounded_yaml_load
 from corrnet.training.cli import main as train_main
 from data.merge import main as merge_main
@@ -369,3 +370,14 @@ def test_a_billion_laughs_config_is_refused_before_it_expands(tmp_path, capsys):
 def test_a_few_aliases_still_load():
     text = "model:\n  lr: &lr 2.0e-3\n  other: [*lr, *lr]\n"
     assert bounded_yaml_load(text) == yaml.safe_load(text)
+
+
+# ---------------------------------------------------------------- reads: regular files only
+
+
+def test_prepare_never_reads_a_fifo_or_a_device_as_an_image(tmp_path, fifo):
+    zero = tmp_path / "zero.png"
+    zero.symlink_to("/dev/zero")
+    for image, kind in [(fifo, "FIFO"), (zero, "character device")]:
+        with pytest.raises(NotRegularFileError, match=f"{image}: is a {kind}; expected a regular"):
+            image_digest(image)

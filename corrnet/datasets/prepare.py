@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
 from corrnet.errors import one_line, same_file
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 
@@ -380,6 +380,7 @@ def image_digest(image: Path) -> str:
         st = Path(image).stat()
     except OSError:
         raise FileNotFoundError(f"{image}: image not found") from None
+    check_regular_input(image, "image")  # a FIFO or /dev/zero would be read forever
     return _content_digest(Path(image).resolve(), st.st_size, st.st_mtime_ns)
 
 
