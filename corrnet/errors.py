@@ -9,7 +9,9 @@ re-raises them with the traceback instead.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -20,6 +22,17 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
 
 USAGE_ERROR = 2
 """Exit status of a command refused for bad input (argparse's)."""
+INTERRUPTED, TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+"""Exit statuses of a command stopped by SIGINT (Ctrl-C) or SIGTERM, as a shell reports them."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks and context managers
+    (temporary files and folders) clean up as after Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def one_line(err: BaseException) -> str:
@@ -34,8 +47,11 @@ def run_command(
 ) -> int:
     """Run ``body()``; one of ``errors`` prints ``prog: error: ...`` and returns 2.
 
-    Returns body's exit status (None counts as 0).
+    Returns body's exit status (None counts as 0).  SIGINT and SIGTERM end it with the line
+    ``prog: interrupted`` or ``prog: terminated`` and status 130 or 143, after its cleanup ran.
     """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         return body() or 0
     except errors as err:
@@ -43,6 +59,15 @@ def run_command(
             raise
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt as stop:
+        if os.environ.get("CORRNET_DEBUG"):
+            raise
+        terminated = isinstance(stop, Terminated)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return TERMINATED if terminated else INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

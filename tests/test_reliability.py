@@ -6,7 +6,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -35,7 +38,7 @@ from corrnet.training.cli import AtomicCheckpointIO, bounded_yaml_load
 from corrnet.training.cli import main as train_main
 from data.merge import main as merge_main
 from data.synthetic import main as synthetic_main
-from tests.test_cli_errors import call, refused
+from tests.test_cli_errors import ROOT, call, refused
 from tests.test_train import _args as train_args
 
 # ---------------------------------------------------------------- outputs: a regular file or new
@@ -381,3 +384,38 @@ def test_prepare_never_reads_a_fifo_or_a_device_as_an_image(tmp_path, fifo):
     for image, kind in [(fifo, "FIFO"), (zero, "character device")]:
         with pytest.raises(NotRegularFileError, match=f"{image}: is a {kind}; expected a regular"):
             image_digest(image)
+
+
+# ---------------------------------------------------------------- signals: one line, cleaned up
+
+SLOW_COMMAND = """
+import sys, tempfile, time
+from corrnet.errors import run_command
+
+def body():
+    with tempfile.TemporaryDirectory(prefix="corrnet-viz-", dir=sys.argv[1]) as tmp:
+        print(tmp, flush=True)
+        time.sleep(60)
+
+sys.exit(run_command("slow", body))
+"""
+
+
+@pytest.mark.parametrize(
+    "sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_ends_a_command_with_one_line_after_its_cleanup(tmp_path, sig, status, word):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_COMMAND, str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    folder = Path(proc.stdout.readline().strip())
+    assert folder.is_dir()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status and err == f"slow: {word}\n"
+    assert not folder.exists()
