@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from corrnet.arguments import pixel_threshold
 from corrnet.atomic import atomic_path
 from corrnet.checkpoint import PRETRAINED, load_model
+from corrnet.datasets.oanet_hdf5 import MAX_PIXELS
 from corrnet.datasets.prepare import PutativeMatches, putative_matches, read_image, sift_features
 from corrnet.datasets.sample import intrinsics
 from corrnet.errors import run_command
@@ -231,6 +233,8 @@ def as_intrinsics(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
         raise ValueError(
             f"{name}: expected positive focal lengths FX FY in pixels, got {a[0]:g} {a[1]:g}"
         )
+    if (np.abs(a) > MAX_PIXELS).any():
+        raise ValueError(f"{name}: expected |values| <= {MAX_PIXELS:g} pixels, got {a.tolist()}")
     return intrinsics(*a)
 
 
@@ -263,6 +267,8 @@ def _device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"--device: {str(err).splitlines()[0]}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device: expected cpu, cuda or mps, got {device}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device: {device} requested, but CUDA is not available here")
     return dev
@@ -478,7 +484,10 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", help="torch device of the network (default cpu)")
     parser.add_argument(
-        "--threshold", type=float, metavar="PX", help="estimator inlier threshold in pixels"
+        "--threshold",
+        type=pixel_threshold,
+        metavar="PX",
+        help="estimator inlier threshold in pixels",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     parser.add_argument(
@@ -495,8 +504,6 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
                 as_intrinsics(K, f"--K{i}")
             except ValueError as err:
                 parser.error(str(err))
-    if args.threshold is not None and not args.threshold > 0:
-        parser.error(f"--threshold: expected a positive number of pixels, got {args.threshold:g}")
     return args
 
 

@@ -34,11 +34,13 @@ from corrnet.datasets.oanet_hdf5 import (
     OANetPairs,
 )
 from corrnet.datasets.prepare import image_digest
+from corrnet.match import _device as match_device
+from corrnet.match import main as match_main
 from corrnet.training.cli import AtomicCheckpointIO, bounded_yaml_load
 from corrnet.training.cli import main as train_main
 from data.merge import main as merge_main
 from data.synthetic import main as synthetic_main
-from tests.test_cli_errors import ROOT, call, refused
+from tests.test_cli_errors import ROOT, call, eval_main, refused
 from tests.test_train import _args as train_args
 
 # ---------------------------------------------------------------- outputs: a regular file or new
@@ -419,3 +421,21 @@ def test_a_signal_ends_a_command_with_one_line_after_its_cleanup(tmp_path, sig, 
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status and err == f"slow: {word}\n"
     assert not folder.exists()
+
+
+# ---------------------------------------------------------------- command-line numbers
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e30", "x"])
+def test_pixel_thresholds_are_finite_positive_and_bounded(tmp_path, capsys, value):
+    args = ["a.png", "b.png", "--out", str(tmp_path / "o"), "--threshold", value]
+    refused(capsys, call(match_main, args), "--threshold: expected a positive number of pixels")
+    args = ["--data", "synthetic", "--poselib-threshold", value]
+    refused(capsys, call(eval_main, args), "--poselib-threshold: expected a positive number")
+
+
+def test_absurd_intrinsics_and_devices_are_refused(tmp_path, capsys):
+    args = ["a.png", "b.png", "--out", str(tmp_path / "o"), "--K1", "1e30", "500", "320", "240"]
+    refused(capsys, call(match_main, args), "--K1: expected |values| <= 1e+06 pixels")
+    with pytest.raises(ValueError, match="--device: expected cpu, cuda or mps, got meta"):
+        match_device("meta")
