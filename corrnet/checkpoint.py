@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from corrnet.atomic import atomic_path
+from corrnet.atomic import atomic_path, check_regular_input
 from corrnet.models import CorrNet, CorrNetConfig
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-real.pt"
@@ -90,13 +90,12 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors.
 
     ``mmap``: map the tensors instead of reading them (a cheap validity check of a file).
-    Raises FileNotFoundError (no such file) or ValueError naming the file: not a torch file,
-    or one holding Python objects that only code execution could rebuild (never loaded; the
-    message names the first such object, never suggests unsafe loading).
+    Raises FileNotFoundError (no such file), OSError (not a regular file) or ValueError naming
+    the file: not a torch file, or one holding Python objects that only code execution could
+    rebuild (never loaded; the message names the first such object, never suggests unsafe
+    loading).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    path = check_regular_input(path, "checkpoint file")  # a FIFO would be read forever
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:  # torch's text advises weights_only=False: not quoted

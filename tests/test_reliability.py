@@ -40,8 +40,12 @@ from corrnet.training.cli import AtomicCheckpointIO, bounded_yaml_load
 from corrnet.training.cli import main as train_main
 from data.merge import main as merge_main
 from data.synthetic import main as synthetic_main
+from tests import test_cli_errors
 from tests.test_cli_errors import ROOT, call, eval_main, refused
 from tests.test_train import _args as train_args
+
+raw = test_cli_errors.raw
+"""A raw folder in OANet's layout (test_cli_errors' fixture)."""
 
 # ---------------------------------------------------------------- outputs: a regular file or new
 
@@ -439,3 +443,41 @@ def test_absurd_intrinsics_and_devices_are_refused(tmp_path, capsys):
     refused(capsys, call(match_main, args), "--K1: expected |values| <= 1e+06 pixels")
     with pytest.raises(ValueError, match="--device: expected cpu, cuda or mps, got meta"):
         match_device("meta")
+
+
+def _prepare(raw: Path, out: Path) -> subprocess.CompletedProcess:
+    """data/prepare.py in a subprocess with a timeout: a hang fails the test, never the suite."""
+    return subprocess.run(
+        [sys.executable, "data/prepare.py", "--raw", str(raw), "--out", str(out), "--workers", "1"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "character device"])
+def test_prepare_refuses_an_image_that_is_not_a_regular_file(raw, tmp_path, kind):
+    image = raw / "seq" / "test" / "images" / "1.png"
+    image.unlink()
+    if kind == "FIFO":
+        os.mkfifo(image)
+    else:
+        image.symlink_to("/dev/zero")
+    done = _prepare(raw, tmp_path / "dev.hdf5")
+    assert done.returncode == 2 and f"{image}: is a {kind}" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_prepare_refuses_a_fifo_output(raw, fifo):
+    done = _prepare(raw, fifo)
+    assert done.returncode == 2 and f"{fifo}: is a FIFO" in done.stderr, done.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_checkpoints_and_hdf5_files_are_read_only_from_regular_files(fifo):
+    with pytest.raises(NotRegularFileError, match="is a FIFO; expected a regular checkpoint"):
+        load_model(fifo)
+    with pytest.raises(NotRegularFileError, match="is a FIFO; expected a regular HDF5 file"):
+        OANetPairs(fifo)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
 from corrnet.errors import one_line
 from corrnet.geometry.checks import rotation_problem, translation_problem
 
@@ -218,10 +218,11 @@ class LazyHDF5:
         """Open ``self.path`` once and run :meth:`_check_file` on it.
 
         Raises FileNotFoundError when there is no file, OSError naming the file when it is
-        not HDF5 or damaged, and what ``_check_file`` raises.
+        not a regular file, not HDF5 or damaged, and what ``_check_file`` raises.
         """
-        if not self.path.is_file():
+        if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: HDF5 file not found")
+        check_regular_input(self.path, "HDF5 file")  # not a FIFO or device
         try:
             file = h5py.File(self.path, "r")
         except OSError as err:
