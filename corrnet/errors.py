@@ -31,8 +31,24 @@ class Terminated(KeyboardInterrupt):
     (temporary files and folders) clean up as after Ctrl-C."""
 
 
+_command_pid: int | None = None
+"""The process whose :func:`run_command` installed the SIGTERM handler (not a forked child)."""
+
+
 def _terminate(signum: int, frame: object) -> None:
+    if os.getpid() != _command_pid:  # a forked child before its initializer: die as by default
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
+
+
+def worker_signals() -> None:
+    """For a process pool's initializer: Ctrl-C, which reaches the whole process group, is the
+    parent command's to report (ignored in the worker); SIGTERM (the pool's terminate) ends
+    the worker as by default."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def one_line(err: BaseException) -> str:
@@ -50,7 +66,9 @@ def run_command(
     Returns body's exit status (None counts as 0).  SIGINT and SIGTERM end it with the line
     ``prog: interrupted`` or ``prog: terminated`` and status 130 or 143, after its cleanup ran.
     """
+    global _command_pid
     main = threading.current_thread() is threading.main_thread()
+    _command_pid = os.getpid()
     previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         return body() or 0

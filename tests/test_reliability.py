@@ -395,13 +395,16 @@ def test_prepare_never_reads_a_fifo_or_a_device_as_an_image(tmp_path, fifo):
 # ---------------------------------------------------------------- signals: one line, cleaned up
 
 SLOW_COMMAND = """
-import sys, tempfile, time
-from corrnet.errors import run_command
+import multiprocessing, sys, tempfile, time
+from corrnet.errors import run_command, worker_signals
 
 def body():
     with tempfile.TemporaryDirectory(prefix="corrnet-viz-", dir=sys.argv[1]) as tmp:
-        print(tmp, flush=True)
-        time.sleep(60)
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(2, initializer=worker_signals) as pool:
+            pool.map_async(time.sleep, [60, 60])
+            print(tmp, flush=True)
+            time.sleep(60)
 
 sys.exit(run_command("slow", body))
 """
@@ -411,6 +414,9 @@ sys.exit(run_command("slow", body))
     "sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
 def test_a_signal_ends_a_command_with_one_line_after_its_cleanup(tmp_path, sig, status, word):
+    """SIGINT goes to the whole process group, as Ctrl-C sends it, SIGTERM to the command (as
+    kill or timeout send it): the pool's workers stay silent and the command reports one line
+    after removing its folder."""
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW_COMMAND, str(tmp_path)],
         cwd=ROOT,
@@ -418,12 +424,16 @@ def test_a_signal_ends_a_command_with_one_line_after_its_cleanup(tmp_path, sig, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     folder = Path(proc.stdout.readline().strip())
     assert folder.is_dir()
-    proc.send_signal(sig)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == status and err == f"slow: {word}\n"
+    assert proc.returncode == status and err == f"slow: {word}\n", err
     assert not folder.exists()
 
 

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
-from corrnet.errors import one_line, same_file
+from corrnet.errors import one_line, same_file, worker_signals
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 
 from .oanet_hdf5 import write_oanet_hdf5
@@ -464,9 +464,11 @@ def _pair_job(args: tuple[PairSpec, Path, Path, Path]) -> None:
 
 
 def _init_worker() -> None:
-    """One thread per worker process: the pool already uses the cores."""
+    """One thread per worker process: the pool already uses the cores; signals are the
+    parent command's to report."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    worker_signals()
 
 
 def _run(job: Callable, tasks: list, workers: int, desc: str) -> None:
