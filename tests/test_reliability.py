@@ -395,14 +395,21 @@ def test_prepare_never_reads_a_fifo_or_a_device_as_an_image(tmp_path, fifo):
 # ---------------------------------------------------------------- signals: one line, cleaned up
 
 SLOW_COMMAND = """
-import multiprocessing, sys, tempfile, time
+import multiprocessing, os, sys, tempfile, time
+from pathlib import Path
 from corrnet.errors import run_command, worker_signals
+
+def init(ready):
+    worker_signals()
+    ready.put(os.getpid())
 
 def body():
     with tempfile.TemporaryDirectory(prefix="corrnet-viz-", dir=sys.argv[1]) as tmp:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(2, initializer=worker_signals) as pool:
+        ready = ctx.SimpleQueue()
+        with ctx.Pool(2, initializer=init, initargs=(ready,)) as pool:
             pool.map_async(time.sleep, [60, 60])
+            ready.get(), ready.get()  # both workers started
             print(tmp, flush=True)
             time.sleep(60)
 
