@@ -498,3 +498,11 @@ def test_checkpoints_and_hdf5_files_are_read_only_from_regular_files(fifo):
         load_model(fifo)
     with pytest.raises(NotRegularFileError, match="is a FIFO; expected a regular HDF5 file"):
         OANetPairs(fifo)
+
+
+def test_an_evaluation_in_this_process_keeps_ctrl_c(syn, tmp_path):
+    """Only pool workers leave Ctrl-C to their command; --workers 1 runs in the command."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    args = ["--data", str(syn), "--methods", "poselib", "--workers", "1", "--quiet"]
+    assert eval_main([*args, "--out", str(tmp_path / "report")]) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -464,8 +464,8 @@ def _pair_job(args: tuple[PairSpec, Path, Path, Path]) -> None:
 
 
 def _init_worker() -> None:
-    """One thread per worker process: the pool already uses the cores; signals are the
-    parent command's to report."""
+    """Pool initializer: one thread per worker process (the pool already uses the cores);
+    Ctrl-C left to the command to report."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     worker_signals()

@@ -33,7 +33,6 @@ import numpy as np
 import poselib
 
 from ..datasets.sample import to_pixels
-from ..errors import worker_signals
 
 THRESHOLD = 1e-3
 """Epipolar distance threshold of the OpenCV estimators, in normalised coordinates."""
@@ -218,10 +217,8 @@ PoseOutcome = tuple[str, np.ndarray, np.ndarray, np.ndarray, float]
 
 
 def init_worker() -> None:
-    """Pool initializer: one OpenCV thread per worker process (the pool is the parallelism);
-    signals are the parent command's to report."""
+    """Pool initializer: one OpenCV thread per worker process (the pool is the parallelism)."""
     cv2.setNumThreads(1)
-    worker_signals()
 
 
 def run_job(job: PoseJob) -> tuple[int, list[PoseOutcome]]:
