@@ -96,7 +96,7 @@ def sift_lafs(feats: Features) -> torch.Tensor:
     import kornia.feature as KF
 
     n = len(feats.kp)
-    as_tensor = lambda a, *shape: torch.as_tensor(a, dtype=torch.float32).reshape(1, n, *shape)  # noqa: E731
+    as_tensor = lambda a, *shape: torch.as_tensor(a, dtype=torch.float32).reshape(1, n, *shape)
     return KF.laf_from_center_scale_ori(
         as_tensor(feats.kp, 2),
         as_tensor(SIFT_LAF_SCALE * feats.sizes, 1, 1),
@@ -146,7 +146,7 @@ def check_features(sample: Mapping, feats1: Features, feats2: Features) -> Featu
         )
     nn = nearest_neighbours(feats1.desc, feats2.desc)[0]
     sizes, angles = (np.asarray(sample[k], np.float32).reshape(n, 2) for k in ("sizes", "angles"))
-    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, np.float32)
     differ = [
         name
         for name, ours, file in (
@@ -268,7 +268,7 @@ def _measure(
             f"(first: pair {skipped[0][0]}: {skipped[0][1]})"
         )
     estimators = make_estimators(seed)
-    run = lambda samples, methods: evaluate(  # noqa: E731
+    run = lambda samples, methods: evaluate(
         samples, methods=methods, workers=workers, progress=progress, estimators=estimators
     )
     reference = run(kept, (RATIO, ALL))
@@ -276,7 +276,7 @@ def _measure(
     for r in ours.results:
         r.method = ADALAM
     result = EvalResult(str(dataset.path), ROWS, len(kept), ours.results + reference.results)
-    labels = lambda s: np.asarray(s["labels"], np.float64).reshape(-1)  # noqa: E731
+    labels = lambda s: np.asarray(s["labels"], np.float64).reshape(-1)
     ratio_sets = [labels(s)[np.asarray(s["ratios"]).reshape(-1) < RATIO_THRESHOLD] for s in kept]
     label_sets = {
         ADALAM: [labels(s) for s in subsets],

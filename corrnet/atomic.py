@@ -1,16 +1,78 @@
-"""Atomic file writes: a file at its final path is either complete or absent."""
+"""Atomic file writes: a file at its final path is either complete or absent.
+
+Outputs are written only to a regular file or a new path (never a device, FIFO, folder or
+socket), through a temporary file beside the output whose name :func:`atomic_path` makes
+verifiable, so that only temporaries corrnet created are ever removed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)-[A-Za-z0-9_]{8}")
-"""Name of a temporary file of :func:`atomic_path`: ``.<name>.tmp<pid>-<random><suffix>``."""
+_TEMPORARY = re.compile(
+    r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)-corrnet-(?P<token>[0-9a-f]{8})(?P<check>[0-9a-f]{8})"
+    r"(?P<suffix>.*)$"
+)
+"""Name of a temporary file of :func:`atomic_path`:
+``.<name>.tmp<pid>-corrnet-<token><check><suffix>``, ``check`` a digest of the rest."""
+
+_KINDS = {
+    stat.S_ISDIR: "a folder",
+    stat.S_ISFIFO: "a FIFO",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISSOCK: "a socket",
+}
+
+
+class NotRegularFileError(OSError):
+    """A path that corrnet would read or write is not a regular file."""
+
+
+def _kind(mode: int) -> str:
+    return next((kind for test, kind in _KINDS.items() if test(mode)), "not a regular file")
+
+
+def check_regular_output(path: str | os.PathLike) -> Path:
+    """``path`` if it is absent or a regular file (through links), else NotRegularFileError.
+
+    A dangling link is refused too: writing would replace the link, not create its target.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise NotRegularFileError(
+                f"{path}: a symbolic link to a missing file; outputs are written only to a "
+                f"regular file or a new path"
+            ) from None
+        return path
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(
+            f"{path}: is {_kind(mode)}; outputs are written only to a regular file or a new path"
+        )
+    return path
+
+
+def check_regular_input(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` if it is a regular file (through links): FileNotFoundError when absent,
+    NotRegularFileError for a FIFO, device, folder or socket (whose reads may never end)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such {what}") from None
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(f"{path}: is {_kind(mode)}; expected a regular {what}")
+    return path
 
 
 def _file_mode() -> int:
@@ -20,28 +82,44 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _check(name: str, pid: str, token: str, suffix: str) -> str:
+    return hashlib.sha256(f"corrnet\0{name}\0{pid}\0{token}\0{suffix}".encode()).hexdigest()[:8]
+
+
+def _create_temporary(path: Path, suffix: str) -> Path:
+    """Create an empty, private temporary file beside ``path`` with a verifiable name."""
+    pid = str(os.getpid())
+    while True:
+        token = secrets.token_hex(4)
+        name = f".{path.name}.tmp{pid}-corrnet-{token}{_check(path.name, pid, token, suffix)}"
+        tmp = path.parent / f"{name}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        return tmp
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block ends.
 
     Write the file to the yielded path.  If the block raises, the temporary file is removed
     and whatever was at ``path`` before stays as it was; a killed process leaves a hidden
-    ``.<name>.tmp<pid>-*`` file, which :func:`remove_stale_temporaries` removes later.
+    ``.<name>.tmp<pid>-corrnet-*`` file, which :func:`remove_stale_temporaries` removes later.
     ``suffix`` is the temporary name's ending (for writers that append their own, e.g.
-    ``np.savez`` needs ``.npz``).  The parent folder is created.
+    ``np.savez`` needs ``.npz``).  The parent folder is created.  ``path`` must be absent or a
+    regular file (checked before and again just before the rename): NotRegularFileError.
     """
-    path = Path(path)
+    path = check_regular_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.tmp{os.getpid()}-", suffix=suffix, dir=path.parent
-    )
-    os.close(fd)
+    tmp = _create_temporary(path, suffix)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, _file_mode())  # mkstemp creates 0o600
-        os.replace(tmp, path)
+        yield tmp
+        os.chmod(tmp, _file_mode())  # created 0o600
+        os.replace(tmp, check_regular_output(path))
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -49,16 +127,26 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except OverflowError:  # beyond any pid
+        return False
     except PermissionError:  # another user's live process
         return True
     return True
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one :func:`atomic_path` made (its digest matches)."""
+    m = _TEMPORARY.match(name)
+    return bool(m) and m["check"] == _check(m["name"], m["pid"], m["token"], m["suffix"])
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that killed :func:`atomic_path` writers left in ``folder``.
 
-    Only files whose writer process (the pid in the name) no longer runs on this machine are
-    removed, so a concurrent writer keeps its file.  Returns the removed paths.
+    Only regular files whose name :func:`atomic_path` made (verified by its digest) and whose
+    writer process (the pid in the name) no longer runs on this machine are removed, so a
+    concurrent writer keeps its file and a user's file that merely looks alike is never
+    touched.  Returns the removed paths.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -66,8 +154,11 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     removed = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            match = _TEMPORARY.match(entry.name)
-            if match and entry.is_file(follow_symlinks=False) and not _alive(int(match.group(1))):
+            if (
+                is_temporary(entry.name)
+                and entry.is_file(follow_symlinks=False)
+                and not _alive(int(_TEMPORARY.match(entry.name)["pid"]))
+            ):
                 Path(entry.path).unlink(missing_ok=True)
                 removed.append(Path(entry.path))
     return removed

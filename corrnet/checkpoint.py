@@ -11,13 +11,14 @@ from typing import Any
 
 import torch
 
-from corrnet.atomic import atomic_path
+from corrnet.atomic import atomic_path, check_regular_input
 from corrnet.channels import channel_columns, channel_count
 from corrnet.errors import UserError
 from corrnet.models import CorrNet, CorrNetConfig
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-real.pt"
-"""Default weights shipped with the package: synthetic and real SfM pairs (configs/real.yaml)."""
+"""Default weights shipped with the package: synthetic and real SfM pairs
+(``scripts/reproduce_real.sh``)."""
 PRETRAINED_REGISTRATION = Path(__file__).parent / "pretrained" / "corrnet-registration.pt"
 """Shipped weights of the rigid (3-D registration) network (``configs/registration.yaml``)."""
 
@@ -27,19 +28,76 @@ FORMAT_VERSION = 2
 "meta": {...}, "state_dict": {...}}``.  Version 1 (corrnet 0.1: ``"format":
 "corrnet-weights-v1"``, no ``format_version``, ``net`` with ``in_channels``) still loads."""
 LEGACY_FORMAT = "corrnet-weights-v1"
+MAX_WEIGHT = 1e6
+"""Largest |value| a stored floating tensor may hold: trained weights, optimiser moments and
+normalisation statistics are orders of magnitude smaller; 1e30 would overflow the network."""
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "int | None": (int, type(None)),
+    "tuple[int, ...]": (list, tuple),
+}
+"""Plain-data types a network configuration field of each annotation accepts."""
+
+
+def check_state(state: Any, path: Path, what: str = "state_dict") -> dict[str, torch.Tensor]:
+    """``state`` if it maps names to tensors whose floating values are finite and at most
+    :data:`MAX_WEIGHT` in magnitude; else ValueError naming the file and the first bad entry."""
+    if not isinstance(state, dict):
+        raise UserError(
+            f"{path}: {what}: expected a mapping of names to tensors, got {type(state).__name__}"
+        )
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UserError(
+                f"{path}: {what}: {key!r}: expected a tensor, got {type(value).__name__}"
+            )
+        if value.is_floating_point() and value.numel():
+            largest = value.detach().abs().max().item()
+            if not largest <= MAX_WEIGHT:  # NaN fails too
+                raise UserError(
+                    f"{path}: {what}: {key}: expected finite values within ±{MAX_WEIGHT:g}, "
+                    f"got {largest:.3g}"
+                )
+    return state
+
+
+def check_config_types(config: Any, source: str) -> dict[str, Any]:
+    """``config`` if it is a mapping whose known :class:`CorrNetConfig` fields have the types
+    their annotations name (``width: 64.0`` or ``side_info: 1`` are refused; an int is a
+    float); else ValueError naming ``source`` and the field."""
+    if not isinstance(config, dict):
+        raise UserError(f"{source}: expected a mapping, got {type(config).__name__}")
+    for field in dataclasses.fields(CorrNetConfig):
+        allowed = _FIELD_TYPES.get(str(field.type))
+        if field.name not in config or allowed is None:
+            continue
+        value = config[field.name]
+        bad_bool = isinstance(value, bool) and bool not in allowed
+        if bad_bool or not isinstance(value, allowed):
+            raise UserError(
+                f"{source}: {field.name}: expected {field.type}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        if isinstance(value, (list, tuple)) and not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise UserError(f"{source}: {field.name}: expected integers, got {value!r}")
+    return config
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors.
 
     ``mmap``: map the tensors instead of reading them (a cheap validity check of a file).
-    Raises FileNotFoundError (no such file) or ValueError naming the file: not a torch file,
-    or one holding Python objects that only code execution could rebuild (never loaded; the
-    message names the first such object, never suggests unsafe loading).
+    Raises FileNotFoundError (no such file), OSError (not a regular file) or ValueError naming
+    the file: not a torch file, or one holding Python objects that only code execution could
+    rebuild (never loaded; the message names the first such object, never suggests unsafe
+    loading).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    path = check_regular_input(path, "checkpoint file")  # a FIFO would be read forever
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:  # torch's text advises weights_only=False: not quoted
@@ -67,19 +125,23 @@ def _net_config_and_state(
                 f"{path}: corrnet weights of format_version {version!r}; this "
                 f"corrnet reads format_version 1 and {FORMAT_VERSION}"
             )
-        config, state = ckpt["net"], ckpt["state_dict"]
+        config, state = ckpt.get("net"), ckpt.get("state_dict")
     elif isinstance(ckpt.get("hyper_parameters"), dict) and "state_dict" in ckpt:
         config = ckpt["hyper_parameters"].get("net") or {}
         state = {
-            k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
+            k.removeprefix("net."): v
+            for k, v in check_state(ckpt["state_dict"], path).items()
+            if k.startswith("net.")
         }
     else:
         raise UserError(
             f"{path}: not a corrnet checkpoint (expected a Lightning checkpoint of "
             f"CorrNetModule or a file written by corrnet.checkpoint.export_model)"
         )
+    check_state(state, path)
     try:
-        return CorrNetConfig.from_dict(config, f"{path}: network configuration"), state
+        source = f"{path}: network configuration"
+        return CorrNetConfig.from_dict(check_config_types(config, source), source), state
     except (TypeError, ValueError) as err:
         raise UserError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
 
@@ -158,8 +220,55 @@ def check_resumable(path: str | os.PathLike, module: torch.nn.Module) -> Path:
             f"{path}: not a corrnet training checkpoint (expected a Lightning .ckpt "
             f"written by train.py)"
         )
+    check_state(ckpt["state_dict"], path)
+    check_training_state(ckpt, path)
     check_same_architecture(module.state_dict(), ckpt["state_dict"], path)
     return path
+
+
+def _progress_problem(progress: Any) -> str | None:
+    """None when ``progress`` is a Lightning progress record (``current`` and ``total`` counts)."""
+    if not isinstance(progress, dict):
+        return f"expected a mapping, got {type(progress).__name__}"
+    for part in ("current", "total"):
+        counts = progress.get(part)
+        if not isinstance(counts, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()
+        ):
+            return f"{part}: expected counts >= 0, got {counts!r}"
+    return None
+
+
+def check_training_state(ckpt: dict[str, Any], path: Path) -> None:
+    """ValueError naming the file and the entry unless the trainer state of a Lightning
+    checkpoint (counters, loops, callbacks, optimiser states) has the types Lightning restores."""
+    kinds = {"epoch": int, "global_step": int, "loops": dict, "callbacks": dict}
+    kinds.update(optimizer_states=list, lr_schedulers=list)
+    for key, kind in kinds.items():
+        value = ckpt.get(key, kind())
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            raise UserError(f"{path}: {key}: expected {kind.__name__}, got {value!r:.60}")
+    fit = ckpt["loops"].get("fit_loop")
+    if not isinstance(fit, dict):
+        raise UserError(f"{path}: loops.fit_loop: expected a mapping, got {fit!r:.60}")
+    for name in ("epoch_progress", "epoch_loop.batch_progress"):
+        problem = _progress_problem(fit.get(name))
+        if problem is not None:
+            raise UserError(f"{path}: loops.fit_loop.{name}: {problem:.120}")
+    entries = [(f"callbacks.{k}", v) for k, v in ckpt.get("callbacks", {}).items()]
+    entries += [
+        (f"optimizer_states[{i}]", v) for i, v in enumerate(ckpt.get("optimizer_states", []))
+    ]
+    for name, value in entries:
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: {name}: expected a mapping, got {value!r:.60}")
+    for i, optimizer in enumerate(ckpt.get("optimizer_states", [])):
+        states = optimizer.get("state", {})
+        for state in states.values() if isinstance(states, dict) else [states]:
+            if not isinstance(state, dict):
+                raise UserError(f"{path}: optimizer_states[{i}]: expected per-parameter mappings")
+            tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+            check_state(tensors, path, f"optimizer_states[{i}]")
 
 
 def read_weights(

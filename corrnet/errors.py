@@ -11,9 +11,13 @@ re-raises bad input with the traceback too.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from corrnet.atomic import check_regular_output
 
 
 class UserError(ValueError):
@@ -29,6 +33,33 @@ files)."""
 
 USAGE_ERROR = 2
 """Exit status of a command refused for bad input (argparse's)."""
+INTERRUPTED, TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+"""Exit statuses of a command stopped by SIGINT (Ctrl-C) or SIGTERM, as a shell reports them."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks and context managers
+    (temporary files and folders) clean up as after Ctrl-C."""
+
+
+_command_pid: int | None = None
+"""The process whose :func:`run_command` installed the SIGTERM handler (not a forked child)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    if os.getpid() != _command_pid:  # a forked child before its initializer: die as by default
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+def worker_signals() -> None:
+    """For a process pool's initializer: Ctrl-C, which reaches the whole process group, is the
+    parent command's to report (ignored in the worker); SIGTERM (the pool's terminate) ends
+    the worker as by default."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def one_line(err: BaseException) -> str:
@@ -43,8 +74,13 @@ def run_command(
 ) -> int:
     """Run ``body()``; one of ``errors`` prints ``prog: error: ...`` and returns 2.
 
-    Returns body's exit status (None counts as 0).
+    Returns body's exit status (None counts as 0).  SIGINT and SIGTERM end it with the line
+    ``prog: interrupted`` or ``prog: terminated`` and status 130 or 143, after its cleanup ran.
     """
+    global _command_pid
+    main = threading.current_thread() is threading.main_thread()
+    _command_pid = os.getpid()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         return body() or 0
     except errors as err:
@@ -52,6 +88,15 @@ def run_command(
             raise
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt as stop:
+        if os.environ.get("CORRNET_DEBUG"):
+            raise
+        terminated = isinstance(stop, Terminated)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return TERMINATED if terminated else INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -63,7 +108,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_output(out: Path, inputs: Mapping[str, Path | None], overwrite: bool | None) -> Path:
-    """Refuse an output path that is one of the inputs, or that exists (unless ``overwrite``).
+    """Refuse an output path that is one of the inputs, that exists (unless ``overwrite``), or
+    that is neither a regular file nor a new path (a device, FIFO or folder: OSError).
 
     inputs: option name -> path (None entries are ignored).  ``overwrite=None`` skips the
     existence check (for writers that verify an existing file themselves).
@@ -74,4 +120,4 @@ def check_output(out: Path, inputs: Mapping[str, Path | None], overwrite: bool |
             raise UserError(f"{out}: is also the input {option}; choose another output path")
     if overwrite is False and (out.exists() or out.is_symlink()):
         raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
-    return out
+    return check_regular_output(out)

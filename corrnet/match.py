@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 import torch
 
+from corrnet.arguments import pixel_threshold
 from corrnet.atomic import atomic_path
 from corrnet.datasets.prepare import putative_matches, read_image, sift_features
 from corrnet.datasets.sample import intrinsics
@@ -500,7 +501,10 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", help="torch device of the network (default cpu)")
     parser.add_argument(
-        "--threshold", type=float, metavar="PX", help="estimator inlier threshold in pixels"
+        "--threshold",
+        type=pixel_threshold,
+        metavar="PX",
+        help="estimator inlier threshold in pixels",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     pictures = parser.add_mutually_exclusive_group()
@@ -526,8 +530,6 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
                 as_intrinsics(K, f"--K{i}")
             except ValueError as err:
                 parser.error(str(err))
-    if args.threshold is not None and not args.threshold > 0:
-        parser.error(f"--threshold: expected a positive number of pixels, got {args.threshold:g}")
     try:
         as_device(args.device)
     except ValueError as err:

@@ -46,6 +46,7 @@ import torch
 from corrnet.channels import channel_keys, network_input
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.datasets.collate import collate_pairs
+from corrnet.datasets.oanet_hdf5 import MAX_PIXELS
 from corrnet.datasets.sample import MIN_MATCHES, intrinsics, normalized_matches
 from corrnet.errors import UserError
 from corrnet.eval import estimators
@@ -126,6 +127,8 @@ def as_intrinsics(value: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
         raise UserError(
             f"{name}: expected positive focal lengths FX FY in pixels, got {a[0]:g} {a[1]:g}"
         )
+    if (np.abs(a) > MAX_PIXELS).any():
+        raise UserError(f"{name}: expected |values| <= {MAX_PIXELS:g} pixels, got {a.tolist()}")
     return intrinsics(*a)
 
 
@@ -573,6 +576,8 @@ def as_device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise UserError(f"device: {str(err).splitlines()[0]}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device: expected cpu, cuda or mps, got {device}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device: {device} requested, but CUDA is not available here")
     return dev

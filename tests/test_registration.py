@@ -259,6 +259,9 @@ def _damaged(pairs_file: Path, tmp_path: Path, key: str, value: np.ndarray) -> P
         ),
         ("xs", lambda xs: xs[:, :2], "pair 1: xs: expected at least 3 matches, got 2"),
         ("Rs", lambda R: R * 1.5, "pair 1: Rs: expected a rotation"),
+        ("xs", lambda xs: xs + 1e30, r"pair 1: xs: expected \|coordinates\| <= 10000 m"),
+        ("mutuals", lambda m: m * 0 + 0.5, "pair 1: mutuals: expected flags 0 or 1"),
+        ("ratios", lambda r: r + 2, r"pair 1: ratios: expected ratios in \[0, 1\]"),
     ],
 )
 def test_bad_3d_pairs_get_one_line_errors(pairs_file, tmp_path, key, make, message):

@@ -97,6 +97,23 @@ def test_resume_continues_exactly_where_it_stopped(trained, tmp_path):
         assert torch.allclose(resumed["state_dict"][name], value, atol=1e-6), name
 
 
+@pytest.mark.parametrize("first", [4, 6])
+def test_resume_is_exact_at_an_epoch_boundary_and_mid_epoch(tmp_path, first):
+    """8 training pairs at batch 2: an epoch is 4 steps; a checkpoint on an epoch's last batch
+    (step 4) or mid-epoch (step 6) resumes to step 10 exactly as 10 steps in one go."""
+    small = ["--data.synthetic_train_pairs", "8"]
+    assert main(_args(tmp_path / "a", first) + small) == 0
+    assert main(_args(tmp_path / "a", 10) + small + ["--ckpt_path", "last"]) == 0
+    assert main(_args(tmp_path / "b", 10) + small) == 0
+    resumed, straight = (
+        torch.load(tmp_path / run / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
+        for run in ("a", "b")
+    )
+    assert resumed["global_step"] == straight["global_step"] == 10
+    for name, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+
+
 def test_load_and_export_give_the_same_network(trained, tmp_path):
     model = load_model(trained / "ckpt/last.ckpt")
     exported = load_model(

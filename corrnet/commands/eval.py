@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from corrnet.arguments import pixel_threshold
 from corrnet.errors import UserError, run_command
 from corrnet.eval import registration
 from corrnet.eval.estimators import POSELIB_THRESHOLD, SEED, make_estimators
@@ -81,7 +82,7 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument(
         "--poselib-threshold",
-        type=float,
+        type=pixel_threshold,
         default=POSELIB_THRESHOLD,
         metavar="PX",
         help="PoseLib's max_epipolar_error in pixels (default %(default)s; the "
@@ -127,8 +128,6 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         parser.error("--viz: expected K >= 0")
     if args.synthetic_pairs < 1:
         parser.error("--synthetic-pairs: expected a positive number")
-    if not args.poselib_threshold > 0:
-        parser.error("--poselib-threshold: expected a positive number of pixels")
     try:
         args.estimators = make_estimators(args.seed, args.poselib_threshold)
     except ValueError as error:

@@ -17,6 +17,7 @@ from corrnet.errors import check_output, run_command
 
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet synthetic") -> int:
     """Entry point; returns the exit status."""
+    from corrnet.datasets.oanet_hdf5 import MAX_MATCHES
     from corrnet.datasets.sample import MIN_MATCHES
     from corrnet.datasets.synthetic import MODES, write_synthetic
 
@@ -34,8 +35,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet synthetic") -> 
     args = parser.parse_args(argv)
     if args.pairs < 1:
         parser.error(f"--pairs: expected at least 1, got {args.pairs}")
-    if args.num_matches < MIN_MATCHES:
-        parser.error(f"--num-matches: expected at least {MIN_MATCHES}, got {args.num_matches}")
+    if not MIN_MATCHES <= args.num_matches <= MAX_MATCHES:
+        parser.error(
+            f"--num-matches: expected {MIN_MATCHES} to {MAX_MATCHES}, got {args.num_matches}"
+        )
 
     def run() -> None:
         check_output(args.out, {}, args.overwrite)

@@ -15,10 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
+from jsonargparse import set_loader
+from jsonargparse._loaders_dumpers import yaml_load
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
+from corrnet.atomic import atomic_path
 from corrnet.checkpoint import check_resumable
 from corrnet.commands import config_path
 from corrnet.datasets.factory import check_data_spec
@@ -39,6 +45,55 @@ ARGS_AND_ARGV = "LightningCLI's args parameter is intended"
 """Start of Lightning's warning when ``args`` is given while ``sys.argv`` has arguments.
 Silenced: :func:`main` always passes the command line itself (with the shipped config names
 resolved), so Lightning never reads ``sys.argv``."""
+
+
+MAX_YAML_NODES = 100_000
+"""Most nodes a YAML config or value may expand to through its aliases (a few hundred in the
+project's configs; a "billion laughs" document expands to 10⁹ from a few hundred bytes)."""
+
+
+def bounded_yaml_load(text: str):
+    """jsonargparse's YAML loader, after counting the nodes the document expands to through
+    its anchors and aliases (from the parser's events, before anything is built): ValueError
+    beyond :data:`MAX_YAML_NODES`."""
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[None, 0]]
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([event.anchor, 1])
+            total += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+            stack[-1][1] += size
+            sizes[anchor] = size
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            size = sizes.get(event.anchor, 1) if isinstance(event, yaml.AliasEvent) else 1
+            stack[-1][1] += size
+            total += size
+            if isinstance(event, yaml.ScalarEvent):
+                sizes[event.anchor] = 1
+        if total > MAX_YAML_NODES:
+            raise UserError(
+                f"YAML config: expands to more than {MAX_YAML_NODES} nodes through its "
+                f"aliases (*name); write the values out"
+            )
+    return yaml_load(text)
+
+
+RUN_FILES = ("config.yaml", "metrics.csv", "hparams.yaml")
+"""Files of a run's log folder that a new run would replace."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside their path, then renamed: a failed write
+    (a full disk) leaves the previous file, never a truncated one, at the final path."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}: storage_options are not supported")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -78,6 +133,12 @@ class CorrNetCLI(LightningCLI):
             help="resume from this checkpoint; 'last' takes checkpoint.dirpath/last.ckpt",
         )
 
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The trainer, writing its checkpoints with :class:`AtomicCheckpointIO`."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
         if trainer.precision is None and torch.cuda.is_available():
@@ -111,6 +172,18 @@ def resume_path(cli: LightningCLI, ckpt_path: str | None) -> str | None:
     return str(check_resumable(ckpt_path, cli.model))
 
 
+def check_new_log_dir(trainer: Trainer) -> None:
+    """FileExistsError naming the folder when the run's log folder (``trainer.log_dir``) holds
+    an earlier run's config.yaml or metrics.csv, which this run would replace."""
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    found = [name for name in RUN_FILES if (log_dir / name).exists()]
+    if found:
+        raise FileExistsError(
+            f"{log_dir}: holds an earlier run's {', '.join(found)}; choose another "
+            f"--trainer.default_root_dir or --trainer.logger.init_args.version"
+        )
+
+
 def check_label_px(model: CorrNetModule, data: CorrNetDataModule) -> None:
     """ValueError for ``model.loss.label_px`` with a training file that lacks the intrinsics: its
     pixels would be normalised units (the identity K), and every labelled inlier would pass."""
@@ -142,6 +215,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet train") -> int:
     """Train; bad input (data, config values, ``--ckpt_path``) ends with one line, exit 2."""
     args = shipped_configs(sys.argv[1:] if argv is None else argv)
 
+    set_loader("yaml", bounded_yaml_load, exceptions=(yaml.YAMLError,))
+
     def run() -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=ARGS_AND_ARGV)
@@ -151,9 +226,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet train") -> int:
                 run=False,
                 args=args,
                 seed_everything_default=0,
-                save_config_kwargs={"overwrite": True},
+                save_config_kwargs={"overwrite": False},
                 parser_kwargs={"exit_on_error": False, "prog": prog},
             )
+        check_new_log_dir(cli.trainer)
         check_label_px(cli.model, cli.datamodule)
         ckpt_path = resume_path(cli, cli.config.ckpt_path)
         with warnings.catch_warnings():

@@ -23,10 +23,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
 from corrnet.channels import channel_keys, side_info_channels
 from corrnet.errors import UserError, one_line
-from corrnet.geometry.checks import intrinsics_problem, rotation_problem, translation_problem
+from corrnet.geometry.checks import rotation_problem, translation_problem
 
 from .sample import MIN_MATCHES, intrinsics, make_sample
 
@@ -39,6 +39,15 @@ IMAGE_KEYS = ("image1s", "image2s")
 MAX_COORDINATE = 100.0
 """Largest |x| a normalised coordinate may have: |x| = (u - cx) / f is below ~2 for ordinary
 lenses and 100 is 89.4° off-axis; pixel coordinates (hundreds to thousands) exceed it."""
+MAX_MATCHES = 1_000_000
+"""Most matches a pair may declare (OANet's files have 2000-8000); a pair's datasets are read
+only after their declared shapes are checked, so a small file declaring billions of matches is
+refused before anything is allocated."""
+MAX_DATASET_VALUES = 2**25
+"""Most values (128 MB of float32) any per-pair dataset may declare before it is read."""
+MAX_PIXELS = 1e6
+"""Largest focal length and |principal point| in pixels (a 100-megapixel telephoto image has
+f ~ 10⁵); larger values are a unit or scale error."""
 SAMPLE_KEYS = ("xs", "ys", "R", "t", "ratios", "mutuals", "K1", "K2")
 """Keys a sample needs to be written."""
 SIFT_KEYS = ("sizes", "angles", "dists")
@@ -182,14 +191,33 @@ def write_oanet_hdf5(
 def merge_oanet_hdf5(inputs: Iterable[str | Path], out: str | Path) -> int:
     """Write the pairs of every input file, in order, to ``out`` (atomically); returns the count.
 
-    Each pair is read (and checked) by :class:`OANetPairs`; the attribute ``merged_from`` lists
-    the inputs as ``path: pairs``.  A missing or malformed input raises as OANetPairs does.
+    Each pair is read (and checked) by :class:`OANetPairs` and copied as stored: groups that
+    the inputs lack stay absent (never zeros or identity intrinsics), and inputs whose
+    optional groups differ are refused (ValueError naming both files and the groups).  Image
+    paths are kept when every pair has them.  The attribute ``merged_from`` lists the inputs
+    as ``path: pairs``.  A missing or malformed input raises as OANetPairs does.
     """
     datasets = [OANetPairs(path) for path in inputs]
+    first, *others = datasets
+    groups = set(OPTIONAL_KEYS + SIFT_KEYS).intersection(first.optional)
+    for d in others:
+        differ = sorted(
+            groups.symmetric_difference(set(OPTIONAL_KEYS + SIFT_KEYS).intersection(d.optional))
+        )
+        if differ:
+            raise UserError(
+                f"{d.path}: has not the same groups as {first.path} (differing: {differ}); "
+                f"merge only files with the same side information"
+            )
     record = "; ".join(f"{d.path}: {len(d)}" for d in datasets)
-    samples = (d[i] for d in datasets for i in range(len(d)))
-    return write_oanet_hdf5(
-        out, samples, sum(map(len, datasets)), desc="merging", attrs={"merged_from": record}
+    return write_pairs_hdf5(
+        out,
+        (d.stored(i) for d in datasets for i in range(len(d))),
+        lambda pair, i: pair,
+        REQUIRED_KEYS + tuple(k for k in OPTIONAL_KEYS if k in groups),
+        sum(map(len, datasets)),
+        desc="merging",
+        attrs={"merged_from": record},
     )
 
 
@@ -216,10 +244,11 @@ class LazyHDF5:
         """Open ``self.path`` once and run :meth:`_check_file` on it.
 
         Raises FileNotFoundError when there is no file, OSError naming the file when it is
-        not HDF5 or damaged, and what ``_check_file`` raises.
+        not a regular file, not HDF5 or damaged, and what ``_check_file`` raises.
         """
-        if not self.path.is_file():
+        if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: HDF5 file not found")
+        check_regular_input(self.path, "HDF5 file")  # not a FIFO or device
         try:
             file = h5py.File(self.path, "r")
         except OSError as err:
@@ -234,6 +263,48 @@ class LazyHDF5:
         """Check the open file (its layout, groups, pairs); raises ValueError naming the file."""
         raise NotImplementedError
 
+    def _check_groups(self, f: h5py.File, keys: Iterable[str]) -> None:
+        """BadPairError naming the file and key unless each of ``keys`` present is a group."""
+        for k in keys:
+            if k in f and not isinstance(f[k], h5py.Group):
+                raise BadPairError(
+                    f"{self.path}: {k}: expected a group of per-pair datasets, got a dataset"
+                )
+
+    def _dataset(self, f: h5py.File, key: str, i: int) -> h5py.Dataset:
+        """The dataset ``key/i`` of an open file, unread: BadPairError naming the file, the pair
+        and the key when it is missing, a group, not of numbers (or strings, for the string
+        groups), or declares more than :data:`MAX_DATASET_VALUES` values."""
+        where = f"{self.path}: pair {i}: {key}/{i}"
+        if key not in f or str(i) not in f[key]:
+            raise BadPairError(f"{where}: missing dataset (expected one per pair)")
+        try:
+            obj = f[key][str(i)]
+        except (KeyError, OSError, RuntimeError) as err:  # a damaged object header
+            raise BadPairError(
+                f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})"
+            ) from None
+        if not isinstance(obj, h5py.Dataset):
+            raise BadPairError(f"{where}: expected a dataset, got a group")
+        strings = key in IMAGE_KEYS or key == "names"
+        if (obj.dtype.kind in "SUO") != strings or obj.dtype.kind not in "SUOfiub":
+            expected = "a string" if strings else "numbers"
+            raise BadPairError(f"{where}: expected {expected}, got dtype {obj.dtype}")
+        if obj.size > MAX_DATASET_VALUES:
+            raise BadPairError(
+                f"{where}: declares shape {obj.shape}, more than {MAX_DATASET_VALUES} values"
+            )
+        return obj
+
+    def _read_dataset(self, obj: h5py.Dataset, i: int) -> np.ndarray:
+        """The values of a checked dataset; BadPairError naming the file and pair if damaged."""
+        try:
+            return obj[()]
+        except (KeyError, OSError, RuntimeError, TypeError) as err:  # a damaged dataset
+            raise BadPairError(
+                f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})"
+            ) from None
+
     def _pair_count(self, f: h5py.File, required: Sequence[str]) -> int:
         """The number of pairs of an open file, whose groups ``required`` must all exist and hold
         as many pairs as the first; raises BadPairError naming the file and the group."""
@@ -243,6 +314,7 @@ class LazyHDF5:
                 f"{self.path}: missing key(s) {missing}; expected groups "
                 f"{list(required)} (found {sorted(f.keys())})"
             )
+        self._check_groups(f, required)
         n = len(f[required[0]])
         for k in required:
             if len(f[k]) != n:
@@ -304,6 +376,7 @@ class OANetPairs(LazyHDF5, Dataset):
         self.required = REQUIRED_KEYS + needed
         n = self._pair_count(f, self.required)
         self.optional = tuple(k for k in OPTIONAL_KEYS + SIFT_KEYS + IMAGE_KEYS if k in f)
+        self._check_groups(f, self.optional)
         self.indices = list(range(n))
         if self.on_bad == "skip":
             self.indices = [
@@ -333,32 +406,31 @@ class OANetPairs(LazyHDF5, Dataset):
             raise BadPairError(f"{self.path}: missing key(s) {lacking}, {why}")
 
     def _read(self, f: h5py.File, i: int) -> dict[str, np.ndarray]:
-        """Arrays of pair i (absent optional keys left out), checked; raises BadPairError."""
-        name = str(i)
-        missing = [k for k in self.required if name not in f[k]]
-        if missing:
-            raise BadPairError(
-                f"{self.path}: pair {i}: missing dataset(s) {[f'{k}/{name}' for k in missing]}"
-            )
-        try:
-            a = {k: f[k][name][()] for k in REQUIRED_KEYS + self.optional if name in f[k]}
-        except (KeyError, OSError, RuntimeError) as err:  # a damaged dataset
-            raise BadPairError(
-                f"{self.path}: pair {i}: cannot read its datasets ({one_line(err)})"
-            ) from None
-        reason = self._problem(a)
+        """Arrays of pair i, checked; raises BadPairError naming the file, pair and key.
+
+        Every group the file has must hold the pair (a group with some pairs and not others is
+        an error, never zeros); declared shapes and types are checked before anything is read.
+        """
+        datasets = {k: self._dataset(f, k, i) for k in self.required + self.optional}
+        reason = self._shape_problem({k: d.shape for k, d in datasets.items()})
+        if reason is None:
+            a = {k: self._read_dataset(d, i) for k, d in datasets.items()}
+            reason = self._problem(a)
         if reason is not None:
             raise BadPairError(f"{self.path}: pair {i}: {reason}")
         return a
 
-    def _problem(self, a: dict[str, np.ndarray]) -> str | None:
-        """None when the arrays of a pair are valid, else the key and what was expected."""
-        xs = np.asarray(a["xs"])
-        if xs.ndim != 3 or xs.shape[0] != 1 or xs.shape[2] != 4:
-            return f"xs: expected shape (1, N, 4), got {xs.shape}"
-        n = xs.shape[1]
+    def _shape_problem(self, declared: dict[str, tuple[int, ...]]) -> str | None:
+        """None when the declared shapes of a pair's datasets are valid, else the key and what
+        was expected."""
+        xs = declared["xs"]
+        if len(xs) != 3 or xs[0] != 1 or xs[2] != 4:
+            return f"xs: expected shape (1, N, 4), got {xs}"
+        n = xs[1]
         if n < self.min_matches:
             return f"xs: expected at least {self.min_matches} matches, got {n}"
+        if n > MAX_MATCHES:
+            return f"xs: declares {n} matches, expected at most {MAX_MATCHES}"
         shapes = {
             "ys": [(n, 1), (n,)],
             "Rs": [(3, 3)],
@@ -374,16 +446,44 @@ class OANetPairs(LazyHDF5, Dataset):
             **{key: [(n, 2)] for key in SIFT_KEYS},
         }
         for key, allowed in shapes.items():
-            if key in a and np.shape(a[key]) not in allowed:
+            if key in declared and declared[key] not in allowed:
                 expected = " or ".join(map(str, allowed))
-                return f"{key}: expected shape {expected}, got {np.shape(a[key])}"
+                return f"{key}: expected shape {expected}, got {declared[key]}"
+        return None
+
+    def _problem(self, a: dict[str, np.ndarray]) -> str | None:
+        """None when the values of a pair (of checked shapes) are valid, else the key and what
+        was expected: finite numbers, ``ys`` >= 0, ``ratios`` in [0, 1], ``mutuals`` 0 or 1,
+        normalised ``xs``, a rotation, a non-zero translation, focal lengths in (0,
+        :data:`MAX_PIXELS`] and principal points within ±MAX_PIXELS."""
+        xs = np.asarray(a["xs"])
         for key in ("xs", "ys", "ratios", "mutuals", "cx1s", "cy1s", "cx2s", "cy2s", *SIFT_KEYS):
             if key in a and not np.isfinite(a[key]).all():
                 return f"{key}: expected finite values, got NaN or inf"
-        if "sizes" in a and not (a["sizes"] > 0).all():
-            return "sizes: expected positive keypoint sizes (pixels)"
-        if "dists" in a and not (a["dists"] >= 0).all():
-            return "dists: expected descriptor distances >= 0"
+        ranges = {
+            "sizes": (lambda v: v > 0, "positive keypoint sizes (pixels)"),
+            "dists": (lambda v: v >= 0, "descriptor distances >= 0"),
+            "ys": (lambda v: v >= 0, "epipolar distances >= 0"),
+            "ratios": (lambda v: (v >= 0) & (v <= 1), "Lowe ratios in [0, 1]"),
+            "mutuals": (lambda v: (v == 0) | (v == 1), "mutual-NN flags 0 or 1"),
+            **{
+                k: (lambda v: np.abs(v) <= MAX_PIXELS, f"|principal point| <= {MAX_PIXELS:g} px")
+                for k in ("cx1s", "cy1s", "cx2s", "cy2s")
+            },
+            **{
+                k: (
+                    lambda v: (v > 0) & (v <= MAX_PIXELS),
+                    f"positive focal lengths <= {MAX_PIXELS:g} px",
+                )
+                for k in ("f1s", "f2s")
+            },
+        }
+        for key, (ok, expected) in ranges.items():
+            if key in a:
+                v = np.asarray(a[key], np.float64)
+                bad = ~ok(v)
+                if bad.any():
+                    return f"{key}: expected {expected}, got {v[bad].reshape(-1)[0]:g}"
         largest = float(np.abs(xs).max())
         if largest > MAX_COORDINATE:
             return (
@@ -391,10 +491,6 @@ class OANetPairs(LazyHDF5, Dataset):
                 f"|x| up to {largest:.3g} (pixels? divide by the focal length)"
             )
         problems = {"Rs": rotation_problem(a["Rs"]), "ts": translation_problem(a["ts"])}
-        for key in ("f1s", "f2s"):
-            if key in a:
-                fx, fy = np.asarray(a[key], np.float64).reshape(2)
-                problems[key] = intrinsics_problem(intrinsics(fx, fy, 0.0, 0.0))
         return next((f"{key}: {p}" for key, p in problems.items() if p is not None), None)
 
     def _valid(self, f: h5py.File, i: int) -> bool:
@@ -404,10 +500,18 @@ class OANetPairs(LazyHDF5, Dataset):
             return False
         return True
 
+    def stored(self, idx: int) -> dict[str, np.ndarray | str]:
+        """The datasets of pair ``idx`` as stored (checked; the file's groups only), image
+        paths as str."""
+        a = self._read(self._h5(), self.indices[idx])
+        for key in IMAGE_KEYS:
+            if key in a:
+                a[key] = a[key].decode() if isinstance(a[key], bytes) else str(a[key])
+        return a
+
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor | str]:
         i = self.indices[idx]
-        f = self._h5()
-        a = self._read(f, i)
+        a = self.stored(idx)
         n = a["xs"].shape[1]
         zeros = np.zeros(n, np.float32)
 
@@ -419,11 +523,7 @@ class OANetPairs(LazyHDF5, Dataset):
                 fx, fy, float(np.ravel(a[f"cx{c}s"])[0]), float(np.ravel(a[f"cy{c}s"])[0])
             )
 
-        image1 = image2 = None
-        if "image1s" in a and "image2s" in a:
-            image1, image2 = (
-                v.decode() if isinstance(v, bytes) else str(v) for v in (a["image1s"], a["image2s"])
-            )
+        image1, image2 = a.get("image1s"), a.get("image2s")
         return make_sample(
             a["xs"].reshape(n, 4),
             a["ys"].reshape(n),

@@ -55,6 +55,9 @@ MIN_OVERLAP = 0.3
 Zeng et al., CVPR 2017)."""
 NUM_MATCHES = 1000
 """Matches per pair by default (source points matched)."""
+MAX_METRES = 1e4
+"""Largest |coordinate| and |translation| of a 3-D pair, metres (scans are metres to
+kilometres across; 1e30 is a unit or storage error)."""
 PER_PAIR_KEYS = ("xs", "ys", "Rs", "ts", "ratios", "mutuals", "overlaps", "cloud1s", "cloud2s")
 
 
@@ -275,10 +278,8 @@ class Pairs3D(LazyHDF5, Dataset):
         return self.length
 
     def _array(self, key: str, i: int) -> np.ndarray:
-        f = self._h5()
-        if key not in f or str(i) not in f[key]:
-            raise UserError(f"{self.path}: pair {i}: missing dataset {key}/{i}")
-        return np.asarray(f[key][str(i)][()], np.float64)
+        """Dataset ``key/i`` in float64, read after its kind, type and size are checked."""
+        return np.asarray(self._read_dataset(self._dataset(self._h5(), key, i), i), np.float64)
 
     def name(self, i: int) -> str:
         """The pair's name (``frame-i/frame-j`` for RGB-D pairs)."""
@@ -303,10 +304,15 @@ class Pairs3D(LazyHDF5, Dataset):
             problem = f"xs: expected at least {MIN_RIGID_MATCHES} matches, got {xs.shape[1]}"
         elif not np.isfinite(xs).all():
             problem = "xs: expected finite points, got NaN or inf"
+        elif np.abs(xs).max() > MAX_METRES:
+            problem = f"xs: expected |coordinates| <= {MAX_METRES:g} m, got {np.abs(xs).max():.3g}"
         elif (rotation := rotation_problem(R)) is not None:
             problem = f"Rs: {rotation}"
-        elif t.size != 3 or not np.isfinite(t).all():
-            problem = f"ts: expected 3 finite values (metres), got {t.reshape(-1).tolist()}"
+        elif t.size != 3 or not np.isfinite(t).all() or np.abs(t).max() > MAX_METRES:
+            problem = (
+                f"ts: expected 3 finite values within ±{MAX_METRES:g} m, "
+                f"got {t.reshape(-1).tolist()}"
+            )
         if problem is not None:
             raise UserError(f"{self.path}: pair {i}: {problem}")
         n = xs.shape[1]
@@ -320,6 +326,10 @@ class Pairs3D(LazyHDF5, Dataset):
                 raise UserError(
                     f"{self.path}: pair {i}: {k}: expected {n} values (one per match), got {v.size}"
                 )
+            ok = (v == 0) | (v == 1) if k == "mutuals" else (v >= 0) & (v <= 1)  # NaN fails
+            if not ok.all():
+                expected = "flags 0 or 1" if k == "mutuals" else "ratios in [0, 1]"
+                raise UserError(f"{self.path}: pair {i}: {k}: expected {expected}")
         return make_sample3d(
             xs.reshape(n, 6),
             R,

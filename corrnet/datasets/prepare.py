@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.errors import UserError, one_line, same_file
+from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
+from corrnet.errors import UserError, one_line, same_file, worker_signals
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 
 from .oanet_hdf5 import write_oanet_hdf5
@@ -437,6 +437,7 @@ def image_digest(image: Path) -> str:
         st = Path(image).stat()
     except OSError:
         raise FileNotFoundError(f"{image}: image not found") from None
+    check_regular_input(image, "image")  # a FIFO or /dev/zero would be read forever
     return _content_digest(Path(image).resolve(), st.st_size, st.st_mtime_ns)
 
 
@@ -529,9 +530,11 @@ def _pair_job(args: tuple[PairSpec, Path, Path, Path]) -> None:
 
 
 def _init_worker() -> None:
-    """One thread per worker process: the pool already uses the cores."""
+    """Pool initializer: one thread per worker process (the pool already uses the cores);
+    Ctrl-C left to the command to report."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    worker_signals()
 
 
 def _run(job: Callable, tasks: list, workers: int, desc: str) -> None:

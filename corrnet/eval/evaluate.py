@@ -45,6 +45,7 @@ from corrnet.errors import UserError
 
 from ..datasets.collate import collate_pairs
 from ..datasets.oanet_hdf5 import INTRINSICS_KEYS, OANetPairs
+from ..errors import worker_signals
 from ..geometry import pose_errors
 from .estimators import (
     ESTIMATORS,
@@ -312,6 +313,12 @@ def _tasks(
     ]
 
 
+def init_pool_worker() -> None:
+    """Pool initializer: :func:`init_worker`, and Ctrl-C left to the command to report."""
+    init_worker()
+    worker_signals()
+
+
 def run_pose_jobs(
     jobs: list[PoseJob],
     workers: int,
@@ -336,7 +343,7 @@ def run_pose_jobs(
     # fork where available: workers need nothing but numpy and OpenCV, and the caller's
     # script is not re-imported (spawn would re-run an unguarded ``__main__``).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, initializer=init_worker) as pool:
+    with multiprocessing.get_context(method).Pool(workers, initializer=init_pool_worker) as pool:
         yield from tqdm(pool.imap_unordered(run_job, jobs), **bar)
 
 

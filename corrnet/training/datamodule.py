@@ -112,10 +112,11 @@ class CorrNetDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, replicas = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
         sampler = ResumableSampler(len(dataset), seed=h.seed, rank=rank, num_replicas=replicas)
-        if trainer is not None:
-            sampler.set_epoch(trainer.current_epoch)
-            completed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            sampler.skip = completed * h.batch_size * replicas
+        if trainer is not None:  # a restored checkpoint's epoch and the batches done in it
+            loop = trainer.fit_loop
+            sampler.epoch = loop.epoch_progress.current.processed
+            done = loop.epoch_loop.batch_progress.current.processed
+            sampler.skip = done * h.batch_size * replicas
         return DataLoader(
             dataset,
             batch_size=h.batch_size,

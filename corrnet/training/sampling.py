@@ -78,32 +78,46 @@ class Draws(Dataset):
 
 
 class ResumableSampler(DistributedSampler):
-    """Shuffled draws whose order is fixed by (seed, epoch), starting after ``skip`` of them,
-    shared out between ``num_replicas`` training processes.
+    """Shuffled draws whose order is fixed by (seed, epoch), the first epoch starting after
+    ``skip`` of them, shared out between ``num_replicas`` training processes.
 
-    Process ``rank`` takes draws rank, rank + num_replicas, ... of that order (as many as
-    every process gets; the remainder is dropped), so step k's global batch is the same draws
-    whatever the number of processes.  Lightning calls :meth:`set_epoch` before each epoch; the
-    data module sets ``skip`` to the number of samples all processes together had consumed in
-    the restored checkpoint's epoch.  A ``DistributedSampler`` (without its process-group
-    look-up), so that Lightning's DDP uses it as it is rather than wrapping and reshuffling it.
+    Each iteration is one epoch, numbered from ``epoch`` on: the sampler counts its epochs
+    itself (:meth:`set_epoch` is ignored), because Lightning's epoch counter is one ahead when
+    it resumes from a checkpoint taken on an epoch's last batch.  The data module sets
+    ``epoch`` and ``skip`` from the restored checkpoint (its epoch, and the samples all
+    processes together had consumed in it).  Process ``rank`` takes draws rank,
+    rank + num_replicas, ... of the epoch's order (as many as every process gets; the remainder
+    is dropped), so step k's global batch is the same draws whatever the number of processes.
+    The length is always the whole epoch's share: Lightning counts a resumed epoch's batches
+    from its start, so an epoch resumed after its last batch ends at once and the next runs in
+    full.  A ``DistributedSampler`` (without its process-group look-up), so that Lightning's
+    DDP uses it as it is rather than wrapping and reshuffling it.
     """
 
-    def __init__(self, length: int, seed: int = 0, rank: int = 0, num_replicas: int = 1) -> None:
+    def __init__(
+        self,
+        length: int,
+        seed: int = 0,
+        rank: int = 0,
+        num_replicas: int = 1,
+        epoch: int = 0,
+        skip: int = 0,
+    ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank: expected 0 <= rank < num_replicas={num_replicas}, got {rank}")
         self.length, self.seed, self.rank, self.num_replicas = length, seed, rank, num_replicas
-        self.epoch, self.skip = 0, 0
+        self.epoch, self.skip = epoch, skip
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Ignored: the sampler counts its epochs itself (see the class docstring)."""
 
     def __len__(self) -> int:
-        return (self.length - self.skip) // self.num_replicas
+        return self.length // self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
-        count = len(self)
-        start, self.skip = self.skip, 0
-        mine = order[start + self.rank :: self.num_replicas][:count]
-        return iter((mine + self.epoch * self.length).tolist())
+        draws = order[min(self.skip, self.length) :]
+        mine = draws[self.rank :: self.num_replicas][: len(draws) // self.num_replicas]
+        mine = mine + self.epoch * self.length
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(mine.tolist())
