@@ -34,12 +34,12 @@ from corrnet.datasets.oanet_hdf5 import (
     OANetPairs,
 )
 from corrnet.datasets.prepare import image_digest
-from corrnet.match import _device as match_device
 from corrnet.match import main as match_main
-from corrnet.training.cli import AtomicCheckpointIO, bounded_yaml_load
-from corrnet.training.cli import main as train_main
-from data.merge import main as merge_main
-from data.synthetic import main as synthetic_main
+from corrnet.commands.merge import main as merge_main
+from corrnet.commands.synthetic import main as synthetic_main
+from corrnet.commands.train import AtomicCheckpointIO, bounded_yaml_load
+from corrnet.commands.train import main as train_main
+from corrnet.verifier import as_device
 from tests import test_cli_errors
 from tests.test_cli_errors import ROOT, call, eval_main, refused
 from tests.test_train import _args as train_args
@@ -149,7 +149,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
 
 
 def test_train_writes_checkpoints_atomically(tmp_path):
-    from corrnet.training.cli import CorrNetCLI
+    from corrnet.commands.train import CorrNetCLI
     from corrnet.training.datamodule import CorrNetDataModule
     from corrnet.training.module import CorrNetModule
 
@@ -458,8 +458,8 @@ def test_pixel_thresholds_are_finite_positive_and_bounded(tmp_path, capsys, valu
 def test_absurd_intrinsics_and_devices_are_refused(tmp_path, capsys):
     args = ["a.png", "b.png", "--out", str(tmp_path / "o"), "--K1", "1e30", "500", "320", "240"]
     refused(capsys, call(match_main, args), "--K1: expected |values| <= 1e+06 pixels")
-    with pytest.raises(ValueError, match="--device: expected cpu, cuda or mps, got meta"):
-        match_device("meta")
+    with pytest.raises(ValueError, match="device: expected cpu, cuda or mps, got meta"):
+        as_device("meta")
 
 
 def _prepare(raw: Path, out: Path) -> subprocess.CompletedProcess:
