@@ -661,7 +661,6 @@ def test_eval_raw_folder_cache_follows_the_pairs_and_calibration(raw, tmp_path, 
         ],
     )
     refused(capsys, code, "corrnet eval: error:", "calibration_1.h5: missing key(s) ['R']")
-    refused(capsys, code, "eval.py: error:", "calibration_1.h5: missing key(s) ['R']")
 
 
 def test_eval_raw_folder_passes_num_features_to_its_preparation(raw, tmp_path, capsys):
@@ -689,4 +688,4 @@ def test_eval_raw_folder_passes_num_features_to_its_preparation(raw, tmp_path, c
         ["--data", str(small), "--methods", "ransac", "--out", str(tmp_path / "c")]
         + ["--num-features", "100"],
     )
-    refused(capsys, code, "eval.py: error:", "--num-features: only with a raw folder")
+    refused(capsys, code, "corrnet eval: error:", "--num-features: only with a raw folder")

@@ -175,7 +175,7 @@ def _dataset(
         name = data.resolve().name
         data = _hdf5_of_raw_folder(data, args.cache, args.workers, args.num_features)
     elif args.num_features is not None:
-        raise ValueError(
+        raise UserError(
             f"--num-features: only with a raw folder as --data (the keypoints of {args.data} "
             f"are already extracted)"
         )
