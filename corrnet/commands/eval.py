@@ -220,9 +220,9 @@ def _report(
     args: argparse.Namespace, out: Path, result, summary: dict, render: Callable[[], None]
 ) -> int:
     """Print the table; with --viz, the pictures (exit 1 where they fail, 0 otherwise)."""
-    print(f"{result.dataset}: {summary['pairs']} pairs; accuracies, precision/recall/F1 in %\n")
     from corrnet.eval.report import format_table
 
+    print(f"{result.dataset}: {summary['pairs']} pairs; accuracies, precision/recall/F1 in %\n")
     print(format_table(summary))
     print(f"\nreport: {out}")
     if args.viz:
