@@ -17,8 +17,8 @@ from corrnet.errors import UserError
 from corrnet.models import CorrNet, CorrNetConfig
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-real.pt"
-"""Default weights shipped with the package: synthetic and real SfM pairs
-(``scripts/reproduce_real.sh``)."""
+"""Default weights shipped with the package, trained on synthetic and real SfM pairs
+(reproduced by ``scripts/reproduce_real.sh``)."""
 PRETRAINED_REGISTRATION = Path(__file__).parent / "pretrained" / "corrnet-registration.pt"
 """Shipped weights of the rigid (3-D registration) network (``configs/registration.yaml``)."""
 

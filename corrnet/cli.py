@@ -2,7 +2,9 @@
 
 Each verb is the module ``corrnet.commands.<verb>``, imported only when it runs, so that
 ``corrnet --help`` and ``corrnet COMMAND --help`` need no torch, OpenCV or Lightning before
-the command line is parsed.  ``python -m corrnet`` is the same command.
+the command line is parsed (the option values live in :mod:`corrnet.constants`), except
+``corrnet train``, whose options are those of Lightning's classes.  ``python -m corrnet`` is
+the same command.
 """
 
 from __future__ import annotations

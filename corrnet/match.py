@@ -43,18 +43,18 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
-import torch
 
 from corrnet.arguments import pixel_threshold
 from corrnet.atomic import atomic_path
-from corrnet.datasets.prepare import putative_matches, read_image, sift_features
-from corrnet.datasets.sample import intrinsics
 from corrnet.errors import UserError, run_command
-from corrnet.verifier import Verification, Verifier, as_device, as_intrinsics
+
+if TYPE_CHECKING:  # imported where used, so that --help needs neither torch nor OpenCV
+    import torch
+
+    from corrnet.verifier import Verification, Verifier
 
 Image = str | Path | np.ndarray
 """An image file, or a uint8 array (h, w) grey or (h, w, 3) BGR."""
@@ -71,6 +71,16 @@ PICTURES = ("2d", "3d")
 """``--picture``: the OpenCV overlay (default) or the Open3D picture."""
 STAGES = ("sift", "matching", "network", "estimator", "picture")
 """Timed stages, in ms in ``pose.json``; ``load`` (reading the weights) is timed as well."""
+
+
+def __getattr__(name: str) -> Any:
+    """``as_intrinsics``: :func:`corrnet.verifier.as_intrinsics`, importable from here as well,
+    imported on first use (this module imports torch only where it needs it)."""
+    if name == "as_intrinsics":
+        from corrnet.verifier import as_intrinsics
+
+        return as_intrinsics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MatchError(UserError):
@@ -222,6 +232,8 @@ def approximate_intrinsics(
     """K (3, 3) for an image of width x height pixels without calibration, and its source:
     "exif" (35 mm-equivalent focal length of the file ``path``) or "default" (1.2 x the
     larger side; always for ``path`` None, an image given as an array)."""
+    from corrnet.datasets.sample import intrinsics
+
     f35 = None if path is None else exif_focal_35mm(path)
     if f35 is not None:
         focal, source = f35 * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM, "exif"
@@ -232,6 +244,8 @@ def approximate_intrinsics(
 
 def load_image(path: str | Path) -> np.ndarray:
     """The (h, w, 3) uint8 BGR image of a file; FileNotFoundError or ValueError naming it."""
+    from corrnet.datasets.prepare import read_image
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
@@ -248,6 +262,8 @@ def as_image(image: Image, name: str) -> tuple[np.ndarray, Path | None]:
 
     An array is (h, w) grey or (h, w, 3) in OpenCV's BGR order (as ``cv2.imread`` gives),
     uint8; ValueError naming ``name`` otherwise."""
+    import cv2
+
     if isinstance(image, str | Path):
         return load_image(image), Path(image)
     a = np.asarray(image)
@@ -265,6 +281,8 @@ def as_image(image: Image, name: str) -> tuple[np.ndarray, Path | None]:
 def default_verifier(checkpoint: Path | None = None, device: str = "cpu") -> Verifier:
     """The :class:`Verifier` of ``checkpoint`` on ``device``, loaded once per process (the
     four most recent)."""
+    from corrnet.verifier import Verifier
+
     return Verifier(checkpoint, device)
 
 
@@ -290,6 +308,9 @@ def match_images(
     pair has fewer than 8 matches or the estimator finds no pose.  A pose that is not to be
     trusted (``result.confident`` False) is returned with its reasons in ``result.warnings``.
     """
+    from corrnet.datasets.prepare import putative_matches, sift_features
+    from corrnet.verifier import as_device, as_intrinsics
+
     if verifier is not None and checkpoint is not None:
         raise UserError("checkpoint: expected either a checkpoint or a verifier, got both")
     given = [None if K is None else as_intrinsics(K, f"K{i + 1}") for i, K in enumerate((K1, K2))]
@@ -392,6 +413,8 @@ def render_matches(result: MatchResult, out_png: str | Path, picture: str = "2d"
         f"{name1} - {name2}: kept matches vs the {v.estimator} "
         f"pose (TP = estimator inlier, FP = rejected)"
     )
+    import cv2
+
     with tempfile.TemporaryDirectory(prefix="corrnet-match-") as tmp:
         files = []
         for i, (path, image) in enumerate(zip((result.image1, result.image2), result.images)):
@@ -523,6 +546,8 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         help="write pose.json and matches.npz only",
     )
     args = parser.parse_args(argv)
+    from corrnet.verifier import as_device, as_intrinsics
+
     for i in (1, 2):
         K = getattr(args, f"K{i}")
         if K is not None:

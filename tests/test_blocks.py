@@ -20,7 +20,7 @@ from corrnet.models.blocks import QK_NORM_TEMPERATURE
 
 
 def dense_laplacian(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The notes' formula: L = D^-1/2 (a aᵀ + I) D^-1/2 as an explicit N×N matrix."""
+    """Reference: L = D^-1/2 (a aᵀ + I) D^-1/2 as an explicit N×N matrix."""
     a = torch.relu(torch.tanh(w)).unsqueeze(-1)
     A = a @ a.transpose(1, 2) + torch.eye(w.shape[1], dtype=w.dtype)
     D = torch.diag_embed(A.sum(-1) ** -0.5)

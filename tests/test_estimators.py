@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from corrnet.constants import ESTIMATOR_NAMES
 from corrnet.datasets.sample import to_pixels
 from corrnet.eval import estimators
 from corrnet.eval.estimators import (
@@ -125,6 +126,7 @@ def test_an_opencv_error_scores_as_a_failed_pair(monkeypatch):
 
 def test_registry_names_and_poselib_needs_intrinsics():
     assert set(ESTIMATORS) >= {"ransac", "magsac", "poselib"}
+    assert tuple(ESTIMATORS) == ESTIMATOR_NAMES  # the names `corrnet eval --methods` offers
     assert all(est.name == name for name, est in ESTIMATORS.items())
     with pytest.raises(ValueError, match="K1 and K2"):
         estimate_pose(np.zeros((10, 4)), "poselib")

@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 
+from corrnet import benchmark
 from corrnet.commands import bench
 from corrnet.datasets import generate_pair
 from corrnet.models import CorrNet, CorrNetConfig
@@ -181,15 +182,17 @@ def test_benchmark_rows_baselines_and_skips(tmp_path, capsys, keep_threads):
 
 
 def test_benchmark_cpu_memory_probe_sees_a_large_tensor():
-    mib = bench.cpu_peak_mib(lambda: torch.ones(64, 2**20).sum())  # 256 MiB
+    mib = benchmark.cpu_peak_mib(lambda: torch.ones(64, 2**20).sum())  # 256 MiB
     if mib is None:
         pytest.skip("no /proc/self/clear_refs on this system")
     assert 200 < mib < 400
     # N×N float32 matrices of 34 MiB, each probe in a fresh interpreter as the benchmark runs
     # it (in this process, pages freed by earlier tests can be reused without raising the peak)
     n = 3000
-    dense = bench.run_probe({"kind": "dense", "device": "cpu", "n": n, "width": 32, "threads": 1})
-    fast = bench.run_probe({"kind": "fast", "device": "cpu", "n": n, "width": 32, "threads": 1})
+    dense = benchmark.run_probe(
+        {"kind": "dense", "device": "cpu", "n": n, "width": 32, "threads": 1}
+    )
+    fast = benchmark.run_probe({"kind": "fast", "device": "cpu", "n": n, "width": 32, "threads": 1})
     assert dense > 2.5 * n**2 * 4 / 2**20 > 10 * fast  # A, a aᵀ and I alive at once
 
 

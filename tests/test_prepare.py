@@ -195,7 +195,7 @@ def test_labels_and_inlier_ratio(prepared):
         clear = np.abs(ref - 1e-4) > 1e-6
         np.testing.assert_array_equal(s["labels"].numpy()[clear], (ref < 1e-4)[clear])
         ratios.setdefault(seq, []).append(float(s["labels"].mean()))
-    # neighbouring views; whole-sequence means in the README: lund_door 57.6 %, entry_P10 30.2 %
+    # neighbouring views; whole-sequence means in docs/data.md: lund_door 57.6 %, entry_P10 30.2 %
     assert 0.45 < np.mean(ratios["lund_door"]) < 0.85
     assert 0.3 < np.mean(ratios["entry_P10"]) < 0.7
 

@@ -26,6 +26,10 @@ from corrnet.atomic import (
     remove_stale_temporaries,
 )
 from corrnet.checkpoint import PRETRAINED, load_model
+from corrnet.commands.merge import main as merge_main
+from corrnet.commands.synthetic import main as synthetic_main
+from corrnet.commands.train import AtomicCheckpointIO, bounded_yaml_load
+from corrnet.commands.train import main as train_main
 from corrnet.datasets.oanet_hdf5 import (
     INTRINSICS_KEYS,
     MAX_MATCHES,
@@ -35,10 +39,6 @@ from corrnet.datasets.oanet_hdf5 import (
 )
 from corrnet.datasets.prepare import image_digest
 from corrnet.match import main as match_main
-from corrnet.commands.merge import main as merge_main
-from corrnet.commands.synthetic import main as synthetic_main
-from corrnet.commands.train import AtomicCheckpointIO, bounded_yaml_load
-from corrnet.commands.train import main as train_main
 from corrnet.verifier import as_device
 from tests import test_cli_errors
 from tests.test_cli_errors import ROOT, call, eval_main, refused

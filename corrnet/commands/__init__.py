@@ -1,7 +1,8 @@
 """The ``corrnet`` commands: one module per verb, each with ``main(argv, prog) -> int``.
 
 :mod:`corrnet.cli` imports a verb's module only when that verb runs, so this package and the
-dispatcher stay light (no torch, OpenCV or Lightning before a command line is parsed).
+dispatcher stay light; every verb but ``train`` (Lightning's options) imports torch, OpenCV
+and the like only after its command line is parsed.
 """
 
 from __future__ import annotations

@@ -30,24 +30,24 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import torch
-from torch.utils.data import Dataset, Subset
+from typing import TYPE_CHECKING
 
 from corrnet.arguments import pixel_threshold
-from corrnet.errors import UserError, run_command
-from corrnet.eval import registration
-from corrnet.eval.estimators import POSELIB_THRESHOLD, SEED, make_estimators
-from corrnet.eval.evaluate import (
+from corrnet.constants import (
     BASELINES,
     METHODS,
     NETWORK_METHODS,
-    EvalResult,
-    Predictor,
-    check_inputs,
-    evaluate,
+    POSELIB_THRESHOLD,
+    REGISTRATION_METHODS,
+    REGISTRATION_NETWORK_METHODS,
+    SEED,
 )
-from corrnet.eval.report import check_out_dir, format_table, fresh_dir, write_report
+from corrnet.errors import UserError, run_command
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from corrnet.eval.evaluate import EvalResult, Predictor
 
 VIZ_METHOD = "corrnet+poselib"
 """Pairs for --viz are ranked by this method's error (else by the first method evaluated)."""
@@ -75,10 +75,10 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=tuple(dict.fromkeys(METHODS + registration.METHODS)),
+        choices=tuple(dict.fromkeys(METHODS + REGISTRATION_METHODS)),
         metavar="METHOD",
         help=f"default: all of {' '.join(METHODS)}; {' '.join(BASELINES)} "
-        f"need no network (3-D pairs: {' '.join(registration.METHODS)})",
+        f"need no network (3-D pairs: {' '.join(REGISTRATION_METHODS)})",
     )
     parser.add_argument(
         "--poselib-threshold",
@@ -118,6 +118,10 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    import torch
+
+    from corrnet.eval.estimators import make_estimators
+
     args.prog = prog  # the name in warnings
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device cuda: no CUDA device available to torch {torch.__version__}")
@@ -161,6 +165,8 @@ def _dataset(
 ) -> tuple[Dataset, str]:
     """The dataset named by --data and its name for the report; ``geometry="rigid"`` for a
     3-D pairs file (:func:`corrnet.datasets.factory.open_dataset`)."""
+    from torch.utils.data import Subset
+
     from corrnet.datasets.factory import data_path, open_dataset
 
     data = data_path(args.data)
@@ -213,6 +219,8 @@ def _report(
     args: argparse.Namespace, out: Path, result, summary: dict, render: Callable[[], None]
 ) -> int:
     """Print the table; with --viz, the pictures (exit 1 where they fail, 0 otherwise)."""
+    from corrnet.eval.report import format_table
+
     print(f"{result.dataset}: {summary['pairs']} pairs; accuracies, precision/recall/F1 in %\n")
     print(format_table(summary))
     print(f"\nreport: {out}")
@@ -228,6 +236,8 @@ def _report(
 
 def _render_registration(args: argparse.Namespace, out: Path, dataset: Dataset, result) -> None:
     """PNGs of the K worst and K best 3-D pairs under out/viz/."""
+    from torch.utils.data import Subset
+
     from corrnet.visualization.registration import render_registration_pairs
 
     pairs = dataset.dataset if isinstance(dataset, Subset) else dataset  # the Pairs3D
@@ -246,7 +256,7 @@ def _network(
 
     rigid = geometry == "rigid"
     known, network = (
-        (registration.METHODS, registration.NETWORK_METHODS)
+        (REGISTRATION_METHODS, REGISTRATION_NETWORK_METHODS)
         if rigid
         else (METHODS, NETWORK_METHODS)
     )
@@ -279,6 +289,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet eval") -> int:
     def run() -> int:
         from corrnet.datasets.factory import data_path
         from corrnet.datasets.pairs3d import is_pairs3d
+        from corrnet.eval import registration
+        from corrnet.eval.evaluate import check_inputs, evaluate
+        from corrnet.eval.report import check_out_dir, fresh_dir, write_report
 
         out = check_out_dir(args.out, args.overwrite) if args.out else None
         data = data_path(args.data)

@@ -19,6 +19,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from corrnet.constants import MIN_OVERLAP, MIN_RIGID_MATCHES, NUM_MATCHES_3D
 from corrnet.errors import UserError, check_output, run_command
 
 
@@ -38,9 +39,6 @@ def sequences(folder: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare3d") -> int:
     """Entry point; returns the exit status."""
-    from corrnet.datasets.pairs3d import MIN_OVERLAP, NUM_MATCHES
-    from corrnet.geometry.rigid import MIN_RIGID_MATCHES
-
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -61,7 +59,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare3d") -> 
     parser.add_argument(
         "--num-matches",
         type=int,
-        default=NUM_MATCHES,
+        default=NUM_MATCHES_3D,
         help="source points matched per pair (default %(default)s)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")

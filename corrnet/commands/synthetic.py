@@ -12,15 +12,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from corrnet.constants import MAX_MATCHES, MIN_MATCHES, MODES
 from corrnet.errors import check_output, run_command
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet synthetic") -> int:
     """Entry point; returns the exit status."""
-    from corrnet.datasets.oanet_hdf5 import MAX_MATCHES
-    from corrnet.datasets.sample import MIN_MATCHES
-    from corrnet.datasets.synthetic import MODES, write_synthetic
-
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -41,6 +38,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet synthetic") -> 
         )
 
     def run() -> None:
+        from corrnet.datasets.synthetic import write_synthetic
+
         check_output(args.out, {}, args.overwrite)
         count = write_synthetic(args.out, args.pairs, args.seed, args.mode, args.num_matches)
         print(f"{args.out}: {count} pairs")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corrnet.constants import EMBEDDINGS
 from corrnet.errors import USER_ERRORS, UserError, check_output, run_command
 
 
@@ -111,8 +112,6 @@ def read_predictions(path: Path) -> tuple[np.ndarray, float | None]:
 
 def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
-    from corrnet.visualization.scene import EMBEDDINGS
-
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Render one pair of an OANet HDF5 file with Open3D.",

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
 from corrnet.channels import channel_keys, side_info_channels
+from corrnet.constants import MAX_MATCHES
 from corrnet.errors import UserError, one_line
 from corrnet.geometry.checks import rotation_problem, translation_problem
 
@@ -39,10 +40,6 @@ IMAGE_KEYS = ("image1s", "image2s")
 MAX_COORDINATE = 100.0
 """Largest |x| a normalised coordinate may have: |x| = (u - cx) / f is below ~2 for ordinary
 lenses and 100 is 89.4° off-axis; pixel coordinates (hundreds to thousands) exceed it."""
-MAX_MATCHES = 1_000_000
-"""Most matches a pair may declare (OANet's files have 2000-8000); a pair's datasets are read
-only after their declared shapes are checked, so a small file declaring billions of matches is
-refused before anything is allocated."""
 MAX_DATASET_VALUES = 2**25
 """Most values (128 MB of float32) any per-pair dataset may declare before it is read."""
 MAX_PIXELS = 1e6

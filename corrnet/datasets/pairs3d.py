@@ -34,9 +34,9 @@ import torch
 from torch.utils.data import Dataset
 
 from corrnet.channels import network_input
+from corrnet.constants import MIN_RIGID_MATCHES, NUM_MATCHES_3D
 from corrnet.errors import UserError
 from corrnet.geometry.checks import rotation_problem
-from corrnet.geometry.rigid import MIN_RIGID_MATCHES
 
 from .oanet_hdf5 import LazyHDF5, write_pairs_hdf5
 
@@ -50,11 +50,6 @@ FPFH_MAX_NN = 100
 INLIER_THRESHOLD = 2 * VOXEL_SIZE
 """A match is an inlier when ‖R x₁ + t − x₂‖ < 10 cm."""
 OVERLAP_RADIUS = 2 * VOXEL_SIZE
-MIN_OVERLAP = 0.3
-"""Pairs with less overlap are left out (3DMatch's fragment pairs have > 30 % overlap;
-Zeng et al., CVPR 2017)."""
-NUM_MATCHES = 1000
-"""Matches per pair by default (source points matched)."""
 MAX_METRES = 1e4
 """Largest |coordinate| and |translation| of a 3-D pair, metres (scans are metres to
 kilometres across; 1e30 is a unit or storage error)."""
@@ -125,7 +120,7 @@ def match_fragments(
     frag2: Fragment,
     R: np.ndarray,
     t: np.ndarray,
-    num_matches: int = NUM_MATCHES,
+    num_matches: int = NUM_MATCHES_3D,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Putative matches of a pair and their labels, as the arrays of one HDF5 pair.

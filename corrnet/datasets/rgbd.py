@@ -17,11 +17,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from corrnet.constants import MIN_OVERLAP, NUM_MATCHES_3D
 from corrnet.errors import UserError
 from corrnet.geometry.checks import intrinsics_problem
 from corrnet.geometry.rigid import rigid_problem
 
-from .pairs3d import MIN_OVERLAP, NUM_MATCHES, Fragment, describe, match_fragments, overlap
+from .pairs3d import Fragment, describe, match_fragments, overlap
 
 MAX_DEPTH = 4.0
 """Depth readings beyond this many metres are dropped (Kinect v1 noise grows as z²)."""
@@ -86,7 +87,7 @@ def read_depth(png: Path) -> np.ndarray:
 def rgbd_pairs(
     folder: Path,
     min_overlap: float = MIN_OVERLAP,
-    num_matches: int = NUM_MATCHES,
+    num_matches: int = NUM_MATCHES_3D,
     seed: int = 0,
     progress: bool = True,
 ) -> Iterator[dict]:

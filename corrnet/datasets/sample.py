@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from corrnet.constants import MIN_MATCHES as MIN_MATCHES
+
 from ..channels import network_input
 from ..geometry import (
     INLIER_THRESHOLD,
@@ -24,9 +26,6 @@ from ..geometry import (
     normalize_keypoints,
     symmetric_epipolar_distance,
 )
-
-MIN_MATCHES = 8
-"""Fewest matches a pair may have (the eight-point algorithm needs eight)."""
 
 PER_MATCH_KEYS = ("xs", "ys", "labels", "ratios", "mutuals", "features", "sizes", "angles", "dists")
 """Sample keys whose first dimension is the match dimension N."""

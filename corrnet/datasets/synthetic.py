@@ -36,10 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .oanet_hdf5 import write_oanet_hdf5
-from .sample import MIN_MATCHES, episym, intrinsics, make_sample, normalized_matches
+from corrnet.constants import MIN_MATCHES, MODES
 
-MODES = ("outdoor", "indoor", "mixed")
+from .oanet_hdf5 import write_oanet_hdf5
+from .sample import episym, intrinsics, make_sample, normalized_matches
+
 IMAGE_SIZES = ((640, 480), (800, 600), (1024, 768), (1024, 683))
 INLIER_RATIO = {"outdoor": (0.03, 0.70), "indoor": (0.01, 0.40)}
 OUTLIER_KINDS = (0.45, 0.25, 0.15, 0.15)

@@ -11,7 +11,7 @@ f = 585 field of view of ``../shared/real-dev-3d`` at half resolution), with dep
 standard deviation 0.0012 + 0.0019 (z − 0.4)² metres (Nguyen, Izadi and Lovell, 3DIMPVT
 2012, Kinect v1 axial noise), 5 % of the pixels dropped and readings beyond 4 m removed.
 The clouds then go through exactly the real pairs' pipeline (:mod:`corrnet.datasets.pairs3d`).
-A pair whose overlap is below :data:`~corrnet.datasets.pairs3d.MIN_OVERLAP` is drawn again.
+A pair whose overlap is below :data:`~corrnet.constants.MIN_OVERLAP` is drawn again.
 Each pair is fixed by (seed, index).
 """
 
@@ -22,7 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from .pairs3d import MIN_OVERLAP, NUM_MATCHES, describe, make_sample3d, match_fragments, overlap
+from corrnet.constants import MIN_OVERLAP, NUM_MATCHES_3D
+
+from .pairs3d import describe, make_sample3d, match_fragments, overlap
 from .rgbd import MAX_DEPTH, depth_points
 
 WIDTH, HEIGHT, FOCAL = 320, 240, 292.5
@@ -131,7 +133,7 @@ def _scan(scene, T: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return depth_points(z, K, MAX_DEPTH)
 
 
-def generate_pair3d(seed: int, index: int, num_matches: int = NUM_MATCHES) -> dict:
+def generate_pair3d(seed: int, index: int, num_matches: int = NUM_MATCHES_3D) -> dict:
     """Pair ``index`` of the synthetic stream ``seed``, as a
     :func:`~corrnet.datasets.pairs3d.match_fragments` dictionary with ``overlap`` and ``name``."""
     import open3d as o3d
@@ -179,7 +181,7 @@ class Synthetic3DPairs(Dataset):
         self,
         length: int,
         seed: int = 0,
-        num_matches: int = NUM_MATCHES,
+        num_matches: int = NUM_MATCHES_3D,
         side_info: bool | Sequence[str] = False,
     ) -> None:
         if length < 1:

@@ -3,7 +3,8 @@
 An estimator (:class:`RobustEstimator`) has a ``name``, ``needs_intrinsics`` (whether it works
 in pixels) and ``estimate(x, K1, K2) -> (R, t, inliers)`` for matches x (M, 4) in normalised
 coordinates; :data:`ESTIMATORS` maps every name to an instance.  Adding one (say GC-RANSAC) is
-one class and one entry here; the evaluation then offers it on every subset of matches
+one class and one entry here, and its name in :data:`corrnet.constants.ESTIMATOR_NAMES` (the
+command line's choices); the evaluation then offers it on every subset of matches
 (``<subset>+<name>``).
 
 * ``ransac`` / ``magsac`` (:class:`OpenCVEstimator`), OANet's protocol: ``cv2.findEssentialMat``
@@ -32,18 +33,15 @@ import cv2
 import numpy as np
 import poselib
 
+from corrnet.constants import POSELIB_THRESHOLD, SEED
 from corrnet.errors import UserError
 
 from ..datasets.sample import to_pixels
 
 THRESHOLD = 1e-3
 """Epipolar distance threshold of the OpenCV estimators, in normalised coordinates."""
-POSELIB_THRESHOLD = 1.0
-"""PoseLib's ``max_epipolar_error`` (Sampson error in pixels) by default."""
 PROB = 0.999
 MAX_ITERS = 1000
-SEED = 1234
-"""Default RANSAC seed, set before every estimate (``cv2.setRNGSeed``; PoseLib's ``seed``)."""
 MIN_MATCHES = 5
 """The five-point solver needs at least five matches; with fewer the estimate fails."""
 OPENCV_METHODS = {"ransac": cv2.RANSAC, "magsac": cv2.USAC_MAGSAC}
@@ -181,7 +179,8 @@ def check_seed(seed: int) -> int:
 def make_estimators(
     seed: int = SEED, poselib_threshold: float = POSELIB_THRESHOLD
 ) -> dict[str, RobustEstimator]:
-    """Every robust estimator by name, each seeded with ``seed`` (PoseLib's threshold in px)."""
+    """Every robust estimator by name (:data:`corrnet.constants.ESTIMATOR_NAMES`), each seeded
+    with ``seed`` (PoseLib's threshold in px)."""
     check_seed(seed)
     return {
         "ransac": OpenCVEstimator("ransac", seed=seed),

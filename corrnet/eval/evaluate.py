@@ -1,10 +1,10 @@
 """Relative-pose evaluation of several methods on the same pairs.
 
-Methods (:data:`METHODS`) are ``<subset>+<estimator>`` for every robust estimator of
-:data:`corrnet.eval.estimators.ESTIMATORS` (``ransac``, ``magsac``, ``poselib``) on one of the
-subsets of matches (:data:`SUBSETS`): ``corrnet`` (the matches the network keeps), ``ratio``
-(Lowe ratio < 0.8) or all matches (the estimator's name alone: ``ransac``, ``poselib``, ...);
-and two poses without RANSAC:
+Methods (:data:`METHODS`, named in :mod:`corrnet.constants`) are ``<subset>+<estimator>``
+for every robust estimator of :data:`corrnet.eval.estimators.ESTIMATORS` (``ransac``,
+``magsac``, ``poselib``) on one of the subsets of matches (:data:`corrnet.constants.SUBSETS`):
+``corrnet`` (the matches the network keeps), ``ratio`` (Lowe ratio < 0.8) or all matches (the
+estimator's name alone: ``ransac``, ``poselib``, ...); and two poses without RANSAC:
 
 * ``corrnet``: :func:`corrnet.eval.predict.predict`, the robust pose from the network's
   weights (iteratively reweighted eight-point, cheirality test on its inliers);
@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
+from corrnet.constants import BASELINES, METHODS, NETWORK_METHODS, POSE_METHODS, ROBUST
 from corrnet.errors import UserError
 
 from ..datasets.collate import collate_pairs
@@ -58,29 +59,10 @@ from .estimators import (
 )
 from .predict import kept_matches, predict
 
-SUBSETS = ("corrnet", "all", "ratio")
-"""Matches a robust estimator sees: the network's kept ones, all, Lowe ratio < 0.8."""
-POSE_METHODS = ("corrnet", "corrnet-8pt")
-"""The network's poses without RANSAC."""
-
-
-def method_name(subset: str, estimator: str) -> str:
-    """``<subset>+<estimator>``; the estimator's name alone on all matches."""
-    return estimator if subset == "all" else f"{subset}+{estimator}"
-
-
-ROBUST = {method_name(subset, name): (subset, name) for subset in SUBSETS for name in ESTIMATORS}
-"""(subset, estimator name) of every robust method."""
-METHODS = (*POSE_METHODS, *ROBUST)
-NETWORK_METHODS = (*POSE_METHODS, *(m for m, (subset, _) in ROBUST.items() if subset == "corrnet"))
-BASELINES = tuple(m for m in METHODS if m not in NETWORK_METHODS)
 RATIO_THRESHOLD = 0.8
 NETWORK_THREADS = 1
-"""Torch threads for the network: one core, as each estimator gets.  With more threads than
-idle cores (another job running) every op's OpenMP barrier waits for a descheduled thread:
-a 2-thread forward pass of the shipped model (N = 2000) took ~2.3 s instead of ~25 ms on
-one thread while other jobs kept both cores of a 2-core machine busy (the likely cause of
-~300 ms per pair reported for ``corrnet`` during a training run)."""
+"""Torch threads for the network: one core, as each estimator gets (with more threads than
+idle cores, every op's OpenMP barrier waits for a descheduled thread)."""
 
 Predictor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 """features (1, N, C) -> {"logits": (1, N), optional "weights": (1, N), ...} (CorrNet's output;

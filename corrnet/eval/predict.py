@@ -19,17 +19,8 @@ so may training validation.
 * **R, t**: :func:`corrnet.geometry.recover_pose`, the cheirality test on the robust inliers
   (kept matches with Sampson distance below 1e-3 squared; the kept ones where fewer than 5).
 
-The settings were chosen on synthetic pairs only (``SyntheticPairs`` split ``val``, shipped
-weights; never real data).  mAP5 / mAP20 in %, 300 pairs with the network's logits:
-plain eight-point 83.3 / 93.5; these defaults 91.3 / 95.6 (91.7 / 96.6 without the null-space
-search of the starts, one pair more at 5°); without the LM refinement 90.7 / 95.8; Cauchy
-kernel 92.0 / 96.1 (both without the search).  On 100 of those pairs with synthetic weights
-(inliers tanh-weight U(0.2, 0.99), outliers U(0.02, 0.7), kept-set inlier ratio 0.4 / 0.2):
-plain 0.0 / 0.0 mAP5; Cauchy at scales 1e-2, 3e-3, 1e-3 100 / 94; Geman-McClure at those
-scales 100 / 98; Geman-McClure at 3e-3, 1e-3 100 / 100; Geman-McClure with a single start
-(all kept) 4 / 0: the multiple starts are what make it robust.  On 60 pairs whose inliers lie
-on a plane (50 % inliers, 0.5 px noise): 0 -> 22 mAP5 with the null-space search, 20 -> 52
-with 5 % of the inliers off the plane, 90 -> 87 with 20 % (PoseLib: 95, 95, 100).
+The settings were chosen on synthetic validation pairs only, never on real data; the
+measurements are in docs/evaluation.md.
 """
 
 from __future__ import annotations

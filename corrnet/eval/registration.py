@@ -1,6 +1,6 @@
 """3-D registration of point-cloud pairs from putative matches: corrnet and Open3D baselines.
 
-Methods (:data:`METHODS`):
+Methods (:data:`METHODS`, named in :mod:`corrnet.constants`):
 
 * ``corrnet``: the network alone, its weighted Kabsch transform (CorrNet's ``R``, ``t``);
 * ``corrnet+ransac``: Open3D's ``registration_ransac_based_on_correspondence`` on the network's
@@ -14,8 +14,8 @@ RANSAC: 3-point samples, inlier distance :data:`RANSAC_DISTANCE`, Open3D's edge-
 and distance checkers, at most :data:`RANSAC_MAX_ITERATION` iterations with confidence
 :data:`RANSAC_CONFIDENCE` (it stops earlier when the inlier ratio allows, so its time falls
 with the inlier ratio of the matches it sees); Open3D's random generator is seeded with
-:data:`RANSAC_SEED` before every estimate; even so, three runs on the 736 real-dev-3d pairs
-differed by a few pairs on the kept matches (README), so the seed does not make it exact.
+:data:`RANSAC_SEED` before every estimate, which does not make its result exactly repeatable
+(docs/registration.md).
 FGR: maximum correspondence distance :data:`RANSAC_DISTANCE`, otherwise Open3D's defaults.
 
 A pair is registered when the rotation error is below 15° and the translation error below
@@ -38,6 +38,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from corrnet.constants import REGISTRATION_BASELINES as BASELINES
+from corrnet.constants import REGISTRATION_METHODS as METHODS
+from corrnet.constants import REGISTRATION_NETWORK_METHODS as NETWORK_METHODS
 from corrnet.errors import UserError
 
 from ..datasets.pairs3d import INLIER_THRESHOLD, residuals
@@ -53,21 +56,16 @@ from .evaluate import (
 )
 from .predict import FALLBACK_TOP_K, kept_matches
 
-METHODS = ("corrnet", "corrnet+ransac", "ransac", "fgr")
-NETWORK_METHODS = ("corrnet", "corrnet+ransac")
-BASELINES = ("ransac", "fgr")
 RANSAC_DISTANCE = INLIER_THRESHOLD
 RANSAC_MAX_ITERATION = 100_000
 RANSAC_CONFIDENCE = 0.999
 EDGE_LENGTH_SIMILARITY = 0.9
 RANSAC_SEED = 0
 RANSAC_CANDIDATES = 400
-"""``corrnet+ransac`` hands RANSAC at least this many matches, the network's best.  On hard
-pairs (a few % inliers) the network keeps 50-100 matches with almost no inlier among them and
-RANSAC on those alone converges to a wrong consensus.  Chosen on 240 synthetic pairs
-(``prepare3d.py --synthetic --pairs 240 --seed 2``; registration recall 58.8 % with the kept
-matches alone, 64.2 / 65.8 / 67.5 / 67.5 / 64.6 % with at least 200 / 300 / 400 / 500 / 600,
-against 62.1 % for RANSAC on all matches), never on real pairs."""
+"""``corrnet+ransac`` hands RANSAC at least this many matches, the network's best: on hard
+pairs (a few % inliers) the network keeps few matches with almost no inlier among them, and
+RANSAC on those alone converges to a wrong consensus.  Chosen on synthetic pairs
+(docs/registration.md)."""
 
 
 @dataclass

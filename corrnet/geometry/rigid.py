@@ -9,15 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from corrnet.constants import MIN_RIGID_MATCHES
+
 from .checks import as_tensor, rotation_problem
 from .pose import rotation_angle_deg
 
 KABSCH_WEIGHT_FLOOR = 1e-9
 """Weight added to every match before solving: nothing measurable with weights of order one,
 and all-zero weights fall back to the unweighted Kabsch estimate of all matches."""
-
-MIN_RIGID_MATCHES = 3
-"""Fewest matches that fix a rigid transform (three non-collinear points)."""
 
 
 def weighted_kabsch(

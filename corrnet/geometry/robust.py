@@ -31,13 +31,12 @@ over essential matrices, for a sequence of scales s (coarse to fine, normalised 
 4. **Refinement**: Levenberg-Marquardt on the essential manifold (R on SO(3), t on the unit
    sphere; 5 degrees of freedom) of the IRLS-weighted signed Sampson residuals at the finest
    scale, a step kept only where C_s decreases.  The eight-point's projection is not the
-   minimiser of C_s; this step is what makes the pose accurate (on synthetic pairs with
-   known weights, 0.5° -> 0.05°).
+   minimiser of C_s; this step is what makes the pose accurate.
 
 The kernels (u = d / s²): ``cauchy`` ρ = log(1 + u), ψ = 1 / (1 + u);
 ``geman-mcclure`` ρ = u / (1 + u), ψ = 1 / (1 + u)²; ``tukey`` ρ = (1 - (1 - u)³) / 3 for
 u < 1 else 1/3, ψ = (1 - u)² for u < 1 else 0.  The defaults were chosen on synthetic
-validation pairs (see :mod:`corrnet.eval.predict` for the numbers): Geman-McClure, bounded
+validation pairs (the measurements are in docs/evaluation.md): Geman-McClure, bounded
 (an outlier costs at most its weight, so wrong minima that pull in many far matches do not
 pay as they do under the unbounded Cauchy), at scales 3e-3 then 1e-3.
 """

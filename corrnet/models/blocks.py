@@ -47,8 +47,8 @@ class PointwiseConv(nn.Conv2d):
     """1×1 ``Conv2d`` on (B, C_in, N, 1) -> (B, C_out, N, 1), computed as one batched matrix
     product with the bias fused (``baddbmm``).
 
-    Same parameters and state-dict keys as ``nn.Conv2d(C_in, C_out, 1)``; the CPU convolution
-    kernel measured ~3x slower at batch 32 (N = 2000, one thread).
+    Same parameters and state-dict keys as ``nn.Conv2d(C_in, C_out, 1)``, faster than the
+    CPU convolution kernel (docs/network.md).
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -95,12 +95,12 @@ def laplacian_aggregate(
 class GraphLaplacian(nn.Module):
     """Spectral graph layer of CLNet: out = conv(L x) (+ x when ``residual``).
 
-    ``residual=True`` is the notes' GS layer, ``residual=False`` their GCN layer; conv is a
-    1×1 Conv2d, BatchNorm and ReLU.  Unlike the notes (``torch.no_grad``), gradients flow
-    through the weights w (with the O(N·C) form the backward pass costs no N×N memory), but
-    relu(tanh(.)) blocks them for matches with w <= 0, so this path alone cannot reopen a
-    closed gate: CorrNet also supervises w directly as an inlier logit (CLNet supervises its
-    consensus scores the same way) and initialises it open.
+    ``residual=True`` is the GS form x + conv(L x), ``residual=False`` the GCN form conv(L x);
+    conv is a 1×1 Conv2d, BatchNorm and ReLU.  L is not computed under ``torch.no_grad``:
+    gradients flow through the weights w (with the O(N·C) form the backward pass costs no N×N
+    memory), but relu(tanh(.)) blocks them for matches with w <= 0, so this path alone cannot
+    reopen a closed gate: CorrNet also supervises w directly as an inlier logit (CLNet
+    supervises its consensus scores the same way) and initialises it open.
 
     x (B, C, N, 1), w (B, N), optional mask (B, N) bool -> (B, C, N, 1).
     """
@@ -209,7 +209,7 @@ class Attention(nn.Module):
     """Multi-head attention of queries x over a context, via ``scaled_dot_product_attention``.
 
     With ``qk_rmsnorm`` queries and keys are l2-normalised per head, multiplied by learned
-    per-channel scales (as the notes) and the softmax uses :data:`QK_NORM_TEMPERATURE`.
+    per-channel scales and the softmax uses :data:`QK_NORM_TEMPERATURE`.
 
     x (B, N, C), context (B, M, C) -> (B, N, C); optional rotary angles (B, 1, N|M, D/2) and
     ``context_mask`` (B, M) bool (False: a key no query attends to; each row needs one True).
@@ -264,7 +264,7 @@ class FeedForward(nn.Sequential):
 class StateCrossAttention(nn.Module):
     """M state vectors read from the matches, then the matches read from the states.
 
-    As the notes' CrossAttention, but sequential: the states first attend to all matches
+    Sequential cross-attention: the states first attend to all matches
     (summarising the set), then every match attends to the updated states, so global
     context reaches each match at O(N·M) cost.  The states carry no positional encoding (the
     M slots are distinguished by their learned initial values) and are passed from stage to

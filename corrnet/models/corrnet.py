@@ -42,10 +42,10 @@ MIN_MATCHES = 8
 """Fewest matches a stage keeps: the eight-point estimate needs eight."""
 
 GRAPH_GATE_BIAS = 1.0
-"""Initial bias of each stage's graph head: w ≈ 1 ± its spread at initialisation (std
-0.2–0.4 measured on synthetic pairs), so the gate a = relu(tanh(w)) starts open for ~99 % of
-the matches; a closed gate (w <= 0) passes no gradient through the graph, and the
-classification of w (:class:`~corrnet.models.CorrNetLoss`) then closes it on outliers."""
+"""Initial bias of each stage's graph head: w ≈ 1 ± its spread at initialisation, so the gate
+a = relu(tanh(w)) starts open for nearly every match (docs/network.md); a closed gate (w <= 0)
+passes no gradient through the graph, and the classification of w
+(:class:`~corrnet.models.CorrNetLoss`) then closes it on outliers."""
 
 
 def gather_matches(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -149,9 +149,9 @@ class CorrNetConfig:
         attention_keys: most matches a transformer block attends to (its keys/values: the
             stage's matches with the highest graph logits; every match stays a query), so its
             cost is O(N·attention_keys) instead of O(N²); None attends to all.
-        graph_layer: the graph Laplacian layer in every stage.  False is the ablation of the
-            README: no Laplacian, the graph head is still supervised and still ranks the
-            attention keys, so only the graph propagation is removed.
+        graph_layer: the graph Laplacian layer in every stage.  False is the ablation of
+            docs/network.md: no Laplacian, the graph head is still supervised and still ranks
+            the attention keys, so only the graph propagation is removed.
         geometry: ``"two_view"`` (4 coordinates, essential matrix) or ``"rigid"`` (3-D
             matches, 6 coordinates before the side information, weighted Kabsch R, t);
             see :mod:`corrnet.models.geometry`.

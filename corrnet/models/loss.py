@@ -15,8 +15,7 @@ ground truth (:func:`corrnet.models.geometry.transform_loss`).
 
 ``label_px`` trains on tighter positives than the file's labels: OANet's threshold (symmetric
 epipolar distance < 1e-4 in normalised units) tolerates a number of pixels that grows with the
-focal length (in ``../shared/real-train``'s SfM pairs only 27-64 % of those inliers, median per
-collection, lie within 1 px of the epipolar geometry), while PoseLib counts inliers in pixels.
+focal length (docs/network.md#loss), while PoseLib counts inliers in pixels.
 With ``label_px`` a positive is a labelled inlier whose Sampson error under the ground-truth pose
 is below ``label_px`` pixels; validation and evaluation keep the file's labels.
 """

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from corrnet.constants import EMBEDDINGS
 from corrnet.errors import UserError
 
 from ..datasets.sample import to_pixels
@@ -43,9 +44,6 @@ KEYPOINT_RGB: tuple[int, int, int] = (0xC8, 0xC8, 0xC8)
 
 TWO_VIEW_COLUMNS: tuple[str, ...] = ("x1", "y1", "x2", "y2")
 """Coordinates of a two-view match (normalised image coordinates)."""
-
-EMBEDDINGS: tuple[str, ...] = ("pca", "epipolar")
-"""Supported embeddings of the (N, 4) matches into 3-D."""
 
 PANEL_GAP = 0.06
 """Horizontal gap between the two image panels, in panel heights."""
