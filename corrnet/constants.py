@@ -14,6 +14,8 @@ MAX_MATCHES = 1_000_000
 """Most matches a pair may declare (OANet's files have 2000-8000); a pair's datasets are read
 only after their declared shapes are checked, so a small file declaring billions of matches is
 refused before anything is allocated."""
+NUM_FEATURES = 2000
+"""Default SIFT keypoints per image (OANet's protocol, :mod:`corrnet.datasets.prepare`)."""
 MODES = ("outdoor", "indoor", "mixed")
 """Scene types of the synthetic pairs (:mod:`corrnet.datasets.synthetic`); ``mixed`` draws
 outdoor or indoor per pair."""

@@ -49,6 +49,7 @@ import numpy as np
 
 from corrnet.arguments import pixel_threshold
 from corrnet.atomic import atomic_path
+from corrnet.constants import MIN_MATCHES, NUM_FEATURES
 from corrnet.errors import UserError, run_command
 
 if TYPE_CHECKING:  # imported where used, so that --help needs neither torch nor OpenCV
@@ -295,6 +296,7 @@ def match_images(
     device: str | torch.device = "cpu",
     threshold: float | None = None,
     verifier: Verifier | None = None,
+    num_features: int = NUM_FEATURES,
 ) -> MatchResult:
     """Relative pose of two images: SIFT, nearest-neighbour matches, :class:`Verifier`.
 
@@ -304,6 +306,8 @@ def match_images(
     verifier: the network and estimator to use; default the one of ``checkpoint`` (default:
     the shipped weights) on ``device``, loaded on the first call and reused after.
     threshold: the estimator's inlier threshold in pixels (None: the verifier's).
+    num_features: SIFT keypoints per image (default 2000, OANet's protocol, which the shipped
+    weights were trained at).
     Raises FileNotFoundError / ValueError for bad input, MatchError (a ValueError) when the
     pair has fewer than 8 matches or the estimator finds no pose.  A pose that is not to be
     trusted (``result.confident`` False) is returned with its reasons in ``result.warnings``.
@@ -325,7 +329,7 @@ def match_images(
     start = time.perf_counter()
     (image1, path1), (image2, path2) = as_image(img1, "img1"), as_image(img2, "img2")
     paths, images = (path1, path2), (image1, image2)
-    feats = [sift_features(img) for img in images]
+    feats = [sift_features(img, num_features) for img in images]
     times["sift"] = (time.perf_counter() - start) * 1e3
 
     Ks, sources = [], {}
@@ -529,6 +533,14 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         metavar="PX",
         help="estimator inlier threshold in pixels",
     )
+    parser.add_argument(
+        "--num-features",
+        type=int,
+        default=NUM_FEATURES,
+        metavar="K",
+        help=f"SIFT keypoints per image (default {NUM_FEATURES}, as the shipped weights were "
+        "trained)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     pictures = parser.add_mutually_exclusive_group()
     pictures.add_argument(
@@ -546,6 +558,11 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         help="write pose.json and matches.npz only",
     )
     args = parser.parse_args(argv)
+    if args.num_features < MIN_MATCHES:
+        parser.error(
+            f"--num-features: expected at least {MIN_MATCHES} keypoints per image, "
+            f"got {args.num_features}"
+        )
     from corrnet.verifier import as_device, as_intrinsics
 
     for i in (1, 2):
@@ -586,6 +603,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match
                 args.checkpoint,
                 args.device,
                 args.threshold,
+                num_features=args.num_features,
             )
         for w in caught:
             print(f"{prog}: warning: {w.message}", file=sys.stderr)

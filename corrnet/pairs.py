@@ -62,6 +62,7 @@ import torch
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, remove_stale_temporaries
+from corrnet.constants import MIN_MATCHES, NUM_FEATURES
 from corrnet.datasets import prepare
 from corrnet.errors import UserError, run_command
 from corrnet.match import (
@@ -294,10 +295,11 @@ def inputs_digest(
     given: dict[str, np.ndarray],
     verifier: str,
     batch_size: int,
+    num_features: int = NUM_FEATURES,
 ) -> str:
     """Digest of what the outputs are made from: protocols, the verifier's name, the batch
     size, every image's name, content and given K (or "approximate") and the pairs in order."""
-    lines = [PROTOCOL, prepare.protocol(), verifier, f"batch_size {batch_size}"]
+    lines = [PROTOCOL, prepare.protocol(num_features), verifier, f"batch_size {batch_size}"]
     for name in dict.fromkeys(n for p in pairs for n in p):
         K = given.get(name)
         k = "approximate" if K is None else np.asarray(K, np.float64).tobytes().hex()
@@ -370,11 +372,12 @@ def _chunk_file(out: Path, k: int) -> Path:
     return out / WORK_DIR / "chunks" / f"chunk-{k:06d}.h5"
 
 
-def _features_job(task: tuple[Path, np.ndarray | None, Path]) -> None:
-    """SIFT of one image and its K (given, or approximated) into a .npz, atomically."""
-    path, K, dest = task
+def _features_job(task: tuple[Path, np.ndarray | None, Path, int]) -> None:
+    """SIFT of one image (at most ``num_features`` keypoints) and its K (given, or
+    approximated) into a .npz, atomically."""
+    path, K, dest, num_features = task
     img = load_image(path)
-    kp, desc, scales, angles = prepare.sift_features(img)
+    kp, desc, scales, angles = prepare.sift_features(img, num_features)
     source = "given"
     if K is None:
         K, source = approximate_intrinsics(path, img.shape[1], img.shape[0])
@@ -558,6 +561,7 @@ def run_pairs(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    num_features: int = NUM_FEATURES,
 ) -> RunStats:
     """Verify every pair of ``pairs_file`` (module docstring); returns this process's stats.
 
@@ -583,7 +587,7 @@ def run_pairs(
     name = verifier_name(verifier)
     pool = _pool(workers)
     try:
-        digest = inputs_digest(pairs, images, given, name, batch_size)
+        digest = inputs_digest(pairs, images, given, name, batch_size, num_features)
         if check_out(out, digest, overwrite):
             stats.wall = time.perf_counter() - start_wall
             return stats
@@ -600,6 +604,7 @@ def run_pairs(
                     "verifier": name,
                     "batch_size": batch_size,
                     "num_pairs": len(pairs),
+                    "num_features": num_features,
                 }
                 _start(out, digest, record, overwrite)
             dist.barrier()
@@ -616,6 +621,7 @@ def run_pairs(
                 dist,
                 stats,
                 progress,
+                num_features,
             )
         finally:
             if dist.world > 1:
@@ -648,6 +654,7 @@ def _run(
     dist: _Dist,
     stats: RunStats,
     progress: bool,
+    num_features: int,
 ) -> None:
     """The two phases (features, then chunks of pairs), each split over the processes and
     merged by rank 0 after a barrier."""
@@ -655,7 +662,7 @@ def _run(
     start = time.perf_counter()
     if _recorded_digest(features) != digest:
         mine = [
-            (images / n, given.get(n), _feature_file(out, n))
+            (images / n, given.get(n), _feature_file(out, n), num_features)
             for n in names[dist.rank :: dist.world]
             if not _feature_file(out, n).exists()
         ]
@@ -755,10 +762,23 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device of the network (cpu)")
     parser.add_argument("--threshold", type=float, metavar="PX", help="PoseLib threshold (1 px)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (16)")
+    parser.add_argument(
+        "--num-features",
+        type=int,
+        default=NUM_FEATURES,
+        metavar="K",
+        help=f"SIFT keypoints per image (default {NUM_FEATURES}, as the shipped weights were "
+        "trained)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes for SIFT, NN, PoseLib")
     parser.add_argument("--overwrite", action="store_true", help="replace a run of other inputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.num_features < MIN_MATCHES:
+        parser.error(
+            f"--num-features: expected at least {MIN_MATCHES} keypoints per image, "
+            f"got {args.num_features}"
+        )
     if args.threshold is not None and not args.threshold > 0:
         parser.error(f"--threshold: expected a positive number of pixels, got {args.threshold:g}")
     if args.batch_size < 1:
@@ -787,6 +807,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.pairs
                 args.workers,
                 args.overwrite,
                 not args.quiet,
+                args.num_features,
             )
         rank = _dist_from_env().rank
         for w in caught:

@@ -512,3 +512,20 @@ def test_images_as_arrays_and_reused_verifier(synthetic_pair, tmp_path):
         corrnet.match_images(arrays[0], arrays[1].astype(np.float32), K, K)
     with pytest.raises(ValueError, match="^checkpoint: expected either a checkpoint or a verifier"):
         corrnet.match_images(*arrays, K, K, checkpoint=PRETRAINED, verifier=verifier)
+
+
+def test_num_features_sets_the_keypoints_per_image(synthetic_pair, tmp_path, capsys):
+    """match_images / corrnet match --num-features K keep at most K SIFT keypoints per image
+    (one match per image-1 keypoint), the first K of the default extraction's order only where
+    OpenCV's detector keeps them; a count below eight is one line."""
+    paths = synthetic_pair["images"]
+    few = corrnet.match_images(*paths, K, K, num_features=300)
+    default = corrnet.match_images(*paths, K, K)
+    assert len(few.kpts1) <= 300 < len(default.kpts1)
+    code, _, err = _cli(
+        [*map(str, paths), "--K1", *_kargs(K), "--K2", *_kargs(K), "--out", str(tmp_path / "o")]
+        + ["--num-features", "4"],
+        capsys,
+    )
+    assert code == 2 and "--num-features: expected at least 8 keypoints per image, got 4" in err
+    assert not (tmp_path / "o").exists()

@@ -273,6 +273,24 @@ def test_other_inputs_refused(scene, reference, tmp_path, capsys):
     assert (copy / "poses.csv").read_bytes() != before
 
 
+def test_other_keypoint_count_is_other_inputs(scene, reference, tmp_path, capsys):
+    """The keypoint count is part of the inputs: another --num-features into an existing OUT
+    is refused; into a fresh OUT it keeps at most that many keypoints per image."""
+    argv = _argv(scene, reference)
+    _error(
+        [*argv, "--num-features", "300"],
+        capsys,
+        "holds a run of other inputs",
+        "python -m corrnet.pairs",
+        cp.main,
+    )
+    out = tmp_path / "few"
+    assert cp.main([*_argv(scene, out), "--num-features", "300", "--quiet"]) == 0
+    with h5py.File(out / "features.h5", "r") as f:
+        counts = [len(f[name]["keypoints"]) for name in f]
+    assert counts and max(counts) <= 300
+
+
 @pytest.mark.parametrize(
     "pairs_text, intrinsics_text, expected",
     [

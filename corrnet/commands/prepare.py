@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, check_output, run_command
 
 if TYPE_CHECKING:
@@ -90,8 +91,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
         "--num-features",
         type=int,
         metavar="K",
-        help="SIFT keypoints per image (default: corrnet.datasets.prepare.NUM_FEATURES, 2000, "
-        "OANet's protocol); recorded in the file's corrnet_protocol attribute",
+        default=NUM_FEATURES,
+        help=f"SIFT keypoints per image (default {NUM_FEATURES}, OANet's protocol); recorded in "
+        "the file's corrnet_protocol attribute",
     )
     parser.add_argument("--keep-cache", action="store_true", help="keep <out>.partial/ afterwards")
     parser.add_argument(
@@ -151,7 +153,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
 
     def run() -> None:
         from corrnet.datasets.prepare import (
-            NUM_FEATURES,
             find_sequences,
             prepare,
             read_pairs_file,
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
             args.keep_cache,
             args.overwrite,
             attrs,
-            args.num_features or NUM_FEATURES,
+            args.num_features,
         )
         print(f"{args.out}: {count} pairs")
 

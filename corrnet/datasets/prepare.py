@@ -48,14 +48,13 @@ import torch
 from tqdm import tqdm
 
 from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
+from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, one_line, same_file, worker_signals
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 
 from .oanet_hdf5 import write_oanet_hdf5
 from .sample import MIN_MATCHES, episym, intrinsics, normalized_matches
 
-NUM_FEATURES = 2000
-"""Default keypoints per image (OANet's protocol)."""
 CONTRAST_THRESHOLD = 1e-5
 MIN_TRANSLATION = 1e-5
 INPUTS_ATTR = "corrnet_inputs"
