@@ -43,12 +43,10 @@ OPENCV) have their keypoints undistorted to the pinhole part before verification
 
 from __future__ import annotations
 
-import argparse
 import functools
 import multiprocessing
 import sqlite3
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +59,7 @@ from corrnet.atomic import atomic_path
 from corrnet.datasets import prepare
 from corrnet.datasets.colmap import CAMERA_MODELS, pinhole_K, undistorter
 from corrnet.datasets.sample import MIN_MATCHES
-from corrnet.errors import UserError, check_output, run_command
-from corrnet.match import _Parser
+from corrnet.errors import UserError, check_output
 from corrnet.pairs import _content_lines, _pool
 from corrnet.verifier import Verification, Verifier, as_device
 
@@ -435,59 +432,11 @@ def run_database(
     return target, pairs, posed
 
 
-def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    """Parse the command line (see the module docstring)."""
-    parser = _Parser(prog=prog, description="Verify a COLMAP database's matches with corrnet.")
-    parser.add_argument("--database", type=Path, required=True, help="COLMAP database (.db)")
-    parser.add_argument("--image_path", type=Path, help="image folder (needed by --from-images)")
-    parser.add_argument("--pairs", type=Path, help="verify only these pairs (NAME1 NAME2 lines)")
-    parser.add_argument("--output", type=Path, help="write a verified copy here, not into DB")
-    parser.add_argument(
-        "--from-images", action="store_true", help="create DB with corrnet's SIFT + NN matches"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument("--checkpoint", type=Path, help="corrnet weights (default: shipped)")
-    parser.add_argument("--device", default="cpu", help="torch device of the network (cpu)")
-    parser.add_argument("--threshold", type=float, metavar="PX", help="PoseLib threshold (1 px)")
-    parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (16)")
-    parser.add_argument("--workers", type=int, default=1, help="processes for PoseLib and SIFT")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.threshold is not None and not args.threshold > 0:
-        parser.error(f"--threshold: expected a positive number of pixels, got {args.threshold:g}")
-    for name in ("batch_size", "workers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected a positive number")
-    return args
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.colmap_db") -> int:
-    """Entry point; returns the exit status (0, or 2 for bad input)."""
-    args = parse_args(argv, prog)
+    """Entry point: :func:`corrnet.commands.colmap.main` (exit status 0, or 2 for bad input)."""
+    from corrnet.commands.colmap import main as command_main
 
-    def run() -> int:
-        start = time.perf_counter()
-        path, pairs, posed = run_database(
-            args.database,
-            args.image_path,
-            args.pairs,
-            args.output,
-            args.from_images,
-            args.overwrite,
-            args.checkpoint,
-            args.device,
-            args.threshold,
-            args.batch_size,
-            args.workers,
-            not args.quiet,
-        )
-        print(
-            f"{pairs} pairs verified ({posed} with a pose, two-view geometry CALIBRATED) in "
-            f"{time.perf_counter() - start:.1f} s; {path}"
-        )
-        return 0
-
-    return run_command(prog, run)
+    return command_main(argv, prog)
 
 
 if __name__ == "__main__":
