@@ -38,6 +38,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int | None": (int, type(None)),
     "tuple[int, ...]": (list, tuple),
+    "bool | Sequence[str]": (bool, list, tuple),
 }
 """Plain-data types a network configuration field of each annotation accepts."""
 
@@ -81,10 +82,12 @@ def check_config_types(config: Any, source: str) -> dict[str, Any]:
                 f"{source}: {field.name}: expected {field.type}, got {value!r} "
                 f"({type(value).__name__})"
             )
-        if isinstance(value, (list, tuple)) and not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise UserError(f"{source}: {field.name}: expected integers, got {value!r}")
+        if isinstance(value, (list, tuple)):
+            kind = str if field.name == "side_info" else int
+            if not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                raise UserError(
+                    f"{source}: {field.name}: expected {kind.__name__} items, got {value!r}"
+                )
     return config
 
 

@@ -299,6 +299,7 @@ BAD_WEIGHTS = {
     "an int for a tensor": (lambda c: c["state_dict"].update({_first_weight(c): 3}), "got int"),
     "width 64.0": (lambda c: c["net"].update(width=64.0), "width: expected int, got 64.0"),
     "side_info 1": (lambda c: c["net"].update(side_info=1), "side_info: expected bool"),
+    "side_info [1]": (lambda c: c["net"].update(side_info=[1]), "side_info: expected str items"),
 }
 
 
