@@ -19,6 +19,10 @@ from corrnet.models import CorrNet, CorrNetConfig
 PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-real.pt"
 """Default weights shipped with the package, trained on synthetic and real SfM pairs
 (reproduced by ``scripts/reproduce_real.sh``)."""
+PRETRAINED_RATIO_FREE = Path(__file__).parent / "pretrained" / "corrnet-ratiofree.pt"
+"""Shipped weights for matches without Lowe ratio or mutual flag: they read the keypoints'
+scale and orientation (``side_info: [log_scale_ratio, orientation]``; run ``ratio-free`` of
+``scripts/ablation_channels.sh``)."""
 PRETRAINED_REGISTRATION = Path(__file__).parent / "pretrained" / "corrnet-registration.pt"
 """Shipped weights of the rigid (3-D registration) network (``configs/registration.yaml``)."""
 

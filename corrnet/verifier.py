@@ -364,9 +364,16 @@ class Verifier:
             return _Prepared(uv1, uv2, *Ks, xs, None)
         missing = [name for name in self.needs if given[name] is None]
         if missing:
+            hint = (
+                "; or, without them, scales1/2 and angles1/2 with "
+                "Verifier(corrnet.checkpoint.PRETRAINED_RATIO_FREE)"
+                if {"ratios", "mutuals"} & set(missing)
+                else ""
+            )
             raise UserError(
                 f"{', '.join(missing)}: missing; the weights {self.weights.name} read them: pass "
                 + "; ".join(f"{name}=(N,) {ARGUMENT_HELP[name]}" for name in missing)
+                + hint
             )
         pair = lambda a, b: np.stack([columns[a], columns[b]], -1)
         per_match = {

@@ -231,3 +231,37 @@ def test_confidence_identical_and_unrelated(views):
     unrelated = corrnet.match_images(view1, other, K, K)
     assert not unrelated.confident and unrelated.num_inliers < cv.MIN_INLIERS
     assert any(w.startswith("too few inliers") for w in unrelated.warnings)
+
+
+def test_ratio_free_weights_verify_matches_without_ratios(verifier, matches):
+    """Matches without ratio or mutual flag: the shipped weights name what is missing and the
+    ratio-free weights, which read SIFT's scales and orientations instead, find the pose that
+    the shipped weights find with ratios (within a degree)."""
+    from corrnet.checkpoint import PRETRAINED_RATIO_FREE
+
+    _one_line_error(
+        r"Verifier\(corrnet.checkpoint.PRETRAINED_RATIO_FREE\)$",
+        verifier.verify,
+        matches.uv1,
+        matches.uv2,
+        K,
+        K,
+    )
+    ratio_free = cv.Verifier(PRETRAINED_RATIO_FREE)
+    assert ratio_free.needs == ("scales1", "scales2", "angles1", "angles2")
+    sizes, angles = matches.sizes, matches.angles
+    v = ratio_free.verify(
+        matches.uv1,
+        matches.uv2,
+        K,
+        K,
+        scales1=sizes[:, 0],
+        scales2=sizes[:, 1],
+        angles1=angles[:, 0],
+        angles2=angles[:, 1],
+    )
+    reference = verifier.verify(**_args(matches))
+    assert v.confident and v.num_inliers > 100
+    rotation = np.degrees(np.arccos(np.clip((np.trace(v.R @ reference.R.T) - 1) / 2, -1, 1)))
+    translation = np.degrees(np.arccos(np.clip(v.t @ reference.t, -1, 1)))
+    assert rotation < 1 and translation < 1
