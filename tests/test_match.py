@@ -529,3 +529,16 @@ def test_num_features_sets_the_keypoints_per_image(synthetic_pair, tmp_path, cap
     )
     assert code == 2 and "--num-features: expected at least 8 keypoints per image, got 4" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_match_feeds_every_channel_the_weights_read(synthetic_pair):
+    """corrnet.match_images hands the verifier everything SIFT measured, so weights that read
+    the keypoints' scale and orientation (the ratio-free ones) run on two images as well."""
+    from corrnet.checkpoint import PRETRAINED_RATIO_FREE
+
+    paths = synthetic_pair["images"]
+    ratio_free = corrnet.match_images(*paths, K, K, checkpoint=PRETRAINED_RATIO_FREE)
+    default = corrnet.match_images(*paths, K, K)
+    assert ratio_free.num_inliers > 100
+    angle = np.degrees(np.arccos(np.clip((np.trace(ratio_free.R @ default.R.T) - 1) / 2, -1, 1)))
+    assert angle < 1
