@@ -53,7 +53,7 @@ print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" \
         > "$dir/machine.txt" 2>&1 || { cat "$dir/machine.txt"; exit 2; }
 fi
 
-[ "$dev" = cuda ] && step tests 150 env CORRNET_TEST_COMPILE=1 $PY -m pytest -q -x tests/test_gpu_path.py \
+[ "$dev" = cuda ] && step tests 150 $PY -m pytest -q -x tests/test_gpu_path.py \
     -k "inductor or sync or unchecked or fixed_pruning or predictor"
 
 [ "$dev" = cuda ] && step syncs 60 $PY - <<'EOF'
