@@ -16,7 +16,7 @@ from corrnet.eval.estimators import make_estimators
 from corrnet.eval.evaluate import evaluate
 from tests.conftest import load_benchmark
 from tests.test_eval import pair, write_oanet
-from tests.test_match import K, _render, _texture
+from tests.test_match import K, _render, _texture, wall_and_panel
 
 KF = pytest.importorskip(
     "kornia.feature", reason="kornia is an optional extra (pip install -e '.[baselines]')"
@@ -85,21 +85,7 @@ def rendered(tmp_path_factory) -> dict:
     """Three pairs (sharing view 1) of a textured wall and a tilted panel, prepared into an
     OANet file with image paths, as data/prepare.py does."""
     rng = np.random.default_rng(0)
-    tilt = np.radians(30)
-    planes = [
-        (
-            _texture(rng),
-            np.array([-6.0, -6.0, 8.0]),
-            np.array([12 / 512, 0, 0]),
-            np.array([0, 12 / 512, 0]),
-        ),
-        (
-            _texture(rng),
-            np.array([-1.5, -1.5, 4.0]),
-            3 / 512 * np.array([np.cos(tilt), 0, np.sin(tilt)]),
-            np.array([0, 3 / 512, 0]),
-        ),
-    ]
+    planes = wall_and_panel(rng)
     motions = [
         (_rotation(np.array([0.0, 1.0, 0.0]), 6), np.array([-1.0, 0.1, 0.2])),
         (_rotation(np.array([0.1, -0.3, 1.0]), 15), np.array([0.8, -0.3, 0.1])),

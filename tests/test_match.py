@@ -63,12 +63,11 @@ def _render(
     return out
 
 
-@pytest.fixture(scope="module")
-def synthetic_pair(tmp_path_factory) -> dict:
-    """Two views of a wall at depth 8 and a tilted panel at depth ~4; x2 = R x1 + t."""
-    rng = np.random.default_rng(0)
+def wall_and_panel(rng: np.random.Generator) -> list[tuple]:
+    """A textured wall at depth 8 and a panel tilted by 30 degrees at depth ~4, as
+    (texture, origin, a, b) planes for :func:`_render`."""
     tilt = np.radians(30)
-    planes = [
+    return [
         (
             _texture(rng),
             np.array([-6.0, -6.0, 8.0]),
@@ -82,6 +81,13 @@ def synthetic_pair(tmp_path_factory) -> dict:
             np.array([0, 3 / 512, 0]),
         ),
     ]
+
+
+@pytest.fixture(scope="module")
+def synthetic_pair(tmp_path_factory) -> dict:
+    """Two views of a wall at depth 8 and a tilted panel at depth ~4; x2 = R x1 + t."""
+    rng = np.random.default_rng(0)
+    planes = wall_and_panel(rng)
     angle = np.radians(6)
     R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     t = np.array([-1.0, 0.1, 0.2])

@@ -23,7 +23,7 @@ import corrnet.pairs as cp
 from corrnet.cli import main as corrnet
 from corrnet.geometry import pose_errors
 from corrnet.verifier import Verifier
-from tests.test_match import K, _error, _render, _texture
+from tests.test_match import K, _error, _render, wall_and_panel
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [
@@ -48,21 +48,7 @@ def _camera(i: int) -> tuple[np.ndarray, np.ndarray]:
 def scene(tmp_path_factory) -> dict:
     """The images, a pairs file (with a comment and a blank line) and an intrinsics file."""
     rng = np.random.default_rng(0)
-    tilt = np.radians(30)
-    planes = [
-        (
-            _texture(rng),
-            np.array([-6.0, -6.0, 8.0]),
-            np.array([12 / 512, 0, 0]),
-            np.array([0, 12 / 512, 0]),
-        ),
-        (
-            _texture(rng),
-            np.array([-1.5, -1.5, 4.0]),
-            3 / 512 * np.array([np.cos(tilt), 0, np.sin(tilt)]),
-            np.array([0, 3 / 512, 0]),
-        ),
-    ]
+    planes = wall_and_panel(rng)
     root = tmp_path_factory.mktemp("pairs")
     images = root / "images"
     images.mkdir()
