@@ -361,18 +361,8 @@ def match_images(
         raise MatchError(str(err)) from None
     times["matching"] = (time.perf_counter() - start) * 1e3
 
-    v = verifier.verify(  # SIFT measured all of these; the weights read what they need
-        matches.uv1,
-        matches.uv2,
-        *Ks,
-        ratios=matches.ratios,
-        mutuals=matches.mutuals,
-        scales1=matches.sizes[:, 0],
-        scales2=matches.sizes[:, 1],
-        angles1=matches.angles[:, 0],
-        angles2=matches.angles[:, 1],
-        distances=matches.dists[:, 0],
-    )
+    # everything SIFT measured: the weights read what they need
+    v = verifier.verify(matches.uv1, matches.uv2, *Ks, **matches.measurements())
     times.update(v.times_ms)
     if not v.has_pose:
         raise MatchError(

@@ -464,19 +464,7 @@ def _match_job(task: tuple[Path, str, str]) -> _Matched:
         empty = np.zeros((0, 2))
         pair = dict(kpts1=empty, kpts2=empty, K1=f1["K"], K2=f2["K"])
         return _Matched(pair, np.zeros((0, 2), np.int64), [*notes, str(err)])
-    pair = dict(
-        kpts1=m.uv1,
-        kpts2=m.uv2,
-        K1=f1["K"],
-        K2=f2["K"],
-        ratios=m.ratios,
-        mutuals=m.mutuals,
-        scales1=m.sizes[:, 0],
-        scales2=m.sizes[:, 1],
-        angles1=m.angles[:, 0],
-        angles2=m.angles[:, 1],
-        distances=m.dists[:, 0],
-    )
+    pair = dict(kpts1=m.uv1, kpts2=m.uv2, K1=f1["K"], K2=f2["K"], **m.measurements())
     return _Matched(pair, np.column_stack([np.arange(len(m.nn)), m.nn]), notes)
 
 

@@ -350,6 +350,19 @@ class PutativeMatches:
     angles: np.ndarray
     dists: np.ndarray
 
+    def measurements(self) -> dict[str, np.ndarray]:
+        """What SIFT measured per match, as :meth:`corrnet.Verifier.verify`'s keyword
+        arguments (N,) each: ratios, mutuals, scales1/2, angles1/2, distances (the nearest)."""
+        return {
+            "ratios": self.ratios,
+            "mutuals": self.mutuals,
+            "scales1": self.sizes[:, 0],
+            "scales2": self.sizes[:, 1],
+            "angles1": self.angles[:, 0],
+            "angles2": self.angles[:, 1],
+            "distances": self.dists[:, 0],
+        }
+
 
 def putative_matches(
     feats1: Features,
