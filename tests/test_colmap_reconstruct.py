@@ -40,8 +40,9 @@ def test_alignment_recovers_a_known_similarity(bench):
 
 def test_pose_errors_after_alignment(bench):
     """Ground-truth poses seen in another similarity frame have no error; one camera turned by
-    2 degrees about its axis and one moved by 0.1 have exactly those errors (the others' within
-    the least-squares alignment's share of that move)."""
+    2 degrees about its axis has that error, and so has every relative rotation with it; one
+    moved by 0.1 has most of that error (the others within the least-squares alignment's share
+    of that move)."""
     rng = np.random.default_rng(1)
     n = 20
     R_gt = np.stack([_rotation(rng) for _ in range(n)])
@@ -52,10 +53,16 @@ def test_pose_errors_after_alignment(bench):
     centre, rotation = bench.pose_errors(R, C, R_gt, C_gt)
     assert centre.max() < 1e-9 and rotation.max() < 1e-5
 
+    assert bench.relative_rotation_errors(R, R_gt).max() < 1e-5
+
     R[3] = cv2.Rodrigues(np.array([0.0, 0.0, np.radians(2.0)]))[0] @ R[3]
     centre, rotation = bench.pose_errors(R, C, R_gt, C_gt)
     assert rotation[3] == pytest.approx(2.0, abs=1e-6)
     assert np.delete(rotation, 3).max() < 1e-5 and centre.max() < 1e-9
+    relative = bench.relative_rotation_errors(R, R_gt)
+    i, j = np.triu_indices(n, 1)
+    np.testing.assert_allclose(relative[(i == 3) | (j == 3)], 2.0, atol=1e-6)
+    assert relative[(i != 3) & (j != 3)].max() < 1e-5
 
     C[5] += np.array([0.0, 0.1, 0.0]) / s  # 0.1 in GT units
     centre, _ = bench.pose_errors(R, C, R_gt, C_gt)
@@ -84,6 +91,7 @@ def test_fountain_reconstructs_from_corrnet(bench, tmp_path, capsys):
     assert corrnet[2] == "5/5" and int(corrnet[3]) > 500
     assert float(corrnet[6]) < 2.0  # median centre error, % of scale
     assert float(corrnet[7].split("/")[1]) < 1.0  # max rotation error, degrees
+    assert float(corrnet[8].split("/")[1]) < 0.5  # max relative rotation error, degrees
     assert (tmp_path / "work" / "fountain5" / "corrnet.db").is_file()
 
 
