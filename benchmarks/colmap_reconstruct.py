@@ -21,10 +21,10 @@ form, ``pycolmap.estimate_sim3d``), then the camera-centre error (median; in the
 units and in % of the scene scale = the mean distance between any two ground-truth camera
 centres) and the rotation error (median and max, degrees); and, free of any alignment, the
 rotation error of the relative rotation of every pair of registered images (median and max,
-degrees).  The alignment's rotation rests on the camera centres alone, which is weakly
-determined about the line of centres when the cameras move sideways along a path (as in
-the Strecha sequences): the rotation errors after it then share a common part that the
-relative rotation errors do not have.  Prints a markdown table.
+degrees).  The alignment's rotation rests on the camera centres alone: with few cameras on a
+short, nearly straight path it is weakly determined about that line, and the rotation errors
+after it share a common part that the relative rotation errors do not have.  Prints a
+markdown table.
 """
 
 from __future__ import annotations
