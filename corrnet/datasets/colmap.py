@@ -8,8 +8,9 @@ neighbours, ratio, mutual flag and epipolar labels exactly as for the raw layout
   world-to-camera ``cam_from_world``; a pair (i, j) gets R = R_j R_iᵀ, t = T_j - R T_i, so
   X₂ = R X₁ + t.  Pairs are chosen by covisibility (shared 3-D points, :func:`select_pairs`).
 * :func:`reconstruct` runs pycolmap's SfM (SIFT, exhaustive or sequential matching,
-  incremental mapping of one model) on an unposed folder.  Such poses are
-  pseudo-ground-truth: they come from the same kind of matches the network is trained on.
+  incremental mapping of one model) on an unposed folder, in the stages
+  :func:`extract_and_match` (a database) and :func:`incremental_model` (a model).  Such poses
+  are pseudo-ground-truth: they come from the same kind of matches the network is trained on.
 
 Pixel conventions: COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV's
 keypoints (and corrnet's K) at (0, 0); K here is COLMAP's pinhole part shifted by -0.5.
@@ -20,6 +21,7 @@ Distorted cameras (SIMPLE_RADIAL, RADIAL, OPENCV) are undistorted per keypoint
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -233,6 +235,121 @@ def parse_camera(model: str, params: str) -> tuple[str, list[float]]:
     return model, values
 
 
+_SFM_CAMERA_MODES = {
+    "single": pycolmap.CameraMode.SINGLE,
+    "per-image": pycolmap.CameraMode.PER_IMAGE,
+}
+
+
+def _image_names(images_dir: Path) -> list[str]:
+    """The .jpg/.jpeg/.png files of a folder, sorted; FileNotFoundError for fewer than 2."""
+    names = (
+        sorted(
+            p.name for p in images_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
+        if images_dir.is_dir()
+        else []
+    )
+    if len(names) < 2:
+        raise FileNotFoundError(f"{images_dir}: expected a folder with at least 2 .jpg/.png images")
+    return names
+
+
+def extract_and_match(
+    images_dir: str | Path,
+    db: str | Path,
+    matcher: str = "exhaustive",
+    camera_mode: str = "auto",
+    threads: int = 2,
+    camera: tuple[str, list[float]] | None = None,
+    names: list[str] | None = None,
+) -> None:
+    """COLMAP's SIFT (SFM_MAX_FEATURES per image) of the images ``names`` of a folder (all of
+    its .jpg/.png files without) into a new database ``db``, then its matching and geometric
+    verification (``matcher`` "exhaustive" or "sequential"), on the CPU; cameras as
+    :func:`reconstruct` describes."""
+    images_dir = Path(images_dir)
+    names = _image_names(images_dir) if names is None else names
+    _extract_features(images_dir, db, names, camera_mode, threads, camera)
+    _match_features(db, matcher, threads)
+
+
+def _extract_features(
+    images_dir: Path,
+    db: str | Path,
+    names: list[str],
+    camera_mode: str,
+    threads: int,
+    camera: tuple[str, list[float]] | None,
+) -> None:
+    """COLMAP's SIFT of the images ``names`` of ``images_dir`` into the database ``db``."""
+    if camera is None:
+        groups, group_mode = _camera_groups(images_dir, names, camera_mode)
+        reader = pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL")
+    else:  # COLMAP would silently skip the images of another size than the first
+        groups, group_mode = _camera_groups(images_dir, names, "auto")
+        if len(groups) > 1:
+            raise UserError(
+                f"{images_dir}: camera: known intrinsics are one camera, but the images have "
+                f"{len(groups)} sizes ({groups[0][0]} and {groups[1][0]} differ)"
+            )
+        reader = pycolmap.ImageReaderOptions(
+            camera_model=camera[0], camera_params=",".join(map(repr, camera[1]))
+        )
+    for group in groups:
+        pycolmap.extract_features(
+            db,
+            images_dir,
+            image_names=group,
+            camera_mode=_SFM_CAMERA_MODES[group_mode],
+            reader_options=reader,
+            extraction_options=pycolmap.FeatureExtractionOptions(
+                num_threads=threads,
+                sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES),
+            ),
+            device=pycolmap.Device.cpu,
+        )
+
+
+def _match_features(db: str | Path, matcher: str, threads: int) -> None:
+    """COLMAP's matching and geometric verification of a database ("exhaustive" or
+    "sequential"); pairs already matched are skipped."""
+    options = pycolmap.FeatureMatchingOptions(num_threads=threads)
+    if matcher == "exhaustive":
+        pycolmap.match_exhaustive(db, matching_options=options, device=pycolmap.Device.cpu)
+    else:
+        pycolmap.match_sequential(
+            db,
+            matching_options=options,
+            device=pycolmap.Device.cpu,
+            pairing_options=pycolmap.SequentialPairingOptions(num_threads=threads),
+        )
+
+
+def incremental_model(
+    db: str | Path,
+    images_dir: str | Path,
+    out: str | Path,
+    threads: int = 2,
+    fixed_intrinsics: bool = False,
+    callback: Callable[[], None] | None = None,
+) -> tuple[pycolmap.Reconstruction | None, pycolmap.IncrementalPipelineOptions]:
+    """pycolmap's incremental mapping of a database into the (existing) folder ``out``: one
+    model grown from the best initial pair (``multiple_models`` off, seed 0), intrinsics held
+    fixed in bundle adjustment with ``fixed_intrinsics``.  Returns the model with the most
+    registered images (None when COLMAP returns none) and the options used."""
+    options = pycolmap.IncrementalPipelineOptions(
+        num_threads=threads, random_seed=0, multiple_models=False
+    )
+    if fixed_intrinsics:
+        options.ba_refine_focal_length = options.ba_refine_principal_point = False
+        options.ba_refine_extra_params = False
+    kwargs = {} if callback is None else {"next_image_callback": callback}
+    recs = pycolmap.incremental_mapping(db, images_dir, out, options, **kwargs)
+    best = max(recs.values(), key=lambda r: r.num_reg_images()) if recs else None
+    return best, options
+
+
 def reconstruct(
     images_dir: str | Path,
     work: str | Path,
@@ -256,24 +373,17 @@ def reconstruct(
     ``work/model`` (written under a temporary name, then renamed).
     """
     images_dir, work = Path(images_dir), Path(work)
-    modes = {"single": pycolmap.CameraMode.SINGLE, "per-image": pycolmap.CameraMode.PER_IMAGE}
-    if camera_mode not in (*modes, "auto"):
-        raise ValueError(f"camera_mode: expected one of {list(modes)}, got {camera_mode!r}")
+    if camera_mode not in (*_SFM_CAMERA_MODES, "auto"):
+        raise ValueError(
+            f"camera_mode: expected one of {list(_SFM_CAMERA_MODES)}, got {camera_mode!r}"
+        )
     if matcher not in ("auto", "exhaustive", "sequential"):
         raise ValueError(f"matcher: expected auto, exhaustive or sequential, got {matcher!r}")
     if camera is not None and camera_mode == "per-image":
         raise UserError(
             "camera: known intrinsics are one shared camera; camera_mode per-image contradicts it"
         )
-    names = (
-        sorted(
-            p.name for p in images_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-        )
-        if images_dir.is_dir()
-        else []
-    )
-    if len(names) < 2:
-        raise FileNotFoundError(f"{images_dir}: expected a folder with at least 2 .jpg/.png images")
+    names = _image_names(images_dir)
     model = work / "model"
     if (model / "images.bin").is_file():
         return model
@@ -286,46 +396,12 @@ def reconstruct(
     if not (work / "features.done").exists():
         stages.set_postfix_str("SIFT")
         db.unlink(missing_ok=True)
-        if camera is None:
-            groups, group_mode = _camera_groups(images_dir, names, camera_mode)
-            reader = pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL")
-        else:  # COLMAP would silently skip the images of another size than the first
-            groups, group_mode = _camera_groups(images_dir, names, "auto")
-            if len(groups) > 1:
-                raise UserError(
-                    f"{images_dir}: camera: known intrinsics are one camera, but the images have "
-                    f"{len(groups)} sizes ({groups[0][0]} and {groups[1][0]} differ)"
-                )
-            reader = pycolmap.ImageReaderOptions(
-                camera_model=camera[0], camera_params=",".join(map(repr, camera[1]))
-            )
-        for group in groups:
-            pycolmap.extract_features(
-                db,
-                images_dir,
-                image_names=group,
-                camera_mode=modes[group_mode],
-                reader_options=reader,
-                extraction_options=pycolmap.FeatureExtractionOptions(
-                    num_threads=threads,
-                    sift=pycolmap.SiftExtractionOptions(max_num_features=SFM_MAX_FEATURES),
-                ),
-                device=pycolmap.Device.cpu,
-            )
+        _extract_features(images_dir, db, names, camera_mode, threads, camera)
         (work / "features.done").touch()
     stages.update()
     if not (work / "matches.done").exists():  # COLMAP skips pairs already in the database
         stages.set_postfix_str(f"{matcher} matching")
-        options = pycolmap.FeatureMatchingOptions(num_threads=threads)
-        if matcher == "exhaustive":
-            pycolmap.match_exhaustive(db, matching_options=options, device=pycolmap.Device.cpu)
-        else:
-            pycolmap.match_sequential(
-                db,
-                matching_options=options,
-                device=pycolmap.Device.cpu,
-                pairing_options=pycolmap.SequentialPairingOptions(num_threads=threads),
-            )
+        _match_features(db, matcher, threads)
         (work / "matches.done").touch()
     stages.update()
     stages.set_postfix_str("mapping")
@@ -333,20 +409,12 @@ def reconstruct(
     tmp = work / "mapping.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    # one model, grown from the best initial pair: the others would be smaller and are not used
-    options = pycolmap.IncrementalPipelineOptions(
-        num_threads=threads, random_seed=0, multiple_models=False
-    )
-    if camera is not None:
-        options.ba_refine_focal_length = options.ba_refine_principal_point = False
-        options.ba_refine_extra_params = False
-    recs = pycolmap.incremental_mapping(
-        db, images_dir, tmp, options, next_image_callback=lambda: registered.update()
+    best, options = incremental_model(
+        db, images_dir, tmp, threads, camera is not None, lambda: registered.update()
     )
     registered.close()
-    if not recs:
+    if best is None:
         raise ReconstructionError(f"{images_dir}: COLMAP registered no model")
-    best = max(recs.values(), key=lambda r: r.num_reg_images())
     m = options.mapper
     bogus = {
         i
