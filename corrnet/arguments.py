@@ -7,6 +7,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from corrnet.constants import MIN_MATCHES, NUM_FEATURES
+
 MAX_THRESHOLD_PX = 1e4
 """Largest inlier threshold in pixels (an image's diagonal is a few thousand pixels)."""
 
@@ -31,3 +33,29 @@ def positive_float(high: float, unit: str) -> Callable[[str], float]:
 pixel_threshold = positive_float(MAX_THRESHOLD_PX, "pixels")
 """``type=`` of the pixel-threshold options (``corrnet match --threshold``,
 ``eval.py --poselib-threshold``)."""
+
+
+def keypoint_count(text: str) -> int:
+    """``type=`` of ``--num-features`` in ``corrnet match`` and the pairs mode: SIFT keypoints
+    per image, an integer of at least :data:`~corrnet.constants.MIN_MATCHES`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text}") from None
+    if value < MIN_MATCHES:
+        raise argparse.ArgumentTypeError(
+            f"expected at least {MIN_MATCHES} keypoints per image, got {value}"
+        )
+    return value
+
+
+def add_keypoint_count(parser: argparse.ArgumentParser) -> None:
+    """``--num-features K`` (default :data:`~corrnet.constants.NUM_FEATURES`)."""
+    parser.add_argument(
+        "--num-features",
+        type=keypoint_count,
+        default=NUM_FEATURES,
+        metavar="K",
+        help=f"SIFT keypoints per image (default {NUM_FEATURES}, as the shipped weights were "
+        "trained)",
+    )

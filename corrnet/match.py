@@ -47,9 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from corrnet.arguments import pixel_threshold
+from corrnet.arguments import add_keypoint_count, pixel_threshold
 from corrnet.atomic import atomic_path
-from corrnet.constants import MIN_MATCHES, NUM_FEATURES
+from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, run_command
 
 if TYPE_CHECKING:  # imported where used, so that --help needs neither torch nor OpenCV
@@ -532,14 +532,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         metavar="PX",
         help="estimator inlier threshold in pixels",
     )
-    parser.add_argument(
-        "--num-features",
-        type=int,
-        default=NUM_FEATURES,
-        metavar="K",
-        help=f"SIFT keypoints per image (default {NUM_FEATURES}, as the shipped weights were "
-        "trained)",
-    )
+    add_keypoint_count(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     pictures = parser.add_mutually_exclusive_group()
     pictures.add_argument(
@@ -557,11 +550,6 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         help="write pose.json and matches.npz only",
     )
     args = parser.parse_args(argv)
-    if args.num_features < MIN_MATCHES:
-        parser.error(
-            f"--num-features: expected at least {MIN_MATCHES} keypoints per image, "
-            f"got {args.num_features}"
-        )
     from corrnet.verifier import as_device, as_intrinsics
 
     for i in (1, 2):

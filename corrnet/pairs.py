@@ -61,8 +61,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from corrnet.arguments import add_keypoint_count
 from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.constants import MIN_MATCHES, NUM_FEATURES
+from corrnet.constants import NUM_FEATURES
 from corrnet.datasets import prepare
 from corrnet.errors import UserError, run_command
 from corrnet.match import (
@@ -750,23 +751,11 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device of the network (cpu)")
     parser.add_argument("--threshold", type=float, metavar="PX", help="PoseLib threshold (1 px)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (16)")
-    parser.add_argument(
-        "--num-features",
-        type=int,
-        default=NUM_FEATURES,
-        metavar="K",
-        help=f"SIFT keypoints per image (default {NUM_FEATURES}, as the shipped weights were "
-        "trained)",
-    )
+    add_keypoint_count(parser)
     parser.add_argument("--workers", type=int, default=1, help="processes for SIFT, NN, PoseLib")
     parser.add_argument("--overwrite", action="store_true", help="replace a run of other inputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.num_features < MIN_MATCHES:
-        parser.error(
-            f"--num-features: expected at least {MIN_MATCHES} keypoints per image, "
-            f"got {args.num_features}"
-        )
     if args.threshold is not None and not args.threshold > 0:
         parser.error(f"--threshold: expected a positive number of pixels, got {args.threshold:g}")
     if args.batch_size < 1:
