@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .checks import as_tensor
+from .eigen import canonical_sign, smallest_eigenvector
 
 WEIGHT_FLOOR = 1e-9
 """Weight added to every match before solving.
@@ -26,14 +27,16 @@ class _SmallestEigenvector(torch.autograd.Function):
     eigenvalue gap, so a repeated eigenvalue (all-identical matches, fewer than eight
     weighted matches) gives inf or NaN; here terms whose gap is below
     ``EIGEN_GAP_TOL · max|λ|`` are dropped, which is the gradient of the eigenvector the
-    forward pass actually returned, restricted to the well-defined directions.
+    forward pass actually returned, restricted to the well-defined directions.  The sign is
+    :func:`canonical_sign`'s, as :func:`smallest_eigenvector`'s.
     """
 
     @staticmethod
     def forward(ctx, M: torch.Tensor) -> torch.Tensor:  # M (B, 9, 9)
         lam, V = torch.linalg.eigh(M)
-        ctx.save_for_backward(lam, V)
-        return V[..., 0]
+        v0 = canonical_sign(V[..., 0])
+        ctx.save_for_backward(lam, torch.cat([v0.unsqueeze(-1), V[..., 1:]], -1))
+        return v0
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -65,6 +68,11 @@ def weighted_eight_point(
     E is the eigenvector of XᵀWX with the smallest eigenvalue (OANet's formulation; no
     projection onto the essential manifold, so the result has unit Frobenius norm but not
     necessarily two equal singular values).  Computed in float64 with autocast disabled.
+    Where a gradient is needed (``x`` or ``weights`` requires grad and grad mode is on) the
+    eigenvector comes from ``torch.linalg.eigh``; otherwise from the sync-free
+    :func:`~corrnet.geometry.eigen.smallest_eigenvector` (the same vector within eigh's own
+    accuracy, no host synchronisation on CUDA).  Either way E's sign is
+    :func:`~corrnet.geometry.eigen.canonical_sign`'s (its largest entry is positive).
 
     Args:
         x: (B, N, 4) matches [x1, y1, x2, y2], normalised coordinates.
@@ -92,5 +100,5 @@ def weighted_eight_point(
         X = eight_point_rows(x.double())
         w = weights.double() + (WEIGHT_FLOOR if mask is None else WEIGHT_FLOOR * mask.double())
         M = X.transpose(-1, -2) @ (X * w.unsqueeze(-1))  # (B, 9, 9)
-        e = _SmallestEigenvector.apply(M)
+        e = _SmallestEigenvector.apply(M) if M.requires_grad else smallest_eigenvector(M)
     return e.reshape(*e.shape[:-1], 3, 3).to(out_dtype)
