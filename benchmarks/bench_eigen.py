@@ -1,0 +1,96 @@
+"""Speed of the sync-free smallest eigenvector against ``torch.linalg.eigh`` on eight-point
+systems, in the same process.
+
+    python benchmarks/bench_eigen.py [--device cpu|cuda] [--batch 1 16 64 256] [--n 500]
+        [--repeats 50] [--threads T]
+
+Each row: B systems XᵀWX (float64, (B, 9, 9)) from the N matches of synthetic pairs
+(:func:`corrnet.datasets.generate_pair`: noise and outliers), random weights in [0, 1); the
+median ms per call (CUDA synchronised) of ``eigh``'s smallest eigenvector and of
+:func:`corrnet.geometry.eigen.smallest_eigenvector`, their ratio, the largest distance between
+the two unit vectors (up to sign) and eigh's own accuracy bound ε·λₘₐₓ / (λ₁ − λ₀) at that
+row's worst case.  ``head`` rows time the whole :func:`~corrnet.geometry.weighted_eight_point`
+(B, N matches) without a gradient (sync-free) and with one (eigh, forward only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from corrnet.datasets import generate_pair
+from corrnet.geometry import WEIGHT_FLOOR, eight_point_rows, weighted_eight_point
+from corrnet.geometry.eigen import smallest_eigenvector
+
+
+def matches(b: int, n: int, device: torch.device) -> torch.Tensor:
+    """(b, n, 4) normalised matches of the synthetic generator (its pairs' outliers and noise)."""
+    return torch.stack([generate_pair(0, i, num_matches=n)["xs"] for i in range(b)]).to(device)
+
+
+def median_ms(fn, device: torch.device, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    threads = torch.get_num_threads()
+    print(f"device {device}, N = {args.n}, {threads} threads, torch {torch.__version__}")
+    print(
+        f"{'what':<7} {'B':>4} {'eigh ms':>9} {'sync-free ms':>13} {'ratio':>6} "
+        f"{'max dist':>9} {'eigh bound':>10}"
+    )
+    for b in args.batch:
+        x = matches(b, args.n, device).double()
+        w = torch.rand(b, args.n, generator=torch.Generator().manual_seed(b)).to(device)
+        X = eight_point_rows(x)
+        M = X.transpose(-1, -2) @ (X * (w.double() + WEIGHT_FLOOR).unsqueeze(-1))
+        wg = w.clone().requires_grad_()
+        with torch.no_grad():
+            lam, V = torch.linalg.eigh(M)
+            v = smallest_eigenvector(M)
+            dist = torch.minimum((v - V[..., 0]).norm(dim=-1), (v + V[..., 0]).norm(dim=-1))
+            bound = torch.finfo(M.dtype).eps * lam[..., -1] / (lam[..., 1] - lam[..., 0])
+            eigh = median_ms(lambda M=M: torch.linalg.eigh(M)[1][..., 0], device, args.repeats)
+            free = median_ms(lambda M=M: smallest_eigenvector(M), device, args.repeats)
+            head_free = median_ms(
+                lambda x=x, w=w: weighted_eight_point(x, w, validate=False), device, args.repeats
+            )
+        head_eigh = median_ms(
+            lambda x=x, w=wg: weighted_eight_point(x, w, validate=False), device, args.repeats
+        )
+        print(
+            f"{'solver':<7} {b:>4} {eigh:>9.3f} {free:>13.3f} {free / eigh:>6.2f} "
+            f"{float(dist.max()):>9.1e} {float(bound.max()):>10.1e}"
+        )
+        print(
+            f"{'head':<7} {b:>4} {head_eigh:>9.3f} {head_free:>13.3f} {head_free / head_eigh:>6.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
