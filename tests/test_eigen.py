@@ -154,3 +154,16 @@ def test_weighted_eight_point_without_gradient_equals_the_eigh_path():
             exact = weighted_eight_point(x, w.detach().requires_grad_(), validate=False)
         assert fast.dtype == exact.dtype == torch.float32
         torch.testing.assert_close(fast, exact.detach(), atol=1e-6, rtol=0)
+
+
+def test_head_without_gradient_compiles_as_one_graph():
+    """No graph break (a sync would be one) in the no-gradient head: ``fullgraph=True``."""
+    p = make_problem(4, 100, seed=6, outliers=30)
+    w = torch.rand(4, 100, generator=torch.Generator().manual_seed(6))
+    head = torch.compile(
+        lambda x, w: weighted_eight_point(x, w, validate=False), fullgraph=True, backend="aot_eager"
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            head(p["x"].float(), w), weighted_eight_point(p["x"].float(), w), atol=0, rtol=0
+        )
