@@ -8,9 +8,9 @@
 # the rest still run): the compiled-path and sync tests on the GPU; host syncs of one forward
 # pass (torch.cuda.set_sync_debug_mode); batch-1 latency at N = 2000 (float32 and bfloat16,
 # eager and compiled); throughput at N = 2000, B = 64 and 256 (bfloat16, eager and compiled);
-# the feature-layout micro-benchmark; eval.py --device cuda on 200 synthetic pairs (batch
-# 1 and 32); training throughput of configs/gpu.yaml (steps/s from two runs of 30 and 130
-# steps, GPU utilisation sampled by nvidia-smi every 0.5 s during the longer one).
+# the feature-layout and eigensolver micro-benchmarks; eval.py --device cuda on 200 synthetic
+# pairs (batch 1 and 32); training throughput of configs/gpu.yaml (steps/s from two runs of 30
+# and 130 steps, GPU utilisation sampled by nvidia-smi every 0.5 s during the longer one).
 # Raw outputs (JSON, logs) go beside the report.  PYTHON overrides the interpreter;
 # DRY_RUN=1 runs the steps on the CPU at toy sizes, without compiling and without the GPU-only
 # steps (a check of the script itself; its timings mean nothing).
@@ -89,6 +89,7 @@ step latency 240 $PY "${bench[@]}" --batch $small --dtype float32 bfloat16 --out
 step throughput 240 $PY "${bench[@]}" --batch $large --dtype bfloat16 --out "$dir/throughput.json"
 step layout 60 $PY benchmarks/bench_layout.py --device "$dev" --dtype float32 bfloat16 --batch 1 64 \
     --n "$n" --repeats "$repeats"
+step eigen 60 $PY benchmarks/bench_eigen.py --device "$dev" --batch 1 64 256 --repeats "$repeats"
 
 for b in 1 32; do
     step "eval-b$b" 120 $PY eval.py --data synthetic --synthetic-pairs "$pairs" --device "$dev" \
@@ -171,10 +172,13 @@ if smi.exists() and smi.read_text().strip():
     lines.append(f"GPU utilisation during the longer run: mean {sum(util) / len(util):.0f} %, "
                  f"median {sorted(util)[len(util) // 2]:.0f} %, {len(util)} samples; "
                  f"memory up to {max(mem):.0f} MiB")
-layout = raw / "layout.log"
-if layout.exists():
-    lines += ["\nLayout micro-benchmark (benchmarks/bench_layout.py):\n", "```",
-              layout.read_text().strip(), "```"]
+for name, title in (
+    ("layout", "Layout micro-benchmark (benchmarks/bench_layout.py)"),
+    ("eigen", "Eight-point eigensolver: eigh and the sync-free one (benchmarks/bench_eigen.py)"),
+):
+    log = raw / f"{name}.log"
+    if log.exists():
+        lines += [f"\n{title}:\n", "```", log.read_text().strip(), "```"]
 report.write_text("\n".join(lines) + "\n")
 print(report.read_text())
 EOF

@@ -16,10 +16,10 @@ Accuracy: as ``eigh``'s, ε·λₘₐₓ / (λ₁ − λ₀) on the computed M (
 once r^(2ᵏ) is below 1e-12, i.e. for a relative gap (λ₁ − λ₀) / (λ₁ + s·tr) above 27.6 / 2ᵏ
 (4.2e-4 with k = 16).  Closer eigenvalues count as repeated: the result is a unit vector of the
 span of the eigenvectors whose eigenvalues are that close to λ₀.  Where they differ only by
-rounding, far below (λ₀ + s·tr) / 2ᵏ (a repeated λ₀ > 1e-9·tr), it is the normalised
-projection Πeⱼ of the coordinate axis longest under that span's projector Π; a rank drop of
-more than one (λ₀ = λ₁ = 0 up to rounding, ~1e-15·tr) gives a unit vector of the null space
-that depends on the rounding, as eigh's does.  The sign is :func:`canonical_sign`'s.
+rounding (δ ~ 1e-16·tr), it is the normalised projection Πeⱼ of the coordinate axis longest
+under that span's projector Π, within about 2ᵏ·δ / (λ₀ + s·tr) (measured 7e-11 for a double
+λ₀ = 0.01·tr); a rank drop of more than one (λ₀ = λ₁ = 0 up to rounding) gives a unit vector of
+the null space that depends on the rounding, as eigh's does.  The sign is :func:`canonical_sign`'s.
 """
 
 from __future__ import annotations
