@@ -137,6 +137,9 @@ def test_sign_nan_and_zero_matrix():
     )
     assert torch.equal(smallest_eigenvector(torch.zeros(2, 9, 9)), torch.eye(9)[0].expand(2, 9))
     assert SHIFT_EPS * EPS < 1e-11  # the shift stays far below the systems' eigenvalue gaps
+    for bad in (torch.zeros(9, 8), torch.zeros(9), torch.zeros(2, 9, 9, dtype=torch.bfloat16)):
+        with pytest.raises(ValueError, match=r"M: expected a float32 or float64 \(\.\.\., n, n\)"):
+            smallest_eigenvector(bad)
 
 
 def test_weighted_eight_point_without_gradient_equals_the_eigh_path():

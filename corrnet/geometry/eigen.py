@@ -32,8 +32,8 @@ eigenvalue gaps above 4.2e-4."""
 
 SHIFT_EPS = 1e4
 """Shift of M / tr(M) in units of the dtype's machine epsilon: 2.2e-12 in float64, far above
-the rounding of a computed PSD matrix's eigenvalues (~1e-15 tr(M)), so A is positive definite,
-and far below the eigenvalue gaps of an eight-point system."""
+the rounding of a computed PSD matrix's eigenvalues (~1e-15 tr(M)), so A is positive definite
+and its inverse finite, and far below the eigenvalue gaps of an eight-point system."""
 
 
 def canonical_sign(v: torch.Tensor) -> torch.Tensor:
@@ -49,12 +49,18 @@ def smallest_eigenvector(M: torch.Tensor, squarings: int = SQUARINGS) -> torch.T
     out).  See the module docstring for the method, its accuracy and repeated eigenvalues.
 
     Args:
-        M: (..., n, n) symmetric positive semi-definite, floating point; only the lower
+        M: (..., n, n) symmetric positive semi-definite, float32 or float64; only the lower
             triangle is read.
         squarings: k, for 2ᵏ steps of inverse iteration.
     Returns:
         (..., n) unit vectors in ``M``'s dtype, signed by :func:`canonical_sign`.
+    Raises:
+        ValueError: ``M`` is not a float32 / float64 batch of square matrices.
     """
+    if M.ndim < 2 or M.shape[-1] != M.shape[-2] or M.dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"M: expected a float32 or float64 (..., n, n) tensor, got {M.dtype} {tuple(M.shape)}"
+        )
     n = M.shape[-1]
     M = torch.tril(M) + torch.tril(M, -1).transpose(-1, -2)
     trace = M.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
