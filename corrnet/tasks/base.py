@@ -126,7 +126,7 @@ class Task:
 
     def default_weights(self) -> Path:
         """The shipped weights that evaluation uses without ``--checkpoint``."""
-        return Path(__file__).resolve().parents[1] / "pretrained" / self.weights
+        return Path(__file__).parents[1] / "pretrained" / self.weights
 
     def evaluate(
         self,
