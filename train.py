@@ -3,7 +3,12 @@
 
 import sys
 
-from corrnet.commands.train import main
+from corrnet.helpcache import cached_help
 
 if __name__ == "__main__":
-    sys.exit(main(prog="train.py"))
+    status = cached_help(sys.argv[1:], "train.py")  # plain --help: from the cache
+    if status is None:
+        from corrnet.commands.train import main
+
+        status = main(prog="train.py")
+    sys.exit(status)

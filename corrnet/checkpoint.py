@@ -15,15 +15,16 @@ from corrnet.atomic import atomic_path, check_regular_input
 from corrnet.channels import channel_columns, channel_count
 from corrnet.errors import UserError
 from corrnet.models import CorrNet, CorrNetConfig
+from corrnet.tasks import Rigid, TwoView
 
-PRETRAINED = Path(__file__).parent / "pretrained" / "corrnet-real.pt"
+PRETRAINED = TwoView().default_weights()
 """Default weights shipped with the package, trained on synthetic and real SfM pairs
 (reproduced by ``scripts/reproduce_real.sh``)."""
 PRETRAINED_RATIO_FREE = Path(__file__).parent / "pretrained" / "corrnet-ratiofree.pt"
 """Shipped weights for matches without Lowe ratio or mutual flag: they read the keypoints'
 scale and orientation (``side_info: [log_scale_ratio, orientation]``; run ``ratio-free`` of
 ``scripts/ablation_channels.sh``)."""
-PRETRAINED_REGISTRATION = Path(__file__).parent / "pretrained" / "corrnet-registration.pt"
+PRETRAINED_REGISTRATION = Rigid().default_weights()
 """Shipped weights of the rigid (3-D registration) network (``configs/registration.yaml``)."""
 
 FORMAT = "corrnet-weights"

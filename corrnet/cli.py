@@ -3,7 +3,8 @@
 Each verb is the module ``corrnet.commands.<verb>``, imported only when it runs, so that
 ``corrnet --help`` and ``corrnet COMMAND --help`` need no torch, OpenCV or Lightning before
 the command line is parsed (the option values live in :mod:`corrnet.constants`), except
-``corrnet train``, whose options are those of Lightning's classes.  ``python -m corrnet`` is
+``corrnet train``, whose options are those of Lightning's classes (its plain ``--help`` comes
+from a cache, :mod:`corrnet.helpcache`).  ``python -m corrnet`` is
 the same command.
 """
 
@@ -36,6 +37,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet") -> int:
         got = f"got {argv[0]!r}" if argv else "got none"
         print(f"{prog}: error: expected a command ({', '.join(COMMANDS)}), {got}", file=sys.stderr)
         return 2
+    if argv[0] == "train":  # plain --help from the cache: no Lightning to import
+        from corrnet.helpcache import cached_help
+
+        status = cached_help(argv[1:], f"{prog} train")
+        if status is not None:
+            return status
     command = importlib.import_module(f"corrnet.commands.{argv[0]}")
     return command.main(argv[1:], prog=f"{prog} {argv[0]}")
 

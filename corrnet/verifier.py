@@ -55,6 +55,7 @@ from corrnet.eval.predict import kept_matches
 from corrnet.geometry import essential_from_pose
 from corrnet.models import CorrNetConfig
 from corrnet.models.inference import make_predictor
+from corrnet.tasks import TwoView
 
 MIN_INLIERS = 50
 """Fewest estimator inliers of a confident pose (docs/verifier.md: unrelated pairs reach 24
@@ -99,9 +100,9 @@ def side_channels(config: CorrNetConfig, source: str = "checkpoint") -> tuple[st
     """The input channels after the coordinates (names of :data:`CHANNEL_ARGUMENTS`) that
     weights of ``config`` read; UserError naming ``source`` for weights the verifier cannot
     feed (a rigid network)."""
-    if config.geometry != "two_view":
+    if not isinstance(config.task, TwoView):
         raise UserError(
-            f"{source}: a {config.geometry} network; the verifier feeds two-view weights"
+            f"{source}: a {config.geometry} network; the verifier feeds {TwoView.label} weights"
         )
     return config.channels
 

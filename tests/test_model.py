@@ -23,6 +23,7 @@ from corrnet.models import (
     virtual_correspondences,
 )
 from corrnet.models.graph_stats import graph_liveness, roc_auc
+from corrnet.tasks import get_task
 from tests.conftest import make_problem, rotation
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
@@ -396,4 +397,4 @@ def test_label_px_keeps_the_labelled_inliers_within_that_many_pixels():
     assert torch.equal(got, p["labels"] & (d < 1.5**2))
     assert 0 < got.sum() < p["labels"].sum()
     with pytest.raises(ValueError, match="label_px"):
-        CorrNetLoss(label_px=1.0, geometry="rigid")
+        CorrNetLoss(label_px=1.0, task=get_task("rigid"))

@@ -14,7 +14,7 @@ from corrnet.geometry.rigid import (
     weighted_kabsch,
 )
 from corrnet.models import CorrNet, CorrNetConfig
-from corrnet.models.geometry import Rigid
+from corrnet.tasks import Rigid
 
 from .conftest import rotation
 

@@ -33,24 +33,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corrnet.arguments import pixel_threshold
-from corrnet.constants import (
-    BASELINES,
-    METHODS,
-    NETWORK_METHODS,
-    POSELIB_THRESHOLD,
-    REGISTRATION_METHODS,
-    REGISTRATION_NETWORK_METHODS,
-    SEED,
-)
+from corrnet.constants import POSELIB_THRESHOLD, SEED
 from corrnet.errors import UserError, run_command
+from corrnet.tasks import TASKS, Task, default_task, task_of_file
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from corrnet.eval.evaluate import EvalResult, Predictor
+    from corrnet.eval.evaluate import Predictor
 
-VIZ_METHOD = "corrnet+poselib"
-"""Pairs for --viz are ranked by this method's error (else by the first method evaluated)."""
+
+def _methods_help() -> str:
+    """--methods' help: each task's methods, and those that need no network."""
+    need_none = (m for t in TASKS.values() for m in t.methods if m not in t.network_methods)
+    return (
+        "default: all of the data's task: "
+        + "; ".join(f"{t.pairs}: {' '.join(t.methods)}" for t in TASKS.values())
+        + f"; {' '.join(dict.fromkeys(need_none))} need no network"
+    )
 
 
 def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
@@ -75,10 +75,9 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=tuple(dict.fromkeys(METHODS + REGISTRATION_METHODS)),
+        choices=tuple(dict.fromkeys(m for t in TASKS.values() for m in t.methods)),
         metavar="METHOD",
-        help=f"default: all of {' '.join(METHODS)}; {' '.join(BASELINES)} "
-        f"need no network (3-D pairs: {' '.join(REGISTRATION_METHODS)})",
+        help=_methods_help(),
     )
     parser.add_argument(
         "--poselib-threshold",
@@ -160,11 +159,9 @@ def _hdf5_of_raw_folder(
     return out
 
 
-def _dataset(
-    args: argparse.Namespace, side_info: Sequence[str], geometry: str = "two_view"
-) -> tuple[Dataset, str]:
-    """The dataset named by --data and its name for the report; ``geometry="rigid"`` for a
-    3-D pairs file (:func:`corrnet.datasets.factory.open_dataset`)."""
+def _dataset(args: argparse.Namespace, side_info: Sequence[str], task: Task) -> tuple[Dataset, str]:
+    """The dataset of ``task`` named by --data and its name for the report
+    (:func:`corrnet.datasets.factory.open_dataset`)."""
     from torch.utils.data import Subset
 
     from corrnet.datasets.factory import data_path, open_dataset
@@ -185,34 +182,11 @@ def _dataset(
         "test",
         side_info=side_info,
         synthetic_pairs=args.synthetic_pairs,
-        geometry=geometry,
+        task=task,
     )
     if args.max_pairs is not None and args.max_pairs < len(dataset):
         dataset = Subset(dataset, range(args.max_pairs))
     return dataset, name
-
-
-def _render(args: argparse.Namespace, out: Path, dataset: Dataset, result: EvalResult) -> None:
-    """PNGs of the K worst and K best pairs under out/viz/."""
-    from corrnet.visualization import render_pair
-
-    method = VIZ_METHOD if VIZ_METHOD in result.methods else result.methods[0]
-    rows = sorted(result.of(method), key=lambda r: r.err)
-    for kind, chosen in (("worst", rows[::-1][: args.viz]), ("best", rows[: args.viz])):
-        for rank, r in enumerate(chosen, 1):
-            sample = dataset[r.position]
-            image = {key: sample.get(key) for key in ("image1", "image2")}
-            render_pair(
-                out / "viz" / f"{kind}-{rank:02d}-pair{r.index}.png",  # creates viz/
-                sample["xs"].numpy(),
-                sample["labels"].numpy() > 0.5,
-                r.selected,
-                title=f"{method}, pair {r.index} ({kind} {rank})",
-                pose_error_deg=r.err,
-                K1=sample["K1"].numpy(),
-                K2=sample["K2"].numpy(),
-                **image,
-            )
 
 
 def _report(
@@ -234,50 +208,32 @@ def _report(
     return 0
 
 
-def _render_registration(args: argparse.Namespace, out: Path, dataset: Dataset, result) -> None:
-    """PNGs of the K worst and K best 3-D pairs under out/viz/."""
-    from torch.utils.data import Subset
-
-    from corrnet.visualization.registration import render_registration_pairs
-
-    pairs = dataset.dataset if isinstance(dataset, Subset) else dataset  # the Pairs3D
-    render_registration_pairs(out / "viz", pairs, result, args.viz)
-
-
 def _network(
-    args: argparse.Namespace, geometry: str
+    args: argparse.Namespace, task: Task
 ) -> tuple[Sequence[str], Predictor | None, tuple[str, ...]]:
-    """The methods of --methods (default: all for ``geometry``, "rigid" for a 3-D pairs file,
-    else "two_view"), and the predictor and input channels of the weights they need (None, ()
-    when no method needs the network).  ValueError for a method or weights of the other
-    geometry."""
-    from corrnet.checkpoint import PRETRAINED, PRETRAINED_REGISTRATION, load_model
+    """The methods of --methods (default: all of ``task``'s), and the predictor and input
+    channels of the weights they need (None, () when no method needs the network).  UserError
+    for a method or weights of another task."""
+    from corrnet.checkpoint import load_model
     from corrnet.models import make_predictor
 
-    rigid = geometry == "rigid"
-    known, network = (
-        (REGISTRATION_METHODS, REGISTRATION_NETWORK_METHODS)
-        if rigid
-        else (METHODS, NETWORK_METHODS)
-    )
-    methods = args.methods or known
-    wrong = [m for m in methods if m not in known]
+    methods = args.methods or task.methods
+    wrong = [m for m in methods if m not in task.methods]
     if wrong:
+        owner = next((t for t in TASKS.values() if set(wrong) <= set(t.methods)), None)
+        what = f"{owner.label} methods" if owner else "methods of different tasks"
         raise UserError(
-            f"--methods: {wrong} are two-view methods; a 3-D pairs file takes {list(known)}"
-            if rigid
-            else f"--methods: {wrong} are 3-D registration methods; {args.data} "
-            f"is not a 3-D pairs file"
+            f"--methods: {wrong} are {what}; {args.data} holds {task.pairs}, which take "
+            f"{list(task.methods)}"
         )
-    if not any(m in network for m in methods):
+    if not any(m in task.network_methods for m in methods):
         return methods, None, ()
-    weights = args.checkpoint or (PRETRAINED_REGISTRATION if rigid else PRETRAINED)
+    weights = args.checkpoint or task.default_weights()
     model = load_model(weights)
-    if model.config.geometry != geometry:
+    if model.config.task.name != task.name:
         raise UserError(
-            f"{weights}: a {'two-view' if rigid else 'rigid'} network (model.net.geometry "
-            f"{model.config.geometry!r}); {'3-D' if rigid else 'two-view'} pairs need a "
-            f"{'rigid' if rigid else 'two-view'} one"
+            f"{weights}: a {model.config.task.label} network (model.net.geometry "
+            f"{model.config.geometry!r}); {task.pairs} need a {task.label} one"
         )
     return methods, make_predictor(model.to(args.device)), model.config.channels
 
@@ -288,38 +244,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet eval") -> int:
 
     def run() -> int:
         from corrnet.datasets.factory import data_path
-        from corrnet.datasets.pairs3d import is_pairs3d
-        from corrnet.eval import registration
-        from corrnet.eval.evaluate import check_inputs, evaluate
         from corrnet.eval.report import check_out_dir, fresh_dir, write_report
 
         out = check_out_dir(args.out, args.overwrite) if args.out else None
         data = data_path(args.data)
-        geometry = (
-            "rigid" if data is not None and data.is_file() and is_pairs3d(data) else "two_view"
-        )
-        methods, predictor, side_info = _network(args, geometry)
-        dataset, name = _dataset(args, side_info, geometry)
+        task = task_of_file(data) if data is not None and data.is_file() else default_task()
+        methods, predictor, side_info = _network(args, task)
+        dataset, name = _dataset(args, side_info, task)
         out = out or fresh_dir(Path("runs/eval") / name)
-        if geometry == "rigid":
-            result = registration.evaluate_registration(
-                dataset, predictor, methods, progress=not args.quiet, dataset=name
-            )
-            render = _render_registration
-        else:
-            check_inputs(dataset, methods, args.estimators)
-            result = evaluate(
-                dataset,
-                predictor,
-                methods,
-                workers=args.workers,
-                progress=not args.quiet,
-                dataset=name,
-                estimators=args.estimators,
-                batch_size=args.batch_size,
-            )
-            render = _render
+        result = task.evaluate(dataset, predictor, methods, args, name)
         summary = write_report(result, out, args.overwrite)
-        return _report(args, out, result, summary, lambda: render(args, out, dataset, result))
+        return _report(
+            args, out, result, summary, lambda: task.render(out / "viz", dataset, result, args.viz)
+        )
 
     return run_command(prog, run)

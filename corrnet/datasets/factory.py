@@ -1,4 +1,4 @@
-"""One place that turns a data spec (``synthetic`` or an HDF5 path) into a dataset."""
+"""One place that turns a data spec (``synthetic`` or an HDF5 path) into a task's dataset."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from corrnet.errors import UserError
-
-from .oanet_hdf5 import OANetPairs
-from .pairs3d import Pairs3D, is_pairs3d
-from .synthetic import SyntheticPairs
-from .synthetic3d import Synthetic3DPairs
+from corrnet.tasks import Task, default_task, task_of_file
 
 SPLITS = ("train", "val", "test")
 
@@ -34,30 +30,24 @@ def open_dataset(
     synthetic_pairs: int = 1000,
     synthetic_mode: str = "mixed",
     num_matches: int = 2000,
-    geometry: str = "two_view",
+    task: Task | None = None,
 ) -> Dataset:
-    """``"synthetic"`` -> the generator's split; anything else is an OANet-format HDF5 path.
+    """``"synthetic"`` -> the task's generator's split (:meth:`Task.synthetic`); anything else
+    is a path to a prepared file of the task's pairs (:meth:`Task.open_file`: an OANet-format
+    HDF5 file for two-view, a file of ``data/prepare3d.py`` for rigid).  ``task`` None: the
+    default :class:`~corrnet.models.CorrNetConfig`'s (two-view).
 
     ``side_info``: the network's input channels (:func:`corrnet.channels.network_input`); a file
     without a group they need is refused naming the file and the keys.
-
-    With ``geometry="rigid"`` the same for 3-D pairs: the synthetic 3-D generator
-    (:class:`Synthetic3DPairs`) or a file of ``data/prepare3d.py`` (:class:`Pairs3D`).
     Environment variables in the path are expanded (``$CORRNET_DATA/yfcc-sift-2000-train.hdf5``).
     """
-    path = check_data_spec(spec, geometry)
-    rigid = geometry == "rigid"
+    task = task or default_task()
+    path = check_data_spec(spec, task)
     if path is None:
-        kind = Synthetic3DPairs if rigid else SyntheticPairs
-        extra = {} if rigid else {"mode": synthetic_mode}
-        return kind(
-            length=synthetic_pairs,
-            seed=synthetic_seed(seed, split),
-            num_matches=num_matches,
-            side_info=side_info,
-            **extra,
+        return task.synthetic(
+            synthetic_pairs, synthetic_seed(seed, split), num_matches, side_info, synthetic_mode
         )
-    return Pairs3D(path, side_info=side_info) if rigid else OANetPairs(path, side_info=side_info)
+    return task.open_file(path, side_info)
 
 
 def data_path(spec: str) -> Path | None:
@@ -75,28 +65,27 @@ def data_path(spec: str) -> Path | None:
 
 
 def check_data_spec(
-    spec: str, geometry: str = "two_view", side_info: bool | Sequence[str] = False
+    spec: str, task: Task | None = None, side_info: bool | Sequence[str] = False
 ) -> Path | None:
-    """None for ``"synthetic"``; otherwise the expanded path of an OANet-format HDF5 file
-    (``geometry="rigid"``: of a 3-D pairs file) that has the groups the input channels
-    ``side_info`` need.
+    """None for ``"synthetic"``; otherwise the expanded path of a prepared file of ``task``'s
+    pairs (None: the default task's, an OANet-format HDF5 file) that has the groups the input
+    channels ``side_info`` need.
 
     Raises FileNotFoundError (no such file, unset variable), OSError (not HDF5 or damaged)
-    or ValueError (groups missing, also those of the channels, a 3-D file for a two-view
-    network or the reverse), each naming the file.
+    or ValueError (groups missing, also those of the channels, a file of another task's
+    pairs, such as a 3-D file for a two-view network), each naming the file.
     """
+    task = task or default_task()
     path = data_path(spec)
     if path is None:
         return None
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such OANet-format HDF5 file")
-    three_d = is_pairs3d(path)
-    if three_d != (geometry == "rigid"):
+    holds = task_of_file(path)
+    if holds.name != task.name:
         raise UserError(
-            f"{path}: a {'3-D' if three_d else 'two-view'} pairs file, but the "
-            f"network's geometry is {geometry!r} (model.net.geometry: "
-            f"{'rigid' if three_d else 'two_view'} reads it)"
+            f"{path}: a {holds.pairs} file, but the network's geometry is {task.name!r} "
+            f"(model.net.geometry: {holds.name} reads it)"
         )
-    # opens it and checks its groups: fails now, not in a DataLoader worker
-    (Pairs3D if geometry == "rigid" else OANetPairs)(path, side_info=side_info)
+    task.open_file(path, side_info)  # opens it and checks its groups: fails now, not in a worker
     return path

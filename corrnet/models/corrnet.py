@@ -7,9 +7,9 @@ Per-match outputs are (B, N) in the input's order.  Each stage scores its matche
 logit (inlier when > 0); between stages the matches with the highest logits are kept
 (CLNet / NCMNet pruning), so later, costlier blocks see fewer matches.  The essential matrix
 is the weighted eight-point estimate on the last stage's matches.  Internally features are
-(B, W, N, 1) as in PointCN / OANet.  With ``geometry="rigid"`` the matches are 3-D,
-[x1, y1, z1, x2, y2, z2] in metres, and the head is the weighted Kabsch transform
-(:mod:`corrnet.models.geometry`).
+(B, W, N, 1) as in PointCN / OANet.  The config's task (:mod:`corrnet.tasks`) sets the
+coordinates, their normalisation and the head: for 3-D registration the matches are
+[x1, y1, z1, x2, y2, z2] in metres and the head is the weighted Kabsch transform.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from corrnet.channels import LEGACY_SIDE_INFO, channel_count, side_info_channels
+from corrnet.channels import channel_count, side_info_channels
 from corrnet.errors import UserError
+from corrnet.tasks import TASKS, Task
 
 from .blocks import (
     GeometricRotary,
@@ -36,7 +37,6 @@ from .blocks import (
     TransformerBlock,
     graph_weights,
 )
-from .geometry import GEOMETRIES
 
 MIN_MATCHES = 8
 """Fewest matches a stage keeps: the eight-point estimate needs eight."""
@@ -134,7 +134,8 @@ class CorrNetConfig:
             :data:`corrnet.channels.CHANNELS`: ``ratio``, ``mutual``, ``log_scale_ratio``,
             ``orientation`` (2 columns), ``descriptor_distance``); ``True`` is
             ``["ratio", "mutual"]`` (C = 6, ``[x1, y1, x2, y2, ratio, mutual]``) and ``False``
-            none (C = 4); rigid geometry: after six coordinates, ratio and mutual only.
+            none (C = 4); a task may accept fewer (rigid: after six coordinates, ratio and
+            mutual only).
             The data's ``side_info`` follows from this setting (:attr:`channels`).
         width: feature channels W.
         num_stages: pruning stages; stage s sees about N · prune_ratio^s matches.
@@ -152,9 +153,9 @@ class CorrNetConfig:
         graph_layer: the graph Laplacian layer in every stage.  False is the ablation of
             docs/network.md: no Laplacian, the graph head is still supervised and still ranks
             the attention keys, so only the graph propagation is removed.
-        geometry: ``"two_view"`` (4 coordinates, essential matrix) or ``"rigid"`` (3-D
-            matches, 6 coordinates before the side information, weighted Kabsch R, t);
-            see :mod:`corrnet.models.geometry`.
+        geometry: the name of the task (:data:`corrnet.tasks.TASKS`): ``two_view`` (4
+            coordinates, essential matrix) or ``rigid`` (3-D matches, 6 coordinates before the
+            side information, weighted Kabsch R, t); see :attr:`task`.
     """
 
     side_info: bool | Sequence[str] = False
@@ -194,17 +195,25 @@ class CorrNetConfig:
                 self.attention_keys is None or self.attention_keys >= 1,
                 "None or a positive count",
             ),
-            "geometry": (self.geometry in GEOMETRIES, f"one of {sorted(GEOMETRIES)}"),
-            "side_info": (
-                self.geometry != "rigid" or set(channels) <= set(LEGACY_SIDE_INFO),
-                f"channels of 3-D pairs (some of {list(LEGACY_SIDE_INFO)}) with geometry rigid",
-            ),
+            "geometry": (self.geometry in TASKS, f"one of {sorted(TASKS)}"),
         }
+        task = TASKS.get(self.geometry)
+        if task is not None and not task.accepts(channels):
+            checks["side_info"] = (
+                False,
+                f"channels of {task.pairs} (some of {list(task.channels or ())}) with "
+                f"geometry {task.name}",
+            )
         for name, (ok, expected) in checks.items():
             if not ok:
                 raise UserError(
                     f"model.net.{name}: expected {expected}, got {getattr(self, name)!r}"
                 )
+
+    @property
+    def task(self) -> Task:
+        """The task named by :attr:`geometry`."""
+        return TASKS[self.geometry]
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -213,9 +222,9 @@ class CorrNetConfig:
 
     @property
     def in_channels(self) -> int:
-        """Channels per input match: the coordinates (4, or 6 for rigid) and those of
+        """Channels per input match: the task's coordinates (4, or 6 for rigid) and those of
         :attr:`channels`."""
-        return GEOMETRIES[self.geometry].coords + channel_count(self.side_info)
+        return self.task.coords + channel_count(self.side_info)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, no tuples) for checkpoints and YAML."""
@@ -258,7 +267,7 @@ class CorrNet(nn.Module):
         self.config = config
         self.in_channels = config.in_channels
         self.prune_ratio = config.prune_ratio
-        self.geometry = GEOMETRIES[config.geometry]
+        self.task = config.task
         width, c_in = config.width, config.in_channels
         attend = {s % config.num_stages for s in config.attention_stages}
         self.states = nn.Parameter(torch.randn(config.num_states, width) * width**-0.5)
@@ -274,7 +283,7 @@ class CorrNet(nn.Module):
                 config.rotary,
                 config.attention_keys,
                 config.graph_layer,
-                self.geometry.coords,
+                self.task.coords,
             )
             for s in range(config.num_stages)
         )
@@ -373,8 +382,9 @@ class CorrNet(nn.Module):
             logits of the last stage that saw it; meaningless on padded matches);
             ``weights`` (B, N): relu(tanh(logits)) on the last stage's real matches, 0
             elsewhere; ``E`` (B, 3, 3): weighted eight-point estimate from those weights
-            (float32); with ``geometry="rigid"`` instead ``R`` (B, 3, 3) and ``t`` (B, 3),
-            the weighted Kabsch transform in metres (float64).  Per stage s, lists of (B, N_s)
+            (float32), or the estimate of another task (:meth:`corrnet.tasks.Task.estimate`;
+            rigid: ``R`` (B, 3, 3) and ``t`` (B, 3), the weighted Kabsch transform in metres,
+            float64).  Per stage s, lists of (B, N_s)
             over that stage's matches, N_s = :meth:`num_kept` of N_(s-1) (a pair with padding
             fills its surplus slots with matches it did not keep): ``stage_logits``,
             ``graph_logits`` (the w that builds the stage's graph Laplacian,
@@ -388,8 +398,8 @@ class CorrNet(nn.Module):
         b, n, _ = x.shape
         x = x.to(self.states.dtype)  # e.g. float64 matches into a float32 network
         counts = None if mask is None else self._stage_counts(mask)
-        d = self.geometry.coords
-        points, x = x[..., :d], self.geometry.normalise(x, mask)
+        d = self.task.coords
+        points, x = x[..., :d], self.task.normalise(x, mask)
         raw = rearrange(x, "b n c -> b c n 1")
         coords = x[..., :d]
         index = torch.arange(n, device=x.device).expand(b, n)
@@ -438,9 +448,7 @@ class CorrNet(nn.Module):
         weights = graph_weights(logits.float())
         if smask is not None:
             weights = weights * smask
-        estimate = self.geometry.estimate(
-            points.gather(1, repeat(index, "b k -> b k d", d=d)), weights
-        )
+        estimate = self.task.estimate(points.gather(1, repeat(index, "b k -> b k d", d=d)), weights)
         return {
             "logits": full,
             **out,

@@ -9,9 +9,10 @@ iterations, the classification terms of all stages are summed.  The graph logits
 build each stage's Laplacian get the same balanced BCE (CLNet, Zhao et al., ICCV 2021,
 supervises its local consensus scores likewise), so the graph weights a = relu(tanh(w)) mark
 likely inliers instead of drifting closed with nothing to train them.
-With ``geometry="rigid"`` (3-D registration) the essential term is replaced by a loss on the
-transform: the clamped distance between the source points moved by the estimate and by the
-ground truth (:func:`corrnet.models.geometry.transform_loss`).
+The geometric term is the task's (:meth:`corrnet.tasks.Task.geometric_loss`): for 3-D
+registration, instead of the essential term, a loss on the transform, the clamped distance
+between the source points moved by the estimate and by the ground truth
+(:func:`corrnet.tasks.rigid.transform_loss`).
 
 ``label_px`` trains on tighter positives than the file's labels: OANet's threshold (symmetric
 epipolar distance < 1e-4 in normalised units) tolerates a number of pixels that grows with the
@@ -32,8 +33,7 @@ from corrnet.geometry import (
     pixel_sampson_distance,
     symmetric_epipolar_distance,
 )
-
-from .geometry import GEOMETRIES, transform_loss
+from corrnet.tasks import Task, default_task
 
 
 def balanced_bce(
@@ -115,10 +115,12 @@ class CorrNetLoss(nn.Module):
         essential_clamp: clamp on the symmetric epipolar distance (OANet: 0.1).
         grid: virtual matches per side, see :func:`virtual_correspondences`.
         label_px: positives only within this Sampson error in pixels (module docstring);
-            None: the file's labels.  Two-view only.
-        geometry: the network's (``model.net.geometry``; ``train.py`` sets it).  For
-            ``"rigid"`` the geometric term is ``transform_weight`` · mean(min(‖R̂p + t̂ −
-            (Rp + t)‖, ``transform_clamp``)) over the source points p, in metres, from step
+            None: the file's labels.  Only for a task with :attr:`~corrnet.tasks.Task.label_px`
+            (two-view).
+        task: the network's (:attr:`CorrNetConfig.task`; the training module passes it), which
+            picks the geometric term; None: that of the default :class:`CorrNetConfig`.  For
+            the rigid task the term is ``transform_weight`` · mean(min(‖R̂p + t̂ − (Rp + t)‖,
+            ``transform_clamp``)) over the source points p, in metres, from step
             ``transform_warmup`` on, and the essential settings are unused.
     """
 
@@ -131,22 +133,20 @@ class CorrNetLoss(nn.Module):
         essential_clamp: float = 0.1,
         grid: int = 10,
         label_px: float | None = None,
-        geometry: str = "two_view",
+        task: Task | None = None,
         transform_weight: float = 1.0,
         transform_warmup: int = 0,
         transform_clamp: float = 0.5,
     ) -> None:
         super().__init__()
-        if geometry not in GEOMETRIES:
+        task = task or default_task()
+        if label_px is not None and not (task.label_px and label_px > 0):
+            expected = "a positive number of pixels or null" if task.label_px else "null"
             raise UserError(
-                f"model.loss.geometry: expected one of {sorted(GEOMETRIES)}, got {geometry!r}"
+                f"model.loss.label_px: expected {expected} for a {task.label} network, "
+                f"got {label_px}"
             )
-        if label_px is not None and (geometry != "two_view" or not label_px > 0):
-            raise UserError(
-                f"model.loss.label_px: expected a positive number of pixels for a two_view "
-                f"network, or null; got {label_px} ({geometry})"
-            )
-        self.geometry = geometry
+        self.task = task
         self.label_px = label_px
         self.transform_weight = transform_weight
         self.transform_warmup = transform_warmup
@@ -182,8 +182,9 @@ class CorrNetLoss(nn.Module):
         optional ``mask`` (B, N) bool of real (not padded) matches.  A stage's terms count
         the matches its ``stage_masks`` entry marks (and ``mask`` too, when the network was
         called without it).
-        Returns the total and its parts (``cls_s`` and ``graph_s`` per stage, ``essential``
-        or, rigid, ``transform``), detached.  Rigid: ``batch`` also has ``xs`` (B, N, 6).
+        Returns the total and its parts (``cls_s`` and ``graph_s`` per stage, and the task's
+        geometric term: ``essential`` or, rigid, ``transform``), detached.  Rigid: ``batch``
+        also has ``xs`` (B, N, 6).
         """
         labels = self.targets(batch)
         mask = batch.get("mask")
@@ -198,20 +199,7 @@ class CorrNetLoss(nn.Module):
             cls, graph = balanced_bce(lg, lab, m), balanced_bce(w, lab, m)
             parts[f"cls_{s}"], parts[f"graph_{s}"] = cls.detach(), graph.detach()
             total = total + self.cls_weight * cls + self.graph_weight * graph
-        if self.geometry == "rigid":
-            name, weight, warmup = "transform", self.transform_weight, self.transform_warmup
-            geo = transform_loss(
-                out["R"],
-                out["t"],
-                batch["R"],
-                batch["t"],
-                batch["xs"][..., :3],
-                mask,
-                self.transform_clamp,
-            )
-        else:
-            name, weight, warmup = "essential", self.essential_weight, self.essential_warmup
-            geo = self.essential_loss(out["E"], batch["R"], batch["t"])
+        name, weight, warmup, geo = self.task.geometric_loss(self, out, batch, mask)
         parts[name] = geo.detach()
         if step >= warmup and weight > 0:
             total = total + weight * geo

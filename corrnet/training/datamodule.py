@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader
 from corrnet.datasets import PairCollator
 from corrnet.datasets.factory import check_data_spec, open_dataset
 from corrnet.errors import UserError
+from corrnet.models import CorrNetConfig
+from corrnet.tasks import get_task
 
 from .sampling import Draws, Mixture, ResumableSampler, check_weights
 
@@ -32,8 +34,9 @@ class CorrNetDataModule(L.LightningDataModule):
         side_info: the named input channels after the coordinates
             (:func:`corrnet.channels.network_input`; true: ratio and mutual-NN, C = 6); in
             ``train.py`` it follows ``model.net.side_info`` and cannot be set here.
-        geometry: ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and
-            paths are files of ``data/prepare3d.py``); in ``train.py`` it follows
+        geometry: the name of the task (:data:`corrnet.tasks.TASKS`), which opens the data:
+            ``two_view`` or ``rigid`` (3-D pairs: ``synthetic`` is the 3-D generator and paths
+            are files of ``data/prepare3d.py``); in ``train.py`` it follows
             ``model.net.geometry``.
         synthetic_mode: ``outdoor``, ``indoor`` or ``mixed`` scenes for synthetic splits.
         synthetic_train_pairs, synthetic_val_pairs, synthetic_test_pairs: split sizes.
@@ -51,7 +54,7 @@ class CorrNetDataModule(L.LightningDataModule):
         batching: str = "subsample",
         num_workers: int = 2,
         side_info: bool | Sequence[str] = False,
-        geometry: str = "two_view",
+        geometry: str = CorrNetConfig.geometry,
         synthetic_mode: str = "mixed",
         synthetic_train_pairs: int = 20000,
         synthetic_val_pairs: int = 200,
@@ -62,6 +65,7 @@ class CorrNetDataModule(L.LightningDataModule):
         if batching not in ("subsample", "pad"):
             raise UserError(f"batching: expected 'subsample' or 'pad', got {batching!r}")
         self.save_hyperparameters()
+        self.task = get_task(geometry, "data.geometry")
         self.train_specs = [train] if isinstance(train, str) else list(train)
         if not self.train_specs:
             raise UserError(
@@ -70,7 +74,7 @@ class CorrNetDataModule(L.LightningDataModule):
         if train_weights is not None:
             check_weights(train_weights, len(self.train_specs))
         for spec in (*self.train_specs, val, test):  # fail before training starts, not an hour in
-            check_data_spec(spec, geometry, side_info)
+            check_data_spec(spec, self.task, side_info)
 
     def _dataset(self, split: str, spec: str | None = None):
         h = self.hparams
@@ -82,7 +86,7 @@ class CorrNetDataModule(L.LightningDataModule):
             synthetic_pairs=getattr(h, f"synthetic_{split}_pairs"),
             synthetic_mode=h.synthetic_mode,
             num_matches=h.num_matches or 2000,
-            geometry=h.geometry,
+            task=self.task,
         )
 
     def _train_dataset(self):

@@ -11,20 +11,17 @@ import lightning as L
 import torch
 
 from corrnet.checkpoint import adapt_input_channels, load_state, read_weights
-from corrnet.eval.metrics import oanet_map, pose_auc
-from corrnet.eval.predict import kept_matches, predict
-from corrnet.geometry import pose_errors
-from corrnet.geometry.rigid import registration_errors
 from corrnet.models import CorrNet, CorrNetConfig, CorrNetLoss
 
 
 class CorrNetModule(L.LightningModule):
     """Trains :class:`~corrnet.models.CorrNet` on batches of matched pairs.
 
-    Validation logs OANet's mAP and the pose AUCs without RANSAC (two-view) or, for
-    ``net.geometry: rigid``, the registration recall ``val/RR`` of the network's weighted
-    Kabsch transform (:func:`corrnet.geometry.rigid.registration_errors`), and the mean
-    precision and recall of the matches it calls inliers.
+    Validation logs the task's metrics (:meth:`corrnet.tasks.Task.validation_metrics`; its
+    :attr:`~corrnet.tasks.Task.main_metric` on the progress bar): OANet's mAP and the pose AUCs
+    without RANSAC (two-view) or, for ``net.geometry: rigid``, the registration recall
+    ``val/RR`` of the network's weighted Kabsch transform, and the mean precision and recall
+    of the matches it calls inliers.
 
     Args:
         net: the architecture (``configs/model/*.yaml``); its ``side_info`` also sets the
@@ -77,7 +74,8 @@ class CorrNetModule(L.LightningModule):
             if reset_graph_heads:
                 for stage in self.net.stages:
                     stage.reset_graph_head()
-        self.loss_fn = CorrNetLoss(**(loss or {}), geometry=net.geometry)
+        self.task = net.task
+        self.loss_fn = CorrNetLoss(**(loss or {}), task=self.task)
         self._val: list[torch.Tensor] = []
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any]:
@@ -93,21 +91,12 @@ class CorrNetModule(L.LightningModule):
         return total
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Records per pair (B, 3): the pose error (degrees) of ``eval.py``'s ``corrnet`` method
-        (:func:`corrnet.eval.predict.predict`: kept matches and the robust pose without RANSAC)
-        and the precision and recall of the matches it calls inliers, as the report scores them;
-        rigid geometry: instead of the pose error, 1.0 where the network's own Kabsch transform
-        registers the pair (the kept matches count as its inliers)."""
+        """Records per pair (B, 3): the task's score (:meth:`corrnet.tasks.Task.validation_scores`;
+        two-view: the pose error in degrees of ``eval.py``'s ``corrnet`` method, rigid: 1.0
+        where the network's own Kabsch transform registers the pair) and the precision and
+        recall of the matches it calls inliers, as the report scores them."""
         out = self(batch["features"], batch.get("mask"))
-        if self.net.config.geometry == "rigid":  # score: 1.0 for a successful registration
-            selected = kept_matches(out["logits"], batch.get("mask"))
-            score = registration_errors(out["R"], out["t"], batch["R"], batch["t"])[2].double()
-        else:  # score: the pair's pose error in degrees
-            pred = predict(out["logits"], batch["xs"], batch.get("mask"), weights=out["weights"])
-            selected = pred.inliers
-            score = torch.maximum(
-                *pose_errors(pred.R, pred.t, batch["R"].double(), batch["t"].double())
-            )
+        selected, score = self.task.validation_scores(out, batch)
         labels = batch["labels"] > 0.5
         if "mask" in batch:
             labels = labels & batch["mask"]
@@ -123,12 +112,8 @@ class CorrNetModule(L.LightningModule):
         v = self.all_gather(torch.cat(self._val)).reshape(-1, 3).cpu()
         self._val.clear()
         score, precision, recall = v.unbind(-1)
-        main = "RR" if self.net.config.geometry == "rigid" else "mAP20"
-        metrics = (
-            {"RR": float(score.mean())}
-            if main == "RR"
-            else {**oanet_map(score.numpy()), **pose_auc(score.numpy())}
-        )
+        main = self.task.main_metric
+        metrics = self.task.validation_metrics(score.numpy())
         metrics.update(precision=float(precision.mean()), recall=float(recall.mean()))
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main})
         self.log(f"val/{main}", metrics[main], prog_bar=True)
