@@ -2,7 +2,7 @@
 
     python -m corrnet.colmap_db --database DB [--image_path DIR] [--pairs PAIRS.txt]
                                 [--output OUT.db] [--checkpoint F] [--device D] [--threshold PX]
-                                [--batch-size B] [--workers W]
+                                [--inlier-threshold PX] [--batch-size B] [--workers W]
     python -m corrnet.colmap_db --database DB --image_path DIR --from-images [--pairs PAIRS.txt]
                                 [--overwrite] ...
     corrnet colmap ...                  (the same, as the console command)
@@ -10,11 +10,13 @@
 Reads every image's keypoints (COLMAP's 2-, 4- or 6-column rows: x, y[, scale, orientation |
 affine shape]), the raw matches of every matched pair (or of the pairs of PAIRS.txt, names as
 stored in the database) and the cameras' intrinsics, verifies each pair with
-:meth:`corrnet.verifier.Verifier.verify_many` and writes its two-view geometry: the estimator's
-inlier matches (each keypoint at most once), E, F and R, t as ``cam2_from_cam1``, config
-``CALIBRATED``; a pair without a pose (or with fewer than 8 raw matches) gets config
-``UNDEFINED`` and no inliers.  ``pycolmap.incremental_mapping`` then
-reconstructs from corrnet-verified matches.
+:meth:`corrnet.verifier.Verifier.verify_many` (the network, then PoseLib on the matches it
+keeps) and writes its two-view geometry: E, F and R, t as ``cam2_from_cam1`` of that pose,
+config ``CALIBRATED``, and as inliers every raw match within ``--inlier-threshold`` pixels of
+the pose (default :data:`COLMAP_MAX_ERROR`, COLMAP's own two-view threshold, counted as COLMAP
+counts an essential matrix's inliers: :func:`epipolar_inliers`), each keypoint at most once; a
+pair without a pose (or with fewer than 8 raw matches) gets config ``UNDEFINED`` and no
+inliers.  ``pycolmap.incremental_mapping`` then reconstructs from corrnet-verified matches.
 
 Side information: a database has no ratio or mutual flag per match.  Where it holds the
 images' descriptors (COLMAP stores them), both are computed from them for every raw match:
@@ -27,13 +29,19 @@ matches with ratio < 0.8, unlike the training data (OpenCV SIFT, every nearest n
 ``--from-images`` builds a database the way corrnet's training data was made.
 
 Writing: only the database named by ``--output`` (a copy of DB) or, without it, DB itself;
-either is written as a temporary copy and renamed into place once every pair is done, so it is
-complete or as it was (also after a kill), and DB is never written to when ``--output`` is
-given.  ``--from-images`` creates DB from the images in DIR (``pycolmap.import_images``
-for the cameras, COLMAP's intrinsics guess: EXIF focal length or 1.2 x the larger side)
-with corrnet's SIFT (keypoints with OpenCV's size and orientation) and nearest-neighbour
-matches of every pair (all pairs without ``--pairs``); an existing DB is refused unless
-``--overwrite``.
+either is written as ``OUT.db.partial`` (a copy, or the database ``--from-images`` builds,
+made under a temporary name) and renamed into place once every pair is done, so it is
+complete or as it was, and DB is never written to when ``--output`` is given.  Pairs are
+verified in chunks of ``--batch-size`` (fixed by the pairs' order); each chunk's geometries
+are committed, then recorded in the partial file's progress table (:class:`Progress`, with
+the digest of the inputs: :func:`inputs_digest`).  After a kill the same command continues
+with the chunks not recorded and gives the database of an uninterrupted run; a partial file
+of other inputs is started over.
+
+``--from-images`` creates DB from the images in DIR (``pycolmap.import_images`` for the
+cameras, COLMAP's intrinsics guess: EXIF focal length or 1.2 x the larger side) with
+corrnet's SIFT (keypoints with OpenCV's size and orientation) and nearest-neighbour matches of
+every pair (all pairs without ``--pairs``); an existing DB is refused unless ``--overwrite``.
 
 Pixel conventions: COLMAP puts the centre of the top-left pixel at (0.5, 0.5), corrnet at
 (0, 0); keypoints are shifted by -0.5 on the way in (+0.5 on the way out) and K is
@@ -59,7 +67,7 @@ import pycolmap
 import torch
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path, check_regular_output
+from corrnet.atomic import atomic_path, check_regular_output, remove_stale_temporaries
 from corrnet.datasets import prepare
 from corrnet.datasets.colmap import CAMERA_MODELS, pinhole_K, undistorter
 from corrnet.datasets.sample import MIN_MATCHES
@@ -530,17 +538,24 @@ def _resumable(partial: Path, digest: str) -> bool:
 
 
 def finish(partial: Path, target: Path) -> None:
-    """Drop the progress tables of a complete ``partial``, leave it without a write-ahead log
-    and rename it onto ``target``."""
-    connection = sqlite3.connect(partial)
+    """Move a complete ``partial`` onto ``target`` without its progress tables and without a
+    write-ahead log: first to a temporary name (:func:`corrnet.atomic.atomic_path`), so that a
+    kill meanwhile leaves no partial file without progress tables."""
+    _sql(partial, "PRAGMA journal_mode=DELETE")  # checkpoints and removes the log
+    with atomic_path(target, suffix=".db") as path:
+        os.replace(partial, path)
+        _sql(path, f"DROP TABLE {INPUTS_TABLE}", f"DROP TABLE {DONE_TABLE}")
+
+
+def _sql(path: Path, *statements: str) -> None:
+    """Run SQL statements on a database, committed."""
+    connection = sqlite3.connect(path)
     try:
         with connection:
-            connection.execute(f"DROP TABLE {INPUTS_TABLE}")
-            connection.execute(f"DROP TABLE {DONE_TABLE}")
-        connection.execute("PRAGMA journal_mode=DELETE")  # checkpoints and removes the log
+            for statement in statements:
+                connection.execute(statement)
     finally:
         connection.close()
-    os.replace(partial, check_regular_output(target))
 
 
 def run_database(
@@ -580,6 +595,7 @@ def run_database(
         )
     target = database if output is None else output
     partial = check_regular_output(target.with_name(target.name + PARTIAL_SUFFIX))
+    remove_stale_temporaries(target.parent)  # of runs killed while copying or finishing
     verifier = Verifier(checkpoint, dev, threshold)
     images = Path(image_path) if from_images else None
     digest = inputs_digest(database, images, pairs_file, verifier, max_error, batch_size)
