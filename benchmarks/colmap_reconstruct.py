@@ -2,6 +2,7 @@
 
     python benchmarks/colmap_reconstruct.py --seq DIR [--seq DIR ...] [--work DIR]
                                             [--threads 2] [--workers W] [--checkpoint F]
+                                            [--inlier-threshold PX]
 
 Each ``--seq`` is a sequence folder in OANet's raw layout (``DIR/test/images.txt`` and
 ``calibration.txt``; the calibration files give every image's K and world-to-camera R, T).
@@ -13,7 +14,7 @@ all on the CPU) with one PINHOLE camera holding the ground-truth intrinsics, the
 * ``colmap``: the database as matching left it (COLMAP's two-view geometries);
 * ``corrnet``: a copy whose two-view geometries corrnet wrote
   (:func:`corrnet.colmap_db.run_database`, i.e. ``corrnet colmap --database DB --image_path DIR
-  --output CORRNET.db``), from the same keypoints and raw matches.
+  --output CORRNET.db [--inlier-threshold PX]``), from the same keypoints and raw matches.
 
 Per model: images registered, mean reprojection error (px), 3-D points; the registered camera
 centres are aligned to the ground truth's by the least-squares similarity (Umeyama's closed
@@ -40,7 +41,8 @@ import numpy as np
 import pycolmap
 import torch
 
-from corrnet.colmap_db import run_database
+from corrnet.arguments import pixel_threshold
+from corrnet.colmap_db import COLMAP_MAX_ERROR, run_database
 from corrnet.datasets.colmap import _quiet_colmap, extract_and_match, incremental_model
 from corrnet.datasets.prepare import _read_list, load_calibration
 from corrnet.errors import UserError
@@ -203,9 +205,11 @@ def reconstruct_both(
     threads: int,
     workers: int,
     checkpoint: Path | None = None,
+    max_error: float = COLMAP_MAX_ERROR,
 ) -> tuple[list[Row], dict[str, float]]:
     """The ``colmap`` and ``corrnet`` rows of one sequence, its files in ``work`` (new), and
-    the seconds of SIFT + matching + COLMAP's verification and of corrnet's verification."""
+    the seconds of SIFT + matching + COLMAP's verification and of corrnet's verification
+    (``max_error``: its inlier threshold in pixels)."""
     work.mkdir(parents=True)
     db, verified = work / "database.db", work / "corrnet.db"
     start = time.perf_counter()
@@ -215,7 +219,13 @@ def reconstruct_both(
     seconds = {"colmap": time.perf_counter() - start}
     start = time.perf_counter()
     run_database(
-        db, gt.images, output=verified, checkpoint=checkpoint, workers=workers, progress=False
+        db,
+        gt.images,
+        output=verified,
+        checkpoint=checkpoint,
+        workers=workers,
+        progress=False,
+        max_error=max_error,
     )
     seconds["corrnet"] = time.perf_counter() - start
     rows = []
@@ -256,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=default_workers(), help="COLMAP threads")
     parser.add_argument("--workers", type=int, default=default_workers(), help="PoseLib processes")
     parser.add_argument("--checkpoint", type=Path, help="corrnet weights (default: shipped)")
+    parser.add_argument(
+        "--inlier-threshold",
+        type=pixel_threshold,
+        default=COLMAP_MAX_ERROR,
+        metavar="PX",
+        help=f"corrnet colmap --inlier-threshold (default {COLMAP_MAX_ERROR:g}, COLMAP's)",
+    )
     args = parser.parse_args(argv)
     for seq in args.seq:
         if not (seq / "test" / "images.txt").is_file():
@@ -275,7 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     rows, notes = [], []
     for gt, name in zip(truths, names):
         seq_rows, seconds = reconstruct_both(
-            gt, name, work / name, args.threads, args.workers, args.checkpoint
+            gt,
+            name,
+            work / name,
+            args.threads,
+            args.workers,
+            args.checkpoint,
+            args.inlier_threshold,
         )
         rows += seq_rows
         notes.append(
@@ -285,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "PINHOLE camera with the ground-truth intrinsics, held fixed in bundle adjustment; "
         "scale = mean distance between any two ground-truth camera centres; "
-        f"{args.threads} COLMAP threads, {args.workers} PoseLib processes; {work}\n"
+        f"{args.threads} COLMAP threads, {args.workers} PoseLib processes; corrnet's inliers "
+        f"within {args.inlier_threshold:g} px of its pose; {work}\n"
     )
     print(table(rows))
     print("\n" + "\n".join(notes))

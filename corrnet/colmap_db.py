@@ -2,7 +2,7 @@
 
     python -m corrnet.colmap_db --database DB [--image_path DIR] [--pairs PAIRS.txt]
                                 [--output OUT.db] [--checkpoint F] [--device D] [--threshold PX]
-                                [--batch-size B] [--workers W]
+                                [--inlier-threshold PX] [--batch-size B] [--workers W]
     python -m corrnet.colmap_db --database DB --image_path DIR --from-images [--pairs PAIRS.txt]
                                 [--overwrite] ...
     corrnet colmap ...                  (the same, as the console command)
@@ -10,11 +10,13 @@
 Reads every image's keypoints (COLMAP's 2-, 4- or 6-column rows: x, y[, scale, orientation |
 affine shape]), the raw matches of every matched pair (or of the pairs of PAIRS.txt, names as
 stored in the database) and the cameras' intrinsics, verifies each pair with
-:meth:`corrnet.verifier.Verifier.verify_many` and writes its two-view geometry: the estimator's
-inlier matches (each keypoint at most once), E, F and R, t as ``cam2_from_cam1``, config
-``CALIBRATED``; a pair without a pose (or with fewer than 8 raw matches) gets config
-``UNDEFINED`` and no inliers.  ``pycolmap.incremental_mapping`` then
-reconstructs from corrnet-verified matches.
+:meth:`corrnet.verifier.Verifier.verify_many` (the network, then PoseLib on the matches it
+keeps) and writes its two-view geometry: E, F and R, t as ``cam2_from_cam1`` of that pose,
+config ``CALIBRATED``, and as inliers every raw match within ``--inlier-threshold`` pixels of
+the pose (default :data:`COLMAP_MAX_ERROR`, COLMAP's own two-view threshold, counted as COLMAP
+counts an essential matrix's inliers: :func:`epipolar_inliers`), each keypoint at most once; a
+pair without a pose (or with fewer than 8 raw matches) gets config ``UNDEFINED`` and no
+inliers.  ``pycolmap.incremental_mapping`` then reconstructs from corrnet-verified matches.
 
 Side information: a database has no ratio or mutual flag per match.  Where it holds the
 images' descriptors (COLMAP stores them), both are computed from them for every raw match:
@@ -27,13 +29,19 @@ matches with ratio < 0.8, unlike the training data (OpenCV SIFT, every nearest n
 ``--from-images`` builds a database the way corrnet's training data was made.
 
 Writing: only the database named by ``--output`` (a copy of DB) or, without it, DB itself;
-either is written as a temporary copy and renamed into place once every pair is done, so it is
-complete or as it was (also after a kill), and DB is never written to when ``--output`` is
-given.  ``--from-images`` creates DB from the images in DIR (``pycolmap.import_images``
-for the cameras, COLMAP's intrinsics guess: EXIF focal length or 1.2 x the larger side)
-with corrnet's SIFT (keypoints with OpenCV's size and orientation) and nearest-neighbour
-matches of every pair (all pairs without ``--pairs``); an existing DB is refused unless
-``--overwrite``.
+either is written as ``OUT.db.partial`` (a copy, or the database ``--from-images`` builds,
+made under a temporary name) and renamed into place once every pair is done, so it is
+complete or as it was, and DB is never written to when ``--output`` is given.  Pairs are
+verified in chunks of ``--batch-size`` (fixed by the pairs' order); each chunk's geometries
+are committed, then recorded in the partial file's progress table (:class:`Progress`, with
+the digest of the inputs: :func:`inputs_digest`).  After a kill the same command continues
+with the chunks not recorded and gives the database of an uninterrupted run; a partial file
+of other inputs is started over.
+
+``--from-images`` creates DB from the images in DIR (``pycolmap.import_images`` for the
+cameras, COLMAP's intrinsics guess: EXIF focal length or 1.2 x the larger side) with
+corrnet's SIFT (keypoints with OpenCV's size and orientation) and nearest-neighbour matches of
+every pair (all pairs without ``--pairs``); an existing DB is refused unless ``--overwrite``.
 
 Pixel conventions: COLMAP puts the centre of the top-left pixel at (0.5, 0.5), corrnet at
 (0, 0); keypoints are shifted by -0.5 on the way in (+0.5 on the way out) and K is
@@ -44,23 +52,28 @@ OPENCV) have their keypoints undistorted to the pinhole part before verification
 from __future__ import annotations
 
 import functools
+import hashlib
+import math
 import multiprocessing
+import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pycolmap
+import torch
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path
+from corrnet.atomic import atomic_path, check_regular_output, remove_stale_temporaries
 from corrnet.datasets import prepare
 from corrnet.datasets.colmap import CAMERA_MODELS, pinhole_K, undistorter
 from corrnet.datasets.sample import MIN_MATCHES
 from corrnet.errors import UserError, check_output
-from corrnet.pairs import _content_lines, _pool
+from corrnet.geometry.epipolar import sampson_distance
+from corrnet.pairs import _content_lines, _pool, verifier_name
 from corrnet.verifier import Verification, Verifier, as_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -221,6 +234,26 @@ def pair_input(
     return args
 
 
+COLMAP_MAX_ERROR = float(pycolmap.TwoViewGeometryOptions().ransac.max_error)
+"""Default inlier threshold of the written two-view geometries, in pixels: COLMAP's own
+two-view verification's (``TwoViewGeometryOptions.ransac_options.max_error``, the
+``--TwoViewGeometry.max_error`` option of ``colmap matches_importer`` and the matchers;
+4 px)."""
+
+
+def epipolar_inliers(result: Verification, max_error: float) -> np.ndarray:
+    """(N,) bool: the matches of ``result`` (all of them, not only those the network kept)
+    within ``max_error`` pixels of its pose, as COLMAP counts an essential matrix's inliers:
+    Sampson error in normalised coordinates at most ``max_error`` over each camera's mean
+    focal length, averaged over the two cameras; all False without a pose."""
+    if not result.has_pose or len(result.xs) == 0:
+        return np.zeros(len(result.xs), bool)
+    focal = lambda K: (K[0, 0] + K[1, 1]) / 2
+    limit = max_error * (1 / focal(result.K1) + 1 / focal(result.K2)) / 2
+    x, E = torch.from_numpy(result.xs), torch.from_numpy(result.E)
+    return (sampson_distance(x, E) <= limit**2).numpy()
+
+
 def unique_inliers(matches: np.ndarray, inliers: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """The inlier matches (K, 2) with each keypoint of either image at most once (the highest
     score wins), in the order of ``matches``: COLMAP's tracks take one match per keypoint."""
@@ -238,10 +271,16 @@ def unique_inliers(matches: np.ndarray, inliers: np.ndarray, scores: np.ndarray)
 
 
 def two_view_geometry(
-    pair: DbPair, result: Verification, im1: _Image, im2: _Image
+    pair: DbPair,
+    result: Verification,
+    im1: _Image,
+    im2: _Image,
+    max_error: float = COLMAP_MAX_ERROR,
 ) -> pycolmap.TwoViewGeometry:
-    """A pair's COLMAP two-view geometry: CALIBRATED with E, F (COLMAP pixels), R, t and the
-    unique inlier matches where a pose was found, else UNDEFINED without inliers."""
+    """A pair's COLMAP two-view geometry: CALIBRATED with E, F (COLMAP pixels), R, t and, as
+    inliers, the raw matches within ``max_error`` pixels of the pose (:func:`epipolar_inliers`,
+    each keypoint once: :func:`unique_inliers`) where a pose was found, else UNDEFINED without
+    inliers."""
     config = pycolmap.TwoViewGeometryConfiguration
     if not np.isfinite(result.R).all():
         return pycolmap.TwoViewGeometry(
@@ -253,11 +292,57 @@ def two_view_geometry(
         config=config.CALIBRATED,
         E=E,
         F=F / np.linalg.norm(F),
-        inlier_matches=unique_inliers(pair.matches, result.inliers, result.scores),
+        inlier_matches=unique_inliers(
+            pair.matches, epipolar_inliers(result, max_error), result.scores
+        ),
         cam2_from_cam1=pycolmap.Rigid3d(
             pycolmap.Rotation3d(np.asarray(result.R, np.float64)), np.asarray(result.t, np.float64)
         ),
     )
+
+
+INPUTS_TABLE = "corrnet_inputs"
+DONE_TABLE = "corrnet_done"
+PARTIAL_SUFFIX = ".partial"
+"""An unfinished output ``OUT.db`` is ``OUT.db.partial`` until every pair is written."""
+
+
+class Progress:
+    """The pairs already written to an unfinished output database, in two tables of its own:
+    :data:`INPUTS_TABLE` (the digest of what the output is made from) and :data:`DONE_TABLE`
+    (one row per pair whose two-view geometry is written), both removed by :func:`finish`."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path)
+
+    def start(self, digest: str) -> None:
+        """Create the tables of a new output of inputs ``digest``."""
+        with self.connection:
+            self.connection.execute(f"CREATE TABLE {INPUTS_TABLE} (digest TEXT NOT NULL)")
+            self.connection.execute(f"CREATE TABLE {DONE_TABLE} (pair_id INTEGER PRIMARY KEY)")
+            self.connection.execute(f"INSERT INTO {INPUTS_TABLE} VALUES (?)", (digest,))
+
+    def digest(self) -> str | None:
+        """The recorded inputs digest (None: not an unfinished output of corrnet's)."""
+        try:
+            row = self.connection.execute(f"SELECT digest FROM {INPUTS_TABLE}").fetchone()
+        except sqlite3.DatabaseError:  # no such table, or not a database
+            return None
+        return None if row is None else row[0]
+
+    def done(self) -> set[int]:
+        """Pair ids whose two-view geometry is written."""
+        return {r[0] for r in self.connection.execute(f"SELECT pair_id FROM {DONE_TABLE}")}
+
+    def mark(self, pair_ids: Iterable[int]) -> None:
+        """Record pairs as written (one committed transaction)."""
+        with self.connection:
+            self.connection.executemany(
+                f"INSERT OR REPLACE INTO {DONE_TABLE} VALUES (?)", [(int(i),) for i in pair_ids]
+            )
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def verify_database(
@@ -268,16 +353,22 @@ def verify_database(
     batch_size: int,
     pool: multiprocessing.pool.Pool | None = None,
     progress: bool = True,
-) -> tuple[int, int]:
-    """Verify the database's pairs (PoseLib in ``pool``, else in this process), then replace
-    their two-view geometries in one transaction (nothing is written when a pair's input is
-    refused).  Returns (pairs, pairs with a pose)."""
+    max_error: float = COLMAP_MAX_ERROR,
+    record: Progress | None = None,
+) -> tuple[int, int, int]:
+    """Verify the database's pairs (PoseLib in ``pool``, else in this process) in chunks of
+    ``batch_size`` pairs (fixed by the pairs' order), each chunk's two-view geometries
+    replaced in one transaction, then marked in ``record``; chunks whose pairs ``record``
+    holds are skipped.  Returns (pairs, pairs with a pose, pairs written by an earlier run)."""
     pairs = read_db_pairs(db, pairs_file, where)
     read = _reader(db, where)
-    geometries = []
-    bar = tqdm(total=len(pairs), desc="pairs", unit="pair", disable=not progress)
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+    done = set() if record is None else record.done()
+    pair_id = lambda p: pycolmap.image_pair_to_pair_id(p.id1, p.id2)
+    chunks = [pairs[k : k + batch_size] for k in range(0, len(pairs), batch_size)]
+    todo = [c for c in chunks if not all(pair_id(p) in done for p in c)]
+    resumed = len(pairs) - sum(map(len, todo))
+    bar = tqdm(total=len(pairs), initial=resumed, desc="pairs", unit="pair", disable=not progress)
+    for chunk in todo:
         results = verifier.verify_many(
             [pair_input(p, read(p.id1), read(p.id2), verifier.needs, where) for p in chunk],
             batch_size,
@@ -285,18 +376,19 @@ def verify_database(
             pool=pool,
             few_matches=True,
         )
-        geometries += [
-            two_view_geometry(p, r, read(p.id1), read(p.id2)) for p, r in zip(chunk, results)
-        ]
+        with pycolmap.DatabaseTransaction(db):
+            for p, r in zip(chunk, results):
+                if db.exists_two_view_geometry(p.id1, p.id2):
+                    db.delete_two_view_geometry(p.id1, p.id2)
+                geometry = two_view_geometry(p, r, read(p.id1), read(p.id2), max_error)
+                db.write_two_view_geometry(p.id1, p.id2, geometry)
+        if record is not None:  # after the commit: a kill in between redoes the chunk
+            record.mark(pair_id(p) for p in chunk)
         bar.update(len(chunk))
     bar.close()
-    with pycolmap.DatabaseTransaction(db):
-        for p, geometry in zip(pairs, geometries):
-            if db.exists_two_view_geometry(p.id1, p.id2):
-                db.delete_two_view_geometry(p.id1, p.id2)
-            db.write_two_view_geometry(p.id1, p.id2, geometry)
     calibrated = pycolmap.TwoViewGeometryConfiguration.CALIBRATED
-    return len(pairs), sum(g.config == calibrated for g in geometries)
+    posed = sum(db.read_two_view_geometry(p.id1, p.id2).config == calibrated for p in pairs)
+    return len(pairs), posed, resumed
 
 
 def _sift_job(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -314,6 +406,17 @@ def _nn_job(task: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return np.column_stack([np.arange(len(d1)), nn]).astype(np.uint32)
 
 
+def image_names(images: Path) -> list[str]:
+    """The image files of a folder (names relative to it, sorted) that ``--from-images``
+    takes; FileNotFoundError when there are none."""
+    names = sorted(
+        str(p.relative_to(images)) for p in images.rglob("*") if p.suffix in IMAGE_SUFFIXES
+    )
+    if not names:
+        raise FileNotFoundError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return names
+
+
 def build_database(
     database: Path,
     images: Path,
@@ -324,11 +427,7 @@ def build_database(
     """Create ``database`` (must not exist) from the images of ``images`` with corrnet's SIFT
     and nearest-neighbour matches of the pairs of ``pairs_file`` (every pair without it), the
     work in ``pool`` (else in this process)."""
-    names = sorted(
-        str(p.relative_to(images)) for p in images.rglob("*") if p.suffix in IMAGE_SUFFIXES
-    )
-    if not names:
-        raise FileNotFoundError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    names = image_names(images)
     pycolmap.import_images(database, images, image_names=names)
     db = pycolmap.Database.open(database)
     try:
@@ -378,6 +477,87 @@ def _copy_database(src: Path, dst: Path) -> None:
         target.close()
 
 
+def _file_digest(path: Path) -> str:
+    """SHA-1 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
+
+
+def inputs_digest(
+    database: Path,
+    images: Path | None,
+    pairs_file: Path | None,
+    verifier: Verifier,
+    max_error: float,
+    batch_size: int,
+) -> str:
+    """What an output is made from: DB's bytes (and its write-ahead log), or with ``images``
+    (``--from-images``) the images' names and contents; the pairs file; the weights and
+    estimator settings; the inlier threshold; the batch size (batch composition decides
+    float rounding)."""
+    if images is None:
+        lines = [f"database {_file_digest(database)}"]
+        wal = database.with_name(database.name + "-wal")
+        if wal.is_file():
+            lines.append(f"wal {_file_digest(wal)}")
+    else:
+        lines = [f"{n}\t{prepare.image_digest(images / n)}" for n in image_names(images)]
+    lines += [
+        f"pairs {None if pairs_file is None else _file_digest(pairs_file)}",
+        verifier_name(verifier),
+        f"max_error {max_error!r} batch_size {batch_size}",
+    ]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()
+
+
+def _remove_database(path: Path) -> None:
+    """Remove an SQLite file and its journals."""
+    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + "-journal"):
+        (path.parent / name).unlink(missing_ok=True)
+
+
+def _resumable(partial: Path, digest: str) -> bool:
+    """Whether ``partial`` is an unfinished output of inputs ``digest`` (True) or absent;
+    one of other inputs is removed (False).  UserError for a file there that is not one."""
+    if not partial.exists():
+        return False
+    record = Progress(partial)
+    try:
+        recorded = record.digest()
+    finally:
+        record.close()
+    if recorded is None:
+        raise UserError(
+            f"{partial}: exists and is not an unfinished output of corrnet colmap; "
+            f"remove it or choose another output"
+        )
+    if recorded == digest:
+        return True
+    _remove_database(partial)
+    return False
+
+
+def finish(partial: Path, target: Path) -> None:
+    """Move a complete ``partial`` onto ``target`` without its progress tables and without a
+    write-ahead log: first to a temporary name (:func:`corrnet.atomic.atomic_path`), so that a
+    kill meanwhile leaves no partial file without progress tables."""
+    _sql(partial, "PRAGMA journal_mode=DELETE")  # checkpoints and removes the log
+    with atomic_path(target, suffix=".db") as path:
+        os.replace(partial, path)
+        _sql(path, f"DROP TABLE {INPUTS_TABLE}", f"DROP TABLE {DONE_TABLE}")
+
+
+def _sql(path: Path, *statements: str) -> None:
+    """Run SQL statements on a database, committed."""
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            for statement in statements:
+                connection.execute(statement)
+    finally:
+        connection.close()
+
+
 def run_database(
     database: str | Path,
     image_path: str | Path | None = None,
@@ -391,13 +571,17 @@ def run_database(
     batch_size: int = 16,
     workers: int = 1,
     progress: bool = True,
-) -> tuple[Path, int, int]:
-    """Verify a COLMAP database's pairs with corrnet (module docstring).  Returns the database
-    written, the number of pairs and of pairs with a pose."""
+    max_error: float = COLMAP_MAX_ERROR,
+) -> tuple[Path, int, int, int]:
+    """Verify a COLMAP database's pairs with corrnet (module docstring), resuming an
+    unfinished run of the same inputs.  Returns the database written, the number of pairs,
+    of pairs with a pose and of pairs an earlier run had written."""
     database = Path(database)
     pairs_file = None if pairs_file is None else Path(pairs_file)
     if pairs_file is not None and not pairs_file.is_file():
         raise FileNotFoundError(f"{pairs_file}: no such pairs file")
+    if not (math.isfinite(max_error) and max_error > 0):
+        raise UserError(f"max_error: expected a positive number of pixels, got {max_error!r}")
     dev = as_device(device)
     if from_images:
         if image_path is None or not Path(image_path).is_dir():
@@ -410,26 +594,38 @@ def run_database(
             Path(output), {"--database": database, "--pairs": pairs_file}, overwrite
         )
     target = database if output is None else output
+    partial = check_regular_output(target.with_name(target.name + PARTIAL_SUFFIX))
+    remove_stale_temporaries(target.parent)  # of runs killed while copying or finishing
     verifier = Verifier(checkpoint, dev, threshold)
+    images = Path(image_path) if from_images else None
+    digest = inputs_digest(database, images, pairs_file, verifier, max_error, batch_size)
     pool = _pool(workers)  # SIFT, matching and PoseLib
     try:
-        with atomic_path(target, suffix=".db") as path:  # DB itself too: replaced when complete
-            if from_images:
-                build_database(path, Path(image_path), pairs_file, pool, progress)
-            else:
-                _copy_database(database, path)
-            db = pycolmap.Database.open(path)
-            try:
-                pairs, posed = verify_database(
-                    db, verifier, pairs_file, database, batch_size, pool, progress
-                )
-            finally:
-                db.close()
+        if not _resumable(partial, digest):
+            with atomic_path(partial, suffix=".db") as path:  # complete or absent
+                if from_images:
+                    build_database(path, images, pairs_file, pool, progress)
+                else:
+                    _copy_database(database, path)
+                record = Progress(path)
+                try:
+                    record.start(digest)
+                finally:
+                    record.close()
+        db, record = pycolmap.Database.open(partial), Progress(partial)
+        try:
+            pairs, posed, resumed = verify_database(
+                db, verifier, pairs_file, database, batch_size, pool, progress, max_error, record
+            )
+        finally:
+            record.close()
+            db.close()
+        finish(partial, target)
     finally:
         if pool is not None:
             pool.close()  # queued tasks finish, the workers exit (no SIGTERM)
             pool.join()
-    return target, pairs, posed
+    return target, pairs, posed, resumed
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.colmap_db") -> int:

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import types
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 import pytest
+import torch
 
 import corrnet.colmap_db as cdb
 from corrnet.datasets import prepare
+from corrnet.geometry import essential_from_pose
 from corrnet.verifier import Verifier
 from tests.conftest import need_shared
 from tests.test_match import _error
 
 NAMES = ["100_7100.jpg", "100_7101.jpg", "100_7102.jpg", "100_7103.jpg"]
 PROG = "python -m corrnet.colmap_db"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +90,21 @@ def _sampson_px(F: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
     )
 
 
+def _normalised(camera: pycolmap.Camera, rows: np.ndarray) -> np.ndarray:
+    """Keypoint rows (n, >= 2) in COLMAP's pixels -> (n, 2) normalised by COLMAP itself."""
+    return np.asarray(camera.cam_from_img(np.asarray(rows[:, :2], np.float64)))
+
+
 def test_verified_copy_reconstructs(colmap_db, photos, tmp_path):
-    """--output: every matched pair gets a CALIBRATED geometry whose inliers are raw matches,
-    each keypoint once, within PoseLib's threshold of F, the verifier's own inliers; DB is
-    untouched; incremental mapping registers the four images."""
+    """--output: every matched pair gets a CALIBRATED geometry whose inliers are the raw
+    matches, each keypoint once, within COLMAP's 4 px of the pose as COLMAP's own Sampson
+    error counts them (the verifier's own inliers among them); DB is untouched; no progress
+    file is left; incremental mapping registers the four images."""
     before = _digest(colmap_db)
     out = tmp_path / "verified.db"
     assert cdb.main(["--database", str(colmap_db), "--output", str(out), "--quiet"]) == 0
     assert _digest(colmap_db) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["verified.db"]
     db = pycolmap.Database.open(out)
     geometries = _geometries(out)
     try:
@@ -98,19 +114,31 @@ def test_verified_copy_reconstructs(colmap_db, photos, tmp_path):
         results = Verifier().verify_many(
             [cdb.pair_input(p, read(p.id1), read(p.id2)) for p in pairs], workers=1
         )
+        cameras = {c.camera_id: c for c in db.read_all_cameras()}
+        camera = {im.image_id: cameras[im.camera_id] for im in db.read_all_images()}
         for p, r in zip(pairs, results):
             g = geometries[(p.id1, p.id2)]
             assert g.config == pycolmap.TwoViewGeometryConfiguration.CALIBRATED
             inliers = np.asarray(g.inlier_matches)
-            assert len(inliers) >= 30
-            np.testing.assert_array_equal(
-                inliers, cdb.unique_inliers(p.matches, r.inliers, r.scores)
+            within = cdb.epipolar_inliers(r, cdb.COLMAP_MAX_ERROR)
+            np.testing.assert_array_equal(inliers, cdb.unique_inliers(p.matches, within, r.scores))
+            assert within[r.inliers].all() and len(inliers) > 2 * r.num_inliers
+            # COLMAP's own error of every raw match under the written E
+            c1, c2 = camera[p.id1], camera[p.id2]
+            k1, k2 = (np.asarray(db.read_keypoints(i), np.float64) for i in (p.id1, p.id2))
+            err = np.asarray(
+                pycolmap.compute_squared_sampson_error(
+                    _normalised(c1, k1[p.matches[:, 0]]),
+                    _normalised(c2, k2[p.matches[:, 1]]),
+                    np.asarray(g.E),
+                )
             )
-            assert {tuple(m) for m in inliers} <= {tuple(m) for m in p.matches}
+            limit = (c1.cam_from_img_threshold(4.0) + c2.cam_from_img_threshold(4.0)) / 2
+            np.testing.assert_array_equal(within, err <= limit**2)
             assert len(set(inliers[:, 0])) == len(set(inliers[:, 1])) == len(inliers)
-            k1, k2 = (np.asarray(db.read_keypoints(i), np.float64)[:, :2] for i in (p.id1, p.id2))
             F = np.asarray(g.F)
-            assert np.median(_sampson_px(F, k1[inliers[:, 0]], k2[inliers[:, 1]])) < 1.0
+            in1, in2 = k1[inliers[:, 0], :2], k2[inliers[:, 1], :2]
+            assert _sampson_px(F, in1, in2).max() < 4.0 + 1e-6
             R, t = (
                 np.asarray(g.cam2_from_cam1.rotation.matrix()),
                 np.asarray(g.cam2_from_cam1.translation),
@@ -194,3 +222,98 @@ def test_unique_inliers():
     inliers = np.array([True, True, True, True, False])
     scores = np.array([0.2, 0.9, 0.5, 0.6, 1.0])
     np.testing.assert_array_equal(cdb.unique_inliers(matches, inliers, scores), [[1, 5], [2, 7]])
+
+
+def _content(path: Path) -> list[str]:
+    """Every table's schema and rows, as SQL (SQLite's dump, in rowid order)."""
+    connection = sqlite3.connect(path)
+    try:
+        return list(connection.iterdump())
+    finally:
+        connection.close()
+
+
+def _done(partial: Path) -> int:
+    """Pairs an unfinished output records as written (0 while it cannot be read yet)."""
+    try:
+        connection = sqlite3.connect(f"{partial.as_uri()}?mode=ro", uri=True)
+        try:
+            return connection.execute(f"SELECT COUNT(*) FROM {cdb.DONE_TABLE}").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_resume_after_sigkill(colmap_db, tmp_path):
+    """SIGKILL once a chunk is written, then the same command: it continues (the written
+    pairs are not verified again) and the database equals an uninterrupted run's, table by
+    table; no progress file is left."""
+    reference = tmp_path / "reference.db"
+    args = ["--database", str(colmap_db), "--batch-size", "1", "--quiet"]
+    assert cdb.main([*args, "--output", str(reference)]) == 0
+    out = tmp_path / "out" / "verified.db"
+    command = [sys.executable, "-m", "corrnet.colmap_db", *args, "--output", str(out)]
+    partial = out.with_name(out.name + cdb.PARTIAL_SUFFIX)
+    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _done(partial) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and partial.exists(), "the run finished before it was killed"
+    done = _done(partial)
+    assert 1 <= done < 6
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"6 pairs verified, {done} of them by an earlier run" in result.stdout
+    assert _content(out) == _content(reference)
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    # the same command again: the output exists
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
+
+
+def test_unfinished_output_of_other_inputs_starts_over(colmap_db, tmp_path, capsys):
+    """A progress file of other inputs (another inlier threshold) is replaced, one that is not
+    corrnet's is refused, naming it."""
+    out = tmp_path / "verified.db"
+    partial = out.with_name(out.name + cdb.PARTIAL_SUFFIX)
+    shutil.copy(colmap_db, partial)
+    argv = ["--database", str(colmap_db), "--output", str(out), "--quiet", "--batch-size", "2"]
+    _error(
+        argv, capsys, "verified.db.partial: exists and is not an unfinished output", PROG, cdb.main
+    )
+    partial.unlink()
+    record = cdb.Progress(partial)
+    record.start("other inputs")
+    record.mark([1, 2, 3])
+    record.close()
+    assert cdb.main([*argv, "--inlier-threshold", "2"]) == 0
+    assert "6 pairs verified (" in capsys.readouterr().out
+    assert not partial.exists()
+
+
+def test_epipolar_inliers_are_colmaps():
+    """epipolar_inliers: COLMAP's Sampson error (pycolmap, in normalised coordinates) against
+    the threshold averaged over both cameras' mean focal lengths, on random matches with
+    errors around the threshold."""
+    rng = np.random.default_rng(1)
+    R = np.asarray(pycolmap.Rotation3d(rng.normal(size=3) * 0.1).matrix())
+    t = np.array([1.0, 0.2, 0.1]) / np.linalg.norm([1.0, 0.2, 0.1])
+    E = essential_from_pose(torch.from_numpy(R), torch.from_numpy(t)).numpy()
+    K1 = np.array([[800.0, 0, 320], [0, 780.0, 240], [0, 0, 1]])
+    K2 = np.array([[1000.0, 0, 400], [0, 1010.0, 300], [0, 0, 1]])
+    X = np.column_stack([rng.uniform(-1, 1, (400, 2)), rng.uniform(4, 8, 400)])
+    x1 = X[:, :2] / X[:, 2:]
+    Y = X @ R.T + t
+    x2 = Y[:, :2] / Y[:, 2:] + rng.normal(size=(400, 2)) * 4 / 900
+    xs = np.column_stack([x1, x2])
+    result = types.SimpleNamespace(has_pose=True, xs=xs, E=E, K1=K1, K2=K2)
+    got = cdb.epipolar_inliers(result, 4.0)
+    err = np.asarray(pycolmap.compute_squared_sampson_error(x1, x2, E))
+    limit = 4.0 * (2 / (800 + 780) + 2 / (1000 + 1010)) / 2
+    np.testing.assert_array_equal(got, err <= limit**2)
+    assert 50 < got.sum() < 350
+    result.has_pose = False
+    assert not cdb.epipolar_inliers(result, 4.0).any()

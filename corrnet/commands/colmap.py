@@ -30,6 +30,13 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument(
         "--threshold", type=pixel_threshold, metavar="PX", help="PoseLib threshold (1 px)"
     )
+    parser.add_argument(
+        "--inlier-threshold",
+        type=pixel_threshold,
+        metavar="PX",
+        help="write as inliers every raw match within PX of the pose (COLMAP's two-view "
+        "max_error, 4 px)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (16)")
     parser.add_argument("--workers", type=int, default=1, help="processes for PoseLib and SIFT")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -45,10 +52,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet colmap") -> int
     args = parse_args(argv, prog)
 
     def run() -> int:
-        from corrnet.colmap_db import run_database
+        from corrnet.colmap_db import COLMAP_MAX_ERROR, run_database
 
         start = time.perf_counter()
-        path, pairs, posed = run_database(
+        max_error = COLMAP_MAX_ERROR if args.inlier_threshold is None else args.inlier_threshold
+        path, pairs, posed, resumed = run_database(
             args.database,
             args.image_path,
             args.pairs,
@@ -61,10 +69,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet colmap") -> int
             args.batch_size,
             args.workers,
             not args.quiet,
+            max_error,
         )
+        earlier = f", {resumed} of them by an earlier run" if resumed else ""
         print(
-            f"{pairs} pairs verified ({posed} with a pose, two-view geometry CALIBRATED) in "
-            f"{time.perf_counter() - start:.1f} s; {path}"
+            f"{pairs} pairs verified{earlier} ({posed} with a pose, two-view geometry "
+            f"CALIBRATED) in {time.perf_counter() - start:.1f} s; {path}"
         )
         return 0
 
