@@ -21,6 +21,7 @@ from corrnet.constants import MIN_OVERLAP, NUM_MATCHES_3D
 from corrnet.errors import UserError
 from corrnet.geometry.checks import intrinsics_problem
 from corrnet.geometry.rigid import rigid_problem
+from corrnet.images import read_image
 
 from .pairs3d import Fragment, describe, match_fragments, overlap
 
@@ -78,8 +79,8 @@ def read_intrinsics(folder: Path) -> np.ndarray:
 
 def read_depth(png: Path) -> np.ndarray:
     """A uint16 millimetre depth PNG as metres (H, W) float64."""
-    depth = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
-    if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
+    depth = read_image(png, cv2.IMREAD_UNCHANGED)
+    if depth.dtype != np.uint16 or depth.ndim != 2:
         raise UserError(f"{png}: expected a single-channel uint16 depth PNG (millimetres)")
     return depth.astype(np.float64) / 1000.0
 
