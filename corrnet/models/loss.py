@@ -22,10 +22,13 @@ is below ``label_px`` pixels; validation and evaluation keep the file's labels.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from corrnet.arguments import MAX_THRESHOLD_PX
 from corrnet.errors import UserError
 from corrnet.geometry import (
     essential_from_pose,
@@ -141,11 +144,30 @@ class CorrNetLoss(nn.Module):
             raise UserError(
                 f"model.loss.geometry: expected one of {sorted(GEOMETRIES)}, got {geometry!r}"
             )
-        if label_px is not None and (geometry != "two_view" or not label_px > 0):
+        if label_px is not None and (
+            geometry != "two_view"
+            or not (math.isfinite(label_px) and 0 < label_px <= MAX_THRESHOLD_PX)
+        ):
             raise UserError(
-                f"model.loss.label_px: expected a positive number of pixels for a two_view "
-                f"network, or null; got {label_px} ({geometry})"
+                f"model.loss.label_px: expected a positive number of pixels up to "
+                f"{MAX_THRESHOLD_PX:g} for a two_view network, or null; got {label_px} ({geometry})"
             )
+        for name, value, low, strict in [
+            ("cls_weight", cls_weight, 0, False),
+            ("graph_weight", graph_weight, 0, False),
+            ("essential_weight", essential_weight, 0, False),
+            ("transform_weight", transform_weight, 0, False),
+            ("essential_warmup", essential_warmup, 0, False),
+            ("transform_warmup", transform_warmup, 0, False),
+            ("essential_clamp", essential_clamp, 0, True),
+            ("transform_clamp", transform_clamp, 0, True),
+            ("grid", grid, 1, False),
+        ]:
+            if not (math.isfinite(value) and (value > low if strict else value >= low)):
+                raise UserError(
+                    f"model.loss.{name}: expected a finite number {'>' if strict else '>='} "
+                    f"{low}, got {value}"
+                )
         self.geometry = geometry
         self.label_px = label_px
         self.transform_weight = transform_weight
