@@ -7,6 +7,7 @@ verifiable, so that only temporaries corrnet created are ever removed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -40,6 +41,19 @@ def _kind(mode: int) -> str:
     return next((kind for test, kind in _KINDS.items() if test(mode)), "not a regular file")
 
 
+def _mode(path: Path, what: str) -> int:
+    """``st_mode`` of ``path`` through links; FileNotFoundError when absent,
+    NotRegularFileError for a loop of symbolic links (expected a regular ``what``)."""
+    try:
+        return path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise NotRegularFileError(
+                f"{path}: a loop of symbolic links; expected a regular {what}"
+            ) from None
+        raise
+
+
 def check_regular_output(path: str | os.PathLike) -> Path:
     """``path`` if it is absent or a regular file (through links), else NotRegularFileError.
 
@@ -47,7 +61,7 @@ def check_regular_output(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     try:
-        mode = path.stat().st_mode
+        mode = _mode(path, "file or a new path")
     except FileNotFoundError:
         if path.is_symlink():
             raise NotRegularFileError(
@@ -67,7 +81,7 @@ def check_regular_input(path: str | os.PathLike, what: str = "file") -> Path:
     NotRegularFileError for a FIFO, device, folder or socket (whose reads may never end)."""
     path = Path(path)
     try:
-        mode = path.stat().st_mode
+        mode = _mode(path, what)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such {what}") from None
     if not stat.S_ISREG(mode):

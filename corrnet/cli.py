@@ -57,10 +57,13 @@ def _stop_signals(prog: str) -> dict[int, object]:
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet") -> int:
     """Dispatch ``corrnet COMMAND ARGS`` to ``corrnet.commands.COMMAND.main``; returns the
     exit status (2 for a missing or unknown command).  SIGINT or SIGTERM at any time ends it
-    with one line and exit status 130 or 143 (:func:`_stop_signals`)."""
+    with one line and exit status 130 or 143 (:func:`_stop_signals`); with ``argv`` given
+    (a call from Python) the previous handlers are back when it returns."""
     previous = _stop_signals(prog)
+    if argv is None:  # the program: the handlers stay until the process ends
+        return _dispatch(sys.argv[1:], prog)
     try:
-        return _dispatch(list(sys.argv[1:] if argv is None else argv), prog)
+        return _dispatch(list(argv), prog)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from corrnet.arguments import add_keypoint_count, pixel_threshold
-from corrnet.atomic import atomic_path
+from corrnet.atomic import NotRegularFileError, atomic_path, check_regular_output
 from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, run_command
 from corrnet.images import exif_focal_35mm, read_image
@@ -353,10 +353,18 @@ def match_images(
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
     """``out`` as a Path; FileExistsError if it is a file, or holds a result and not
-    ``overwrite``."""
+    ``overwrite``; NotRegularFileError for a dangling link or a loop of links, or a result
+    file that is not a regular one (checked before any work)."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise NotRegularFileError(
+            f"{out}: a symbolic link to a missing folder or a loop of links; expected a folder "
+            "or a new path"
+        )
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
+    for name in RESULT_FILES:
+        check_regular_output(out / name)
     existing = [name for name in RESULT_FILES if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(
