@@ -63,8 +63,21 @@ pair_index = integer_in(0, 2**31 - 1, "a pair index")
 """``type=`` of ``corrnet viz --pair``."""
 picture_side = integer_in(16, 8192, "pixels")
 """``type=`` of picture sizes (``corrnet viz --size W H``): a 8192 x 8192 RGB picture is 200 MB."""
-seconds = positive_float(86400.0, "seconds")
-"""``type=`` of time budgets (``corrnet bench --target-s``, ``--budget-s``), at most a day."""
+MAX_SECONDS = 86400.0
+
+
+def seconds(text: str) -> float:
+    """``type=`` of time budgets (``corrnet bench --target-s``, ``--budget-s``): finite, from 0
+    (as little as possible) to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds from 0 to {MAX_SECONDS:g}, got {text}"
+        )
+    return value
 
 
 def fraction(text: str) -> float:

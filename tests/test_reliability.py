@@ -777,7 +777,7 @@ def test_seeds_counts_and_budgets_are_checked_where_they_are_parsed(tmp_path, ca
         (prepare3d_main, [*out, "--synthetic", "--pairs", "1", "--seed", "2**40"], "--seed"),
         (prepare_main, ["--raw", "r", *out, "--min-overlap", "nan"], "--min-overlap: expected a"),
         (bench_main, ["--n", "-5"], "--n: expected matches per pair from 8"),
-        (bench_main, ["--target-s", "nan"], "--target-s: expected a positive number of seconds"),
+        (bench_main, ["--target-s", "nan"], "--target-s: expected a number of seconds from 0"),
         (bench_main, ["--threads", "0"], "--threads: expected a count from 1"),
         (viz_main, ["--data", "d.h5", "--pair", "-1", "--out", "p.png"], "--pair: expected a"),
         (viz_main, ["--data", "d.h5", "--pair", "0", "--size", "0", "9"], "--size: expected"),
