@@ -7,7 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from corrnet.constants import MIN_MATCHES, NUM_FEATURES
+from corrnet.constants import MAX_MATCHES, MIN_MATCHES, NUM_FEATURES
 
 MAX_THRESHOLD_PX = 1e4
 """Largest inlier threshold in pixels (an image's diagonal is a few thousand pixels)."""
@@ -33,6 +33,62 @@ def positive_float(high: float, unit: str) -> Callable[[str], float]:
 pixel_threshold = positive_float(MAX_THRESHOLD_PX, "pixels")
 """``type=`` of the pixel-threshold options (``corrnet match --threshold``,
 ``eval.py --poselib-threshold``)."""
+
+
+def integer_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer in [low, high]; ArgumentTypeError naming ``what``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected {what + ' ' if what else ''}from {low} to {high}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+MAX_SEED = 2**32 - 1
+seed = integer_in(0, MAX_SEED, "a seed")
+"""``type=`` of every ``--seed``: NumPy, OpenCV and PoseLib take seeds in [0, 2³² - 1]."""
+count = integer_in(1, 10**9, "a count")
+"""``type=`` of options that count pairs, repeats or batch entries (at least 1)."""
+match_count = integer_in(MIN_MATCHES, MAX_MATCHES, "matches per pair")
+"""``type=`` of ``corrnet bench --n``."""
+pair_index = integer_in(0, 2**31 - 1, "a pair index")
+"""``type=`` of ``corrnet viz --pair``."""
+picture_side = integer_in(16, 8192, "pixels")
+"""``type=`` of picture sizes (``corrnet viz --size W H``): a 8192 x 8192 RGB picture is 200 MB."""
+MAX_SECONDS = 86400.0
+
+
+def seconds(text: str) -> float:
+    """``type=`` of time budgets (``corrnet bench --target-s``, ``--budget-s``): finite, from 0
+    (as little as possible) to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds from 0 to {MAX_SECONDS:g}, got {text}"
+        )
+    return value
+
+
+def fraction(text: str) -> float:
+    """``type=`` of overlap options: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text}")
+    return value
 
 
 def keypoint_count(text: str) -> int:

@@ -7,6 +7,7 @@ verifiable, so that only temporaries corrnet created are ever removed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -40,6 +41,19 @@ def _kind(mode: int) -> str:
     return next((kind for test, kind in _KINDS.items() if test(mode)), "not a regular file")
 
 
+def _mode(path: Path, what: str) -> int:
+    """``st_mode`` of ``path`` through links; FileNotFoundError when absent,
+    NotRegularFileError for a loop of symbolic links (expected a regular ``what``)."""
+    try:
+        return path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise NotRegularFileError(
+                f"{path}: a loop of symbolic links; expected a regular {what}"
+            ) from None
+        raise
+
+
 def check_regular_output(path: str | os.PathLike) -> Path:
     """``path`` if it is absent or a regular file (through links), else NotRegularFileError.
 
@@ -47,7 +61,7 @@ def check_regular_output(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     try:
-        mode = path.stat().st_mode
+        mode = _mode(path, "file or a new path")
     except FileNotFoundError:
         if path.is_symlink():
             raise NotRegularFileError(
@@ -67,7 +81,7 @@ def check_regular_input(path: str | os.PathLike, what: str = "file") -> Path:
     NotRegularFileError for a FIFO, device, folder or socket (whose reads may never end)."""
     path = Path(path)
     try:
-        mode = path.stat().st_mode
+        mode = _mode(path, what)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such {what}") from None
     if not stat.S_ISREG(mode):
@@ -162,3 +176,47 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
                 Path(entry.path).unlink(missing_ok=True)
                 removed.append(Path(entry.path))
     return removed
+
+
+class LockedError(BlockingIOError):
+    """Another process holds the lock of :func:`exclusive_lock` (its message names it)."""
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on the lock file ``path`` (created, and removed on exit)
+    while the block runs, so that two processes never work on the same ``what``.
+
+    The file holds the holder's pid.  A second process is refused at once with
+    :class:`LockedError` naming the lock file, ``what`` and the holder's pid (no waiting: a
+    run that might take hours should not queue silently).  The lock ends with the process
+    too, so a killed holder leaves a file that the next run simply locks again.
+    """
+    import fcntl
+
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"{path}: {what} is in use by process {holder}; wait for it to end or choose "
+                "another path"
+            ) from None
+        try:  # the previous holder may have removed the file between our open and flock
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a waiting opener sees another inode
+        os.close(fd)

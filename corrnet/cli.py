@@ -11,8 +11,12 @@ the same command.
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 from corrnet import __version__
 from corrnet.commands import COMMANDS
@@ -23,10 +27,50 @@ USAGE = (
 )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_signals(prog: str) -> dict[int, object]:
+    """Make SIGINT and SIGTERM end the process at once with one line, ``prog: interrupted``
+    (exit 130) or ``prog: terminated`` (143), while the command starts (imports, option
+    parsing: nothing to clean up yet) and after it ends; a command's own error boundary
+    (:func:`corrnet.errors.run_command`) raises instead while it runs, so that its cleanup
+    runs.  A signal the parent ignores stays ignored.  Returns the previous handlers."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        word = "interrupted" if signum == signal.SIGINT else "terminated"
+        try:  # what the finished command printed; not if the signal came in mid-write
+            sys.stdout.flush()
+        except (RuntimeError, OSError, ValueError):
+            pass
+        os.write(2, f"{prog}: {word}\n".encode())
+        os._exit(128 + signum)
+
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet") -> int:
     """Dispatch ``corrnet COMMAND ARGS`` to ``corrnet.commands.COMMAND.main``; returns the
-    exit status (2 for a missing or unknown command)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    exit status (2 for a missing or unknown command).  SIGINT or SIGTERM at any time ends it
+    with one line and exit status 130 or 143 (:func:`_stop_signals`); with ``argv`` given
+    (a call from Python) the previous handlers are back when it returns."""
+    previous = _stop_signals(prog)
+    if argv is None:  # the program: the handlers stay until the process ends
+        return _dispatch(sys.argv[1:], prog)
+    try:
+        return _dispatch(list(argv), prog)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _dispatch(argv: list[str], prog: str) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(USAGE)
         return 0

@@ -80,7 +80,11 @@ def run_command(
     global _command_pid
     main = threading.current_thread() is threading.main_thread()
     _command_pid = os.getpid()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate}
+    previous = {}
+    for signum, handler in handlers.items() if main else ():
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored by the parent: stays so
+            previous[signum] = signal.signal(signum, handler)
     try:
         return body() or 0
     except errors as err:
@@ -95,8 +99,8 @@ def run_command(
         print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return TERMINATED if terminated else INTERRUPTED
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -20,8 +20,10 @@ matches rejected, no parallax; see :mod:`corrnet.verifier`) is written all the s
 ``"confident": false`` and its ``warnings`` in pose.json and one warning line on stderr.
 
 Without ``--K1`` / ``--K2`` the intrinsics of that image are approximated: the focal length
-from the JPEG's EXIF ``FocalLengthIn35mmFilm`` when present (f = f35 * image diagonal / 43.27 mm),
-else 1.2 x the larger image side; the principal point at the centre ((w - 1) / 2, (h - 1) / 2).
+from the JPEG's EXIF ``FocalLengthIn35mmFilm`` when present and within 8-2000 mm
+(f = f35 * image diagonal / 43.27 mm), else 1.2 x the larger image side (a value outside that
+range, such as 1 mm or 65535 mm, is ignored with a warning naming the image and the value);
+the principal point at the centre ((w - 1) / 2, (h - 1) / 2).
 ``pose.json`` then says ``"intrinsics": "approximate"`` and a warning goes to stderr.
 
 Bad input (a missing or non-image file, a bad K, an ``--out`` that already holds a result,
@@ -35,7 +37,6 @@ import argparse
 import functools
 import json
 import math
-import struct
 import sys
 import tempfile
 import time
@@ -48,9 +49,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from corrnet.arguments import add_keypoint_count, pixel_threshold
-from corrnet.atomic import atomic_path
+from corrnet.atomic import NotRegularFileError, atomic_path, check_regular_output
 from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, run_command
+from corrnet.images import exif_focal_35mm, read_image
 
 if TYPE_CHECKING:  # imported where used, so that --help needs neither torch nor OpenCV
     import torch
@@ -64,6 +66,10 @@ DEFAULT_FOCAL_FACTOR = 1.2
 """Focal length without K or EXIF: this times the larger image side, in pixels."""
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 """Diagonal of the 35 mm film frame that EXIF's 35 mm-equivalent focal length refers to."""
+EXIF_FOCAL_RANGE_MM = (8.0, 2000.0)
+"""35 mm-equivalent focal lengths taken from EXIF: a diagonal field of view from 139 degrees
+(a fisheye) to 1.2 degrees (a long telephoto); others (1 mm, 65535 mm) are a camera's or an
+editor's error and fall back to the default, with a warning."""
 MATCHES_FILE = "matches.npz"
 """The matches of a result, beside ``pose.json`` (keys :data:`MATCHES_KEYS`)."""
 MATCHES_KEYS = ("kpts1", "kpts2", "scores", "logits", "kept", "inliers", "ratios", "mutuals")
@@ -188,74 +194,37 @@ class MatchResult:
         }
 
 
-def exif_focal_35mm(path: str | Path) -> float | None:
-    """EXIF ``FocalLengthIn35mmFilm`` (tag 0xA405) of a JPEG file in mm; None when absent."""
-    with open(path, "rb") as f:
-        data = f.read(1 << 17)  # APP1 (EXIF) precedes the image data and is at most 64 KiB
-    if data[:2] != b"\xff\xd8":
-        return None
-    pos = 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if data[pos + 1] == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\0\0":
-            return _tiff_focal_35mm(data[pos + 10 : pos + 2 + length])
-        pos += 2 + length
-    return None
-
-
-def _tiff_focal_35mm(tiff: bytes) -> float | None:
-    """FocalLengthIn35mmFilm from the TIFF structure of an EXIF segment (IFD0 -> Exif IFD)."""
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None:
-        return None
-    try:
-        exif_ifd = _ifd_integer(tiff, order, struct.unpack_from(order + "I", tiff, 4)[0], 0x8769)
-        value = None if exif_ifd is None else _ifd_integer(tiff, order, exif_ifd, 0xA405)
-    except struct.error:  # truncated or corrupt: no EXIF focal length
-        return None
-    return float(value) if value else None
-
-
-def _ifd_integer(tiff: bytes, order: str, offset: int, tag: int) -> int | None:
-    """The value of the SHORT or LONG entry ``tag`` of the TIFF IFD at ``offset``, or None."""
-    (count,) = struct.unpack_from(order + "H", tiff, offset)
-    for k in range(count):
-        entry = offset + 2 + 12 * k
-        entry_tag, kind = struct.unpack_from(order + "HH", tiff, entry)
-        if entry_tag == tag and kind in (3, 4):
-            return struct.unpack_from(order + ("H" if kind == 3 else "I"), tiff, entry + 8)[0]
-    return None
+def _diagonal_fov_deg(f35: float) -> float:
+    """Diagonal field of view in degrees of a 35 mm-equivalent focal length in mm."""
+    return math.degrees(2 * math.atan(FULL_FRAME_DIAGONAL_MM / (2 * f35)))
 
 
 def approximate_intrinsics(
     path: str | Path | None, width: int, height: int
 ) -> tuple[np.ndarray, str]:
     """K (3, 3) for an image of width x height pixels without calibration, and its source:
-    "exif" (35 mm-equivalent focal length of the file ``path``) or "default" (1.2 x the
-    larger side; always for ``path`` None, an image given as an array)."""
+    "exif" (35 mm-equivalent focal length of the file ``path``, within
+    :data:`EXIF_FOCAL_RANGE_MM`) or "default" (1.2 x the larger side; always for ``path``
+    None, an image given as an array, and with an :class:`ApproximateIntrinsicsWarning` for an
+    EXIF focal length outside the range)."""
     from corrnet.datasets.sample import intrinsics
 
     f35 = None if path is None else exif_focal_35mm(path)
+    low, high = EXIF_FOCAL_RANGE_MM
+    if f35 is not None and not low <= f35 <= high:
+        warnings.warn(
+            f"{path}: EXIF FocalLengthIn35mmFilm {f35:g} mm is outside [{low:g}, {high:g}] mm "
+            f"(a diagonal field of view of {_diagonal_fov_deg(high):.1f} to "
+            f"{_diagonal_fov_deg(low):.0f} degrees); ignored",
+            ApproximateIntrinsicsWarning,
+            stacklevel=2,
+        )
+        f35 = None
     if f35 is not None:
         focal, source = f35 * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM, "exif"
     else:
         focal, source = DEFAULT_FOCAL_FACTOR * max(width, height), "default"
     return intrinsics(focal, focal, (width - 1) / 2, (height - 1) / 2), source
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """The (h, w, 3) uint8 BGR image of a file; FileNotFoundError or ValueError naming it."""
-    from corrnet.datasets.prepare import read_image
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except PermissionError as err:
-        raise UserError(f"{path}: cannot read the image ({err.strerror})") from None
-    return read_image(path)  # ValueError naming the file when OpenCV cannot decode it
 
 
 def as_image(image: Image, name: str) -> tuple[np.ndarray, Path | None]:
@@ -266,7 +235,7 @@ def as_image(image: Image, name: str) -> tuple[np.ndarray, Path | None]:
     import cv2
 
     if isinstance(image, str | Path):
-        return load_image(image), Path(image)
+        return read_image(image), Path(image)
     a = np.asarray(image)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise UserError(
@@ -384,10 +353,18 @@ def match_images(
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
     """``out`` as a Path; FileExistsError if it is a file, or holds a result and not
-    ``overwrite``."""
+    ``overwrite``; NotRegularFileError for a dangling link or a loop of links, or a result
+    file that is not a regular one (checked before any work)."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise NotRegularFileError(
+            f"{out}: a symbolic link to a missing folder or a loop of links; expected a folder "
+            "or a new path"
+        )
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
+    for name in RESULT_FILES:
+        check_regular_output(out / name)
     existing = [name for name in RESULT_FILES if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(

@@ -66,12 +66,12 @@ from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.constants import NUM_FEATURES
 from corrnet.datasets import prepare
 from corrnet.errors import UserError, run_command
+from corrnet.images import read_image
 from corrnet.match import (
     ApproximateIntrinsicsWarning,
     _Parser,
     approximate_intrinsics,
     as_intrinsics,
-    load_image,
 )
 from corrnet.verifier import Verification, Verifier, as_device
 
@@ -377,7 +377,7 @@ def _features_job(task: tuple[Path, np.ndarray | None, Path, int]) -> None:
     """SIFT of one image (at most ``num_features`` keypoints) and its K (given, or
     approximated) into a .npz, atomically."""
     path, K, dest, num_features = task
-    img = load_image(path)
+    img = read_image(path)
     kp, desc, scales, angles = prepare.sift_features(img, num_features)
     source = "given"
     if K is None:

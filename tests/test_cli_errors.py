@@ -530,7 +530,7 @@ def _prepare_case(case: str, raw: Path, tmp: Path) -> tuple[list[str], str]:
         return ["--raw", str(raw)], "images/1.png: cannot read as an image"
     if case == "missing-image":
         (test / "images/2.png").unlink()
-        return ["--raw", str(raw)], "images/2.png: image not found (pair seq/1-2)"
+        return ["--raw", str(raw)], "images/2.png: no such image file (pair seq/1-2)"
     if case == "pairs-line":
         (test / "pairs.txt").write_text("0 1\n1,2\n")
         return ["--raw", str(raw)], "pairs.txt: line 2: expected 'i j', got '1,2'"

@@ -4,29 +4,39 @@ one line naming the file, key or argument, and never touch what they should not.
 from __future__ import annotations
 
 import errno
+import math
 import os
+import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from corrnet import images
 from corrnet.atomic import (
+    LockedError,
     NotRegularFileError,
     atomic_path,
     check_regular_input,
+    exclusive_lock,
     is_temporary,
     remove_stale_temporaries,
 )
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.commands.merge import main as merge_main
+from corrnet.commands.prepare import main as prepare_main
 from corrnet.commands.synthetic import main as synthetic_main
 from corrnet.commands.train import AtomicCheckpointIO, bounded_yaml_load
 from corrnet.commands.train import main as train_main
@@ -37,11 +47,21 @@ from corrnet.datasets.oanet_hdf5 import (
     BadPairError,
     OANetPairs,
 )
-from corrnet.datasets.prepare import image_digest
+from corrnet.datasets.prepare import cache_dir_for, image_digest, lock_file_for
+from corrnet.errors import UserError
+from corrnet.images import MAX_PIXELS_VARIABLE, image_size, read_image
+from corrnet.match import (
+    DEFAULT_FOCAL_FACTOR,
+    EXIF_FOCAL_RANGE_MM,
+    ApproximateIntrinsicsWarning,
+    approximate_intrinsics,
+)
 from corrnet.match import main as match_main
+from corrnet.models.loss import CorrNetLoss
 from corrnet.verifier import as_device
 from tests import test_cli_errors
-from tests.test_cli_errors import ROOT, call, eval_main, refused
+from tests.test_cli_errors import ROOT, _texture, call, eval_main, refused
+from tests.test_match import _jpeg_with_exif
 from tests.test_train import _args as train_args
 
 raw = test_cli_errors.raw
@@ -507,3 +527,323 @@ def test_an_evaluation_in_this_process_keeps_ctrl_c(syn, tmp_path):
     args = ["--data", str(syn), "--methods", "poselib", "--workers", "1", "--quiet"]
     assert eval_main([*args, "--out", str(tmp_path / "report")]) == 0
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+# ---------------------------------------------------------------- images: one reader, checked
+
+
+def _jpeg(path: Path, image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image)
+    path.write_bytes(data.tobytes())
+    return data.tobytes()
+
+
+def _sof_offset(data: bytes) -> int:
+    """Offset of the baseline SOF0 segment's height field in a JPEG OpenCV wrote."""
+    return data.index(b"\xff\xc0") + 5
+
+
+def test_the_header_size_is_the_decoded_size_also_under_exif_rotation(tmp_path):
+    image = np.zeros((60, 80, 3), np.uint8)
+    data = _jpeg(tmp_path / "plain.jpg", image)
+    tiff = b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
+    tiff += struct.pack("<I", 0)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
+    (tmp_path / "rotated.jpg").write_bytes(data[:2] + app1 + data[2:])
+    cv2.imwrite(str(tmp_path / "plain.png"), image)
+    for name in ("plain.jpg", "rotated.jpg", "plain.png"):
+        decoded = cv2.imread(str(tmp_path / name))  # OpenCV applies the EXIF orientation
+        assert image_size(tmp_path / name) == (decoded.shape[1], decoded.shape[0])
+        assert read_image(tmp_path / name).shape == decoded.shape
+    assert image_size(tmp_path / "rotated.jpg") == (60, 80)
+
+
+@pytest.mark.parametrize("kind", ["jpg", "png"])
+def test_a_truncated_image_is_refused_naming_the_file(tmp_path, kind):
+    image = _texture(np.random.default_rng(1), (320, 240))
+    whole = tmp_path / f"whole.{kind}"
+    cv2.imwrite(str(whole), image)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{kind}"
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    if kind == "jpg":  # OpenCV itself returns the decodable part, grey below the cut
+        assert cv2.imread(str(cut)) is not None
+    with pytest.raises(UserError, match=f"{cut}: .*(truncated JPEG|without its IEND)"):
+        read_image(cut)
+    assert read_image(whole).shape == (240, 320, 3)
+
+
+def test_a_huge_declared_size_is_refused_before_decoding(tmp_path, monkeypatch, capsys):
+    data = bytearray(_jpeg(tmp_path / "small.jpg", np.zeros((8, 8, 3), np.uint8)))
+    at = _sof_offset(bytes(data))
+    data[at : at + 4] = struct.pack(">HH", 20000, 20000)
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(bytes(data))
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((8, 8, 3), np.uint8))
+    png = bytearray((tmp_path / "small.png").read_bytes())
+    png[16:24] = struct.pack(">II", 20000, 20000)
+    (tmp_path / "huge.png").write_bytes(bytes(png))
+    decoded = []
+    monkeypatch.setattr(images, "_decode", lambda *a: decoded.append(a))
+    for path in (huge, tmp_path / "huge.png"):
+        with pytest.raises(UserError, match=f"{path}: the header declares 20000 x 20000 pixels"):
+            read_image(path)
+    assert decoded == []
+    monkeypatch.undo()
+    args = [str(huge), str(tmp_path / "small.jpg"), "--out", str(tmp_path / "o")]
+    refused(capsys, call(match_main, args), str(huge), "20000 x 20000", "100,000,000")
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "63")
+    with pytest.raises(UserError, match="8 x 8 pixels, more than the 63 pixels"):
+        read_image(tmp_path / "small.jpg")
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "lots")
+    with pytest.raises(UserError, match=f"{MAX_PIXELS_VARIABLE}: expected a positive integer"):
+        read_image(tmp_path / "small.jpg")
+
+
+def test_empty_tiny_and_looping_image_files_are_one_line_each(tmp_path, capsys):
+    good = tmp_path / "good.jpg"
+    _jpeg(good, _texture(np.random.default_rng(2), (320, 240)))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "tiny.jpg").write_bytes(b"\xff")
+    (tmp_path / "loop1.jpg").symlink_to(tmp_path / "loop2.jpg")
+    (tmp_path / "loop2.jpg").symlink_to(tmp_path / "loop1.jpg")
+    for name, needle in [
+        ("empty.jpg", "empty file"),
+        ("tiny.jpg", "cannot read as an image"),
+        ("loop1.jpg", "a loop of symbolic links"),
+    ]:
+        args = [str(tmp_path / name), str(good), "--out", str(tmp_path / "out")]
+        refused(capsys, call(match_main, args), f"{tmp_path / name}: {needle}")
+    args = [str(good), str(good), "--out", str(tmp_path / "loop1.jpg")]
+    refused(capsys, call(match_main, args), "loop1.jpg: a symbolic link to a missing folder")
+
+
+@pytest.mark.parametrize("how", ["imsize", "rotated", "truncated"])
+def test_prepare_refuses_an_image_that_does_not_match_its_calibration(raw, tmp_path, capsys, how):
+    test = raw / "seq" / "test"
+    image, calibration = test / "images" / "1.png", test / "calibration" / "calibration_1.h5"
+    if how == "imsize":
+        with h5py.File(calibration, "r+") as f:
+            f["imsize"][...] = [[320.0, 180.0]]
+        needles = [f"{image}: decodes to 240 x 180 pixels", str(calibration), "imsize 320 x 180"]
+    elif how == "rotated":
+        cv2.imwrite(str(image), cv2.rotate(cv2.imread(str(image)), cv2.ROTATE_90_CLOCKWISE))
+        needles = [f"{image}: decodes to 180 x 240 pixels", "imsize 240 x 180"]
+    else:
+        image.write_bytes(image.read_bytes()[:-40])
+        needles = [f"{image}: PNG without its IEND chunk"]
+    out = tmp_path / "dev.hdf5"
+    code = call(prepare_main, ["--raw", str(raw), "--out", str(out), "--workers", "1"])
+    refused(capsys, code, *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("focal", [1, 65535])
+def test_an_absurd_exif_focal_length_falls_back_to_the_default_with_a_warning(tmp_path, focal):
+    path = tmp_path / "exif.jpg"
+    _jpeg_with_exif(path, focal, "<")
+    with pytest.warns(ApproximateIntrinsicsWarning, match=f"{path}: EXIF FocalLengthIn35mmFilm "):
+        K, source = approximate_intrinsics(path, 640, 480)
+    assert source == "default" and K[0, 0] == pytest.approx(DEFAULT_FOCAL_FACTOR * 640)
+    low, high = EXIF_FOCAL_RANGE_MM
+    assert not low <= focal <= high
+    _jpeg_with_exif(path, 50, "<")  # a plausible one is used, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        K, source = approximate_intrinsics(path, 640, 480)
+    assert source == "exif" and K[0, 0] == pytest.approx(50 * 800 / np.hypot(36, 24))
+
+
+# ---------------------------------------------------------------- 3-D frames
+
+
+def _rgbd_sequence(folder: Path, depth_mm: np.ndarray, focal: float) -> Path:
+    for sub in ("depth", "pose"):
+        (folder / sub).mkdir(parents=True)
+    np.savetxt(folder / "camera-intrinsics.txt", [[focal, 0, 32], [0, focal, 24], [0, 0, 1]])
+    for k in range(2):
+        cv2.imwrite(str(folder / "depth" / f"frame-{k:06d}.depth.png"), depth_mm)
+        pose = np.eye(4)
+        pose[0, 3] = 0.05 * k
+        np.savetxt(folder / "pose" / f"frame-{k:06d}.pose.txt", pose)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["tiny-focal", "all-zero-depth"])
+def test_prepare3d_refuses_absurd_intrinsics_and_empty_depth_frames(tmp_path, capsys, case):
+    from corrnet.commands.prepare3d import main as prepare3d_main
+
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(1000, 2000, (48, 64)).astype(np.uint16)
+    if case == "tiny-focal":
+        seq = _rgbd_sequence(tmp_path / "seq", depth, 1e-20)
+        needles = ["camera-intrinsics.txt", "expected focal lengths in [1, 1e+06]", "1e-20"]
+    else:
+        seq = _rgbd_sequence(tmp_path / "seq", np.zeros_like(depth), 50.0)
+        needles = ["frame-000000.depth.png: 0 depth readings", "all-zero"]
+    out = tmp_path / "p.hdf5"
+    code = call(prepare3d_main, ["--rgbd", str(seq), "--out", str(out), "--quiet"])
+    refused(capsys, code, *needles)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- one prepare run per --out
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from corrnet.atomic import exclusive_lock
+from corrnet.datasets.prepare import lock_file_for
+with exclusive_lock(lock_file_for(Path(sys.argv[1])), "test"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_prepare_into_the_same_out_is_refused_and_leaves_the_cache(raw, tmp_path, capsys):
+    out = tmp_path / "dev.hdf5"
+    cache = cache_dir_for(out)
+    (cache / "features").mkdir(parents=True)
+    kept = cache / "features" / "0123456789abcdef0123.npz"
+    np.savez(kept, x=np.arange(3))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = ["--raw", str(raw), "--out", str(out), "--workers", "1", "--keep-cache"]
+        refused(
+            capsys,
+            call(prepare_main, args),
+            f"{lock_file_for(out)}: {out}",
+            f"in use by process {holder.pid}",
+        )
+        assert kept.is_file() and not out.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    # the killed holder's lock file stays; the next run takes the lock, and removes the file
+    assert lock_file_for(out).exists()
+    assert call(prepare_main, args) == 0
+    assert len(OANetPairs(out)) == 2 and kept.is_file() and not lock_file_for(out).exists()
+
+
+def test_the_lock_refuses_a_second_holder_in_the_same_process(tmp_path):
+    lock = tmp_path / "x.lock"
+    with exclusive_lock(lock, "x"):
+        assert lock.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(LockedError, match=f"{lock}: x is in use by process {os.getpid()}"):
+            with exclusive_lock(lock, "x"):
+                pass
+    assert not lock.exists()
+    with exclusive_lock(lock, "x"):  # free again
+        pass
+
+
+# ---------------------------------------------------------------- numbers of configs and options
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, -1.0, 0.0, 1e30])
+def test_label_px_is_a_finite_positive_number_of_pixels(value):
+    with pytest.raises(
+        UserError,
+        match=f"model.loss.label_px: expected a positive number .*{re.escape(str(value))}",
+    ):
+        CorrNetLoss(label_px=value)
+    assert CorrNetLoss(label_px=2.0).label_px == 2.0
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("cls_weight", -1.0), ("essential_clamp", 0.0), ("grid", 0), ("transform_weight", math.nan)],
+)
+def test_loss_weights_and_clamps_are_checked(name, value):
+    with pytest.raises(UserError, match=f"model.loss.{name}: expected a finite number"):
+        CorrNetLoss(**{name: value})
+
+
+def test_seeds_counts_and_budgets_are_checked_where_they_are_parsed(tmp_path, capsys):
+    from corrnet.commands.bench import main as bench_main
+    from corrnet.commands.prepare3d import main as prepare3d_main
+    from corrnet.commands.viz import main as viz_main
+
+    out = ["--out", str(tmp_path / "x.hdf5")]
+    cases = [
+        (synthetic_main, [*out, "--pairs", "1", "--seed", "-1"], "--seed: expected a seed"),
+        (prepare3d_main, [*out, "--synthetic", "--pairs", "1", "--seed", "2**40"], "--seed"),
+        (prepare_main, ["--raw", "r", *out, "--min-overlap", "nan"], "--min-overlap: expected a"),
+        (bench_main, ["--n", "-5"], "--n: expected matches per pair from 8"),
+        (bench_main, ["--target-s", "nan"], "--target-s: expected a number of seconds from 0"),
+        (bench_main, ["--threads", "0"], "--threads: expected a count from 1"),
+        (viz_main, ["--data", "d.h5", "--pair", "-1", "--out", "p.png"], "--pair: expected a"),
+        (viz_main, ["--data", "d.h5", "--pair", "0", "--size", "0", "9"], "--size: expected"),
+    ]
+    for main, args, needle in cases:
+        refused(capsys, call(main, args), needle)
+
+
+# ---------------------------------------------------------------- signals while starting
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler installed (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    "sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_while_the_command_starts_is_one_line(tmp_path, sig, status, word):
+    """From the moment the ``corrnet`` entry point runs (it catches SIGTERM then; Python alone
+    does not), a signal during the heavy imports, the option parsing or the work ends with one
+    line: tried at several delays, so that some land during imports and some in the work."""
+    endings = []
+    for delay in (0.0, 0.05, 0.5, 4.0):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "corrnet",
+                "eval",
+                "--data",
+                "synthetic",
+                "--quiet",
+                "--synthetic-pairs",
+                "20",
+                "--methods",
+                "ransac",
+                "--out",
+                str(tmp_path / f"r{delay}"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            while not _catches_sigterm(proc.pid):
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.001)
+            time.sleep(delay)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert "Traceback" not in err, (delay, err)
+        if proc.returncode == -sig:  # while the interpreter shuts down: as by default
+            assert err == "", (delay, err)
+        elif proc.returncode != 0:  # not finished before the signal
+            lines = err.strip().splitlines()
+            assert proc.returncode == status, (delay, err)
+            assert lines in ([f"corrnet: {word}"], [f"corrnet eval: {word}"]), (delay, err)
+            endings.append(lines[0])
+    assert f"corrnet: {word}" in endings, endings  # at least one landed while it started

@@ -45,6 +45,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from corrnet.arguments import count, match_count, seconds
 from corrnet.commands import config_path
 from corrnet.constants import BENCH_DTYPES
 from corrnet.errors import run_command
@@ -65,9 +66,9 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         "suffix is a shipped config (default model/default)",
     )
     parser.add_argument(
-        "--n", type=int, nargs="+", help="matches per pair (default 1000 ... 16000)"
+        "--n", type=match_count, nargs="+", help="matches per pair (default 1000 ... 16000)"
     )
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes")
+    parser.add_argument("--batch", type=count, nargs="+", default=[1, 32], help="batch sizes")
     parser.add_argument("--device", nargs="+", help="default: cpu, and cuda when available")
     parser.add_argument(
         "--dtype",
@@ -81,14 +82,16 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="kernels per forward pass and the top ops"
     )
-    parser.add_argument("--threads", type=int, help="torch and OpenCV threads (default: all cores)")
-    parser.add_argument("--pairs", type=int, default=4, help="synthetic pairs per N")
-    parser.add_argument("--repeats", type=int, default=20, help="most timed calls per row")
-    parser.add_argument("--min-repeats", type=int, default=3, help="fewest timed calls per row")
-    parser.add_argument("--target-s", type=float, default=2.0, help="timed seconds per row")
+    parser.add_argument(
+        "--threads", type=count, help="torch and OpenCV threads (default: all cores)"
+    )
+    parser.add_argument("--pairs", type=count, default=4, help="synthetic pairs per N")
+    parser.add_argument("--repeats", type=count, default=20, help="most timed calls per row")
+    parser.add_argument("--min-repeats", type=count, default=3, help="fewest timed calls per row")
+    parser.add_argument("--target-s", type=seconds, default=2.0, help="timed seconds per row")
     parser.add_argument(
         "--budget-s",
-        type=float,
+        type=seconds,
         default=30.0,
         help="skip a row whose warm-up and fewest repeats would take longer",
     )
@@ -109,8 +112,6 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     args.device = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if args.threads is None:
         args.threads = available_cores()
-    elif args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 

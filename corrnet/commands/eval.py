@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corrnet.arguments import pixel_threshold
+from corrnet.arguments import pixel_threshold, seed
 from corrnet.constants import POSELIB_THRESHOLD, SEED
 from corrnet.errors import UserError, run_command
 from corrnet.tasks import TASKS, Task, default_task, task_of_file
@@ -89,7 +89,7 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=SEED,
         metavar="S",
         help="RANSAC seed of every two-view estimator, set before each estimate "

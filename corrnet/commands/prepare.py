@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from corrnet.arguments import count, fraction, seed
 from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, check_output, run_command
 
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
     parser.add_argument("--seq", nargs="+", help="sequence names under --raw (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--max-pairs", type=int, help="sample at most this many pairs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampling")
     parser.add_argument(
         "--num-features",
         type=int,
@@ -105,14 +106,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
     )
     colmap.add_argument(
         "--min-overlap",
-        type=float,
+        type=fraction,
         default=0.1,
         help="keep pairs whose shared 3-D points are at least this share of the smaller "
         "image's 3-D points (0..1, default 0.1)",
     )
     colmap.add_argument(
         "--max-pairs-per-image",
-        type=int,
+        type=count,
         help="at most this many pairs per image, drawn at random among the covisible ones",
     )
     colmap.add_argument(
@@ -138,7 +139,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
         "comma-separated parameters in COLMAP's order and pixel convention (top-left pixel "
         "centre at 0.5), e.g. PINHOLE 520.9,521.0,325.6,250.2",
     )
-    colmap.add_argument("--threads", type=int, default=2, help="--sfm: COLMAP threads (default 2)")
+    colmap.add_argument(
+        "--threads", type=count, default=2, help="--sfm: COLMAP threads (default 2)"
+    )
     args = parser.parse_args(argv)
     for name in ("workers", "max_pairs", "num_features"):
         value = getattr(args, name)

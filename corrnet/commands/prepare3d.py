@@ -19,6 +19,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from corrnet.arguments import fraction, seed
 from corrnet.constants import MIN_OVERLAP, MIN_RIGID_MATCHES, NUM_MATCHES_3D
 from corrnet.errors import UserError, check_output, run_command
 
@@ -48,11 +49,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare3d") -> 
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     parser.add_argument("--pairs", type=int, help="number of synthetic pairs")
     parser.add_argument(
-        "--seed", type=int, default=0, help="synthetic pair i is fixed by (seed, i)"
+        "--seed", type=seed, default=0, help="synthetic pair i is fixed by (seed, i)"
     )
     parser.add_argument(
         "--min-overlap",
-        type=float,
+        type=fraction,
         default=MIN_OVERLAP,
         help="RGB-D pairs with less overlap are left out (default %(default)s)",
     )

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from corrnet.arguments import seed
 from corrnet.constants import MAX_MATCHES, MIN_MATCHES, MODES
 from corrnet.errors import check_output, run_command
 
@@ -23,7 +24,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet synthetic") -> 
     )
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     parser.add_argument("--pairs", type=int, required=True, help="number of pairs (at least 1)")
-    parser.add_argument("--seed", type=int, default=0, help="pair i is determined by (seed, i)")
+    parser.add_argument("--seed", type=seed, default=0, help="pair i is determined by (seed, i)")
     parser.add_argument("--mode", choices=MODES, default="mixed", help="scene type (default mixed)")
     parser.add_argument(
         "--num-matches", type=int, default=2000, help="matches per pair (default 2000)"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corrnet.arguments import pair_index, picture_side
 from corrnet.constants import EMBEDDINGS
 from corrnet.errors import USER_ERRORS, UserError, check_output, run_command
 
@@ -117,7 +118,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         description="Render one pair of an OANet HDF5 file with Open3D.",
     )
     parser.add_argument("--data", type=Path, required=True, help="OANet-format .hdf5 file")
-    parser.add_argument("--pair", type=int, required=True, help="pair index (dataset name)")
+    parser.add_argument("--pair", type=pair_index, required=True, help="pair index (dataset name)")
     parser.add_argument("--out", type=Path, help="output PNG")
     parser.add_argument(
         "--predictions", type=Path, help=".npz with logits (N,) [and pose_error_deg]"
@@ -125,7 +126,9 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument("--show", action="store_true", help="open an interactive window")
     parser.add_argument("--image1", type=Path, help="image 1, drawn as a textured plane")
     parser.add_argument("--image2", type=Path, help="image 2, drawn as a textured plane")
-    parser.add_argument("--size", type=int, nargs=2, default=(1600, 700), metavar=("W", "H"))
+    parser.add_argument(
+        "--size", type=picture_side, nargs=2, default=(1600, 700), metavar=("W", "H")
+    )
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="pca")
     parser.add_argument(
         "--show-true-negatives", action="store_true", help="draw dropped outliers faintly"

@@ -24,12 +24,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pycolmap
 from tqdm import tqdm
 
 from corrnet.errors import UserError
+from corrnet.images import image_size
 
 from .distortion import Undistorter
 from .prepare import PairSpec, relative_pose
@@ -202,12 +202,12 @@ def _camera_groups(
 ) -> tuple[list[list[str]], str]:
     """The image names in feature-extraction groups, and the COLMAP camera mode of each.
 
-    "auto" decodes every image for its size: one group per size, one shared camera each
-    ("single"); another mode is one group of all names in that mode.
+    "auto" reads every image's size (:func:`corrnet.images.image_size`): one group per size,
+    one shared camera each ("single"); another mode is one group of all names in that mode.
     """
     if camera_mode != "auto":
         return [names], camera_mode
-    sizes = [cv2.imread(str(images_dir / n), cv2.IMREAD_GRAYSCALE).shape for n in names]
+    sizes = [image_size(images_dir / n) for n in names]
     return [
         [n for n, z in zip(names, sizes) if z == size] for size in dict.fromkeys(sizes)
     ], "single"

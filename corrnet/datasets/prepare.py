@@ -47,10 +47,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from corrnet.atomic import atomic_path, check_regular_input, remove_stale_temporaries
+from corrnet.atomic import (
+    atomic_path,
+    check_regular_input,
+    exclusive_lock,
+    remove_stale_temporaries,
+)
 from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, one_line, same_file, worker_signals
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
+from corrnet.images import image_size, read_image
 
 from .oanet_hdf5 import write_oanet_hdf5
 from .sample import MIN_MATCHES, episym, intrinsics, normalized_matches
@@ -104,11 +110,16 @@ def _read_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_calibration(
+    path: Path, image: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OANet calibration file -> absolute K (3, 3), world-to-camera R (3, 3), T (3,).
 
     The stored K holds principal-point offsets from the image centre:
-    cx = (width - 1) / 2 + K[0, 2], cy = (height - 1) / 2 + K[1, 2].
+    cx = (width - 1) / 2 + K[0, 2], cy = (height - 1) / 2 + K[1, 2].  ``image``: the file the
+    calibration belongs to; UserError naming both when it decodes to another size than
+    ``imsize`` (a wrong imsize, or pixels rotated by 90 degrees, would shift the principal
+    point and every label).
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: calibration file not found")
@@ -138,6 +149,13 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if problem is not None:
             raise UserError(f"{path}: {key}: {problem}")
     w, h = size
+    if image is not None:
+        decoded = image_size(image)
+        if decoded != (w, h):
+            raise UserError(
+                f"{image}: decodes to {decoded[0]} x {decoded[1]} pixels but its calibration "
+                f"{path} has imsize {w:g} x {h:g}"
+            )
     return intrinsics(K[0, 0], K[1, 1], (w - 1) / 2 + K[0, 2], (h - 1) / 2 + K[1, 2]), R, T
 
 
@@ -190,7 +208,13 @@ def read_sequence(seq: Path) -> list[PairSpec]:
                 f"{root / 'pairs.txt'}: line {n + 1}: index outside 0..{len(images) - 1}"
             )
         index_pairs.append((i, j))
-    cams = {k: load_calibration(calibs[k]) for k in sorted({k for p in index_pairs for k in p})}
+    cams = {}
+    for k in sorted({k for p in index_pairs for k in p}):
+        try:
+            cams[k] = load_calibration(calibs[k], images[k])
+        except FileNotFoundError as err:
+            i, j = next(p for p in index_pairs if k in p)
+            raise FileNotFoundError(f"{err} (pair {seq.name}/{i}-{j})") from None
     pairs = []
     for i, j in index_pairs:
         (K1, R1, T1), (K2, R2, T2) = cams[i], cams[j]
@@ -261,16 +285,6 @@ def select_pairs(pairs: Sequence[PairSpec], max_pairs: int | None, seed: int) ->
         return list(pairs)
     keep = np.sort(np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False))
     return [pairs[i] for i in keep]
-
-
-def read_image(image: str | Path) -> np.ndarray:
-    """Colour image (h, w, 3) uint8 BGR as OpenCV reads it; UserError naming an unreadable file."""
-    img = cv2.imread(str(image), cv2.IMREAD_COLOR)
-    if img is None:
-        raise UserError(
-            f"{image}: cannot read as an image (expected a file OpenCV decodes: JPEG, PNG, ...)"
-        )
-    return img
 
 
 class Features(NamedTuple):
@@ -567,6 +581,11 @@ def cache_dir_for(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def lock_file_for(out: Path) -> Path:
+    """Lock file of the run that writes ``out`` (``<out>.lock``, there while it runs)."""
+    return out.with_name(out.name + ".lock")
+
+
 def prepare(
     pairs: Iterable[PairSpec],
     out: str | Path,
@@ -585,7 +604,27 @@ def prepare(
     ``overwrite``.  Returns the number of pairs in ``out`` (pairs with |t| < 1e-5 are dropped
     with a warning).  ``attrs`` are written as file attributes, beside :data:`INPUTS_ATTR`,
     :data:`PROTOCOL_ATTR` and :data:`NUM_FEATURES_ATTR`.
+
+    One run at a time per ``out``: the run holds :func:`lock_file_for` ``(out)``; another
+    run into the same ``out`` is refused with LockedError (an OSError) naming the lock and
+    the process holding it, and leaves the cache alone.
     """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_file_for(out), f"{out} (with its cache {cache_dir_for(out)})"):
+        return _prepare(pairs, out, workers, keep_cache, overwrite, attrs, num_features)
+
+
+def _prepare(
+    pairs: Iterable[PairSpec],
+    out: Path,
+    workers: int,
+    keep_cache: bool,
+    overwrite: bool,
+    attrs: dict[str, str | int | float] | None,
+    num_features: int,
+) -> int:
+    """:func:`prepare` while holding its lock."""
     if num_features < MIN_MATCHES:
         raise UserError(
             f"num_features: expected at least {MIN_MATCHES} keypoints per image, got {num_features}"

@@ -17,15 +17,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from corrnet.constants import MIN_OVERLAP, NUM_MATCHES_3D
+from corrnet.constants import MIN_OVERLAP, MIN_RIGID_MATCHES, NUM_MATCHES_3D
 from corrnet.errors import UserError
 from corrnet.geometry.checks import intrinsics_problem
 from corrnet.geometry.rigid import rigid_problem
+from corrnet.images import read_image
 
+from .oanet_hdf5 import MAX_PIXELS
 from .pairs3d import Fragment, describe, match_fragments, overlap
 
 MAX_DEPTH = 4.0
 """Depth readings beyond this many metres are dropped (Kinect v1 noise grows as z²)."""
+MIN_FOCAL_PX = 1.0
+"""Smallest focal length of a depth camera in pixels (below it, a 640-pixel-wide frame would see
+179.8 degrees)."""
 
 
 def depth_points(depth_m: np.ndarray, K: np.ndarray, max_depth: float = MAX_DEPTH) -> np.ndarray:
@@ -67,10 +72,19 @@ def read_sequence(folder: Path) -> list[tuple[str, Path, np.ndarray]]:
 
 
 def read_intrinsics(folder: Path) -> np.ndarray:
-    """``camera-intrinsics.txt`` of a sequence, checked: (3, 3)."""
+    """``camera-intrinsics.txt`` of a sequence, checked: (3, 3), focal lengths in
+    [:data:`MIN_FOCAL_PX`, ``MAX_PIXELS``] and |principal point| <= ``MAX_PIXELS`` pixels."""
     path = folder / "camera-intrinsics.txt"
     K = _read_matrix(path, (3, 3))
     problem = intrinsics_problem(K)
+    focal, centre = (K[0, 0], K[1, 1]), (K[0, 2], K[1, 2])
+    if problem is None and not all(MIN_FOCAL_PX <= f <= MAX_PIXELS for f in focal):
+        problem = (
+            f"expected focal lengths in [{MIN_FOCAL_PX:g}, {MAX_PIXELS:g}] pixels, got "
+            f"fx = {focal[0]:g}, fy = {focal[1]:g}"
+        )
+    if problem is None and not all(abs(c) <= MAX_PIXELS for c in centre):
+        problem = f"expected |cx|, |cy| <= {MAX_PIXELS:g} pixels, got {centre[0]:g}, {centre[1]:g}"
     if problem is not None:
         raise UserError(f"{path}: {problem}")
     return K
@@ -78,10 +92,25 @@ def read_intrinsics(folder: Path) -> np.ndarray:
 
 def read_depth(png: Path) -> np.ndarray:
     """A uint16 millimetre depth PNG as metres (H, W) float64."""
-    depth = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
-    if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
+    depth = read_image(png, cv2.IMREAD_UNCHANGED)
+    if depth.dtype != np.uint16 or depth.ndim != 2:
         raise UserError(f"{png}: expected a single-channel uint16 depth PNG (millimetres)")
     return depth.astype(np.float64) / 1000.0
+
+
+def frame_fragment(png: Path, K: np.ndarray) -> Fragment:
+    """The :class:`~corrnet.datasets.pairs3d.Fragment` of one depth frame; UserError naming
+    the file when it has fewer than ``MIN_RIGID_MATCHES`` points left after downsampling (an
+    all-zero frame, or every reading beyond :data:`MAX_DEPTH`)."""
+    points = depth_points(read_depth(png), K)
+    frag = describe(points) if len(points) else None
+    if frag is None or len(frag.points) < MIN_RIGID_MATCHES:
+        raise UserError(
+            f"{png}: {len(points)} depth readings in (0, {MAX_DEPTH:g}) m, "
+            f"{0 if frag is None else len(frag.points)} points after downsampling; expected "
+            f"at least {MIN_RIGID_MATCHES} (an all-zero or out-of-range depth frame)"
+        )
+    return frag
 
 
 def rgbd_pairs(
@@ -96,7 +125,7 @@ def rgbd_pairs(
     K = read_intrinsics(folder)
     frames = read_sequence(folder)
     frags: list[Fragment] = [
-        describe(depth_points(read_depth(png), K))
+        frame_fragment(png, K)
         for _, png, _ in tqdm(frames, desc=f"FPFH {folder.name}", disable=not progress)
     ]
     for i in range(len(frames)):

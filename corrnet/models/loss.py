@@ -23,10 +23,13 @@ is below ``label_px`` pixels; validation and evaluation keep the file's labels.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from corrnet.arguments import MAX_THRESHOLD_PX
 from corrnet.errors import UserError
 from corrnet.geometry import (
     essential_from_pose,
@@ -140,12 +143,34 @@ class CorrNetLoss(nn.Module):
     ) -> None:
         super().__init__()
         task = task or default_task()
-        if label_px is not None and not (task.label_px and label_px > 0):
-            expected = "a positive number of pixels or null" if task.label_px else "null"
+        if label_px is not None and not (
+            task.label_px and math.isfinite(label_px) and 0 < label_px <= MAX_THRESHOLD_PX
+        ):
+            expected = (
+                f"a positive number of pixels up to {MAX_THRESHOLD_PX:g}, or null"
+                if task.label_px
+                else "null"
+            )
             raise UserError(
                 f"model.loss.label_px: expected {expected} for a {task.label} network, "
                 f"got {label_px}"
             )
+        for name, value, low, strict in [
+            ("cls_weight", cls_weight, 0, False),
+            ("graph_weight", graph_weight, 0, False),
+            ("essential_weight", essential_weight, 0, False),
+            ("transform_weight", transform_weight, 0, False),
+            ("essential_warmup", essential_warmup, 0, False),
+            ("transform_warmup", transform_warmup, 0, False),
+            ("essential_clamp", essential_clamp, 0, True),
+            ("transform_clamp", transform_clamp, 0, True),
+            ("grid", grid, 1, False),
+        ]:
+            if not (math.isfinite(value) and (value > low if strict else value >= low)):
+                raise UserError(
+                    f"model.loss.{name}: expected a finite number {'>' if strict else '>='} "
+                    f"{low}, got {value}"
+                )
         self.task = task
         self.label_px = label_px
         self.transform_weight = transform_weight

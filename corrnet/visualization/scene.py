@@ -22,6 +22,7 @@ import numpy as np
 
 from corrnet.constants import EMBEDDINGS
 from corrnet.errors import UserError
+from corrnet.images import read_image
 
 from ..datasets.sample import to_pixels
 
@@ -244,9 +245,7 @@ def embed(xs: np.ndarray, is_inlier_gt: np.ndarray, method: str = "pca") -> np.n
 
 def _read_texture(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Image file -> ((h, w, 3) uint8 RGB, longest side <= MAX_TEXTURE_SIDE; original (w, h))."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {path}")
+    bgr = read_image(path)
     size = np.array([bgr.shape[1], bgr.shape[0]], dtype=np.float64)
     scale = MAX_TEXTURE_SIDE / max(bgr.shape[:2])
     if scale < 1:
