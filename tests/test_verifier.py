@@ -170,7 +170,7 @@ def test_bad_input(verifier, matches):
     _one_line_error(
         r"^ratios, mutuals: missing; the weights corrnet-real.pt read them: "
         r"pass ratios=\(N,\) the Lowe ratio .*; mutuals=\(N,\) whether",
-        verifier.verify,
+        cv.Verifier(PRETRAINED).verify,  # given weights (the default ones choose: see below)
         matches.uv1,
         matches.uv2,
         K,
