@@ -208,3 +208,27 @@ def test_verifier_chooses_the_weights_from_the_arguments(scene):
     fixed = corrnet.Verifier(PRETRAINED_RATIO_FREE)
     assert not fixed.automatic and fixed.weight_files == (PRETRAINED_RATIO_FREE,)
     assert fixed.verify(**with_ratios).weights == PRETRAINED_RATIO_FREE
+
+
+def test_pairs_mode_with_orb(scene, tmp_path, capsys):
+    """corrnet match --pairs --detector orb: ORB features in features.h5, the scene's motion in
+    poses.csv (ratio-free weights), the detector in inputs.json; a SIFT run does not resume it."""
+    images = scene["tmp"]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("view1.png view2.png\n")
+    intrinsics = tmp_path / "K.txt"
+    intrinsics.write_text("".join(f"view{i}.png 500 500 319.5 239.5\n" for i in (1, 2)))
+    out = tmp_path / "out"
+    argv = ["--pairs", str(pairs), "--images", str(images), "--out", str(out), "--quiet"]
+    argv += ["--intrinsics", str(intrinsics)]
+    assert cm.main([*argv, "--detector", "orb"]) == 0
+    with h5py.File(out / "features.h5", "r") as f:
+        assert f["view1.png/descriptors"].dtype == np.uint8
+    assert json.loads((out / "inputs.json").read_text())["detector"] == "orb"
+    row = (out / "poses.csv").read_text().splitlines()[1].split(",")
+    R = np.array(row[2:11], float).reshape(3, 3)
+    rotation, translation = _angles(R, np.array(row[11:14], float), scene)
+    assert rotation < 1 and translation < 5, (rotation, translation)
+    capsys.readouterr()
+    assert cm.main(argv) == 2  # SIFT asked: the ORB run is another run's output
+    assert "holds a run of other inputs" in capsys.readouterr().err
