@@ -321,12 +321,12 @@ def match_images(
     pair has fewer than 8 matches or the estimator finds no pose.  A pose that is not to be
     trusted (``result.confident`` False) is returned with its reasons in ``result.warnings``.
     """
-    from corrnet.datasets.prepare import check_detector, detect_features, putative_matches
+    from corrnet.datasets.prepare import detect_features, putative_matches, usable_detector
     from corrnet.verifier import as_device, as_intrinsics
 
     if verifier is not None and checkpoint is not None:
         raise UserError("checkpoint: expected either a checkpoint or a verifier, got both")
-    check_detector(detector)
+    usable_detector(detector)
     given = [None if K is None else as_intrinsics(K, f"K{i + 1}") for i, K in enumerate((K1, K2))]
     times: dict[str, float] = {}
     if verifier is None:

@@ -578,7 +578,7 @@ def run_pairs(
     images, out = Path(images), Path(out)
     if batch_size < 1:
         raise UserError(f"--batch-size: expected a positive number of pairs, got {batch_size}")
-    prepare.check_detector(detector)
+    prepare.usable_detector(detector)
     pairs = read_pairs(pairs_file, images)
     given = read_intrinsics(intrinsics) if intrinsics is not None else {}
     names = list(dict.fromkeys(n for p in pairs for n in p))

@@ -124,6 +124,12 @@ def test_missing_akaze_and_bad_detector_are_one_line(monkeypatch, scene, capsys,
     with pytest.raises(ValueError, match=r"^detector akaze: OpenCV 5.0.0 has no AKAZE") as err:
         prep.akaze_factory()
     assert "\n" not in str(err.value)
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text("[]")
+    argv = ["--pairs-file", str(pairs), "--out", str(tmp_path / "a.hdf5"), "--detector", "akaze"]
+    capsys.readouterr()
+    assert prepare_cli(argv) == 2  # before any work
+    assert capsys.readouterr().err.startswith("corrnet prepare: error: detector akaze: OpenCV")
     monkeypatch.undo()
     for call in (
         lambda: prep.detect_features(scene["images"][0], 100, "surf"),

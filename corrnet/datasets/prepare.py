@@ -81,6 +81,14 @@ def check_detector(detector: str) -> str:
     return detector
 
 
+def usable_detector(detector: str) -> str:
+    """``detector`` if it is one of :data:`~corrnet.constants.DETECTORS` and the installed
+    OpenCV has it (checked before any work), else UserError."""
+    if check_detector(detector) == "akaze":
+        akaze_factory()
+    return detector
+
+
 def protocol(num_features: int = NUM_FEATURES, detector: str = DEFAULT_DETECTOR) -> str:
     """The preparation's protocol for ``num_features`` keypoints per image of ``detector``;
     changes whenever the extraction or matching would give other results (or other keys) for
@@ -674,7 +682,7 @@ def prepare(
     with a warning).  ``attrs`` are written as file attributes, beside :data:`INPUTS_ATTR`,
     :data:`PROTOCOL_ATTR`, :data:`NUM_FEATURES_ATTR` and :data:`DETECTOR_ATTR`.
     """
-    check_detector(detector)
+    usable_detector(detector)
     if num_features < MIN_MATCHES:
         raise UserError(
             f"num_features: expected at least {MIN_MATCHES} keypoints per image, got {num_features}"
