@@ -2,15 +2,15 @@
 
     corrnet eval --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
                  [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
-                 [--seed S] [--overwrite] [--num-features K]
+                 [--seed S] [--overwrite] [--num-features K] [--detector D]
                  [--device cpu|cuda] [--batch-size B]
 (``python eval.py`` is the same command.)
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
-the content of its pairs, images and calibration and the SIFT keypoint count
-``--num-features``, default 2000).  Without ``--out`` the report goes to a
-fresh folder runs/eval/<data name>[-k] under the current directory; an explicit ``--out``
+the content of its pairs, images and calibration, the keypoint count ``--num-features``
+(default 2000) and the detector ``--detector`` (default sift)).  Without ``--out`` the report
+goes to a fresh folder runs/eval/<data name>[-k] under the current directory; an explicit ``--out``
 that already holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust
 pose from the network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
 ``<subset>+<estimator>`` with subset ``corrnet`` (kept matches), ``ratio`` (ratio < 0.8) or
