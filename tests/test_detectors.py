@@ -15,10 +15,12 @@ import pytest
 import corrnet
 import corrnet.match as cm
 from corrnet.checkpoint import PRETRAINED, PRETRAINED_RATIO_FREE
+from corrnet.commands.eval import main as eval_main
 from corrnet.commands.prepare import main as prepare_cli
 from corrnet.constants import DETECTORS
 from corrnet.datasets import prepare as prep
 from corrnet.datasets.oanet_hdf5 import OANetPairs
+from tests.test_cli_errors import call, raw, refused  # noqa: F401 (raw: the fixture)
 from tests.test_match import K, _render, wall_and_panel
 
 HAS_AKAZE = hasattr(cv2, "AKAZE_create") or hasattr(
@@ -131,7 +133,7 @@ def test_missing_akaze_and_bad_detector_are_one_line(monkeypatch, scene, capsys,
     assert prepare_cli(argv) == 2  # before any work
     assert capsys.readouterr().err.startswith("corrnet prepare: error: detector akaze: OpenCV")
     monkeypatch.undo()
-    for call in (
+    for attempt in (
         lambda: prep.detect_features(scene["images"][0], 100, "surf"),
         lambda: corrnet.match_images(*scene["paths"], K, K, detector="surf"),
         lambda: prep.protocol(2000, "surf"),
@@ -139,7 +141,7 @@ def test_missing_akaze_and_bad_detector_are_one_line(monkeypatch, scene, capsys,
         with pytest.raises(
             ValueError, match=r"^detector: expected one of sift, orb, akaze, got 'surf'$"
         ):
-            call()
+            attempt()
     argv = [*map(str, scene["paths"]), "--out", str(tmp_path / "o"), "--detector", "surf"]
     with pytest.raises(SystemExit) as exit_:
         cm.main(argv)
@@ -238,3 +240,29 @@ def test_pairs_mode_with_orb(scene, tmp_path, capsys):
     capsys.readouterr()
     assert cm.main(argv) == 2  # SIFT asked: the ORB run is another run's output
     assert "holds a run of other inputs" in capsys.readouterr().err
+
+
+def test_eval_raw_folder_passes_the_detector_to_its_preparation(raw, tmp_path, capsys):  # noqa: F811
+    """corrnet eval --data RAW --detector orb prepares the folder with ORB into a cache file of
+    its own (recording the detector) beside the SIFT one; with an HDF5 --data it is refused."""
+    cache = tmp_path / "cache"
+
+    def run(out: str, *extra: str) -> int:
+        base = ["--cache", str(cache), "--methods", "ransac", "--workers", "1", "--quiet"]
+        return call(eval_main, ["--data", str(raw), *base, "--out", str(tmp_path / out), *extra])
+
+    assert run("a") == 0, capsys.readouterr().err
+    (sift,) = cache.glob("*.hdf5")
+    assert run("b", "--detector", "orb") == 0, capsys.readouterr().err
+    (orb,) = set(cache.glob("*.hdf5")) - {sift}
+    for path, detector in ((sift, "sift"), (orb, "orb")):
+        with h5py.File(path, "r") as f:
+            assert f.attrs[prep.DETECTOR_ATTR] == detector
+            assert f.attrs[prep.PROTOCOL_ATTR] == prep.protocol(2000, detector)
+    capsys.readouterr()
+    code = call(
+        eval_main,
+        ["--data", str(orb), "--methods", "ransac", "--out", str(tmp_path / "c")]
+        + ["--detector", "orb"],
+    )
+    refused(capsys, code, "corrnet eval: error:", "--detector: only with a raw folder")
