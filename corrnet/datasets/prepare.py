@@ -390,8 +390,9 @@ def squared_distances(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
     for float descriptors, Hamming (OpenCV's ``NORM_HAMMING``: the count of differing bits)
     for uint8 binary ones."""
     if d1.dtype == np.uint8 and d2.dtype == np.uint8:
-        a, b = (np.unpackbits(d, axis=1).astype(np.float64) for d in (d1, d2))
-        return np.square(a.sum(1)[:, None] + b.sum(1)[None] - 2.0 * a @ b.T)
+        # bit counts (at most 8 x D) are exact in float32, at half float64's time
+        a, b = (np.unpackbits(d, axis=1).astype(np.float32) for d in (d1, d2))
+        return np.square((a.sum(1)[:, None] + b.sum(1)[None] - 2 * (a @ b.T)).astype(np.float64))
     a, b = d1.astype(np.float64), d2.astype(np.float64)
     return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
 
