@@ -7,7 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from corrnet.constants import MAX_MATCHES, MIN_MATCHES, NUM_FEATURES
+from corrnet.constants import DEFAULT_DETECTOR, DETECTORS, MAX_MATCHES, MIN_MATCHES, NUM_FEATURES
 
 MAX_THRESHOLD_PX = 1e4
 """Largest inlier threshold in pixels (an image's diagonal is a few thousand pixels)."""
@@ -92,7 +92,7 @@ def fraction(text: str) -> float:
 
 
 def keypoint_count(text: str) -> int:
-    """``type=`` of ``--num-features`` in ``corrnet match`` and the pairs mode: SIFT keypoints
+    """``type=`` of ``--num-features`` in ``corrnet match`` and the pairs mode: keypoints
     per image, an integer of at least :data:`~corrnet.constants.MIN_MATCHES`."""
     try:
         value = int(text)
@@ -112,6 +112,21 @@ def add_keypoint_count(parser: argparse.ArgumentParser) -> None:
         type=keypoint_count,
         default=NUM_FEATURES,
         metavar="K",
-        help=f"SIFT keypoints per image (default {NUM_FEATURES}, as the shipped weights were "
-        "trained)",
+        help=f"keypoints per image (default {NUM_FEATURES}, as the shipped weights were trained)",
+    )
+
+
+def add_detector(
+    parser: argparse.ArgumentParser, default: str | None = DEFAULT_DETECTOR, when: str = ""
+) -> None:
+    """``--detector {sift,orb,akaze}`` (:data:`~corrnet.constants.DETECTORS`), ``default``
+    (None: not given, which means :data:`~corrnet.constants.DEFAULT_DETECTOR`); ``when``: the
+    condition under which the option applies, for the help."""
+    parser.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=default,
+        help=f"OpenCV keypoints and descriptors{when and ' ' + when} (default {DEFAULT_DETECTOR}"
+        ", as the shipped weights were trained); orb and akaze are matched by Hamming distance "
+        "(docs/verifier.md, Other detectors)",
     )

@@ -15,7 +15,13 @@ MAX_MATCHES = 1_000_000
 only after their declared shapes are checked, so a small file declaring billions of matches is
 refused before anything is allocated."""
 NUM_FEATURES = 2000
-"""Default SIFT keypoints per image (OANet's protocol, :mod:`corrnet.datasets.prepare`)."""
+"""Default keypoints per image (OANet's SIFT protocol, :mod:`corrnet.datasets.prepare`)."""
+DETECTORS = ("sift", "orb", "akaze")
+"""The OpenCV detectors of ``--detector`` (:func:`corrnet.datasets.prepare.detect_features`):
+SIFT (float descriptors, L2, OANet's protocol and the default), ORB and AKAZE (binary
+descriptors, Hamming distance)."""
+DEFAULT_DETECTOR = DETECTORS[0]
+"""The detector the shipped weights were trained with."""
 MODES = ("outdoor", "indoor", "mixed")
 """Scene types of the synthetic pairs (:mod:`corrnet.datasets.synthetic`); ``mixed`` draws
 outdoor or indoor per pair."""

@@ -6,8 +6,9 @@
     corrnet match ...                       (the same, as the console command)
     corrnet match --pairs PAIRS.txt --images DIR --out OUT ...   (many pairs: corrnet.pairs)
 
-The pipeline: SIFT and nearest-neighbour matches with ratio and mutual flag exactly as
-``data/prepare.py`` computes them (:mod:`corrnet.datasets.prepare`), then
+The pipeline: SIFT (or ORB / AKAZE with ``--detector``) and nearest-neighbour matches with
+ratio and mutual flag exactly as ``data/prepare.py`` computes them
+(:mod:`corrnet.datasets.prepare`), then
 :class:`corrnet.verifier.Verifier`: the network (kept matches: logit > 0, or the 8 best) and
 PoseLib on the kept matches.  Writes ``DIR/pose.json`` (the pose, its confidence and
 warnings), ``DIR/matches.npz`` (every match: :data:`MATCHES_KEYS`, row i = match i, the
@@ -48,9 +49,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from corrnet.arguments import add_keypoint_count, pixel_threshold
+from corrnet.arguments import add_detector, add_keypoint_count, pixel_threshold
 from corrnet.atomic import NotRegularFileError, atomic_path, check_regular_output
-from corrnet.constants import NUM_FEATURES
+from corrnet.constants import DEFAULT_DETECTOR, NUM_FEATURES
 from corrnet.errors import UserError, run_command
 from corrnet.images import exif_focal_35mm, read_image
 
@@ -108,8 +109,10 @@ class MatchResult:
     also readable here (``result.R``, ``result.inliers``, ...).  image1, image2: the files, or
     None for an image given as an array; images: the two BGR images (h, w, 3) uint8.
     ``intrinsics`` per image: "given", "exif" or "default" (1.2 x the larger side).
-    ratios (N,), mutuals (N,) bool: the matches' side information.  times_ms: per stage
-    (see :data:`STAGES`).
+    ratios (N,), mutuals (N,) bool: the matches' side information.  weights: the file of the
+    weights that scored the matches.  times_ms: per stage (see :data:`STAGES`; ``sift`` is
+    the detector's, whichever it is).  detector: the keypoints' detector
+    (:data:`corrnet.constants.DETECTORS`).
     """
 
     image1: Path | None
@@ -121,6 +124,7 @@ class MatchResult:
     mutuals: np.ndarray
     weights: Path
     times_ms: dict[str, float] = field(default_factory=dict)
+    detector: str = DEFAULT_DETECTOR
 
     def __getattr__(self, name: str) -> Any:
         if name != "verification" and "verification" in self.__dict__:
@@ -177,6 +181,7 @@ class MatchResult:
             },
             "times_ms": {k: round(ms, 2) for k, ms in self.times_ms.items()},
             "weights": str(self.weights),
+            "detector": self.detector,
         }
 
     def matches_arrays(self) -> dict[str, np.ndarray]:
@@ -266,8 +271,9 @@ def match_images(
     threshold: float | None = None,
     verifier: Verifier | None = None,
     num_features: int = NUM_FEATURES,
+    detector: str = DEFAULT_DETECTOR,
 ) -> MatchResult:
-    """Relative pose of two images: SIFT, nearest-neighbour matches, :class:`Verifier`.
+    """Relative pose of two images: keypoints, nearest-neighbour matches, :class:`Verifier`.
 
     img1, img2: image files or uint8 arrays (h, w) grey or (h, w, 3) BGR.
     K1, K2: (fx, fy, cx, cy) or (3, 3) in pixels; None approximates it (with an
@@ -275,17 +281,21 @@ def match_images(
     verifier: the network and estimator to use; default the one of ``checkpoint`` (default:
     the shipped weights) on ``device``, loaded on the first call and reused after.
     threshold: the estimator's inlier threshold in pixels (None: the verifier's).
-    num_features: SIFT keypoints per image (default 2000, OANet's protocol, which the shipped
-    weights were trained at).
+    num_features: keypoints per image (default 2000, OANet's protocol, which the shipped
+    weights were trained at).  detector: ``"sift"`` (default), ``"orb"`` or ``"akaze"``
+    (:func:`corrnet.datasets.prepare.detect_features`); with the default weights, ORB and
+    AKAZE matches are verified without their ratios by the ratio-free weights
+    (:data:`corrnet.checkpoint.PRETRAINED_RATIO_FREE`), whose ``result.weights`` names them.
     Raises FileNotFoundError / ValueError for bad input, MatchError (a ValueError) when the
     pair has fewer than 8 matches or the estimator finds no pose.  A pose that is not to be
     trusted (``result.confident`` False) is returned with its reasons in ``result.warnings``.
     """
-    from corrnet.datasets.prepare import putative_matches, sift_features
+    from corrnet.datasets.prepare import detect_features, putative_matches, usable_detector
     from corrnet.verifier import as_device, as_intrinsics
 
     if verifier is not None and checkpoint is not None:
         raise UserError("checkpoint: expected either a checkpoint or a verifier, got both")
+    usable_detector(detector)
     given = [None if K is None else as_intrinsics(K, f"K{i + 1}") for i, K in enumerate((K1, K2))]
     times: dict[str, float] = {}
     if verifier is None:
@@ -298,7 +308,7 @@ def match_images(
     start = time.perf_counter()
     (image1, path1), (image2, path2) = as_image(img1, "img1"), as_image(img2, "img2")
     paths, images = (path1, path2), (image1, image2)
-    feats = [sift_features(img, num_features) for img in images]
+    feats = [detect_features(img, num_features, detector) for img in images]
     times["sift"] = (time.perf_counter() - start) * 1e3
 
     Ks, sources = [], {}
@@ -330,8 +340,8 @@ def match_images(
         raise MatchError(str(err)) from None
     times["matching"] = (time.perf_counter() - start) * 1e3
 
-    # everything SIFT measured: the weights read what they need
-    v = verifier.verify(matches.uv1, matches.uv2, *Ks, **matches.measurements())
+    measured = matches.measurements(passes_ratios(detector, verifier))
+    v = verifier.verify(matches.uv1, matches.uv2, *Ks, **measured)
     times.update(v.times_ms)
     if not v.has_pose:
         raise MatchError(
@@ -346,9 +356,18 @@ def match_images(
         sources,
         matches.ratios,
         matches.mutuals,
-        verifier.weights,
+        v.weights,
         times,
+        detector,
     )
+
+
+def passes_ratios(detector: str, verifier: Verifier) -> bool:
+    """Whether the matches of ``detector`` go to ``verifier`` with their ratios, mutual flags
+    and distances: always, but to the default weights (``verifier.automatic``) for SIFT only,
+    so that they verify ORB and AKAZE matches with the ratio-free weights (the shipped ratio
+    weights know the distribution of SIFT's ratios only)."""
+    return detector == DEFAULT_DETECTOR or not verifier.automatic
 
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
@@ -510,6 +529,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         help="estimator inlier threshold in pixels",
     )
     add_keypoint_count(parser)
+    add_detector(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     pictures = parser.add_mutually_exclusive_group()
     pictures.add_argument(
@@ -568,6 +588,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.match
                 args.device,
                 args.threshold,
                 num_features=args.num_features,
+                detector=args.detector,
             )
         for w in caught:
             print(f"{prog}: warning: {w.message}", file=sys.stderr)

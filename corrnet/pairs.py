@@ -12,7 +12,7 @@ pixel-centre convention) or a COLMAP text model folder (``cameras.txt`` and ``im
 the pinhole part of its cameras); an image without intrinsics gets those ``corrnet.match``
 approximates (:func:`corrnet.match.approximate_intrinsics`), with a warning.
 
-The pipeline per pair is ``corrnet.match``'s: SIFT once per image (kept in
+The pipeline per pair is ``corrnet.match``'s: SIFT (or ``--detector``) once per image (kept in
 ``OUT/features.h5``), nearest-neighbour matches with ratio and mutual flag, then
 :meth:`corrnet.verifier.Verifier.verify_many` (the network batched over ``--batch-size``
 pairs, PoseLib in the run's pool of ``--workers`` processes, ``confident`` as
@@ -61,9 +61,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from corrnet.arguments import add_keypoint_count
+from corrnet.arguments import add_detector, add_keypoint_count
 from corrnet.atomic import atomic_path, remove_stale_temporaries
-from corrnet.constants import NUM_FEATURES
+from corrnet.constants import DEFAULT_DETECTOR, NUM_FEATURES
 from corrnet.datasets import prepare
 from corrnet.errors import UserError, run_command
 from corrnet.images import read_image
@@ -72,6 +72,7 @@ from corrnet.match import (
     _Parser,
     approximate_intrinsics,
     as_intrinsics,
+    passes_ratios,
 )
 from corrnet.verifier import Verification, Verifier, as_device
 
@@ -283,11 +284,17 @@ def _dist_from_env() -> _Dist:
 
 
 def verifier_name(verifier: Verifier) -> str:
-    """What decides a verifier's results: its weights' SHA-1 and the estimator's settings."""
-    with open(verifier.weights, "rb") as f:
-        weights = hashlib.file_digest(f, "sha1").hexdigest()
+    """What decides a verifier's results: the SHA-1 of the weights it may use and the
+    estimator's settings."""
+    digests = []
+    for path in verifier.weight_files:
+        with open(path, "rb") as f:
+            digests.append(hashlib.file_digest(f, "sha1").hexdigest())
     e = verifier.estimator
-    return f"corrnet weights sha1 {weights} + {e.name} {e.max_epipolar_error:g} px seed {e.seed}"
+    return (
+        f"corrnet weights sha1 {' or '.join(digests)} + {e.name} {e.max_epipolar_error:g} px "
+        f"seed {e.seed}"
+    )
 
 
 def inputs_digest(
@@ -297,10 +304,17 @@ def inputs_digest(
     verifier: str,
     batch_size: int,
     num_features: int = NUM_FEATURES,
+    detector: str = DEFAULT_DETECTOR,
 ) -> str:
-    """Digest of what the outputs are made from: protocols, the verifier's name, the batch
-    size, every image's name, content and given K (or "approximate") and the pairs in order."""
-    lines = [PROTOCOL, prepare.protocol(num_features), verifier, f"batch_size {batch_size}"]
+    """Digest of what the outputs are made from: protocols (with the detector and keypoint
+    count), the verifier's name, the batch size, every image's name, content and given K (or
+    "approximate") and the pairs in order."""
+    lines = [
+        PROTOCOL,
+        prepare.protocol(num_features, detector),
+        verifier,
+        f"batch_size {batch_size}",
+    ]
     for name in dict.fromkeys(n for p in pairs for n in p):
         K = given.get(name)
         k = "approximate" if K is None else np.asarray(K, np.float64).tobytes().hex()
@@ -373,12 +387,12 @@ def _chunk_file(out: Path, k: int) -> Path:
     return out / WORK_DIR / "chunks" / f"chunk-{k:06d}.h5"
 
 
-def _features_job(task: tuple[Path, np.ndarray | None, Path, int]) -> None:
-    """SIFT of one image (at most ``num_features`` keypoints) and its K (given, or
-    approximated) into a .npz, atomically."""
-    path, K, dest, num_features = task
+def _features_job(task: tuple[Path, np.ndarray | None, Path, int, str]) -> None:
+    """Features of one image (at most ``num_features`` keypoints of ``detector``) and its K
+    (given, or approximated) into a .npz, atomically."""
+    path, K, dest, num_features, detector = task
     img = read_image(path)
-    kp, desc, scales, angles = prepare.sift_features(img, num_features)
+    kp, desc, scales, angles = prepare.detect_features(img, num_features, detector)
     source = "given"
     if K is None:
         K, source = approximate_intrinsics(path, img.shape[1], img.shape[0])
@@ -441,9 +455,10 @@ class _Matched:
     warnings: list[str]
 
 
-def _match_job(task: tuple[Path, str, str]) -> _Matched:
-    """Nearest-neighbour matches of a pair from features.h5 (``prepare.putative_matches``)."""
-    path, name1, name2 = task
+def _match_job(task: tuple[Path, str, str, bool]) -> _Matched:
+    """Nearest-neighbour matches of a pair from features.h5 (``prepare.putative_matches``),
+    with their ratios, mutual flags and distances where ``ratios``."""
+    path, name1, name2, ratios = task
     f1, f2 = _features(path, name1), _features(path, name2)
     notes = [
         f"{name}: approximate intrinsics ({f['intrinsics']})"
@@ -465,7 +480,7 @@ def _match_job(task: tuple[Path, str, str]) -> _Matched:
         empty = np.zeros((0, 2))
         pair = dict(kpts1=empty, kpts2=empty, K1=f1["K"], K2=f2["K"])
         return _Matched(pair, np.zeros((0, 2), np.int64), [*notes, str(err)])
-    pair = dict(kpts1=m.uv1, kpts2=m.uv2, K1=f1["K"], K2=f2["K"], **m.measurements())
+    pair = dict(kpts1=m.uv1, kpts2=m.uv2, K1=f1["K"], K2=f2["K"], **m.measurements(ratios))
     return _Matched(pair, np.column_stack([np.arange(len(m.nn)), m.nn]), notes)
 
 
@@ -551,17 +566,19 @@ def run_pairs(
     overwrite: bool = False,
     progress: bool = True,
     num_features: int = NUM_FEATURES,
+    detector: str = DEFAULT_DETECTOR,
 ) -> RunStats:
     """Verify every pair of ``pairs_file`` (module docstring); returns this process's stats.
 
     The :class:`Verifier` of ``checkpoint``, ``device`` and ``threshold`` and the pool of
-    ``workers`` processes (SIFT, matching, PoseLib) are made once, before the processes of a
-    torchrun job connect.
+    ``workers`` processes (features, matching, PoseLib) are made once, before the processes
+    of a torchrun job connect.  ``detector``: as :func:`corrnet.match.match_images`'s.
     """
     start_wall = time.perf_counter()
     images, out = Path(images), Path(out)
     if batch_size < 1:
         raise UserError(f"--batch-size: expected a positive number of pairs, got {batch_size}")
+    prepare.usable_detector(detector)
     pairs = read_pairs(pairs_file, images)
     given = read_intrinsics(intrinsics) if intrinsics is not None else {}
     names = list(dict.fromkeys(n for p in pairs for n in p))
@@ -576,7 +593,7 @@ def run_pairs(
     name = verifier_name(verifier)
     pool = _pool(workers)
     try:
-        digest = inputs_digest(pairs, images, given, name, batch_size, num_features)
+        digest = inputs_digest(pairs, images, given, name, batch_size, num_features, detector)
         if check_out(out, digest, overwrite):
             stats.wall = time.perf_counter() - start_wall
             return stats
@@ -594,6 +611,7 @@ def run_pairs(
                     "batch_size": batch_size,
                     "num_pairs": len(pairs),
                     "num_features": num_features,
+                    "detector": detector,
                 }
                 _start(out, digest, record, overwrite)
             dist.barrier()
@@ -611,6 +629,7 @@ def run_pairs(
                 stats,
                 progress,
                 num_features,
+                detector,
             )
         finally:
             if dist.world > 1:
@@ -644,6 +663,7 @@ def _run(
     stats: RunStats,
     progress: bool,
     num_features: int,
+    detector: str,
 ) -> None:
     """The two phases (features, then chunks of pairs), each split over the processes and
     merged by rank 0 after a barrier."""
@@ -651,11 +671,13 @@ def _run(
     start = time.perf_counter()
     if _recorded_digest(features) != digest:
         mine = [
-            (images / n, given.get(n), _feature_file(out, n), num_features)
+            (images / n, given.get(n), _feature_file(out, n), num_features, detector)
             for n in names[dist.rank :: dist.world]
             if not _feature_file(out, n).exists()
         ]
-        bar = dict(total=len(mine), desc="SIFT", unit="image", disable=not progress or dist.rank)
+        bar = dict(
+            total=len(mine), desc=detector.upper(), unit="image", disable=not progress or dist.rank
+        )
         for _ in tqdm(_imap(pool, _features_job, mine), **bar):
             pass
         stats.images = len(mine)
@@ -687,8 +709,10 @@ def _run(
         disable=not progress or dist.rank != 0,
     )
 
+    ratios = passes_ratios(detector, verifier)
+
     def submit(k: int):
-        tasks = [(features, a, b) for a, b in chunks[k]]
+        tasks = [(features, a, b, ratios) for a, b in chunks[k]]
         return map(_match_job, tasks) if pool is None else pool.map_async(_match_job, tasks)
 
     pending = submit(todo[0]) if todo else None
@@ -752,7 +776,10 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, metavar="PX", help="PoseLib threshold (1 px)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (16)")
     add_keypoint_count(parser)
-    parser.add_argument("--workers", type=int, default=1, help="processes for SIFT, NN, PoseLib")
+    add_detector(parser)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes for the features, NN, PoseLib"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run of other inputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -785,6 +812,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m corrnet.pairs
                 args.overwrite,
                 not args.quiet,
                 args.num_features,
+                args.detector,
             )
         rank = _dist_from_env().rank
         for w in caught:

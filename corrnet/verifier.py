@@ -17,7 +17,11 @@ The network's inputs beyond the coordinates follow from the weights
 (:func:`side_channels`): the shipped weights read the Lowe ratio and the mutual
 nearest-neighbour flag of every match, so ``ratios`` and ``mutuals`` are required with them.
 ``scales`` and ``angles`` (OpenCV ``KeyPoint.size`` and ``KeyPoint.angle`` in degrees) are
-validated and passed on only to weights that read them.
+validated and passed on only to weights that read them.  A verifier of the default weights
+(no checkpoint given) verifies a pair without ``ratios`` and ``mutuals`` but with
+``scales1/2`` and ``angles1/2`` (ORB or AKAZE matches, or any matcher without a Lowe ratio)
+with the shipped ratio-free weights (:data:`corrnet.checkpoint.PRETRAINED_RATIO_FREE`),
+loaded on first use; ``Verification.weights`` names the weights of each result.
 
 Confidence (:func:`confidence`): a pose is flagged ``confident=False``, with one warning per
 cause, when the estimator has fewer than :data:`MIN_INLIERS` inliers, when it rejects most of
@@ -44,7 +48,7 @@ import numpy as np
 import torch
 
 from corrnet.channels import channel_keys, network_input
-from corrnet.checkpoint import PRETRAINED, load_model
+from corrnet.checkpoint import PRETRAINED, PRETRAINED_RATIO_FREE, load_model
 from corrnet.datasets.collate import collate_pairs
 from corrnet.datasets.oanet_hdf5 import MAX_PIXELS
 from corrnet.datasets.sample import MIN_MATCHES, intrinsics, normalized_matches
@@ -94,6 +98,10 @@ ARGUMENT_HELP: dict[str, str] = {
     "distances": "the L2 distance between each match's two SIFT descriptors (OpenCV's scale)",
 }
 """What each optional per-match argument holds (named in the error for a missing one)."""
+RATIO_ARGUMENTS = ("ratios", "mutuals")
+"""What the default weights read beyond the keypoints: descriptor matching's side information."""
+RATIO_FREE_ARGUMENTS = ("scales1", "scales2", "angles1", "angles2")
+"""What the ratio-free weights (:data:`corrnet.checkpoint.PRETRAINED_RATIO_FREE`) read instead."""
 
 
 def side_channels(config: CorrNetConfig, source: str = "checkpoint") -> tuple[str, ...]:
@@ -189,7 +197,9 @@ class Verification:
     the estimator found no pose.  parallax_deg: :func:`parallax_deg` of the inliers, what a
     pure rotation leaves unexplained (NaN without pose).  confident: False when a check of
     :func:`confidence` failed, with one line per cause in ``warnings``.  times_ms:
-    ``network`` (this pair's share of its batch) and ``estimator``.
+    ``network`` (this pair's share of its batch) and ``estimator``.  weights: the file of the
+    weights that scored the matches (None for a pair of fewer than 8 matches, which no
+    network sees).
     """
 
     kpts1: np.ndarray
@@ -211,6 +221,7 @@ class Verification:
     threshold: float
     threshold_unit: str = "px"
     times_ms: dict[str, float] = field(default_factory=dict)
+    weights: Path | None = None
 
     @property
     def num_inliers(self) -> int:
@@ -273,10 +284,33 @@ def confidence(num_inliers: int, num_kept: int, parallax: float, has_pose: bool)
     return reasons
 
 
+@dataclass(frozen=True)
+class _Network:
+    """Loaded weights: their file, the model, the channels it reads and its predictor."""
+
+    weights: Path
+    model: torch.nn.Module
+    channels: tuple[str, ...]
+    predictor: Any
+
+    @staticmethod
+    def load(weights: Path, device: torch.device) -> _Network:
+        """The weights of the file ``weights`` on ``device`` (corrnet.checkpoint's checks)."""
+        model = load_model(weights, device)
+        channels = side_channels(model.config, str(weights))
+        return _Network(weights, model, channels, make_predictor(model))
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The :meth:`Verifier.verify` arguments these weights read beyond keypoints and K."""
+        return tuple(a for c in self.channels for a in CHANNEL_ARGUMENTS[c])
+
+
 @dataclass
 class _Prepared:
-    """A validated pair: pixels, K, normalised matches and the network's features (N, C);
-    features None for a pair of fewer than MIN_MATCHES matches, which gets no pose."""
+    """A validated pair: pixels, K, normalised matches, the network's features (N, C) and the
+    network that reads them; features and network None for a pair of fewer than MIN_MATCHES
+    matches, which gets no pose."""
 
     kpts1: np.ndarray
     kpts2: np.ndarray
@@ -284,12 +318,15 @@ class _Prepared:
     K2: np.ndarray
     xs: np.ndarray
     features: torch.Tensor | None
+    network: _Network | None = None
 
 
 class Verifier:
     """The network (loaded once) and the estimator that verify putative matches.
 
-    checkpoint: corrnet weights (default: the shipped ones, :data:`corrnet.checkpoint.PRETRAINED`);
+    checkpoint: corrnet weights (default: the shipped ones, :data:`corrnet.checkpoint.PRETRAINED`,
+    and for pairs given scales and angles but no ratios the ratio-free ones,
+    :data:`corrnet.checkpoint.PRETRAINED_RATIO_FREE`: ``automatic``);
     device: the network's torch device; threshold: PoseLib's inlier threshold in pixels
     (default :data:`corrnet.eval.estimators.POSELIB_THRESHOLD`).  Raises FileNotFoundError /
     ValueError naming the file for unreadable or foreign weights, ValueError naming
@@ -304,12 +341,46 @@ class Verifier:
     ) -> None:
         self.device = as_device(device)
         self.estimator = _estimator(threshold)
+        self.automatic = checkpoint is None
         self.weights = Path(checkpoint) if checkpoint is not None else PRETRAINED
         start = time.perf_counter()
-        self.model = load_model(self.weights, self.device)  # corrnet.checkpoint's checks
-        self.channels = side_channels(self.model.config, str(self.weights))
-        self.predictor = make_predictor(self.model)
+        network = _Network.load(self.weights, self.device)
         self.load_ms = (time.perf_counter() - start) * 1e3
+        self.model, self.channels, self.predictor = (
+            network.model,
+            network.channels,
+            network.predictor,
+        )
+        # shared with the copies of with_threshold: the ratio-free weights load once
+        self._networks = {self.weights: network}
+
+    @property
+    def weight_files(self) -> tuple[Path, ...]:
+        """The weights this verifier may score matches with: its checkpoint, or the shipped
+        weights and, when ``automatic``, the ratio-free ones."""
+        return (self.weights, PRETRAINED_RATIO_FREE) if self.automatic else (self.weights,)
+
+    def _network(self, weights: Path) -> _Network:
+        """The loaded weights ``weights`` (loaded on first use)."""
+        if weights not in self._networks:
+            self._networks[weights] = _Network.load(weights, self.device)
+        return self._networks[weights]
+
+    def _choose(self, given: Mapping[str, Any]) -> _Network:
+        """The weights for a pair of the :meth:`verify` arguments ``given``: the ratio-free
+        ones where automatic and the pair has scales and angles but no ratios nor mutuals;
+        UserError naming what is needed where it has neither."""
+        if not self.automatic or any(given[a] is not None for a in RATIO_ARGUMENTS):
+            return self._networks[self.weights]
+        if all(given[a] is not None for a in RATIO_FREE_ARGUMENTS):
+            return self._network(PRETRAINED_RATIO_FREE)
+        raise UserError(
+            f"{', '.join(RATIO_ARGUMENTS)}: missing; the shipped weights need either "
+            + " and ".join(f"{a}=(N,) {ARGUMENT_HELP[a]}" for a in RATIO_ARGUMENTS)
+            + ", or (for the ratio-free weights, corrnet.checkpoint.PRETRAINED_RATIO_FREE) "
+            + ", ".join(RATIO_FREE_ARGUMENTS)
+            + "=(N,) each: KeyPoint.size and KeyPoint.angle (degrees) of each match's keypoints"
+        )
 
     @property
     def threshold(self) -> float:
@@ -326,8 +397,10 @@ class Verifier:
 
     @property
     def needs(self) -> tuple[str, ...]:
-        """The :meth:`verify` arguments these weights read beyond keypoints and K."""
-        return tuple(a for c in self.channels for a in CHANNEL_ARGUMENTS[c])
+        """The :meth:`verify` arguments the weights :attr:`weights` read beyond keypoints and K
+        (an ``automatic`` verifier takes :data:`RATIO_FREE_ARGUMENTS` instead of
+        :data:`RATIO_ARGUMENTS` as well)."""
+        return self._networks[self.weights].needs
 
     def _prepare(
         self,
@@ -363,7 +436,8 @@ class Verifier:
         xs = normalized_matches(uv1, uv2, *Ks)
         if len(uv1) < MIN_MATCHES:  # no network: nothing else needed
             return _Prepared(uv1, uv2, *Ks, xs, None)
-        missing = [name for name in self.needs if given[name] is None]
+        network = self._choose(given)
+        missing = [name for name in network.needs if given[name] is None]
         if missing:
             hint = (
                 "; or, without them, scales1/2 and angles1/2 with "
@@ -372,9 +446,8 @@ class Verifier:
                 else ""
             )
             raise UserError(
-                f"{', '.join(missing)}: missing; the weights {self.weights.name} read them: pass "
-                + "; ".join(f"{name}=(N,) {ARGUMENT_HELP[name]}" for name in missing)
-                + hint
+                f"{', '.join(missing)}: missing; the weights {network.weights.name} read them: "
+                "pass " + "; ".join(f"{name}=(N,) {ARGUMENT_HELP[name]}" for name in missing) + hint
             )
         pair = lambda a, b: np.stack([columns[a], columns[b]], -1)
         per_match = {
@@ -385,13 +458,13 @@ class Verifier:
             # the channel reads the nearest distance only (column 0)
             "dists": lambda: pair("distances", "distances"),
         }
-        keys = channel_keys(self.channels)
+        keys = channel_keys(network.channels)
         features = network_input(
             torch.as_tensor(xs, dtype=torch.float32),
             {k: torch.as_tensor(per_match[k]()) for k in keys},
-            self.channels,
+            network.channels,
         )
-        return _Prepared(uv1, uv2, *Ks, xs, features)
+        return _Prepared(uv1, uv2, *Ks, xs, features, network)
 
     def verify(
         self,
@@ -414,7 +487,8 @@ class Verifier:
         mutual-NN flags: required by weights with those channels (the shipped ones).
         scales1/2 (N,) ``KeyPoint.size``, angles1/2 (N,) ``KeyPoint.angle`` in degrees,
         distances (N,) descriptor distances: validated, read only by weights with such
-        channels (:attr:`needs`).
+        channels (:attr:`needs`).  Without ratios and mutuals, an ``automatic`` verifier
+        verifies with the ratio-free weights, which read scales1/2 and angles1/2.
         Raises UserError (a ValueError) naming the argument for bad input.
         """
         pair = self._prepare(
@@ -469,29 +543,37 @@ class Verifier:
         workers: int,
         pool: multiprocessing.pool.Pool | None = None,
     ) -> list[Verification]:
-        """The network in padded batches, kept rule, then the estimator jobs in a pool (pairs
-        without features get a result without pose)."""
+        """The network in padded batches (of the pairs of the same weights), kept rule, then
+        the estimator jobs in a pool (pairs without features get a result without pose)."""
         short = {i for i, p in enumerate(pairs) if p.features is None}
         run = [p for i, p in enumerate(pairs) if i not in short]
-        logits: list[np.ndarray] = []
-        network_ms: list[float] = []
-        for first in range(0, len(run), batch_size):
-            chunk = run[first : first + batch_size]
-            batch = collate_pairs(
-                [{"xs": torch.from_numpy(p.xs), "features": p.features} for p in chunk],
-                "pad",
-                generator=torch.Generator().manual_seed(PAD_SEED),
-            )
-            features, mask = batch["features"].to(self.device), batch["mask"]
-            with torch_threads(NETWORK_THREADS):  # see NETWORK_THREADS
-                start = time.perf_counter()
-                # an all-real batch (one pair) runs as it does without padding: no mask
-                out = self.predictor(features, None if mask.all() else mask.to(self.device))
-                batch_logits = out["logits"].double().cpu()  # waits for the device
-                ms = (time.perf_counter() - start) * 1e3 / len(chunk)
-            for row, p in zip(batch_logits, chunk):
-                logits.append(row[: len(p.xs)].numpy())
-                network_ms.append(ms)
+        logits: list[np.ndarray] = [np.zeros(0)] * len(run)
+        network_ms = [0.0] * len(run)
+        by_weights: dict[Path, list[int]] = {}
+        for k, p in enumerate(run):
+            by_weights.setdefault(p.network.weights, []).append(k)
+        for members in by_weights.values():
+            predictor = run[members[0]].network.predictor
+            for first in range(0, len(members), batch_size):
+                chunk = members[first : first + batch_size]
+                batch = collate_pairs(
+                    [
+                        {"xs": torch.from_numpy(run[k].xs), "features": run[k].features}
+                        for k in chunk
+                    ],
+                    "pad",
+                    generator=torch.Generator().manual_seed(PAD_SEED),
+                )
+                features, mask = batch["features"].to(self.device), batch["mask"]
+                with torch_threads(NETWORK_THREADS):  # see NETWORK_THREADS
+                    start = time.perf_counter()
+                    # an all-real batch (one pair) runs as it does without padding: no mask
+                    out = predictor(features, None if mask.all() else mask.to(self.device))
+                    batch_logits = out["logits"].double().cpu()  # waits for the device
+                    ms = (time.perf_counter() - start) * 1e3 / len(chunk)
+                for row, k in zip(batch_logits, chunk):
+                    logits[k] = row[: len(run[k].xs)].numpy()
+                    network_ms[k] = ms
         kept = [kept_matches(torch.from_numpy(lg)[None])[0].numpy() for lg in logits]
         jobs = [
             (i, p.xs, p.K1, p.K2, [(METHOD, self.estimator, np.flatnonzero(k))])
@@ -575,6 +657,7 @@ class Verifier:
             self.estimator.name,
             self.threshold,
             times_ms={"network": network_ms, "estimator": estimator_ms},
+            weights=p.network.weights,
         )
 
 

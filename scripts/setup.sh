@@ -48,6 +48,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     {
         .venv/bin/python -m pip install -q --upgrade pip
         .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+        # OpenCV without its contrib modules would share the cv2 package with the contrib build
+        .venv/bin/python -m pip uninstall -q -y opencv-python-headless opencv-python 2>/dev/null || true
         .venv/bin/python -m pip install -q ${constraints:+-c "$constraints"} -e ".[dev]"
     } 2> >(grep -v -e "is ignored: it is neither a file nor a directory" >&2)
     echo "$want" > "$stamp"

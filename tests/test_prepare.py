@@ -216,7 +216,7 @@ def test_interrupted_run_resumes_and_rerun_skips(prepared, tmp_path, monkeypatch
     features = prep.cache_dir_for(prepared["out"]) / "features"
     shutil.copytree(features, prep.cache_dir_for(out) / "features")
     calls = {"sift": 0, "match": 0}
-    real_match, real_sift = prep.match_pair, prep.extract_sift
+    real_match, real_extract = prep.match_pair, prep.extract_features
 
     def counting_match(*args, stop_at: int | None = None):
         calls["match"] += 1
@@ -224,11 +224,11 @@ def test_interrupted_run_resumes_and_rerun_skips(prepared, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_match(*args)
 
-    def counting_sift(image, num_features):
+    def counting_extract(image, num_features, detector):
         calls["sift"] += 1
-        return real_sift(image, num_features)
+        return real_extract(image, num_features, detector)
 
-    monkeypatch.setattr(prep, "extract_sift", counting_sift)
+    monkeypatch.setattr(prep, "extract_features", counting_extract)
     monkeypatch.setattr(prep, "match_pair", lambda *a: counting_match(*a, stop_at=3))
     with pytest.raises(KeyboardInterrupt):
         prep.prepare(specs, out, workers=1)

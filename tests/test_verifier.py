@@ -170,7 +170,7 @@ def test_bad_input(verifier, matches):
     _one_line_error(
         r"^ratios, mutuals: missing; the weights corrnet-real.pt read them: "
         r"pass ratios=\(N,\) the Lowe ratio .*; mutuals=\(N,\) whether",
-        verifier.verify,
+        cv.Verifier(PRETRAINED).verify,  # given weights (the default ones choose: see below)
         matches.uv1,
         matches.uv2,
         K,
@@ -240,12 +240,26 @@ def test_ratio_free_weights_verify_matches_without_ratios(verifier, matches):
     from corrnet.checkpoint import PRETRAINED_RATIO_FREE
 
     _one_line_error(
-        r"Verifier\(corrnet.checkpoint.PRETRAINED_RATIO_FREE\)$",
+        r"^ratios, mutuals: missing; the shipped weights need either ratios=.* and mutuals=.*, "
+        r"or \(for the ratio-free weights, corrnet.checkpoint.PRETRAINED_RATIO_FREE\) "
+        r"scales1, scales2, angles1, angles2=\(N,\) each",
         verifier.verify,
         matches.uv1,
         matches.uv2,
         K,
         K,
+    )
+    _one_line_error(  # weights given explicitly: no choice is made for the caller
+        r"Verifier\(corrnet.checkpoint.PRETRAINED_RATIO_FREE\)$",
+        cv.Verifier(PRETRAINED).verify,
+        matches.uv1,
+        matches.uv2,
+        K,
+        K,
+        scales1=matches.sizes[:, 0],
+        scales2=matches.sizes[:, 1],
+        angles1=matches.angles[:, 0],
+        angles2=matches.angles[:, 1],
     )
     ratio_free = cv.Verifier(PRETRAINED_RATIO_FREE)
     assert ratio_free.needs == ("scales1", "scales2", "angles1", "angles2")

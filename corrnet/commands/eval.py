@@ -2,15 +2,15 @@
 
     corrnet eval --data PATH [--checkpoint CKPT] [--out DIR] [--workers W] [--max-pairs K]
                  [--viz K] [--methods corrnet corrnet+poselib ...] [--poselib-threshold PX]
-                 [--seed S] [--overwrite] [--num-features K]
+                 [--seed S] [--overwrite] [--num-features K] [--detector D]
                  [--device cpu|cuda] [--batch-size B]
 (``python eval.py`` is the same command.)
 
 PATH: an OANet-format HDF5 file, ``synthetic`` (the synthetic test split), or a folder of
 raw sequences in OANet's YFCC layout (prepared once into ``--cache``, under a name keyed by
-the content of its pairs, images and calibration and the SIFT keypoint count
-``--num-features``, default 2000).  Without ``--out`` the report goes to a
-fresh folder runs/eval/<data name>[-k] under the current directory; an explicit ``--out``
+the content of its pairs, images and calibration, the keypoint count ``--num-features``
+(default 2000) and the detector ``--detector`` (default sift)).  Without ``--out`` the report
+goes to a fresh folder runs/eval/<data name>[-k] under the current directory; an explicit ``--out``
 that already holds a report is refused unless ``--overwrite``.  Methods: ``corrnet`` (robust
 pose from the network's weights, no RANSAC), ``corrnet-8pt`` (its plain weighted eight-point) and
 ``<subset>+<estimator>`` with subset ``corrnet`` (kept matches), ``ratio`` (ratio < 0.8) or
@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corrnet.arguments import pixel_threshold, seed
+from corrnet.arguments import add_detector, pixel_threshold, seed
 from corrnet.constants import POSELIB_THRESHOLD, SEED
 from corrnet.errors import UserError, run_command
 from corrnet.tasks import TASKS, Task, default_task, task_of_file
@@ -108,9 +108,9 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         "--num-features",
         type=int,
         metavar="K",
-        help="SIFT keypoints per image when --data is a raw folder (default 2000, as "
-        "data/prepare.py)",
+        help="keypoints per image when --data is a raw folder (default 2000, as data/prepare.py)",
     )
+    add_detector(parser, None, "when --data is a raw folder")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="the network's")
     parser.add_argument(
         "--batch-size", type=int, default=1, metavar="B", help="pairs per network call (padded)"
@@ -139,12 +139,18 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
 
 
 def _hdf5_of_raw_folder(
-    folder: Path, cache: Path, workers: int | None, num_features: int | None = None
+    folder: Path,
+    cache: Path,
+    workers: int | None,
+    num_features: int | None = None,
+    detector: str | None = None,
 ) -> Path:
-    """Prepare (once) the putative matches of a raw folder with ``num_features`` SIFT keypoints
-    per image (None: the default); returns the cached HDF5 path, named by the digest of the
-    pairs' content (pairs.txt, images.txt, images, calibration) and the protocol."""
+    """Prepare (once) the putative matches of a raw folder with ``num_features`` keypoints
+    of ``detector`` per image (None: the defaults); returns the cached HDF5 path, named by the
+    digest of the pairs' content (pairs.txt, images.txt, images, calibration) and the protocol
+    (with the detector and the count)."""
     from corrnet.datasets.prepare import (
+        DEFAULT_DETECTOR,
         NUM_FEATURES,
         find_sequences,
         inputs_digest,
@@ -153,9 +159,11 @@ def _hdf5_of_raw_folder(
     )
 
     count = NUM_FEATURES if num_features is None else num_features
+    detector = detector or DEFAULT_DETECTOR
     pairs = [p for seq in find_sequences(folder) for p in read_sequence(seq)]
-    out = cache / f"{folder.resolve().name}-{inputs_digest(pairs, count)[:12]}.hdf5"
-    prepare(pairs, out, workers or 2, num_features=count)
+    digest = inputs_digest(pairs, count, detector)
+    out = cache / f"{folder.resolve().name}-{digest[:12]}.hdf5"
+    prepare(pairs, out, workers or 2, num_features=count, detector=detector)
     return out
 
 
@@ -169,10 +177,11 @@ def _dataset(args: argparse.Namespace, side_info: Sequence[str], task: Task) -> 
     data = data_path(args.data)
     if data is not None and data.is_dir():
         name = data.resolve().name
-        data = _hdf5_of_raw_folder(data, args.cache, args.workers, args.num_features)
-    elif args.num_features is not None:
+        data = _hdf5_of_raw_folder(data, args.cache, args.workers, args.num_features, args.detector)
+    elif args.num_features is not None or args.detector is not None:
+        option = "--num-features" if args.num_features is not None else "--detector"
         raise UserError(
-            f"--num-features: only with a raw folder as --data (the keypoints of {args.data} "
+            f"{option}: only with a raw folder as --data (the keypoints of {args.data} "
             f"are already extracted)"
         )
     else:

@@ -1,4 +1,5 @@
-"""Putative SIFT matches with GT labels from raw image folders, in OANet's HDF5 layout.
+"""Putative matches (SIFT, or ORB / AKAZE with --detector) with GT labels from raw image
+folders, in OANet's HDF5 layout.
 
     corrnet prepare --raw DIR --out data/generated/dev.hdf5 [--seq NAME ...]
     corrnet prepare --pairs-file pairs.json --out FILE.hdf5
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corrnet.arguments import count, fraction, seed
+from corrnet.arguments import add_detector, count, fraction, seed
 from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, check_output, run_command
 
@@ -93,9 +94,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
         type=int,
         metavar="K",
         default=NUM_FEATURES,
-        help=f"SIFT keypoints per image (default {NUM_FEATURES}, OANet's protocol); recorded in "
+        help=f"keypoints per image (default {NUM_FEATURES}, OANet's protocol); recorded in "
         "the file's corrnet_protocol attribute",
     )
+    add_detector(parser)
     parser.add_argument("--keep-cache", action="store_true", help="keep <out>.partial/ afterwards")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an --out made from other inputs"
@@ -179,6 +181,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
             args.overwrite,
             attrs,
             args.num_features,
+            args.detector,
         )
         print(f"{args.out}: {count} pairs")
 

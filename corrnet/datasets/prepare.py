@@ -1,4 +1,4 @@
-"""Putative SIFT matches with ground-truth labels from real images (OANet's protocol).
+"""Putative matches with ground-truth labels from real images (OANet's SIFT protocol).
 
 Protocol (OANet ``dump_match``): ``cv2.SIFT_create(nfeatures=K, contrastThreshold=1e-5)``
 on the colour image with K = 2000 keypoints by default (``num_features``), OpenCV's keypoint
@@ -10,6 +10,13 @@ keypoints' ``cv2.KeyPoint.size`` and ``.angle``; ``dists``: the nearest and seco
 descriptor distances; see docs/channels.md).  The keypoint count is part of the protocol
 (file attribute ``corrnet_protocol``, the cache names, :func:`inputs_digest`), so
 preparations with different counts never mix.
+
+Other detectors (``detector``, :data:`~corrnet.constants.DETECTORS`; :func:`detect_features`):
+``cv2.ORB_create(nfeatures=K)`` in OpenCV's order, or ``cv2.AKAZE_create()`` keeping the K
+strongest keypoints by response; their binary descriptors are matched by Hamming distance
+(OpenCV's ``NORM_HAMMING``) with the same ratio, mutual flag and ``dists``, whose
+distributions differ from SIFT's (docs/verifier.md, Other detectors).  The detector is part of
+the protocol as well (and of the file attribute ``detector``); SIFT's protocol is unchanged.
 
 Inputs: OANet's raw layout ``<seq>/test/{images,calibration,visibility,pairs}.txt`` with
 ``calibration/calibration_<name>.h5`` (K with principal point *offset from the image centre*,
@@ -53,7 +60,7 @@ from corrnet.atomic import (
     exclusive_lock,
     remove_stale_temporaries,
 )
-from corrnet.constants import NUM_FEATURES
+from corrnet.constants import DEFAULT_DETECTOR, DETECTORS, NUM_FEATURES
 from corrnet.errors import UserError, one_line, same_file, worker_signals
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 from corrnet.images import image_size, read_image
@@ -69,14 +76,34 @@ PROTOCOL_ATTR = "corrnet_protocol"
 """HDF5 file attribute holding :func:`protocol` of the preparation that wrote the file."""
 NUM_FEATURES_ATTR = "num_features"
 """HDF5 file attribute holding the keypoint count per image of the preparation."""
+DETECTOR_ATTR = "detector"
+"""HDF5 file attribute holding the detector of the preparation (:data:`DETECTORS`)."""
 
 
-def protocol(num_features: int = NUM_FEATURES) -> str:
-    """The preparation's protocol for ``num_features`` keypoints per image; changes whenever
-    the extraction or matching would give other results (or other keys) for the same inputs."""
-    return (
-        f"corrnet-prepare-2 sift={num_features} contrast={CONTRAST_THRESHOLD} nn sizes-angles-dists"
-    )
+def check_detector(detector: str) -> str:
+    """``detector`` if it is one of :data:`~corrnet.constants.DETECTORS`, else UserError."""
+    if detector not in DETECTORS:
+        raise UserError(f"detector: expected one of {', '.join(DETECTORS)}, got {detector!r}")
+    return detector
+
+
+def usable_detector(detector: str) -> str:
+    """``detector`` if it is one of :data:`~corrnet.constants.DETECTORS` and the installed
+    OpenCV has it (checked before any work), else UserError."""
+    if check_detector(detector) == "akaze":
+        akaze_factory()
+    return detector
+
+
+def protocol(num_features: int = NUM_FEATURES, detector: str = DEFAULT_DETECTOR) -> str:
+    """The preparation's protocol for ``num_features`` keypoints per image of ``detector``;
+    changes whenever the extraction or matching would give other results (or other keys) for
+    the same inputs (SIFT's is the one of the files prepared before other detectors existed)."""
+    if check_detector(detector) == "sift":
+        extraction = f"sift={num_features} contrast={CONTRAST_THRESHOLD} nn"
+    else:
+        extraction = f"{detector}={num_features} nn-hamming"
+    return f"corrnet-prepare-2 {extraction} sizes-angles-dists"
 
 
 Undistort = Callable[[np.ndarray], np.ndarray]
@@ -288,10 +315,12 @@ def select_pairs(pairs: Sequence[PairSpec], max_pairs: int | None, seed: int) ->
 
 
 class Features(NamedTuple):
-    """SIFT features of one image, n keypoints in OpenCV's order (strongest first).
+    """Features of one image, n keypoints in the detector's order (:func:`detect_features`).
 
-    kp (n, 2) float64 pixels (``cv2.KeyPoint.pt``); desc (n, 128) float32 descriptors;
-    sizes (n,) float64 ``cv2.KeyPoint.size`` (diameter of the keypoint's neighbourhood, pixels);
+    kp (n, 2) float64 pixels (``cv2.KeyPoint.pt``); desc (n, 128) float32 SIFT descriptors,
+    or (n, B) uint8 binary ones (ORB: B = 32, AKAZE: 61), matched by Hamming distance;
+    sizes (n,) float64 ``cv2.KeyPoint.size`` (diameter of the keypoint's neighbourhood, pixels;
+    ORB's is its patch size 31 times the scale factor 1.2 to the power of the octave);
     angles (n,) float64 ``cv2.KeyPoint.angle`` (degrees in [0, 360), OpenCV's convention:
     measured in image coordinates, y pointing down).
     """
@@ -302,45 +331,104 @@ class Features(NamedTuple):
     angles: np.ndarray
 
 
-def sift_features(img: np.ndarray, num_features: int = NUM_FEATURES) -> Features:
-    """SIFT :class:`Features` of a (h, w, 3) uint8 BGR image, at most ``num_features`` keypoints."""
+def akaze_factory() -> Callable[[], cv2.Feature2D]:
+    """OpenCV's ``AKAZE_create`` (OpenCV 4's features2d, or OpenCV 5's contrib module
+    ``xfeatures2d``); UserError when the installed OpenCV has neither."""
+    create = getattr(cv2, "AKAZE_create", None) or getattr(
+        getattr(cv2, "xfeatures2d", None), "AKAZE_create", None
+    )
+    if create is None:
+        raise UserError(
+            f"detector akaze: OpenCV {cv2.__version__} has no AKAZE (OpenCV 5 moved it to the "
+            f"contrib modules): install opencv-contrib-python-headless instead of "
+            f"opencv-python-headless, or choose sift or orb"
+        )
+    return create
+
+
+DESCRIPTOR_SHAPES = {"sift": (128, np.float32), "orb": (32, np.uint8), "akaze": (61, np.uint8)}
+"""Descriptor length and dtype of each detector (an image without keypoints gets (0, length))."""
+
+
+def detect_features(
+    img: np.ndarray, num_features: int = NUM_FEATURES, detector: str = DEFAULT_DETECTOR
+) -> Features:
+    """:class:`Features` of a (h, w, 3) uint8 BGR (or (h, w) grey) image, at most
+    ``num_features`` keypoints of ``detector``: SIFT (OANet's settings) and ORB in OpenCV's
+    order (SIFT's: strongest first), AKAZE (OpenCV's defaults) sorted by response, strongest
+    first."""
     if num_features < 1:
         raise UserError(f"num_features: expected a positive count, got {num_features}")
-    sift = cv2.SIFT_create(nfeatures=num_features, contrastThreshold=CONTRAST_THRESHOLD)
-    kps, desc = sift.detectAndCompute(img, None)
-    kps = kps[:num_features]
+    if check_detector(detector) == "sift":
+        extractor = cv2.SIFT_create(nfeatures=num_features, contrastThreshold=CONTRAST_THRESHOLD)
+    elif detector == "orb":
+        extractor = cv2.ORB_create(nfeatures=num_features)
+    else:
+        extractor = akaze_factory()()
+    kps, desc = extractor.detectAndCompute(img, None)
+    length, dtype = DESCRIPTOR_SHAPES[detector]
+    desc = np.zeros((0, length), dtype) if desc is None else desc
+    keep = np.arange(len(kps))
+    if detector == "akaze":
+        keep = np.argsort([-k.response for k in kps], kind="stable").astype(np.int64)
+    keep = keep[:num_features]
+    kps = [kps[i] for i in keep]
     column = lambda values: np.array(values, np.float64).reshape(-1)
     return Features(
         np.array([k.pt for k in kps], np.float64).reshape(-1, 2),
-        np.zeros((0, 128), np.float32) if desc is None else desc[:num_features],
+        desc[keep],
         column([k.size for k in kps]),
         column([k.angle for k in kps]),
     )
 
 
+def sift_features(img: np.ndarray, num_features: int = NUM_FEATURES) -> Features:
+    """SIFT :class:`Features` of a (h, w, 3) uint8 BGR image, at most ``num_features`` keypoints."""
+    return detect_features(img, num_features, "sift")
+
+
 def extract_sift(image: Path, num_features: int = NUM_FEATURES) -> Features:
     """SIFT :class:`Features` of an image file (:func:`sift_features`)."""
-    return sift_features(read_image(image), num_features)
+    return extract_features(image, num_features, "sift")
+
+
+def extract_features(
+    image: Path, num_features: int = NUM_FEATURES, detector: str = DEFAULT_DETECTOR
+) -> Features:
+    """:class:`Features` of an image file (:func:`detect_features`)."""
+    return detect_features(read_image(image), num_features, detector)
+
+
+def squared_distances(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """(n1, n2) float64 squared distances between the rows of d1 (n1, D) and d2 (n2, D): L2
+    for float descriptors, Hamming (OpenCV's ``NORM_HAMMING``: the count of differing bits)
+    for uint8 binary ones."""
+    if d1.dtype == np.uint8 and d2.dtype == np.uint8:
+        # bit counts (at most 8 x D) are exact in float32, at half float64's time
+        a, b = (np.unpackbits(d, axis=1).astype(np.float32) for d in (d1, d2))
+        return np.square((a.sum(1)[:, None] + b.sum(1)[None] - 2 * (a @ b.T)).astype(np.float64))
+    a, b = d1.astype(np.float64), d2.astype(np.float64)
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
 
 
 def nearest_neighbours(
     d1: np.ndarray, d2: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """L2 nearest neighbour in d2 of every row of d1.  (n1, D), (n2, D) with n2 >= 2.
+    """Nearest neighbour in d2 of every row of d1.  (n1, D), (n2, D) with n2 >= 2: float
+    descriptors by L2, uint8 binary ones by Hamming distance (:func:`squared_distances`).
 
     Returns the index (n1,), the ratio of the nearest to the second nearest distance (n1,),
     whether the match is a mutual nearest neighbour (n1,) bool and the nearest and second
-    nearest L2 distances (n1, 2) float64 (in descriptor units).
+    nearest distances (n1, 2) float64 (in descriptor units: L2, or differing bits).
     """
-    a, b = d1.astype(np.float64), d2.astype(np.float64)
-    D = np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
+    D = squared_distances(d1, d2)
     two = np.argpartition(D, 1, axis=1)[:, :2]
     d = np.take_along_axis(D, two, 1)
     order = np.argsort(d, axis=1)
     nn = np.take_along_axis(two, order[:, :1], 1)[:, 0]
     d = np.sqrt(np.take_along_axis(d, order, 1))
     ratio = d[:, 0] / np.maximum(d[:, 1], 1e-12)
-    mutual = D.argmin(0)[nn] == np.arange(len(a))
+    mutual = D.argmin(0)[nn] == np.arange(len(d1))
     return nn, ratio, mutual, d
 
 
@@ -364,17 +452,18 @@ class PutativeMatches:
     angles: np.ndarray
     dists: np.ndarray
 
-    def measurements(self) -> dict[str, np.ndarray]:
-        """What SIFT measured per match, as :meth:`corrnet.Verifier.verify`'s keyword
-        arguments (N,) each: ratios, mutuals, scales1/2, angles1/2, distances (the nearest)."""
+    def measurements(self, ratios: bool = True) -> dict[str, np.ndarray]:
+        """What the detector and matching measured per match, as
+        :meth:`corrnet.Verifier.verify`'s keyword arguments (N,) each: ratios, mutuals,
+        scales1/2, angles1/2, distances (the nearest); without ``ratios``, the keypoints'
+        scales and angles only (what the ratio-free weights read)."""
+        matching = {"ratios": self.ratios, "mutuals": self.mutuals, "distances": self.dists[:, 0]}
         return {
-            "ratios": self.ratios,
-            "mutuals": self.mutuals,
+            **(matching if ratios else {}),
             "scales1": self.sizes[:, 0],
             "scales2": self.sizes[:, 1],
             "angles1": self.angles[:, 0],
             "angles2": self.angles[:, 1],
-            "distances": self.dists[:, 0],
         }
 
 
@@ -467,22 +556,26 @@ def image_digest(image: Path) -> str:
     return _content_digest(Path(image).resolve(), st.st_size, st.st_mtime_ns)
 
 
-def _feature_cache_name(image: Path, num_features: int = NUM_FEATURES) -> str:
-    """Cache file name of an image's SIFT features: changes with the image's content and the
-    protocol (keypoint count)."""
-    return _cache_name(f"{protocol(num_features)}\n{image_digest(image)}")
+def _feature_cache_name(
+    image: Path, num_features: int = NUM_FEATURES, detector: str = DEFAULT_DETECTOR
+) -> str:
+    """Cache file name of an image's features: changes with the image's content and the
+    protocol (detector and keypoint count)."""
+    return _cache_name(f"{protocol(num_features, detector)}\n{image_digest(image)}")
 
 
-def _pair_cache_name(spec: PairSpec, num_features: int = NUM_FEATURES) -> str:
-    """Cache file name of a pair's matches: changes with the protocol (keypoint count), its
-    key, images' content and geometry."""
+def _pair_cache_name(
+    spec: PairSpec, num_features: int = NUM_FEATURES, detector: str = DEFAULT_DETECTOR
+) -> str:
+    """Cache file name of a pair's matches: changes with the protocol (detector and keypoint
+    count), its key, images' content and geometry."""
     geometry = np.concatenate(
         [np.ravel(a).astype(np.float64) for a in (spec.K1, spec.K2, spec.R, spec.t)]
     )
     return _cache_name(
         "\n".join(
             [
-                protocol(num_features),
+                protocol(num_features, detector),
                 spec.key,
                 str(Path(spec.image1).resolve()),
                 str(Path(spec.image2).resolve()),
@@ -496,17 +589,20 @@ def _pair_cache_name(spec: PairSpec, num_features: int = NUM_FEATURES) -> str:
     )
 
 
-def inputs_digest(pairs: Sequence[PairSpec], num_features: int = NUM_FEATURES) -> str:
-    """Digest of what an output is made from: the protocol (with the keypoint count) and, in
-    order, every pair's key, image paths and content, K1, K2, R and t.  Raises
+def inputs_digest(
+    pairs: Sequence[PairSpec], num_features: int = NUM_FEATURES, detector: str = DEFAULT_DETECTOR
+) -> str:
+    """Digest of what an output is made from: the protocol (with the detector and keypoint
+    count) and, in order, every pair's key, image paths and content, K1, K2, R and t.  Raises
     FileNotFoundError naming a missing image and its pair."""
     names = []
     for p in pairs:
         try:
-            names.append(_pair_cache_name(p, num_features))
+            names.append(_pair_cache_name(p, num_features, detector))
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err} (pair {p.key})") from None
-    return hashlib.sha1("\n".join([protocol(num_features), *names]).encode()).hexdigest()
+    lines = [protocol(num_features, detector), *names]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()
 
 
 def recorded_attr(out: Path, name: str) -> str | None:
@@ -539,9 +635,9 @@ def _save_npz(path: Path, **arrays: np.ndarray | str) -> None:
         np.savez(tmp, **arrays)
 
 
-def _features_job(args: tuple[Path, Path, int]) -> None:
-    image, dest, num_features = args
-    _save_npz(dest, **extract_sift(image, num_features)._asdict())
+def _features_job(args: tuple[Path, Path, int, str]) -> None:
+    image, dest, num_features, detector = args
+    _save_npz(dest, **extract_features(image, num_features, detector)._asdict())
 
 
 def _load_features(path: Path) -> Features:
@@ -594,25 +690,27 @@ def prepare(
     overwrite: bool = False,
     attrs: dict[str, str | int | float] | None = None,
     num_features: int = NUM_FEATURES,
+    detector: str = DEFAULT_DETECTOR,
 ) -> int:
     """Write the putative matches of ``pairs`` to ``out`` (OANet HDF5 layout), with at most
-    ``num_features`` SIFT keypoints per image.
+    ``num_features`` keypoints per image of ``detector`` (:func:`detect_features`).
 
     Resumable: features and per-pair matches already in ``<out>.partial/`` are reused.  If
     ``out`` exists and records the same :func:`inputs_digest`, nothing is done; if it was
     made from other inputs (or not by prepare) it is refused with FileExistsError unless
     ``overwrite``.  Returns the number of pairs in ``out`` (pairs with |t| < 1e-5 are dropped
     with a warning).  ``attrs`` are written as file attributes, beside :data:`INPUTS_ATTR`,
-    :data:`PROTOCOL_ATTR` and :data:`NUM_FEATURES_ATTR`.
+    :data:`PROTOCOL_ATTR`, :data:`NUM_FEATURES_ATTR` and :data:`DETECTOR_ATTR`.
 
     One run at a time per ``out``: the run holds :func:`lock_file_for` ``(out)``; another
     run into the same ``out`` is refused with LockedError (an OSError) naming the lock and
     the process holding it, and leaves the cache alone.
     """
+    usable_detector(detector)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(lock_file_for(out), f"{out} (with its cache {cache_dir_for(out)})"):
-        return _prepare(pairs, out, workers, keep_cache, overwrite, attrs, num_features)
+        return _prepare(pairs, out, workers, keep_cache, overwrite, attrs, num_features, detector)
 
 
 def _prepare(
@@ -623,6 +721,7 @@ def _prepare(
     overwrite: bool,
     attrs: dict[str, str | int | float] | None,
     num_features: int,
+    detector: str,
 ) -> int:
     """:func:`prepare` while holding its lock."""
     if num_features < MIN_MATCHES:
@@ -642,7 +741,8 @@ def _prepare(
         warnings.warn(
             f"dropped {len(pairs) - len(kept)} pair(s) with |t| < {MIN_TRANSLATION}", stacklevel=2
         )
-    digest = inputs_digest(kept, num_features)
+    digest = inputs_digest(kept, num_features, detector)
+    asked = protocol(num_features, detector)
     if out.exists():
         if recorded_inputs(out) == digest:
             with h5py.File(out, "r") as f:
@@ -650,8 +750,8 @@ def _prepare(
         if not overwrite:
             made_by = recorded_attr(out, PROTOCOL_ATTR)
             why = (
-                f"by another preparation protocol ({made_by!r}, not {protocol(num_features)!r})"
-                if made_by != protocol(num_features)
+                f"by another preparation protocol ({made_by!r}, not {asked!r})"
+                if made_by != asked
                 else "from other inputs (other pairs, sequences, --max-pairs or images)"
             )
             raise FileExistsError(
@@ -663,18 +763,18 @@ def _prepare(
         (cache / sub).mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(cache / sub)
     feat = {
-        img: cache / "features" / _feature_cache_name(img, num_features)
+        img: cache / "features" / _feature_cache_name(img, num_features, detector)
         for p in kept
         for img in (p.image1, p.image2)
     }
-    pair_file = {p.key: cache / "pairs" / _pair_cache_name(p, num_features) for p in kept}
+    pair_file = {p.key: cache / "pairs" / _pair_cache_name(p, num_features, detector) for p in kept}
     todo = [p for p in kept if not pair_file[p.key].exists()]
     images = list(dict.fromkeys(img for p in todo for img in (p.image1, p.image2)))
     _run(
         _features_job,
-        [(img, feat[img], num_features) for img in images if not feat[img].exists()],
+        [(img, feat[img], num_features, detector) for img in images if not feat[img].exists()],
         workers,
-        "SIFT",
+        detector.upper(),
     )
     _run(
         _pair_job,
@@ -696,8 +796,9 @@ def _prepare(
         attrs={
             **(attrs or {}),
             INPUTS_ATTR: digest,
-            PROTOCOL_ATTR: protocol(num_features),
+            PROTOCOL_ATTR: asked,
             NUM_FEATURES_ATTR: num_features,
+            DETECTOR_ATTR: detector,
         },
     )
     if not keep_cache:
