@@ -116,6 +116,27 @@ def test_inference_forward_has_no_host_sync(monkeypatch, masked):
     assert dict(training) == {"aten._linalg_eigh.default": 1}
 
 
+def test_rigid_inference_forward_has_no_host_sync(monkeypatch):
+    """The rigid network (Kabsch head): sync-free without a gradient (Horn's rotation), the
+    SVD where a gradient is needed."""
+    torch.manual_seed(0)
+    config = dict(width=16, blocks_per_stage=2, heads=2, num_states=4, attention_keys=40)
+    net = CorrNet(CorrNetConfig(geometry="rigid", side_info=True, **config)).eval()
+    g = torch.Generator().manual_seed(0)
+    x1 = 2 * torch.randn(2, 128, 3, generator=g)
+    x = torch.cat([x1, x1.flip(-1) + 1, torch.rand(2, 128, 2, generator=g)], -1)
+    mask = torch.arange(128) < torch.tensor([[128], [90]])
+    for m in (None, mask):
+        with torch.inference_mode(), count_syncs(monkeypatch) as unchecked:
+            out = net(x, m, validate=False)
+        assert dict(unchecked) == {}
+        assert torch.isfinite(out["R"]).all() and torch.isfinite(out["t"]).all()
+        with count_syncs(monkeypatch) as training:
+            trained = net(x, m, validate=False)
+        assert training["aten._linalg_svd.default"] == 1
+        torch.testing.assert_close(out["R"], trained["R"].detach(), atol=1e-12, rtol=0)
+
+
 def test_unchecked_forward_equals_the_checked_one():
     net = tiny(attention_keys=50)
     x, mask = pairs([300, 180, 97], 300)
