@@ -180,6 +180,22 @@ def test_collinear_points_give_a_minimiser_and_coincident_ones_the_identity():
     assert R[1].isnan().all() and R[[0, 2]].isfinite().all()
 
 
+@pytest.mark.parametrize("spread", [1e-2, 1e-3, 1e-4])
+def test_thin_clouds_equal_the_svd(spread):
+    """Points spread ``spread`` of their extent off a line (σ₂/σ₁ ~ spread²): still the SVD's
+    rotation within its own sensitivity, which grows as 1/spread²."""
+    g = torch.Generator().manual_seed(8)
+    u = torch.nn.functional.normalize(torch.randn(64, 3, generator=g, dtype=torch.float64), dim=-1)
+    x1 = torch.randn(64, 100, 1, generator=g, dtype=torch.float64) * u.unsqueeze(1)
+    x1 = x1 + spread * torch.randn(64, 100, 3, generator=g, dtype=torch.float64)
+    R_true = rotation(torch.randn(64, 3, generator=g, dtype=torch.float64))
+    x2 = transform_points(R_true, torch.zeros(64, 3, dtype=torch.float64), x1)
+    x2 = x2 + 1e-3 * spread * torch.randn(64, 100, 3, generator=g, dtype=torch.float64)
+    w = torch.rand(64, 100, generator=g, dtype=torch.float64)
+    (R, _), (R_svd, _) = both(x1, x2, w)
+    assert ((R - R_svd).abs().amax((-2, -1)) <= 64 * bound(cross_covariance(x1, x2, w))).all()
+
+
 def test_near_collinear_points_cost_at_most_the_eigenvalue_gap_more():
     """Points within ~1e-7 of a line (σ₂ + σ₃ ≪ σ₁, below the solver's resolution): the
     cost exceeds the SVD's minimum by at most 4(σ₂ + d σ₃) (the docstring's bound)."""
