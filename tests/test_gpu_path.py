@@ -6,7 +6,8 @@ the fixed pruning count, batched evaluation, the compiled predictor, and DDP tra
   ``masked_select``, ...) and Python reads of a tensor (``tolist``, ``item``, ``bool``,
   ``int``, ``float``, ``numpy``, ``cpu``), and linear algebra that checks its solver's status
   on the host on CUDA (``_linalg_check_errors``, which ``torch.linalg.inv``, ``cholesky``,
-  ``solve`` ... call, and ``eigh`` and ``svd``, which check inside their kernels).
+  ``solve`` ... call, and ``eigh`` and ``svd``, which check inside their kernels; under
+  ``inference_mode`` these reach the dispatcher as ``linalg_inv``, ``linalg_eigh`` ...).
 * torch.compile with inductor takes about a minute for the tiny model on 2 CPU cores; that
   test runs on the CPU here and on the GPU under scripts/gpu_bench.sh; the graph capture
   (``aot_eager``) and the fallbacks are tested in tests/test_fast_paths.py.
@@ -43,9 +44,17 @@ SYNC_OPS = {
     aten._linalg_check_errors.default,
     aten._linalg_eigh.default,
     aten._linalg_svd.default,
+    # under inference_mode the checked solvers reach the dispatcher undecomposed
+    aten.linalg_eigh.default,
+    aten.linalg_eigvalsh.default,
+    aten.linalg_svd.default,
+    aten.linalg_svdvals.default,
+    aten.linalg_inv.default,
+    aten.linalg_solve.default,
+    aten.linalg_cholesky.default,
 }
 """Dispatcher ops that read a device value on the host, give a data-dependent shape or check
-a solver's status on the host."""
+a solver's status on the host (``linalg_inv_ex`` and the other ``_ex`` variants do not)."""
 SYNC_METHODS = ("tolist", "item", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu")
 """Python-level tensor reads (``tolist`` does not go through the dispatcher)."""
 
@@ -114,6 +123,27 @@ def test_inference_forward_has_no_host_sync(monkeypatch, masked):
     with count_syncs(monkeypatch) as training:
         net(x, mask if masked else None, validate=False)
     assert dict(training) == {"aten._linalg_eigh.default": 1}
+
+
+def test_rigid_inference_forward_has_no_host_sync(monkeypatch):
+    """The rigid network (Kabsch head): sync-free without a gradient (Horn's rotation), the
+    SVD where a gradient is needed."""
+    torch.manual_seed(0)
+    config = dict(width=16, blocks_per_stage=2, heads=2, num_states=4, attention_keys=40)
+    net = CorrNet(CorrNetConfig(geometry="rigid", side_info=True, **config)).eval()
+    g = torch.Generator().manual_seed(0)
+    x1 = 2 * torch.randn(2, 128, 3, generator=g)
+    x = torch.cat([x1, x1.flip(-1) + 1, torch.rand(2, 128, 2, generator=g)], -1)
+    mask = torch.arange(128) < torch.tensor([[128], [90]])
+    for m in (None, mask):
+        with torch.inference_mode(), count_syncs(monkeypatch) as unchecked:
+            out = net(x, m, validate=False)
+        assert dict(unchecked) == {}
+        assert torch.isfinite(out["R"]).all() and torch.isfinite(out["t"]).all()
+        with count_syncs(monkeypatch) as training:
+            trained = net(x, m, validate=False)
+        assert training["aten._linalg_svd.default"] == 1
+        torch.testing.assert_close(out["R"], trained["R"].detach(), atol=1e-12, rtol=0)
 
 
 def test_unchecked_forward_equals_the_checked_one():
