@@ -279,3 +279,42 @@ def test_ratio_free_weights_verify_matches_without_ratios(verifier, matches):
     rotation = np.degrees(np.arccos(np.clip((np.trace(v.R @ reference.R.T) - 1) / 2, -1, 1)))
     translation = np.degrees(np.arccos(np.clip(v.t @ reference.t, -1, 1)))
     assert rotation < 1 and translation < 1
+
+
+def test_same_pose_as_eval_on_real_dev(real_dev, tmp_path, verifier):
+    """Real-dev pairs prepared as ``corrnet prepare --raw`` does and scored by ``eval.py``'s
+    ``corrnet+poselib``: the Verifier, given the same matches as pixel arrays with their ratios
+    and mutual flags, reaches the same pose errors (1e-6 degrees)."""
+    from corrnet.datasets.oanet_hdf5 import OANetPairs
+    from corrnet.datasets.prepare import prepare, read_sequence
+    from corrnet.eval.evaluate import evaluate
+    from corrnet.geometry.pose import pose_errors
+
+    specs = (
+        read_sequence(real_dev / "fountain_P11")[:2] + read_sequence(real_dev / "redkitchen_a")[:2]
+    )
+    out = tmp_path / "four.hdf5"
+    assert prepare(specs, out, workers=1) == 4
+    pairs = OANetPairs(out, side_info=True)
+    result = evaluate(
+        pairs, make_predictor(load_model(PRETRAINED)), ["corrnet+poselib"], 1, progress=False
+    )
+    for row in result.of("corrnet+poselib"):
+        s = {k: v.numpy() if torch.is_tensor(v) else v for k, v in pairs[row.position].items()}
+        K1, K2 = s["K1"].astype(np.float64), s["K2"].astype(np.float64)
+        xs = s["xs"].astype(np.float64)
+        v = verifier.verify(
+            to_pixels(xs[:, :2], K1),
+            to_pixels(xs[:, 2:], K2),
+            K1,
+            K2,
+            ratios=s["ratios"],
+            mutuals=s["mutuals"],
+        )
+        err_R, err_t = pose_errors(
+            torch.from_numpy(v.R),
+            torch.from_numpy(v.t),
+            torch.from_numpy(s["R"]).double(),
+            torch.from_numpy(s["t"]).double(),
+        )
+        assert abs(float(err_R) - row.err_R) < 1e-6 and abs(float(err_t) - row.err_t) < 1e-6
