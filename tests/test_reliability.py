@@ -438,6 +438,12 @@ sys.exit(run_command("slow", body))
 """
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT as in a terminal's foreground job (a shell starts
+    background jobs, such as a CI runner's, with SIGINT ignored, which corrnet keeps)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     "sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
@@ -453,6 +459,7 @@ def test_a_signal_ends_a_command_with_one_line_after_its_cleanup(tmp_path, sig, 
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     folder = Path(proc.stdout.readline().strip())
     assert folder.is_dir()
@@ -828,6 +835,7 @@ def test_a_signal_while_the_command_starts_is_one_line(tmp_path, sig, status, wo
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_default_sigint,
         )
         try:
             while not _catches_sigterm(proc.pid):
