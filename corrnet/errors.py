@@ -11,6 +11,7 @@ re-raises bad input with the traceback too.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -62,10 +63,23 @@ def worker_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+_WORKER_WRAPPED = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+"""The start of the message torch gives an exception it re-raises from a DataLoader worker (the
+worker's traceback, the original message on its last lines)."""
+
+
 def one_line(err: BaseException) -> str:
-    """The first line of an exception's message (a KeyError's without its quotes)."""
+    """The first line of an exception's message (a KeyError's without its quotes; for one
+    re-raised from a DataLoader worker, the first line of the worker's original message)."""
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     lines = text.strip().splitlines()
+    if _WORKER_WRAPPED.match(text):
+        kind = type(err)
+        name = kind.__qualname__
+        name = name if kind.__module__ == "builtins" else f"{kind.__module__}.{name}"
+        original = [line for line in lines if line.startswith(f"{name}: ")]
+        if original:
+            return original[-1][len(name) + 2 :]
     return lines[0] if lines else type(err).__name__
 
 
