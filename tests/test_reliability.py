@@ -106,6 +106,19 @@ def test_merge_refuses_a_fifo_output(syn, fifo, capsys):
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
+def test_merge_and_the_picture_refuse_a_device_output(syn, tmp_path, capsys):
+    from corrnet.commands.viz import main as viz_main
+
+    device = tmp_path / "null"
+    device.symlink_to("/dev/null")
+    for main, args in [
+        (merge_main, [str(syn), "--out", str(device), "--overwrite"]),
+        (viz_main, ["--data", str(syn), "--pair", "0", "--out", str(device), "--overwrite"]),
+    ]:
+        refused(capsys, call(main, args), f"{device}: is a character device")
+    assert device.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
 def test_atomic_path_checks_again_before_the_rename(tmp_path):
     out = tmp_path / "out.bin"
     with pytest.raises(NotRegularFileError, match="FIFO"):
