@@ -1008,3 +1008,38 @@ def test_a_signal_while_a_picture_renders_leaves_no_folder(
     assert proc.returncode == status and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == f"corrnet {command}: {word}", err
     assert list(temp.iterdir()) == []
+
+
+IN_A_FINALIZER = """
+import os, signal, sys, time
+from corrnet.errors import run_command
+
+class Resource:
+    def __del__(self):  # the signal lands while a finalizer runs, as in ZipFile.__del__
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        time.sleep(0.5)  # delivered here, inside __del__
+
+def body():
+    Resource()
+    for _ in range(100):
+        time.sleep(0.1)
+    print("finished", flush=True)
+
+sys.exit(run_command("slow", body))
+"""
+
+
+@pytest.mark.parametrize(
+    "sig, status, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_a_signal_inside_a_finalizer_still_stops_the_command(sig, status, word):
+    """Python prints and drops an exception raised in ``__del__``: the command redelivers it."""
+    done = subprocess.run(
+        [sys.executable, "-c", IN_A_FINALIZER, sig],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (status, "", f"slow: {word}\n")
