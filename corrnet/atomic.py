@@ -12,7 +12,10 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
+import signal
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,6 +147,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         os.replace(tmp, check_regular_output(path))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def temporary_folder(prefix: str) -> Iterator[Path]:
+    """A new folder ``<prefix><64 random bits>`` in the temporary folder, removed with its
+    contents when the block ends, also when a signal ends it.
+
+    Unlike ``tempfile.TemporaryDirectory`` there is no instant between the folder's creation
+    and the start of the block that removes it, and SIGINT / SIGTERM wait while it is removed
+    (a handler that raises would leave it half-removed).
+    """
+    path = Path(tempfile.gettempdir(), f"{prefix}{secrets.token_hex(8)}")
+    try:
+        path.mkdir(mode=0o700)
+        yield path
+    finally:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _alive(pid: int) -> bool:

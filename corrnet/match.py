@@ -39,7 +39,6 @@ import functools
 import json
 import math
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from corrnet.arguments import add_detector, add_keypoint_count, pixel_threshold
-from corrnet.atomic import NotRegularFileError, atomic_path, check_regular_output
+from corrnet.atomic import NotRegularFileError, atomic_path, check_regular_output, temporary_folder
 from corrnet.constants import DEFAULT_DETECTOR, NUM_FEATURES
 from corrnet.errors import UserError, run_command
 from corrnet.images import exif_focal_35mm, read_image
@@ -414,7 +413,7 @@ def render_matches(result: MatchResult, out_png: str | Path, picture: str = "2d"
     )
     import cv2
 
-    with tempfile.TemporaryDirectory(prefix="corrnet-match-") as tmp:
+    with temporary_folder("corrnet-match-") as tmp:
         files = []
         for i, (path, image) in enumerate(zip((result.image1, result.image2), result.images)):
             if path is None:  # an array: the renderer reads files

@@ -13,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +34,7 @@ from corrnet.atomic import (
     exclusive_lock,
     is_temporary,
     remove_stale_temporaries,
+    temporary_folder,
 )
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.commands.merge import main as merge_main
@@ -1043,3 +1045,14 @@ def test_a_signal_inside_a_finalizer_still_stops_the_command(sig, status, word):
         timeout=60,
     )
     assert (done.returncode, done.stdout, done.stderr) == (status, "", f"slow: {word}\n")
+
+
+def test_a_temporary_folder_is_removed_whatever_ends_the_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        with temporary_folder("corrnet-viz-") as folder:
+            (folder / "scene.npz").write_bytes(b"x")
+            assert folder.parent == tmp_path and folder.name.startswith("corrnet-viz-")
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
