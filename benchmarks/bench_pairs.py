@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _error(R: np.ndarray, t: np.ndarray, R_gt: np.ndarray, t_gt: np.ndarray) -> float:
-    """max(rotation, translation) error in degrees; 180 without a pose."""
+    """max(rotation, translation) error in degrees; 180 without a pose (or without t)."""
     if not (np.isfinite(R).all() and np.isfinite(t).all()):
         return 180.0
     err_R, err_t = pose_errors(
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         pose = json.loads((out / "pose.json").read_text())
         for stage in single:
             single[stage] += pose["times_ms"].get(stage, 0.0) / 1e3
-        err_single.append(_error(np.array(pose["R"]), np.array(pose["t"]), s.R, s.t))
+        R, t = (np.array(pose[k] if pose[k] is not None else np.nan, float) for k in "Rt")
+        err_single.append(_error(R, t, s.R, s.t))
 
     n = len(specs)
     print(

@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         err, times = 180.0, {}
         if ok:
             pose = json.loads((out / "pose.json").read_text())
+            times = pose["times_ms"]
+        if ok and pose["t"] is not None:  # null: translation undefined, counted as a failure
             t_gt = spec.t / np.linalg.norm(spec.t)
             e_R, e_t = pose_errors(
                 *(
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     for a in (pose["R"], pose["t"], spec.R, t_gt)
                 )
             )
-            err, times = max(float(e_R), float(e_t)), pose["times_ms"]
+            err = max(float(e_R), float(e_t))
         rows.append(
             {
                 "pair": spec.key,

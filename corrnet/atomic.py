@@ -12,7 +12,10 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
+import signal
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,10 @@ _TEMPORARY = re.compile(
 )
 """Name of a temporary file of :func:`atomic_path`:
 ``.<name>.tmp<pid>-corrnet-<token><check><suffix>``, ``check`` a digest of the rest."""
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Errors of the disk a writer fills (full, over quota, file too large): their messages name no
+file, so :func:`atomic_path` adds the output's path."""
 
 _KINDS = {
     stat.S_ISDIR: "a folder",
@@ -123,17 +130,44 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     ``.<name>.tmp<pid>-corrnet-*`` file, which :func:`remove_stale_temporaries` removes later.
     ``suffix`` is the temporary name's ending (for writers that append their own, e.g.
     ``np.savez`` needs ``.npz``).  The parent folder is created.  ``path`` must be absent or a
-    regular file (checked before and again just before the rename): NotRegularFileError.
+    regular file (checked before and again just before the rename): NotRegularFileError.  A full
+    disk (or quota) while writing is re-raised as an OSError of the same errno naming ``path``.
     """
     path = check_regular_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path, suffix)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:
+            if err.errno not in _DISK_ERRNOS:
+                raise
+            raise OSError(err.errno, f"{path}: {os.strerror(err.errno)} while writing it") from err
         os.chmod(tmp, _file_mode())  # created 0o600
         os.replace(tmp, check_regular_output(path))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def temporary_folder(prefix: str) -> Iterator[Path]:
+    """A new folder ``<prefix><64 random bits>`` in the temporary folder, removed with its
+    contents when the block ends, also when a signal ends it.
+
+    Unlike ``tempfile.TemporaryDirectory`` there is no instant between the folder's creation
+    and the start of the block that removes it, and SIGINT / SIGTERM wait while it is removed
+    (a handler that raises would leave it half-removed).
+    """
+    path = Path(tempfile.gettempdir(), f"{prefix}{secrets.token_hex(8)}")
+    try:
+        path.mkdir(mode=0o700)
+        yield path
+    finally:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _alive(pid: int) -> bool:

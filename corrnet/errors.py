@@ -10,11 +10,14 @@ re-raises bad input with the traceback too.
 
 from __future__ import annotations
 
+import _thread
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from corrnet.atomic import check_regular_output
@@ -37,6 +40,10 @@ INTERRUPTED, TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
 """Exit statuses of a command stopped by SIGINT (Ctrl-C) or SIGTERM, as a shell reports them."""
 
 
+REDELIVERY_DELAY_S = 0.01
+"""Delay before a signal dropped in a finalizer is delivered again (:func:`_redeliver`)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that ``finally`` blocks and context managers
     (temporary files and folders) clean up as after Ctrl-C."""
@@ -54,6 +61,21 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _redeliver(fallback: Callable, unraisable: object) -> None:
+    """``sys.unraisablehook`` while a command runs: a signal's exception raised inside a
+    finalizer (``__del__``, a weakref callback), which Python would print as "Exception ignored"
+    and drop, is delivered again to the command's main thread once this hook returned (from a
+    timer thread: a handler run in the hook would be dropped as well)."""
+    stop = unraisable.exc_value
+    if isinstance(stop, KeyboardInterrupt) and os.getpid() == _command_pid:
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        timer = threading.Timer(REDELIVERY_DELAY_S, _thread.interrupt_main, (signum,))
+        timer.daemon = True
+        timer.start()
+        return
+    fallback(unraisable)
+
+
 def worker_signals() -> None:
     """For a process pool's initializer: Ctrl-C, which reaches the whole process group, is the
     parent command's to report (ignored in the worker); SIGTERM (the pool's terminate) ends
@@ -62,10 +84,23 @@ def worker_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+_WORKER_WRAPPED = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+"""The start of the message torch gives an exception it re-raises from a DataLoader worker (the
+worker's traceback, the original message on its last lines)."""
+
+
 def one_line(err: BaseException) -> str:
-    """The first line of an exception's message (a KeyError's without its quotes)."""
+    """The first line of an exception's message (a KeyError's without its quotes; for one
+    re-raised from a DataLoader worker, the first line of the worker's original message)."""
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     lines = text.strip().splitlines()
+    if _WORKER_WRAPPED.match(text):
+        kind = type(err)
+        name = kind.__qualname__
+        name = name if kind.__module__ == "builtins" else f"{kind.__module__}.{name}"
+        original = [line for line in lines if line.startswith(f"{name}: ")]
+        if original:
+            return original[-1][len(name) + 2 :]
     return lines[0] if lines else type(err).__name__
 
 
@@ -82,6 +117,9 @@ def run_command(
     _command_pid = os.getpid()
     handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate}
     previous = {}
+    hook = sys.unraisablehook
+    if main:
+        sys.unraisablehook = partial(_redeliver, hook)
     for signum, handler in handlers.items() if main else ():
         if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored by the parent: stays so
             previous[signum] = signal.signal(signum, handler)
@@ -101,6 +139,7 @@ def run_command(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = hook
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

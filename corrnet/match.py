@@ -39,7 +39,6 @@ import functools
 import json
 import math
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from corrnet.arguments import add_detector, add_keypoint_count, pixel_threshold
-from corrnet.atomic import NotRegularFileError, atomic_path, check_regular_output
+from corrnet.atomic import NotRegularFileError, atomic_path, check_regular_output, temporary_folder
 from corrnet.constants import DEFAULT_DETECTOR, NUM_FEATURES
 from corrnet.errors import UserError, run_command
 from corrnet.images import exif_focal_35mm, read_image
@@ -156,11 +155,11 @@ class MatchResult:
         return {
             "image1": None if self.image1 is None else str(self.image1),
             "image2": None if self.image2 is None else str(self.image2),
-            "R": v.R.tolist(),
-            "t": v.t.tolist(),
-            "E": v.E.tolist(),
-            "convention": "x2 = R x1 + t (camera 1 to camera 2), |t| = 1; K in pixels, "
-            "pixel-centre convention",
+            "R": v.R.tolist() if v.has_pose else None,
+            "t": v.t.tolist() if v.translation_known else None,
+            "E": v.E.tolist() if v.translation_known else None,
+            "convention": "x2 = R x1 + t (camera 1 to camera 2), |t| = 1 (null when undefined); "
+            "K in pixels, pixel-centre convention",
             "K1": v.K1.tolist(),
             "K2": v.K2.tolist(),
             "intrinsics": "approximate" if self.approximate else "given",
@@ -414,7 +413,7 @@ def render_matches(result: MatchResult, out_png: str | Path, picture: str = "2d"
     )
     import cv2
 
-    with tempfile.TemporaryDirectory(prefix="corrnet-match-") as tmp:
+    with temporary_folder("corrnet-match-") as tmp:
         files = []
         for i, (path, image) in enumerate(zip((result.image1, result.image2), result.images)):
             if path is None:  # an array: the renderer reads files
@@ -471,15 +470,17 @@ def write_result(
 
 
 def summary(result: MatchResult, out: Path) -> str:
-    """The one stdout line: counts, rotation angle, t, intrinsics, time, where the files are."""
+    """The one stdout line: counts, rotation angle, t (or "undefined"), intrinsics, time, where
+    the files are."""
     v = result.verification
     angle = math.degrees(math.acos(float(np.clip((np.trace(v.R) - 1) / 2, -1.0, 1.0))))
+    t = f"[{' '.join(f'{x:+.3f}' for x in v.t)}]" if v.translation_known else "undefined"
     total = sum(result.times_ms.get(s, 0.0) for s in STAGES)
     name1, name2 = result.names()
     return (
         f"{name1} {name2}: {len(v.xs)} matches, "
         f"{v.num_kept} kept, {v.num_inliers} inliers ({v.estimator}); "
-        f"rotation {angle:.2f} deg, t [{' '.join(f'{x:+.3f}' for x in v.t)}]; intrinsics "
+        f"rotation {angle:.2f} deg, t {t}; intrinsics "
         f"{'approximate' if result.approximate else 'given'}; "
         f"{'confident' if v.confident else 'NOT confident'}; {total:.0f} ms; {out}"
     )

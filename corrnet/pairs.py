@@ -65,6 +65,7 @@ from corrnet.arguments import add_detector, add_keypoint_count
 from corrnet.atomic import atomic_path, remove_stale_temporaries
 from corrnet.constants import DEFAULT_DETECTOR, NUM_FEATURES
 from corrnet.datasets import prepare
+from corrnet.datasets.oanet_hdf5 import text_attribute
 from corrnet.errors import UserError, run_command
 from corrnet.images import read_image
 from corrnet.match import (
@@ -327,10 +328,9 @@ def _recorded_digest(path: Path) -> str | None:
     """The digest an HDF5 output records (None: absent or unreadable)."""
     try:
         with h5py.File(path, "r") as f:
-            value = f.attrs.get(INPUTS_ATTR)
+            return text_attribute(f.attrs, INPUTS_ATTR)
     except OSError:
         return None
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _ours(out: Path) -> list[Path]:
@@ -347,7 +347,7 @@ def check_out(out: Path, digest: str, overwrite: bool) -> bool:
         return False
     try:
         recorded = json.loads((out / INPUTS_FILE).read_text()).get("digest")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         recorded = None
     if recorded != digest:
         raise FileExistsError(

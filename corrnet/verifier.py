@@ -238,6 +238,12 @@ class Verification:
         """Whether the estimator found a pose (R, t finite)."""
         return bool(np.isfinite(self.R).all() and np.isfinite(self.t).all())
 
+    @property
+    def translation_known(self) -> bool:
+        """Whether t (and E) are determined: a pose whose inliers have at least
+        :data:`MIN_PARALLAX_DEG` of parallax (below, a rotation alone explains them)."""
+        return self.has_pose and self.parallax_deg >= MIN_PARALLAX_DEG
+
 
 def parallax_deg(xs: np.ndarray) -> float:
     """What a pure rotation leaves unexplained in matches xs (M, 4) normalised: the median

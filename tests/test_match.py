@@ -476,6 +476,7 @@ def test_identical_pair_is_not_confident(synthetic_pair, tmp_path, capsys):
         capsys,
     )
     assert code == 0 and len(stdout.splitlines()) == 1 and "NOT confident" in stdout
+    assert "t undefined" in stdout  # no arbitrary unit vector printed as if it were known
     lines = err.splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("python -m corrnet.match: warning: pose not confident: ")
@@ -484,6 +485,7 @@ def test_identical_pair_is_not_confident(synthetic_pair, tmp_path, capsys):
     assert pose["confident"] is False and len(pose["warnings"]) == 1
     assert pose["warnings"][0].startswith("translation undefined")
     assert pose["parallax_deg"] < 1e-3
+    assert pose["t"] is None and pose["E"] is None and np.allclose(pose["R"], np.eye(3))
 
 
 def test_images_as_arrays_and_reused_verifier(synthetic_pair, tmp_path):

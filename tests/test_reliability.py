@@ -13,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +34,7 @@ from corrnet.atomic import (
     exclusive_lock,
     is_temporary,
     remove_stale_temporaries,
+    temporary_folder,
 )
 from corrnet.checkpoint import PRETRAINED, load_model
 from corrnet.commands.merge import main as merge_main
@@ -48,7 +50,7 @@ from corrnet.datasets.oanet_hdf5 import (
     OANetPairs,
 )
 from corrnet.datasets.prepare import cache_dir_for, image_digest, lock_file_for
-from corrnet.errors import UserError
+from corrnet.errors import UserError, one_line
 from corrnet.images import MAX_PIXELS_VARIABLE, image_size, read_image
 from corrnet.match import (
     DEFAULT_FOCAL_FACTOR,
@@ -104,6 +106,19 @@ def test_overwrite_refuses_a_device_a_fifo_a_folder_and_a_dangling_link(tmp_path
 def test_merge_refuses_a_fifo_output(syn, fifo, capsys):
     refused(capsys, call(merge_main, [str(syn), "--out", str(fifo), "--overwrite"]), "FIFO")
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_merge_and_the_picture_refuse_a_device_output(syn, tmp_path, capsys):
+    from corrnet.commands.viz import main as viz_main
+
+    device = tmp_path / "null"
+    device.symlink_to("/dev/null")
+    for main, args in [
+        (merge_main, [str(syn), "--out", str(device), "--overwrite"]),
+        (viz_main, ["--data", str(syn), "--pair", "0", "--out", str(device), "--overwrite"]),
+    ]:
+        refused(capsys, call(main, args), f"{device}: is a character device")
+    assert device.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
 def test_atomic_path_checks_again_before_the_rename(tmp_path):
@@ -162,8 +177,10 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError) as err:  # torch's message names no file; the error does
         io.save_checkpoint({"step": torch.tensor(8)}, path)
+    assert err.value.errno == errno.ENOSPC
+    assert f"{path}: No space left on device while writing it" in str(err.value)
     assert torch.load(path, weights_only=True)["step"] == 4
     assert [p.name for p in tmp_path.iterdir()] == ["best-8.ckpt"]
 
@@ -263,10 +280,13 @@ def _without(syn: Path, path: Path, keys: tuple[str, ...]) -> Path:
     return _edit(Path(shutil.copy(syn, path)), lambda f: [f.__delitem__(k) for k in keys])
 
 
-def test_merge_keeps_absent_side_information_absent(syn, tmp_path):
+def test_merge_keeps_absent_side_information_absent(syn, tmp_path, capsys):
     bare = _without(syn, tmp_path / "bare.hdf5", SIDE_INFO_KEYS + INTRINSICS_KEYS)
     out = tmp_path / "merged.hdf5"
     assert merge_main([str(bare), str(bare), "--out", str(out)]) == 0
+    for data in (bare, out):  # eval refuses the merged file as it refuses its input
+        code = call(eval_main, ["--data", str(data), "--out", str(tmp_path / "report")])
+        refused(capsys, code, f"{data}: missing key(s)", "ratios")
     merged = OANetPairs(out)
     assert len(merged) == 4 and merged.lacks(SIDE_INFO_KEYS + INTRINSICS_KEYS) == list(
         SIDE_INFO_KEYS + INTRINSICS_KEYS
@@ -356,6 +376,14 @@ BAD_TRAINING_STATE = {
         "expected a mapping",
     ),
     "global_step a float": (lambda c: c.update(global_step=2.5), "global_step: expected int"),
+    "NaN weight": (
+        lambda c: c["state_dict"][_first_weight(c)].view(-1).__setitem__(0, np.nan),
+        "nan",
+    ),
+    "1e30 weight": (
+        lambda c: c["state_dict"][_first_weight(c)].view(-1).__setitem__(0, 1e30),
+        "1e+30",
+    ),
     "NaN optimiser moment": (
         lambda c: (
             next(iter(c["optimizer_states"][0]["state"].values()))["exp_avg"]
@@ -855,3 +883,184 @@ def test_a_signal_while_the_command_starts_is_one_line(tmp_path, sig, status, wo
             assert lines in ([f"corrnet: {word}"], [f"corrnet eval: {word}"]), (delay, err)
             endings.append(lines[0])
     assert f"corrnet: {word}" in endings, endings  # at least one landed while it started
+
+
+# ---------------------------------------------------------------- messages that name the file
+
+
+def test_a_bad_pair_in_a_dataloader_worker_is_one_line_naming_the_file(syn, tmp_path):
+    """torch re-raises a worker's exception with "Caught BadPairError in DataLoader worker
+    process 0" and the worker's traceback as its message; the line is the original one."""
+    path = _edit(Path(shutil.copy(syn, tmp_path / "bad.hdf5")), BAD_DATASETS["negative ys"][0])
+    loader = torch.utils.data.DataLoader(OANetPairs(path), num_workers=1, collate_fn=list)
+    with pytest.raises(BadPairError) as err:
+        list(loader)
+    assert str(err.value).startswith("Caught BadPairError in DataLoader worker process 0")
+    assert one_line(err.value) == f"{path}: pair 1: ys: expected epipolar distances >= 0, got -1"
+    assert one_line(KeyError("key")) == "key" and one_line(ValueError("a\nb")) == "a"
+
+
+@pytest.fixture(scope="module")
+def pairs3d_file(tmp_path_factory) -> Path:
+    from corrnet.commands.prepare3d import main as prepare3d_main
+
+    out = tmp_path_factory.mktemp("p3") / "p3.hdf5"
+    assert prepare3d_main(["--synthetic", "--pairs", "1", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("corrnet_layout", np.array([1, 2]), "not a 3-D pairs file"),
+        ("inlier_threshold", np.array([0.1, 0.2]), "expected a length in (0, 10000] m, got [0.1"),
+        ("inlier_threshold", -1.0, "expected a length in (0, 10000] m, got -1.0"),
+        ("voxel_size", np.nan, "voxel_size: expected a length"),
+        ("voxel_size", "abc", "voxel_size: expected a length in (0, 10000] m, got abc"),
+    ],
+)
+def test_hdf5_attributes_of_the_wrong_kind_are_one_line(
+    pairs3d_file, syn, tmp_path, name, value, message
+):
+    """An attribute that is an array, a string or out of range: never "the truth value of an
+    array is ambiguous" or "only 0-dimensional arrays can be converted"."""
+    from corrnet.datasets.pairs3d import Pairs3D, is_pairs3d
+    from corrnet.datasets.prepare import recorded_inputs
+
+    path = Path(shutil.copy(pairs3d_file, tmp_path / "p3.hdf5"))
+    with h5py.File(path, "r+") as f:
+        f.attrs[name] = value
+    with pytest.raises(UserError) as err:
+        Pairs3D(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value), err.value
+    assert is_pairs3d(path) == (name != "corrnet_layout")
+    with h5py.File(syn, "r+") as f:
+        f.attrs["inputs_digest"] = np.arange(3)  # a recorded digest that is no text
+    assert recorded_inputs(syn) is None
+
+
+def test_a_deeply_nested_json_pairs_file_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "pairs.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    args = ["--pairs-file", str(deep), "--out", str(tmp_path / "p.hdf5")]
+    refused(capsys, call(prepare_main, args), f"{deep}: cannot read", "nested too deeply")
+
+
+def test_a_full_disk_names_the_output(tmp_path, monkeypatch):
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"earlier")
+
+    def disk_full(file, **arrays) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError) as err:
+        with atomic_path(out, suffix=".tmp.npz") as tmp:
+            np.savez(tmp, x=np.arange(3))
+    assert err.value.errno == errno.ENOSPC
+    assert one_line(err.value) == f"[Errno 28] {out}: No space left on device while writing it"
+    with pytest.raises(FileNotFoundError, match="input.png"):  # other errors pass unchanged
+        with atomic_path(out):
+            raise FileNotFoundError("input.png: no such file")
+    assert out.read_bytes() == b"earlier" and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_a_canvas_beyond_the_renderer_and_the_meta_device_are_refused(tmp_path, syn, capsys):
+    """30000 x 20000 px is an option error, not a renderer failure blamed on Vulkan; the meta
+    device is refused by every command that takes --device."""
+    from corrnet.commands.viz import main as viz_main
+
+    args = ["--data", str(syn), "--pair", "0", "--out", str(tmp_path / "v.png")]
+    refused(capsys, call(viz_main, [*args, "--size", "30000", "20000"]), "--size", "30000")
+    assert not (tmp_path / "v.png").exists()
+    match_args = ["a.png", "b.png", "--out", str(tmp_path / "o"), "--device", "meta"]
+    refused(capsys, call(match_main, match_args), "--device", "meta")
+    refused(capsys, call(eval_main, ["--data", str(syn), "--device", "meta"]), "--device", "meta")
+
+
+@pytest.mark.parametrize("command", ["match", "eval"])
+@pytest.mark.parametrize(
+    "sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_while_a_picture_renders_leaves_no_folder(
+    syn, tmp_path, command, sig, status, word
+):
+    """The real commands, signalled while a ``corrnet-viz-*`` folder exists (Ctrl-C to the
+    process group, SIGTERM to the command): one line, no traceback, no folder left."""
+    image = tmp_path / "a.jpg"
+    _jpeg(image, _texture(np.random.default_rng(4), (320, 240)))
+    args = {
+        "match": [str(image), str(image), "--picture", "3d"],
+        "eval": ["--data", str(syn), "--viz", "2", "--methods", "corrnet", "--quiet"],
+    }[command]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corrnet", command, *args, "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        while not any(p.name.startswith("corrnet-viz-") for p in temp.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"corrnet {command}: {word}", err
+    assert list(temp.iterdir()) == []
+
+
+IN_A_FINALIZER = """
+import os, signal, sys, time
+from corrnet.errors import run_command
+
+class Resource:
+    def __del__(self):  # the signal lands while a finalizer runs, as in ZipFile.__del__
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        time.sleep(0.5)  # delivered here, inside __del__
+
+def body():
+    Resource()
+    for _ in range(100):
+        time.sleep(0.1)
+    print("finished", flush=True)
+
+sys.exit(run_command("slow", body))
+"""
+
+
+@pytest.mark.parametrize(
+    "sig, status, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_a_signal_inside_a_finalizer_still_stops_the_command(sig, status, word):
+    """Python prints and drops an exception raised in ``__del__``: the command redelivers it."""
+    done = subprocess.run(
+        [sys.executable, "-c", IN_A_FINALIZER, sig],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (status, "", f"slow: {word}\n")
+
+
+def test_a_temporary_folder_is_removed_whatever_ends_the_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        with temporary_folder("corrnet-viz-") as folder:
+            (folder / "scene.npz").write_bytes(b"x")
+            assert folder.parent == tmp_path and folder.name.startswith("corrnet-viz-")
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

@@ -57,6 +57,15 @@ class BadPairError(UserError):
     """A pair of an HDF5 file does not match the expected layout."""
 
 
+def text_attribute(attrs: h5py.AttributeManager, name: str) -> str | None:
+    """The HDF5 attribute ``name`` as text (bytes decoded); None when it is absent or not a
+    single string (a number or an array is no text corrnet wrote)."""
+    value = attrs.get(name)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
 def _oanet_arrays(sample: dict, sift: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """A sample dictionary as OANet's per-pair float32 arrays, with the :data:`SIFT_KEYS`
     ``sift`` (N, 2) as well.

@@ -38,7 +38,7 @@ from corrnet.constants import MIN_RIGID_MATCHES, NUM_MATCHES_3D
 from corrnet.errors import UserError
 from corrnet.geometry.checks import rotation_problem
 
-from .oanet_hdf5 import LazyHDF5, write_pairs_hdf5
+from .oanet_hdf5 import LazyHDF5, text_attribute, write_pairs_hdf5
 
 LAYOUT = "corrnet-pairs3d"
 VOXEL_SIZE = 0.05
@@ -205,7 +205,7 @@ def is_pairs3d(path: str | Path) -> bool:
     """Whether ``path`` is an HDF5 file in the 3-D layout (its ``corrnet_layout`` attribute)."""
     try:
         with h5py.File(path, "r") as f:
-            return f.attrs.get("corrnet_layout") == LAYOUT
+            return text_attribute(f.attrs, "corrnet_layout") == LAYOUT
     except OSError:
         return False
 
@@ -260,14 +260,30 @@ class Pairs3D(LazyHDF5, Dataset):
 
     def _check_file(self, f: h5py.File) -> None:
         """Check the layout and the groups of an open file; read its length and attributes."""
-        if f.attrs.get("corrnet_layout") != LAYOUT:
+        if text_attribute(f.attrs, "corrnet_layout") != LAYOUT:
             raise UserError(
                 f"{self.path}: not a 3-D pairs file (expected the attribute "
                 f"corrnet_layout = {LAYOUT!r}, written by data/prepare3d.py)"
             )
         self.length = self._pair_count(f, PER_PAIR_KEYS[:4])
-        self.threshold = float(f.attrs.get("inlier_threshold", INLIER_THRESHOLD))
-        self.voxel_size = float(f.attrs.get("voxel_size", VOXEL_SIZE))
+        self.threshold = self._length_attribute(f, "inlier_threshold", INLIER_THRESHOLD)
+        self.voxel_size = self._length_attribute(f, "voxel_size", VOXEL_SIZE)
+
+    def _length_attribute(self, f: h5py.File, name: str, default: float) -> float:
+        """The file's attribute ``name`` (``default`` when absent), a length in metres; raises
+        UserError naming the file and the attribute unless it is one number in
+        (0, :data:`MAX_METRES`]."""
+        value = f.attrs.get(name, default)
+        try:
+            number = float(value) if np.ndim(value) == 0 else np.nan
+        except (TypeError, ValueError):
+            number = np.nan
+        if not 0 < number <= MAX_METRES:
+            raise UserError(
+                f"{self.path}: attribute {name}: expected a length in (0, {MAX_METRES:g}] m, "
+                f"got {value}"
+            )
+        return number
 
     def __len__(self) -> int:
         return self.length

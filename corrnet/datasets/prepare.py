@@ -65,7 +65,7 @@ from corrnet.errors import UserError, one_line, same_file, worker_signals
 from corrnet.geometry.checks import intrinsics_problem, rotation_problem
 from corrnet.images import image_size, read_image
 
-from .oanet_hdf5 import write_oanet_hdf5
+from .oanet_hdf5 import text_attribute, write_oanet_hdf5
 from .sample import MIN_MATCHES, episym, intrinsics, normalized_matches
 
 CONTRAST_THRESHOLD = 1e-5
@@ -277,6 +277,8 @@ def read_pairs_file(path: Path) -> list[PairSpec]:
         entries = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: cannot read a JSON pairs file: {err}") from None
+    except RecursionError:
+        raise UserError(f"{path}: cannot read a JSON pairs file: nested too deeply") from None
     if not isinstance(entries, list):
         raise UserError(f"{path}: expected a JSON list of pair objects")
     pairs = []
@@ -612,13 +614,12 @@ def recorded_attr(out: Path, name: str) -> str | None:
     """
     try:
         with h5py.File(out, "r") as f:
-            value = f.attrs.get(name)
+            return text_attribute(f.attrs, name)
     except OSError:
         raise FileExistsError(
             f"{out}: exists and is not an HDF5 file; pass --overwrite to replace "
             f"it or choose another --out"
         ) from None
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def recorded_inputs(out: Path) -> str | None:

@@ -10,11 +10,12 @@ for :func:`corrnet.visualization.render_pair`.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from corrnet.atomic import temporary_folder
 
 from .render import Rect, _run_worker, _text, _write_png_atomic, legend
 from .scene import PALETTE, check_inputs, pair_stats
@@ -72,7 +73,7 @@ def render_registration(
             scene[f"lines_{name}_{view}"] = np.stack([src[idx], xs[idx, 3:]], 1)
     header, footer = max(56, round(0.1 * height)), max(32, round(0.06 * height))
     view_size = (width // 2, height - header - footer)
-    with tempfile.TemporaryDirectory(prefix="corrnet-viz-") as tmp:
+    with temporary_folder("corrnet-viz-") as tmp:
         scene_path, views_path = Path(tmp, "scene3d.npz"), Path(tmp, "views.npz")
         np.savez(scene_path, **scene)
         _run_worker(

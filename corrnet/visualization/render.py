@@ -8,14 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from corrnet.atomic import atomic_path
+from corrnet.atomic import atomic_path, temporary_folder
 from corrnet.errors import UserError
 
 from .scene import OUTCOMES, PALETTE, PairStats, Scene, build_scene, check_inputs, pair_stats
@@ -282,7 +281,7 @@ def render_pair(
         show_true_negatives=show_true_negatives,
         embedding=embedding,
     )
-    with tempfile.TemporaryDirectory(prefix="corrnet-viz-") as tmp:
+    with temporary_folder("corrnet-viz-") as tmp:
         scene_path, views_path = Path(tmp, "scene.npz"), Path(tmp, "views.npz")
         scene.save(scene_path)
         _run_worker(
@@ -351,7 +350,7 @@ def show_pair(
         show_true_negatives=show_true_negatives,
         embedding=embedding,
     )
-    with tempfile.TemporaryDirectory(prefix="corrnet-viz-") as tmp:
+    with temporary_folder("corrnet-viz-") as tmp:
         scene_path = Path(tmp, "scene.npz")
         scene.save(scene_path)
         _run_worker(["show", str(scene_path), "--title", title or "corrnet"], capture=False)
