@@ -1003,6 +1003,7 @@ def test_a_signal_while_a_picture_renders_leaves_no_folder(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     try:
         while not any(p.name.startswith("corrnet-viz-") for p in temp.iterdir()):
@@ -1051,6 +1052,7 @@ def test_a_signal_inside_a_finalizer_still_stops_the_command(sig, status, word):
         capture_output=True,
         text=True,
         timeout=60,
+        preexec_fn=_default_sigint,
     )
     assert (done.returncode, done.stdout, done.stderr) == (status, "", f"slow: {word}\n")
 
