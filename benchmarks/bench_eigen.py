@@ -19,11 +19,10 @@ against Horn's sync-free rotation, and the largest entry difference of the two R
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from corrnet.benchmark import median_ms
 from corrnet.datasets import generate_pair
 from corrnet.geometry import WEIGHT_FLOOR, eight_point_rows, weighted_eight_point
 from corrnet.geometry.eigen import smallest_eigenvector
@@ -45,20 +44,6 @@ def rigid_matches(b: int, n: int, device: torch.device) -> tuple[torch.Tensor, t
     x1 = 2 * torch.randn(b, n, 3, generator=g, dtype=torch.float64)
     x2 = x1 @ R.transpose(-1, -2) + t + 0.01 * torch.randn(x1.shape, generator=g)
     return x1.to(device), x2.to(device)
-
-
-def median_ms(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:

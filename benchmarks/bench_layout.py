@@ -16,12 +16,11 @@ call (CUDA synchronised), tokens / channels-first, and the largest difference of
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from corrnet.benchmark import median_ms
 from corrnet.models.blocks import PointCN
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -43,20 +42,6 @@ def tokens_pointcn(block: PointCN, x: torch.Tensor) -> torch.Tensor:
             var, mean = torch.var_mean(centred, dim=1, keepdim=True, correction=0)
             out = (centred - mean) * torch.rsqrt(var + layer.eps)
     return x + out
-
-
-def median_ms(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:

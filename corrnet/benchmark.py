@@ -78,6 +78,12 @@ def time_calls(fn: Callable[[int], object], device: torch.device, repeats: int) 
     return times
 
 
+def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time in ms of ``repeats`` synchronised calls of fn(), after one warm-up call."""
+    fn()
+    return statistics.median(time_calls(lambda _: fn(), device, repeats))
+
+
 def adaptive_timing(
     fn: Callable[[int], object], device: torch.device, args: argparse.Namespace, warmup: int = 1
 ) -> dict:
