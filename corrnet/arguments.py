@@ -66,34 +66,32 @@ picture_side = integer_in(16, 8192, "pixels")
 MAX_SECONDS = 86400.0
 
 
-def seconds(text: str) -> float:
-    """``type=`` of time budgets (``corrnet bench --target-s``, ``--budget-s``): finite, from 0
-    (as little as possible) to a day."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of seconds from 0 to {MAX_SECONDS:g}, got {text}"
-        )
-    return value
+def float_in(low: float, high: float, expected: str) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float in [low, high]; ArgumentTypeError saying
+    ``expected``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def fraction(text: str) -> float:
-    """``type=`` of overlap options: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text}")
-    return value
+seconds = float_in(0.0, MAX_SECONDS, f"a number of seconds from 0 to {MAX_SECONDS:g}")
+"""``type=`` of time budgets (``corrnet bench --target-s``, ``--budget-s``): finite, from 0
+(as little as possible) to a day."""
+fraction = float_in(0.0, 1.0, "a fraction in [0, 1]")
+"""``type=`` of overlap options: a number in [0, 1]."""
 
 
 def keypoint_count(text: str) -> int:
-    """``type=`` of ``--num-features`` in ``corrnet match`` and the pairs mode: keypoints
-    per image, an integer of at least :data:`~corrnet.constants.MIN_MATCHES`."""
+    """``type=`` of every ``--num-features``: keypoints per image, an integer of at least
+    :data:`~corrnet.constants.MIN_MATCHES`."""
     try:
         value = int(text)
     except ValueError:
@@ -105,14 +103,15 @@ def keypoint_count(text: str) -> int:
     return value
 
 
-def add_keypoint_count(parser: argparse.ArgumentParser) -> None:
-    """``--num-features K`` (default :data:`~corrnet.constants.NUM_FEATURES`)."""
+def add_keypoint_count(
+    parser: argparse.ArgumentParser,
+    default: int | None = NUM_FEATURES,
+    help: str = f"keypoints per image (default {NUM_FEATURES}, as the shipped weights were "
+    "trained)",
+) -> None:
+    """``--num-features K`` (:func:`keypoint_count`), ``default`` (None: not given)."""
     parser.add_argument(
-        "--num-features",
-        type=keypoint_count,
-        default=NUM_FEATURES,
-        metavar="K",
-        help=f"keypoints per image (default {NUM_FEATURES}, as the shipped weights were trained)",
+        "--num-features", type=keypoint_count, default=default, metavar="K", help=help
     )
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corrnet.arguments import add_detector, pixel_threshold, seed
+from corrnet.arguments import add_detector, add_keypoint_count, pixel_threshold, seed
 from corrnet.constants import POSELIB_THRESHOLD, SEED
 from corrnet.errors import UserError, run_command
 from corrnet.tasks import TASKS, Task, default_task, task_of_file
@@ -104,11 +104,10 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         default=Path("data/generated"),
         help="where a raw folder is prepared into HDF5 (default: %(default)s)",
     )
-    parser.add_argument(
-        "--num-features",
-        type=int,
-        metavar="K",
-        help="keypoints per image when --data is a raw folder (default 2000, as data/prepare.py)",
+    add_keypoint_count(
+        parser,
+        None,
+        "keypoints per image when --data is a raw folder (default 2000, as data/prepare.py)",
     )
     add_detector(parser, None, "when --data is a raw folder")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="the network's")
@@ -124,7 +123,7 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     args.prog = prog  # the name in warnings
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device cuda: no CUDA device available to torch {torch.__version__}")
-    for name in ("workers", "max_pairs", "num_features", "batch_size"):
+    for name in ("workers", "max_pairs", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number")
     if args.viz < 0:

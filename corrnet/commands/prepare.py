@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corrnet.arguments import add_detector, count, fraction, seed
+from corrnet.arguments import add_detector, add_keypoint_count, count, fraction, seed
 from corrnet.constants import NUM_FEATURES
 from corrnet.errors import UserError, check_output, run_command
 
@@ -89,11 +89,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--max-pairs", type=int, help="sample at most this many pairs")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampling")
-    parser.add_argument(
-        "--num-features",
-        type=int,
-        metavar="K",
-        default=NUM_FEATURES,
+    add_keypoint_count(
+        parser,
         help=f"keypoints per image (default {NUM_FEATURES}, OANet's protocol); recorded in "
         "the file's corrnet_protocol attribute",
     )
@@ -145,7 +142,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "corrnet prepare") -> in
         "--threads", type=count, default=2, help="--sfm: COLMAP threads (default 2)"
     )
     args = parser.parse_args(argv)
-    for name in ("workers", "max_pairs", "num_features"):
+    for name in ("workers", "max_pairs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
