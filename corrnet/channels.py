@@ -102,3 +102,25 @@ def network_input(
         else:  # descriptor_distance
             columns.append(a[..., 0:1] / DESCRIPTOR_SCALE)
     return torch.cat(columns, -1) if len(columns) > 1 else xs
+
+
+SWAP_NEGATED = ("log_scale_ratio", "orientation.sin")
+"""Columns whose sign flips when the two images trade places (:func:`swap_views`)."""
+
+
+def swap_views(features: torch.Tensor, side_info: bool | Sequence[str]) -> torch.Tensor:
+    """The input of the same matches with images 1 and 2 in the other order: features
+    (..., N, 4 + :func:`channel_count`) of :func:`network_input` -> the same shape, with
+    (x2, y2, x1, y1) and the columns of :data:`SWAP_NEGATED` negated (log(size1 / size2) and
+    sin(angle1 - angle2)).  ``ratio``, ``mutual`` and ``descriptor_distance`` stay as given: they
+    describe the nearest-neighbour search from image 1, the only one there is."""
+    columns = channel_columns(side_info)
+    if features.shape[-1] != 4 + len(columns):
+        raise ValueError(
+            f"features: expected 4 + {len(columns)} columns for channels {list(columns)}, "
+            f"got {features.shape[-1]}"
+        )
+    sign = torch.ones(features.shape[-1], dtype=features.dtype, device=features.device)
+    sign[[4 + i for i, c in enumerate(columns) if c in SWAP_NEGATED]] = -1
+    order = [2, 3, 0, 1, *range(4, features.shape[-1])]
+    return features[..., order] * sign

@@ -114,6 +114,11 @@ def _parse(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=1, metavar="B", help="pairs per network call (padded)"
     )
+    parser.add_argument(
+        "--symmetric",
+        action="store_true",
+        help="two-view: average the network's scores of both image orders (twice the network time)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     import torch
@@ -243,7 +248,8 @@ def _network(
             f"{weights}: a {model.config.task.label} network (model.net.geometry "
             f"{model.config.geometry!r}); {task.pairs} need a {task.label} one"
         )
-    return methods, make_predictor(model.to(args.device)), model.config.channels
+    predictor = make_predictor(model.to(args.device), symmetric=args.symmetric)
+    return methods, predictor, model.config.channels
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "corrnet eval") -> int:

@@ -8,6 +8,11 @@ for host tensors, so that an accelerator is never waited on), moves them to the 
 device and runs the forward pass without any host synchronisation
 (``CorrNet.forward(..., validate=False)``), so a batch's kernels are queued back to back.
 
+``symmetric=True`` (two-view) also runs the matches with the two images in the other order, in
+the same batch, and averages the two logits and weights per match; ``E`` is the weighted
+eight-point estimate from the averaged weights (:meth:`Task.swap_views`, one forward pass of
+twice the batch).
+
 ``compile=True`` wraps the model in ``torch.compile(mode="reduce-overhead")``: on CUDA the
 compiled graph is replayed as a CUDA graph (one launch per forward pass), captured once per
 input shape (B, N) and mask / no mask, so it pays off for fixed shapes (benchmarks, batches
@@ -24,11 +29,16 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from einops import reduce
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from corrnet.errors import UserError
+
 AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 """Dtypes run under ``torch.autocast``; float32 runs the plain path."""
+SYMMETRIC_MEAN = ("logits", "weights")
+"""The per-match outputs a symmetric predictor averages over the two image orders."""
 COMPILE_DEFAULTS = {"mode": "reduce-overhead", "dynamic": False}
 """``torch.compile`` settings of :func:`make_predictor` with the default (inductor) backend:
 CUDA graphs on CUDA, one graph per input shape."""
@@ -48,9 +58,15 @@ class InferenceModel:
     """
 
     def __init__(
-        self, model: nn.Module, dtype: torch.dtype, compiled: Any | None, validate: bool = True
+        self,
+        model: nn.Module,
+        dtype: torch.dtype,
+        compiled: Any | None,
+        validate: bool = True,
+        symmetric: bool = False,
     ) -> None:
         self.model, self.dtype, self._compiled, self.validate = model, dtype, compiled, validate
+        self.symmetric = symmetric
 
     @property
     def compiled(self) -> bool:
@@ -89,6 +105,19 @@ class InferenceModel:
         device = self.device
         x = x.to(device, non_blocking=True)
         mask = None if mask is None else mask.to(device, non_blocking=True)
+        if not self.symmetric:
+            return self._forward(x, mask)
+        swapped = self.model.task.swap_views(x, self.model.config.channels)
+        out = self._forward(
+            torch.cat([x, swapped]), None if mask is None else torch.cat([mask, mask])
+        )
+        logits, weights = (reduce(out[k], "(v b) n -> b n", "mean", v=2) for k in SYMMETRIC_MEAN)
+        with torch.inference_mode():
+            estimate = self.model.task.estimate(x[..., : self.model.task.coords], weights)
+        return {"logits": logits, "weights": weights, **estimate}
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> Any:
+        device = x.device
         with torch.inference_mode(), self._autocast(device):
             if self._compiled is None:
                 return self.model(x, mask, validate=False)
@@ -111,6 +140,7 @@ def make_predictor(
     dtype: torch.dtype = torch.float32,
     compile: bool = False,
     validate: bool = True,
+    symmetric: bool = False,
     **compile_kwargs: Any,
 ) -> InferenceModel:
     """An :class:`InferenceModel` of ``model`` (put in eval mode).
@@ -125,6 +155,9 @@ def make_predictor(
         validate: check every input (:meth:`CorrNet.check_inputs`, one synchronisation on
             the input's device); False when the caller vouches for them (benchmarks on
             inputs already on an accelerator): shapes are still checked, a mask runs as given.
+        symmetric: average the outputs of both image orders (module docstring); the
+            predictor then returns ``logits``, ``weights`` (B, N) and the task's estimate only.
+            Raises :class:`~corrnet.errors.UserError` for a task without two views.
     """
     if dtype != torch.float32 and dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"dtype: expected float32, bfloat16 or float16, got {dtype}")
@@ -139,4 +172,6 @@ def make_predictor(
             warnings.warn(
                 f"torch.compile unavailable ({err}); running eagerly", RuntimeWarning, stacklevel=2
             )
-    return InferenceModel(model, dtype, compiled, validate)
+    if symmetric and not model.task.has_two_views:
+        raise UserError(f"symmetric: expected a two-view network, got the task {model.task.name!r}")
+    return InferenceModel(model, dtype, compiled, validate, symmetric)

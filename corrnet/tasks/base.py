@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from corrnet.errors import UserError
+
 if TYPE_CHECKING:
     import argparse
 
@@ -50,6 +52,8 @@ class Task:
     methods: ClassVar[tuple[str, ...]]
     network_methods: ClassVar[tuple[str, ...]]
     label_px: ClassVar[bool] = False
+    has_two_views: ClassVar[bool] = False
+    """Whether :meth:`swap_views` exists (symmetric inference)."""
     weights: ClassVar[str]
 
     def __repr__(self) -> str:
@@ -64,6 +68,11 @@ class Task:
     def estimate(self, coords: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """The geometric estimate from raw coordinates (B, K, coords) and weights (B, K)."""
         raise NotImplementedError
+
+    def swap_views(self, x: torch.Tensor, side_info: bool | Sequence[str]) -> torch.Tensor:
+        """The network input x (B, N, C) of the same matches with the two views in the other
+        order, for symmetric inference (:func:`corrnet.models.make_predictor`)."""
+        raise UserError(f"symmetric: expected a two-view network, got the task {self.name!r}")
 
     @property
     def channels(self) -> tuple[str, ...] | None:

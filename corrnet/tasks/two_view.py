@@ -41,6 +41,7 @@ class TwoView(Task):
     methods = METHODS
     network_methods = NETWORK_METHODS
     label_px = True
+    has_two_views = True
     weights = "corrnet-real.pt"
 
     def normalise(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -50,6 +51,11 @@ class TwoView(Task):
         from corrnet.geometry import weighted_eight_point
 
         return {"E": weighted_eight_point(coords.float(), weights, validate=False)}
+
+    def swap_views(self, x: torch.Tensor, side_info: bool | Sequence[str]) -> torch.Tensor:
+        from corrnet.channels import swap_views
+
+        return swap_views(x, side_info)
 
     def geometric_loss(
         self,
