@@ -93,12 +93,15 @@ def tiny(**overrides) -> CorrNet:
     return CorrNet(CorrNetConfig(**{**config, **overrides})).eval()
 
 
-def pairs(sizes: list[int], n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic pairs with ``sizes`` real matches padded (copies) to n: (B, n, 4), (B, n)."""
+def pairs(
+    sizes: list[int], n: int | None = None, side_info: bool | list[str] = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic pairs with ``sizes`` real matches padded (copies) to n: (B, n, 4 + channels of
+    ``side_info``), (B, n)."""
     n = n or max(sizes)
     x = torch.stack(
         [
-            generate_pair(0, i, num_matches=k)["features"][torch.arange(n) % k]
+            generate_pair(0, i, num_matches=k, side_info=side_info)["features"][torch.arange(n) % k]
             for i, k in enumerate(sizes)
         ]
     )

@@ -8,31 +8,12 @@ import pytest
 import torch
 
 from corrnet.channels import CHANNELS, network_input, swap_views
-from corrnet.datasets import generate_pair
 from corrnet.errors import UserError
 from corrnet.geometry import weighted_eight_point
 from corrnet.models import CorrNet, CorrNetConfig, make_predictor
+from tests.test_gpu_path import pairs, tiny
 
 GEOMETRY = ["ratio", "mutual", "log_scale_ratio", "orientation", "descriptor_distance"]
-
-
-def tiny(side_info, **overrides) -> CorrNet:
-    torch.manual_seed(0)
-    config = dict(width=32, blocks_per_stage=2, heads=2, num_states=4, num_stages=2)
-    return CorrNet(CorrNetConfig(side_info=side_info, **{**config, **overrides})).eval()
-
-
-def batch(side_info, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic pairs with ``sizes`` real matches padded (copies) to the largest: (B, n, C),
-    (B, n) bool."""
-    n = max(sizes)
-    x = torch.stack(
-        [
-            generate_pair(0, i, num_matches=k, side_info=side_info)["features"][torch.arange(n) % k]
-            for i, k in enumerate(sizes)
-        ]
-    )
-    return x, torch.arange(n) < torch.tensor(sizes)[:, None]
 
 
 def test_swapped_input_equals_the_input_of_the_swapped_keypoints():
@@ -62,8 +43,8 @@ def test_swapped_input_equals_the_input_of_the_swapped_keypoints():
 
 @pytest.mark.parametrize("side_info", [True, GEOMETRY])
 def test_symmetric_predictor_averages_the_two_image_orders(side_info):
-    net = tiny(side_info)
-    x, mask = batch(side_info, [300, 230])
+    net = tiny(side_info=side_info)
+    x, mask = pairs([300, 230], side_info=side_info)
     symmetric = make_predictor(net, symmetric=True)
     for m in (None, mask):
         out = symmetric(x, m)
@@ -83,8 +64,8 @@ def test_symmetric_predictor_averages_the_two_image_orders(side_info):
 
 
 def test_symmetric_scores_do_not_depend_on_the_image_order():
-    net = tiny(GEOMETRY)
-    x, mask = batch(GEOMETRY, [256, 256])
+    net = tiny(side_info=GEOMETRY)
+    x, _ = pairs([256, 256], side_info=GEOMETRY)
     symmetric = make_predictor(net, symmetric=True)
     out = symmetric(x)
     back = symmetric(swap_views(x, GEOMETRY))

@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from corrnet.errors import UserError
-
 if TYPE_CHECKING:
     import argparse
 
@@ -71,8 +69,9 @@ class Task:
 
     def swap_views(self, x: torch.Tensor, side_info: bool | Sequence[str]) -> torch.Tensor:
         """The network input x (B, N, C) of the same matches with the two views in the other
-        order, for symmetric inference (:func:`corrnet.models.make_predictor`)."""
-        raise UserError(f"symmetric: expected a two-view network, got the task {self.name!r}")
+        order, for symmetric inference (:func:`corrnet.models.make_predictor`, which refuses
+        a task without :attr:`has_two_views`)."""
+        raise NotImplementedError
 
     @property
     def channels(self) -> tuple[str, ...] | None:
